@@ -1,0 +1,174 @@
+"""`tally bench`: vote throughput and latency of one gateway process, as a ratio to a plain
+Starlette hello-world served on the same stack, measured in the same run by the same client.
+
+Sequence: start a fresh Tally (embedded Valkey, temporary data dir) as its own process; create and
+open a poll; mint one token per voter; warm up on a second poll; send one vote per voter over
+`concurrency` keep-alive connections; check that the poll's total equals the accepted votes; stop
+Tally; then serve the baseline app and send it as many requests over as many connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from tally.bench.loadgen import LoadResult, build_request, run_requests
+from tally.bench.processes import free_port, running
+from tally.client import TallyClient
+from tally.security.tokens import DevIssuer
+
+HOST = "127.0.0.1"
+WARMUP_VOTES = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRun:
+    load: LoadResult
+    counted_total: int
+
+    def outcomes(self) -> Counter[str]:
+        kinds: Counter[str] = Counter()
+        for reply in self.load.replies:
+            if reply is None:
+                continue
+            kinds["accepted" if reply.status == 201 else _problem_code(reply.body)] += 1
+        for kind, n in self.load.transport_errors.items():
+            kinds[f"transport:{kind}"] += n
+        return kinds
+
+
+def _problem_code(body: bytes) -> str:
+    try:
+        code = orjson.loads(body).get("code")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unparseable-reply"
+    return str(code)
+
+
+def _vote_requests(
+    issuer: DevIssuer, poll_id: str, option_ids: list[str], voters: int, alg: str, prefix: str
+) -> list[bytes]:
+    path = f"/v1/polls/{poll_id}/votes"
+    tokens = issuer.mint_many((f"{prefix}{i}" for i in range(voters)), alg=alg, ttl_s=3600)
+    return [
+        build_request(
+            "POST",
+            path,
+            host=HOST,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            body=b'{"option":"%b"}' % option_ids[i % len(option_ids)].encode(),
+        )
+        for i, token in enumerate(tokens)
+    ]
+
+
+def _open_poll(client: TallyClient, title: str, lanes: int) -> dict[str, Any]:
+    poll = client.post(
+        "/v1/polls", {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
+    )
+    return client.post(f"/v1/polls/{poll['id']}/open")
+
+
+def measure_votes(voters: int, concurrency: int, alg: str, lanes: int) -> VoteRun:
+    with tempfile.TemporaryDirectory(prefix="tally-bench-") as data_dir:
+        port = free_port()
+        env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
+        env.pop("TALLY_VALKEY_URL", None)
+        argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
+        with running(argv, host=HOST, port=port, env=env, timeout_s=60):
+            issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
+            admin = TallyClient(
+                f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
+            )
+            warm = _open_poll(admin, "bench warm-up", lanes)
+            poll = _open_poll(admin, "bench", lanes)
+            options = [o["id"] for o in poll["options"]]
+            warmup = _vote_requests(
+                issuer, warm["id"], options, min(WARMUP_VOTES, voters), alg, "warm-"
+            )
+            requests = _vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
+            uvloop.run(run_requests(HOST, port, warmup, concurrency=concurrency))
+            load = uvloop.run(run_requests(HOST, port, requests, concurrency=concurrency))
+            counted = int(admin.get(f"/v1/polls/{poll['id']}/results")["total"])
+    return VoteRun(load, counted)
+
+
+def measure_baseline(requests: int, concurrency: int) -> LoadResult:
+    port = free_port()
+    argv = [sys.executable, "-m", "tally.bench.baseline", "--host", HOST, "--port", str(port)]
+    hello = build_request("GET", "/hello", host=HOST)
+    with running(argv, host=HOST, port=port, timeout_s=30):
+        uvloop.run(
+            run_requests(HOST, port, [hello] * min(WARMUP_VOTES, requests), concurrency=concurrency)
+        )
+        return uvloop.run(run_requests(HOST, port, [hello] * requests, concurrency=concurrency))
+
+
+def report(args: argparse.Namespace, votes: VoteRun, baseline: LoadResult | None) -> dict[str, Any]:
+    latency = votes.load.latency_percentiles_ms(50, 95, 99)
+    outcomes = votes.outcomes()
+    accepted = outcomes.pop("accepted", 0)
+    result: dict[str, Any] = {
+        "voters": args.voters,
+        "concurrency": args.concurrency,
+        "token_alg": args.alg,
+        "lanes": args.lanes,
+        "votes_per_s": round(votes.load.throughput(), 1),
+        "p50_ms": round(latency["p50"], 2),
+        "p95_ms": round(latency["p95"], 2),
+        "p99_ms": round(latency["p99"], 2),
+        "accepted": accepted,
+        "errors": dict(outcomes),
+        "counted_total": votes.counted_total,
+        "count_matches": votes.counted_total == accepted,
+    }
+    if baseline is not None:
+        base_latency = baseline.latency_percentiles_ms(50, 99)
+        result["baseline_req_per_s"] = round(baseline.throughput(), 1)
+        result["baseline_p99_ms"] = round(base_latency["p99"], 2)
+        result["ratio_to_baseline"] = round(votes.load.throughput() / baseline.throughput(), 3)
+    return result
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.voters < 1 or args.concurrency < 1:
+        print("tally bench: --voters and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    votes = measure_votes(args.voters, args.concurrency, args.alg, args.lanes)
+    baseline = None if args.no_baseline else measure_baseline(args.voters, args.concurrency)
+    result = report(args, votes, baseline)
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    return 0 if result["count_matches"] else 1
+
+
+def _print_table(r: dict[str, Any]) -> None:
+    print(
+        f"voters {r['voters']}  concurrency {r['concurrency']}  tokens {r['token_alg']}  lanes {r['lanes']}"
+    )
+    print(f"votes/s      {r['votes_per_s']:>10,.0f}")
+    print(f"latency ms   p50 {r['p50_ms']}  p95 {r['p95_ms']}  p99 {r['p99_ms']}")
+    print(
+        f"accepted     {r['accepted']:>10,}   counted {r['counted_total']:,}   {'OK' if r['count_matches'] else 'MISMATCH'}"
+    )
+    print(f"errors       {r['errors'] or 'none'}")
+    if "baseline_req_per_s" in r:
+        print(
+            f"baseline     {r['baseline_req_per_s']:>10,.0f} req/s (Starlette hello-world, same stack)"
+        )
+        print(f"ratio        {r['ratio_to_baseline']:>10.3f}  (votes/s / baseline req/s)")

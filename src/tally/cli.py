@@ -1,0 +1,279 @@
+"""`tally`: run the server, administer polls, vote, read results, mint dev tokens, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from tally import config
+from tally.client import ApiError, TallyClient
+from tally.wiring import dev_issuer, keys_dir
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except config.ConfigError as exc:
+        print(f"tally: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"tally: {exc}", file=sys.stderr)
+        if exc.document.get("receipt"):
+            print(json.dumps(exc.document["receipt"], indent=2))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Shared options go on every command, so they may follow it: `tally vote P O --token T`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("TALLY_URL", DEFAULT_URL),
+        help="Tally server (env TALLY_URL)",
+    )
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory (env TALLY_DATA_DIR, default ./data)",
+    )
+    common.add_argument(
+        "--token",
+        default=os.environ.get("TALLY_TOKEN"),
+        help="bearer token (env TALLY_TOKEN); admin commands mint one from the local data dir if omitted",
+    )
+    parser = argparse.ArgumentParser(prog="tally", description=__doc__)
+    sub = _Subcommands(parser.add_subparsers(required=True, metavar="COMMAND"), common)
+
+    serve = sub.add_parser(
+        "serve", help="run Tally (embedded Valkey unless TALLY_VALKEY_URL is set)"
+    )
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true", help="open a demo poll and print how to vote")
+    serve.set_defaults(run=_serve)
+
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
+    cfg_sub.add_parser(
+        "show", help="print the effective configuration (secrets masked)"
+    ).set_defaults(run=_config_show)
+
+    token = sub.add_parser("token", help="mint tokens from the local dev issuer")
+    token.add_argument("subject", nargs="?")
+    token.add_argument("--role", choices=["voter", "admin"], default="voter")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds")
+    token.add_argument("--alg", choices=["EdDSA", "ES256", "RS256"], default="EdDSA")
+    token.add_argument("--count", type=int, help="mint N voter tokens, one per line")
+    token.add_argument("--prefix", default="voter-", help="subject prefix with --count")
+    token.set_defaults(run=_token)
+
+    poll = sub.add_parser("poll", help="create, open, close, show, list polls")
+    poll_sub = _Subcommands(poll.add_subparsers(required=True, metavar="ACTION"), common)
+    create = poll_sub.add_parser("create", help="create a poll (admin)")
+    create.add_argument("title")
+    create.add_argument(
+        "--option", action="append", required=True, help="an option label (repeat, 2-64)"
+    )
+    create.add_argument("--lanes", type=int)
+    create.add_argument("--closes-at", help="RFC 3339 deadline, e.g. 2026-12-31T20:00:00Z")
+    create.add_argument("--open", action="store_true", help="open it right away")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(run=_poll_create)
+    for action in ("open", "close", "show"):
+        p = poll_sub.add_parser(
+            action, help=f"{action} a poll" + (" (admin)" if action != "show" else "")
+        )
+        p.add_argument("poll_id")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(run=_poll_action, action=action)
+    listing = poll_sub.add_parser("list", help="list polls")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_poll_list)
+
+    vote = sub.add_parser("vote", help="vote in a poll")
+    vote.add_argument("poll_id")
+    vote.add_argument("option")
+    vote.add_argument("--json", action="store_true")
+    vote.set_defaults(run=_vote)
+
+    results = sub.add_parser("results", help="current results of a poll")
+    results.add_argument("poll_id")
+    results.add_argument("--json", action="store_true")
+    results.set_defaults(run=_results)
+
+    bench = sub.add_parser(
+        "bench", help="measure vote throughput and latency against a Starlette baseline"
+    )
+    bench.add_argument("--voters", type=int, default=20000)
+    bench.add_argument("--concurrency", type=int, default=64)
+    bench.add_argument(
+        "--alg",
+        choices=["EdDSA", "ES256", "RS256"],
+        default="EdDSA",
+        help="token algorithm the voters' tokens use",
+    )
+    bench.add_argument("--lanes", type=int, default=16)
+    bench.add_argument(
+        "--no-baseline", action="store_true", help="skip the Starlette hello-world baseline"
+    )
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+class _Subcommands:
+    """add_parser that gives every command the shared options."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
+    return config.load(data_dir=args.data_dir, **overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, host=args.host, port=args.port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from tally.wiring import serve
+
+    uvloop.run(serve(settings, demo=args.demo))
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    for name, value in _settings(args).public_view().items():
+        print(f"{name}={value}")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    issuer = dev_issuer(settings)
+    if args.count is not None:
+        if args.count < 1:
+            print("tally: --count must be at least 1", file=sys.stderr)
+            return 2
+        subjects = (f"{args.prefix}{i}" for i in range(args.count))
+        out = sys.stdout
+        for token in issuer.mint_many(subjects, ttl_s=args.ttl, alg=args.alg):
+            out.write(token + "\n")
+        return 0
+    if not args.subject:
+        print("tally: give a SUBJECT or --count N", file=sys.stderr)
+        return 2
+    print(issuer.mint(args.subject, roles=[args.role], ttl_s=args.ttl, alg=args.alg))
+    return 0
+
+
+def _admin_client(args: argparse.Namespace) -> TallyClient:
+    token = args.token
+    if token is None:
+        settings = _settings(args)
+        if not keys_dir(settings.data_dir).is_dir():
+            print(
+                f"tally: no --token and no dev issuer keys in {keys_dir(settings.data_dir)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        token = dev_issuer(settings).mint("tally-cli", roles=["admin"], ttl_s=300)
+    return TallyClient(args.url, token)
+
+
+def _print(document: dict[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(document, indent=2) if as_json else text)
+
+
+def _poll_text(poll: dict[str, Any]) -> str:
+    options = ", ".join(f"{o['id']} ({o['label']})" for o in poll["options"])
+    closes = f", closes {poll['closes_at']}" if poll.get("closes_at") else ""
+    return f"{poll['id']}  [{poll['state']}{closes}]  {poll['title']}\n  options: {options}"
+
+
+def _poll_create(args: argparse.Namespace) -> int:
+    client = _admin_client(args)
+    body: dict[str, Any] = {"title": args.title, "options": args.option}
+    if args.lanes is not None:
+        body["lanes"] = args.lanes
+    if args.closes_at:
+        body["closes_at"] = args.closes_at
+    poll = client.post("/v1/polls", body)
+    if args.open:
+        poll = client.post(f"/v1/polls/{poll['id']}/open")
+    _print(poll, args.json, _poll_text(poll))
+    return 0
+
+
+def _poll_action(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        poll = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}")
+    else:
+        poll = _admin_client(args).post(f"/v1/polls/{args.poll_id}/{args.action}")
+    _print(poll, args.json, _poll_text(poll))
+    return 0
+
+
+def _poll_list(args: argparse.Namespace) -> int:
+    polls = TallyClient(args.url, args.token).get("/v1/polls")
+    _print(polls, args.json, "\n".join(_poll_text(p) for p in polls["polls"]) or "no polls")
+    return 0
+
+
+def _vote(args: argparse.Namespace) -> int:
+    if not args.token:
+        print("tally: vote needs --token (see `tally token SUBJECT`)", file=sys.stderr)
+        return 2
+    reply = TallyClient(args.url, args.token).post(
+        f"/v1/polls/{args.poll_id}/votes", {"option": args.option}
+    )
+    receipt = reply["receipt"]
+    _print(
+        reply,
+        args.json,
+        f"accepted: {receipt['option']} in lane {receipt['lane']}, entry {receipt['entry_id']} at {receipt['accepted_at']}",
+    )
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    results = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}/results")
+    width = max((len(k) for k in results["counts"]), default=0)
+    lines = [
+        f"{results['poll_id']}  [{results['state']}]  total {results['total']}  (updated {results['updated_at']})"
+    ]
+    lines += [f"  {option:<{width}}  {n}" for option, n in results["counts"].items()]
+    _print(results, args.json, "\n".join(lines))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tally.bench.runner import run_bench
+
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

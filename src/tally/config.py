@@ -1,0 +1,161 @@
+"""Configuration: read once from TALLY_* environment variables into one frozen object.
+
+Every invalid value fails at start with a message naming the variable. `tally config show` prints
+`Settings.public_view()`, which masks secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A TALLY_* variable holds a value Tally cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    # None: start and supervise an embedded valkey-server in data_dir.
+    valkey_url: str | None = None
+    # HMAC key for voter pseudonyms; embedded mode keeps a generated one in data_dir.
+    pseudonym_secret: bytes | None = None
+    jwks: str | None = None
+    jwt_issuer: str = "tally-dev"
+    jwt_audience: str = "tally"
+    waitaof_replicas: int = 0
+    waitaof_timeout_ms: int = 1000
+    max_body_bytes: int = 16384
+    shutdown_timeout_s: float = 10.0
+    log_level: str = "info"
+
+    @property
+    def embedded(self) -> bool:
+        return self.valkey_url is None
+
+    def public_view(self) -> dict[str, str]:
+        """Every setting as text, secrets masked (passwords in URLs too)."""
+        view: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "pseudonym_secret":
+                text = "(generated in data dir)" if value is None else "********"
+            elif f.name == "valkey_url":
+                text = "(embedded)" if value is None else _mask_url(value)
+            else:
+                text = "" if value is None else str(value)
+            view[f"TALLY_{f.name.upper()}"] = text
+        return view
+
+
+def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, then explicit overrides (CLI flags) on top."""
+    source = os.environ if env is None else env
+    defaults = Settings()
+    values: dict[str, object] = {
+        "host": _get(source, "TALLY_HOST", str, defaults.host),
+        "port": _get(source, "TALLY_PORT", _port, defaults.port),
+        "data_dir": _get(source, "TALLY_DATA_DIR", Path, defaults.data_dir),
+        "valkey_url": _get(source, "TALLY_VALKEY_URL", _valkey_url, None),
+        "pseudonym_secret": _get(source, "TALLY_PSEUDONYM_SECRET", _secret, None),
+        "jwks": _get(source, "TALLY_JWKS", str, None),
+        "jwt_issuer": _get(source, "TALLY_JWT_ISSUER", _nonempty, defaults.jwt_issuer),
+        "jwt_audience": _get(source, "TALLY_JWT_AUDIENCE", _nonempty, defaults.jwt_audience),
+        "waitaof_replicas": _get(source, "TALLY_WAITAOF_REPLICAS", _non_negative, 0),
+        "waitaof_timeout_ms": _get(source, "TALLY_WAITAOF_TIMEOUT_MS", _positive, 1000),
+        "max_body_bytes": _get(source, "TALLY_MAX_BODY_BYTES", _positive, defaults.max_body_bytes),
+        "shutdown_timeout_s": _get(source, "TALLY_SHUTDOWN_TIMEOUT_S", _positive_float, 10.0),
+        "log_level": _get(source, "TALLY_LOG_LEVEL", _log_level, defaults.log_level),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
+
+
+def generate_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def _get(source: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError("must be a port number 1-65535")
+    return port
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be blank")
+    return raw
+
+
+def _secret(raw: str) -> bytes:
+    data = bytes.fromhex(raw)
+    if len(data) < 32:
+        raise ValueError("must be at least 32 bytes, hex encoded (64 hex digits)")
+    return data
+
+
+def _valkey_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "valkey", "valkeys"):
+        raise ValueError("scheme must be redis://, rediss://, valkey:// or valkeys://")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    _ = parts.port  # raises ValueError on a malformed port
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("must be debug, info, warning or error")
+    return level
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@")
+    return parts._replace(netloc=netloc).geturl()

@@ -1,0 +1,61 @@
+"""The demo poll `make run` opens, and the instructions it prints for voting on it."""
+
+from __future__ import annotations
+
+import shlex
+
+from tally.config import Settings
+from tally.domain.polls import OptionSpec, Poll, PollState
+from tally.security.tokens import DevIssuer
+from tally.service import NewPoll, VotingService
+
+DEMO_TITLE = "Tally demo: which song should win the final?"
+DEMO_OPTIONS = ["Aurora", "Borealis", "Cascade", "Dynamo"]
+
+
+async def ensure_demo_poll(service: VotingService) -> Poll:
+    """The open demo poll, created and opened on first run, reused on every later run."""
+    for poll in await service.list_polls(1000):
+        if poll.title == DEMO_TITLE and poll.state is PollState.OPEN:
+            return poll
+    poll = await service.create_poll(
+        NewPoll(title=DEMO_TITLE, options=[OptionSpec(label=o) for o in DEMO_OPTIONS])
+    )
+    return await service.open_poll(poll.id)
+
+
+def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    option = poll.options[0].id
+    lines = [
+        "",
+        f"Tally is running at {base}  (Ctrl-C to stop; data in {settings.data_dir.resolve()})",
+        f"Demo poll {poll.id!r} is open: {poll.title}",
+        "  options: " + ", ".join(f"{o.id} ({o.label})" for o in poll.options),
+        "",
+        "Vote with the CLI (a new voter per token):",
+        f'  .venv/bin/tally vote {poll.id} {option} --token "$(.venv/bin/tally token alice)"',
+    ]
+    if issuer is not None:
+        token = issuer.mint("demo-voter-1", ttl_s=24 * 3600)
+        body = shlex.quote(f'{{"option": "{option}"}}')
+        lines += [
+            "or with curl:",
+            f"  curl -s -X POST {base}/v1/polls/{poll.id}/votes -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d {body}",
+        ]
+    lines += [
+        "Results:",
+        f"  .venv/bin/tally results {poll.id}     or     curl -s {base}/v1/polls/{poll.id}/results",
+        f"API description: {base}/openapi.json",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def announce_demo(
+    service: VotingService, settings: Settings, issuer: DevIssuer | None
+) -> Poll:
+    poll = await ensure_demo_poll(service)
+    print(instructions(poll, settings, issuer), flush=True)
+    return poll

@@ -1,0 +1,173 @@
+"""Polls: the definition a voter votes on, and its lifecycle as a transition table.
+
+Pure: no clock, no I/O. Times are integer milliseconds since the Unix epoch, passed in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from tally.domain.errors import IllegalTransition, InvalidInput
+
+MIN_OPTIONS = 2
+MAX_OPTIONS = 64
+MAX_TITLE = 200
+MAX_LABEL = 100
+MAX_LANES = 1024
+DEFAULT_LANES = 16
+# Voter-index buckets per lane: sized so a bucket holds ~64 voters at the expected electorate,
+# which keeps every bucket a compact listpack (see store/keys.py and BENCHMARKS.md).
+VOTERS_PER_BUCKET = 64
+MAX_BUCKET_BITS = 16
+DEFAULT_EXPECTED_VOTERS = 1_000_000
+MAX_EXPECTED_VOTERS = 10_000_000_000
+
+POLL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+OPTION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+class PollState(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# Every legal move. A draft may be cancelled (closed) without ever opening.
+TRANSITIONS: dict[PollState, frozenset[PollState]] = {
+    PollState.DRAFT: frozenset({PollState.OPEN, PollState.CLOSED}),
+    PollState.OPEN: frozenset({PollState.CLOSED}),
+    PollState.CLOSED: frozenset(),
+}
+
+# States only ever move forward; the rank lets recovery finish a half-applied transition.
+STATE_RANK: dict[PollState, int] = {PollState.DRAFT: 0, PollState.OPEN: 1, PollState.CLOSED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    id: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    id: str
+    title: str
+    options: tuple[Option, ...]
+    state: PollState
+    lanes: int
+    closes_at_ms: int | None
+    created_at_ms: int
+    bucket_bits: int
+
+    @property
+    def option_ids(self) -> frozenset[str]:
+        return frozenset(o.id for o in self.options)
+
+    def effective_state(self, now_ms: int) -> PollState:
+        """An open poll past its deadline is closed, whether or not anyone has closed it yet."""
+        deadline = self.closes_at_ms
+        if self.state is PollState.OPEN and deadline is not None and now_ms >= deadline:
+            return PollState.CLOSED
+        return self.state
+
+    def moved_to(self, target: PollState) -> Poll:
+        if target not in TRANSITIONS[self.state]:
+            raise IllegalTransition(self.id, self.state.value, target.value)
+        return replace(self, state=target)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    label: str
+    id: str | None = None
+
+
+def new_poll(
+    *,
+    poll_id: str,
+    title: str,
+    options: list[OptionSpec],
+    now_ms: int,
+    lanes: int = DEFAULT_LANES,
+    closes_at_ms: int | None = None,
+    expected_voters: int = DEFAULT_EXPECTED_VOTERS,
+) -> Poll:
+    """Validate a poll definition and return it as a draft. Raises InvalidInput naming the field."""
+    if not POLL_ID_RE.fullmatch(poll_id):
+        raise InvalidInput("id", "must match [a-z0-9][a-z0-9_-]{0,63}")
+    clean_title = title.strip()
+    if not clean_title or len(clean_title) > MAX_TITLE:
+        raise InvalidInput("title", f"must be 1 to {MAX_TITLE} characters")
+    if not MIN_OPTIONS <= len(options) <= MAX_OPTIONS:
+        raise InvalidInput("options", f"must have {MIN_OPTIONS} to {MAX_OPTIONS} options")
+    if lanes < 1 or lanes > MAX_LANES or lanes & (lanes - 1):
+        raise InvalidInput("lanes", f"must be a power of two from 1 to {MAX_LANES}")
+    if closes_at_ms is not None and closes_at_ms <= now_ms:
+        raise InvalidInput("closes_at", "must be in the future")
+    if not 1 <= expected_voters <= MAX_EXPECTED_VOTERS:
+        raise InvalidInput("expected_voters", f"must be 1 to {MAX_EXPECTED_VOTERS}")
+    return Poll(
+        id=poll_id,
+        title=clean_title,
+        options=_options(options),
+        state=PollState.DRAFT,
+        lanes=lanes,
+        closes_at_ms=closes_at_ms,
+        created_at_ms=now_ms,
+        bucket_bits=bucket_bits_for(expected_voters, lanes),
+    )
+
+
+def bucket_bits_for(expected_voters: int, lanes: int) -> int:
+    """Smallest bucket count (as bits) that keeps ~VOTERS_PER_BUCKET voters in each bucket."""
+    per_lane = -(-expected_voters // lanes)
+    bits = 0
+    while (per_lane >> bits) > VOTERS_PER_BUCKET and bits < MAX_BUCKET_BITS:
+        bits += 1
+    return bits
+
+
+def _options(specs: list[OptionSpec]) -> tuple[Option, ...]:
+    labels: set[str] = set()
+    ids: set[str] = set()
+    result: list[Option] = []
+    for i, spec in enumerate(specs):
+        label = spec.label.strip()
+        if not label or len(label) > MAX_LABEL:
+            raise InvalidInput(f"options[{i}].label", f"must be 1 to {MAX_LABEL} characters")
+        if label.casefold() in labels:
+            raise InvalidInput(f"options[{i}].label", "duplicate label")
+        labels.add(label.casefold())
+        if spec.id is None:
+            option_id = _unique(_slug(label) or f"option-{i + 1}", ids)
+        else:
+            option_id = spec.id
+            if not OPTION_ID_RE.fullmatch(option_id):
+                raise InvalidInput(f"options[{i}].id", "must match [a-z0-9][a-z0-9-]{0,31}")
+            if option_id in ids:
+                raise InvalidInput(f"options[{i}].id", "duplicate id")
+        ids.add(option_id)
+        result.append(Option(id=option_id, label=label))
+    return tuple(result)
+
+
+def _slug(label: str) -> str:
+    ascii_label = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_label.lower()).strip("-")
+    return slug[:32].rstrip("-")
+
+
+def _unique(candidate: str, taken: set[str]) -> str:
+    if candidate not in taken:
+        return candidate
+    n = 2
+    while True:
+        suffix = f"-{n}"
+        name = candidate[: 32 - len(suffix)] + suffix
+        if name not in taken:
+            return name
+        n += 1

@@ -1,0 +1,73 @@
+"""The gateway's ASGI application: routes, and the one place errors become problem documents."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tally.domain.errors import TallyError
+from tally.gateway import openapi
+from tally.gateway.problems import Problem, from_error, problem_response
+from tally.gateway.routes import Handlers
+
+log = logging.getLogger("tally.gateway")
+
+
+def create_app(handlers: Handlers) -> Starlette:
+    spec = orjson.dumps(openapi.build())
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    routes = [
+        Route("/v1/polls/{poll_id}/votes", handlers.vote, methods=["POST"]),
+        Route("/v1/polls/{poll_id}/results", handlers.results, methods=["GET"]),
+        Route("/v1/polls", handlers.create_poll, methods=["POST"]),
+        Route("/v1/polls", handlers.list_polls, methods=["GET"]),
+        Route("/v1/polls/{poll_id}", handlers.get_poll, methods=["GET"]),
+        Route("/v1/polls/{poll_id}/open", handlers.open_poll, methods=["POST"]),
+        Route("/v1/polls/{poll_id}/close", handlers.close_poll, methods=["POST"]),
+        Route("/healthz", handlers.healthz, methods=["GET"]),
+        Route("/readyz", handlers.readyz, methods=["GET"]),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            Problem: _on_problem,
+            TallyError: _on_domain_error,
+            HTTPException: _on_http_exception,
+            Exception: _on_crash,
+        },
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc, request.url.path)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TallyError)
+    return problem_response(from_error(exc), request.url.path)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "internal-error")
+    problem = Problem(exc.status_code, code)
+    if exc.headers:
+        problem.headers.update(exc.headers)
+    return problem_response(problem, request.url.path)
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "internal-error"), request.url.path)

@@ -1,0 +1,100 @@
+"""Request bodies: strict shapes (unknown fields refused), read with a size cap, decoded once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from tally.domain.polls import OptionSpec
+from tally.gateway.problems import Problem
+from tally.service import NewPoll
+
+T = TypeVar("T")
+
+
+class OptionBody(msgspec.Struct, forbid_unknown_fields=True):
+    label: str
+    id: str | None = None
+
+
+class CreatePollBody(msgspec.Struct, forbid_unknown_fields=True):
+    title: str
+    options: list[str | OptionBody]
+    lanes: int = 16
+    closes_at: str | None = None
+    expected_voters: int = 1_000_000
+
+
+class VoteBody(msgspec.Struct, forbid_unknown_fields=True):
+    option: str
+
+
+_decoders: dict[type, msgspec.json.Decoder[object]] = {}
+
+
+async def read_json(request: Request, shape: type[T], max_bytes: int) -> T:
+    """The body decoded as `shape`, or a Problem: 415 not JSON, 413 too big, 400 malformed, 422 wrong shape."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise Problem(415, "unsupported-media-type")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        raise Problem(413, "body-too-large", f"at most {max_bytes} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise Problem(413, "body-too-large", f"at most {max_bytes} bytes")
+        chunks.append(chunk)
+    return decode(b"".join(chunks), shape)
+
+
+def decode(data: bytes, shape: type[T]) -> T:
+    decoder = _decoders.get(shape)
+    if decoder is None:
+        decoder = _decoders[shape] = msgspec.json.Decoder(shape)
+    try:
+        return decoder.decode(data)  # type: ignore[return-value]  # the decoder was built for `shape`
+    except msgspec.ValidationError as exc:
+        raise Problem(422, "validation-failed", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, "malformed-json", str(exc)) from None
+
+
+def to_new_poll(body: CreatePollBody) -> NewPoll:
+    options = [
+        OptionSpec(label=o) if isinstance(o, str) else OptionSpec(label=o.label, id=o.id)
+        for o in body.options
+    ]
+    return NewPoll(
+        title=body.title,
+        options=options,
+        lanes=body.lanes,
+        closes_at_ms=None if body.closes_at is None else parse_time_ms("closes_at", body.closes_at),
+        expected_voters=body.expected_voters,
+    )
+
+
+def parse_time_ms(field: str, text: str) -> int:
+    """RFC 3339 with an explicit offset ('Z' or +hh:mm) to epoch milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Problem(
+            422,
+            "validation-failed",
+            f"{field}: not an RFC 3339 time",
+            errors=[{"field": field, "message": "not an RFC 3339 time"}],
+        ) from None
+    if moment.tzinfo is None:
+        raise Problem(
+            422,
+            "validation-failed",
+            f"{field}: needs a time zone offset",
+            errors=[{"field": field, "message": "needs a time zone offset"}],
+        )
+    return int(moment.timestamp() * 1000)

