@@ -70,8 +70,9 @@ class VotingService:
         self._secret = pseudonym_secret
         self._clock_ms = clock_ms
         self._new_id = new_id
-        # Definitions are immutable, so the vote path can cache them forever (bounded).
-        self._definitions: dict[str, Poll] = {}
+        # Definitions are immutable, so the vote path can cache them (and their option ids)
+        # forever, bounded.
+        self._definitions: dict[str, tuple[Poll, frozenset[str]]] = {}
 
     async def create_poll(self, spec: NewPoll) -> Poll:
         poll = new_poll(
@@ -101,8 +102,8 @@ class VotingService:
         return await self._move(poll_id, PollState.CLOSED)
 
     async def vote(self, poll_id: str, voter: Voter, option: str) -> VoteOutcome:
-        poll = await self._definition(poll_id)
-        if option not in poll.option_ids:
+        poll, option_ids = await self._definition(poll_id)
+        if option not in option_ids:
             return UnknownOption(option)
         voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
         return await self._ballots.cast(poll, voter_pseudonym, option)
@@ -147,11 +148,11 @@ class VotingService:
             raise PollNotFound(poll_id)
         return poll
 
-    async def _definition(self, poll_id: str) -> Poll:
-        poll = self._definitions.get(poll_id)
-        if poll is None:
+    async def _definition(self, poll_id: str) -> tuple[Poll, frozenset[str]]:
+        cached = self._definitions.get(poll_id)
+        if cached is None:
             poll = await self._load(poll_id)
             if len(self._definitions) >= MAX_CACHED_POLLS:
                 self._definitions.clear()
-            self._definitions[poll_id] = poll
-        return poll
+            cached = self._definitions[poll_id] = (poll, poll.option_ids)
+        return cached

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from tally.config import Settings, generate_secret
 from tally.demo import announce_demo
 from tally.domain.errors import StoreUnavailable
 from tally.gateway.app import create_app
+from tally.gateway.auth import Authenticator
 from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.gateway.server import server_config
+from tally.gateway.votes import VoteEndpoint
 from tally.security.tokens import DevIssuer, KeySet, TokenVerifier
 from tally.service import VotingService
 from tally.store.embedded import EmbeddedValkey
@@ -79,7 +81,7 @@ class Runtime:
     issuer: DevIssuer | None
     metrics: Metrics
     embedded: EmbeddedValkey | None
-    app: Starlette
+    app: ASGIApp
 
 
 async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
@@ -130,12 +132,10 @@ async def start(settings: Settings) -> Runtime:
     async def ready() -> bool:
         return await functions_loaded(client)
 
-    handlers = Handlers(
-        service, verifier, metrics, ready=ready, max_body_bytes=settings.max_body_bytes
-    )
-    return Runtime(
-        settings, client, service, verifier, issuer, metrics, embedded, create_app(handlers)
-    )
+    auth = Authenticator(verifier)
+    handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
+    app = create_app(handlers, VoteEndpoint(service, auth, metrics))
+    return Runtime(settings, client, service, verifier, issuer, metrics, embedded, app)
 
 
 async def stop(runtime: Runtime) -> None:

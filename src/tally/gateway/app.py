@@ -10,23 +10,24 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
+from tally.gateway.votes import HotPathRouter, VoteEndpoint
 
 log = logging.getLogger("tally.gateway")
 
 
-def create_app(handlers: Handlers) -> Starlette:
+def create_app(handlers: Handlers, votes: VoteEndpoint) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")
 
     routes = [
-        Route("/v1/polls/{poll_id}/votes", handlers.vote, methods=["POST"]),
         Route("/v1/polls/{poll_id}/results", handlers.results, methods=["GET"]),
         Route("/v1/polls", handlers.create_poll, methods=["POST"]),
         Route("/v1/polls", handlers.list_polls, methods=["GET"]),
@@ -38,7 +39,7 @@ def create_app(handlers: Handlers) -> Starlette:
         Route("/metrics", handlers.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={
             Problem: _on_problem,
@@ -47,6 +48,7 @@ def create_app(handlers: Handlers) -> Starlette:
             Exception: _on_crash,
         },
     )
+    return HotPathRouter(app, votes)
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:

@@ -37,12 +37,8 @@ _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
 async def read_json(request: Request, shape: type[T], max_bytes: int) -> T:
     """The body decoded as `shape`, or a Problem: 415 not JSON, 413 too big, 400 malformed, 422 wrong shape."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise Problem(415, "unsupported-media-type")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-        raise Problem(413, "body-too-large", f"at most {max_bytes} bytes")
+    check_content_type(request.headers.get("content-type"))
+    check_declared_length(request.headers.get("content-length"), max_bytes)
     chunks = []
     size = 0
     async for chunk in request.stream():
@@ -51,6 +47,16 @@ async def read_json(request: Request, shape: type[T], max_bytes: int) -> T:
             raise Problem(413, "body-too-large", f"at most {max_bytes} bytes")
         chunks.append(chunk)
     return decode(b"".join(chunks), shape)
+
+
+def check_content_type(value: str | None) -> None:
+    if (value or "").split(";", 1)[0].strip().lower() != "application/json":
+        raise Problem(415, "unsupported-media-type")
+
+
+def check_declared_length(value: str | None, max_bytes: int) -> None:
+    if value is not None and (not value.isdigit() or int(value) > max_bytes):
+        raise Problem(413, "body-too-large", f"at most {max_bytes} bytes")
 
 
 def decode(data: bytes, shape: type[T]) -> T:

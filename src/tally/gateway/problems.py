@@ -17,6 +17,8 @@ from tally.domain.errors import (
     StoreUnavailable,
     TallyError,
 )
+from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, UnknownOption, VoteOutcome
+from tally.gateway.render import receipt_doc
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:tally:problem:"
@@ -56,6 +58,15 @@ class Problem(Exception):
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> Response:
+    return Response(
+        problem_body(problem, instance),
+        problem.status,
+        headers=problem.headers,
+        media_type=MEDIA_TYPE,
+    )
+
+
+def problem_body(problem: Problem, instance: str | None = None) -> bytes:
     body: dict[str, Any] = {
         "type": TYPE_PREFIX + problem.code,
         "title": TITLES[problem.code],
@@ -67,9 +78,7 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
     if instance:
         body["instance"] = instance
     body.update(problem.extensions)
-    return Response(
-        orjson.dumps(body), problem.status, headers=problem.headers, media_type=MEDIA_TYPE
-    )
+    return orjson.dumps(body)
 
 
 def from_error(error: TallyError) -> Problem:
@@ -92,3 +101,20 @@ def from_error(error: TallyError) -> Problem:
         unavailable.headers["Retry-After"] = "1"
         return unavailable
     return Problem(500, "internal-error")
+
+
+def vote_refusal(outcome: VoteOutcome) -> Problem | None:
+    """The problem for a refused vote (None for Accepted); the same over HTTP and WebSocket."""
+    if isinstance(outcome, Accepted):
+        return None
+    if isinstance(outcome, AlreadyVoted):
+        return Problem(409, "already-voted", receipt=receipt_doc(outcome.receipt))
+    if isinstance(outcome, NotOpen):
+        return Problem(
+            409, "poll-not-open", f"the poll is {outcome.state.value}", state=outcome.state.value
+        )
+    if isinstance(outcome, UnknownOption):
+        return Problem(
+            422, "unknown-option", f"no option {outcome.option!r}", option=outcome.option
+        )
+    raise AssertionError(f"unhandled outcome {outcome!r}")

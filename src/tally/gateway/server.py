@@ -26,6 +26,7 @@ def server_config(
         access_log=False,
         log_level="warning",
         server_header=False,
+        proxy_headers=False,  # no trusted proxy in front by default; client IPs come from the socket
         date_header=False,
         timeout_graceful_shutdown=int(graceful_timeout_s),
         backlog=4096,
