@@ -1,0 +1,59 @@
+"""Votes confirmed with WAITAOF per batch (the mode for external servers and replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from tally.domain.errors import StoreUnavailable
+from tally.domain.polls import OptionSpec, Poll, PollState, new_poll
+from tally.domain.votes import Accepted, AlreadyVoted
+from tally.service import system_clock_ms
+from tally.store.polls import ValkeyPolls
+from tally.store.resp import Valkey
+from tally.store.votes import ValkeyBallotBox, WaitAof
+
+
+async def _open_poll(valkey: Valkey, lanes: int = 4) -> Poll:
+    poll = new_poll(
+        poll_id=f"w{secrets.token_hex(6)}",
+        title="waitaof",
+        options=[OptionSpec("Red"), OptionSpec("Green")],
+        now_ms=system_clock_ms(),
+        lanes=lanes,
+    )
+    polls = ValkeyPolls(valkey)
+    await polls.create(poll)
+    await polls.move(poll, PollState.OPEN)
+    return poll
+
+
+async def test_a_batch_confirmed_by_waitaof_is_acknowledged(valkey: Valkey) -> None:
+    """With WAITAOF 1 0 every vote of a concurrent batch gets its own outcome once fsynced."""
+    poll = await _open_poll(valkey)
+    box = ValkeyBallotBox(valkey, waitaof=WaitAof(replicas=0, timeout_ms=1000))
+    voters = [secrets.token_bytes(16) for _ in range(200)]
+    outcomes = await asyncio.gather(*(box.cast(poll, v, "red") for v in voters + voters[:10]))
+    accepted = [o for o in outcomes if isinstance(o, Accepted)]
+    repeats = [o for o in outcomes if isinstance(o, AlreadyVoted)]
+    assert len(accepted) == 200
+    assert len(repeats) == 10
+    first_receipts = [o.receipt for o in accepted[:10]]
+    assert [r.receipt for r in repeats] == first_receipts
+
+
+async def test_an_unconfirmed_batch_fails_closed_and_a_retry_returns_the_receipt(
+    valkey: Valkey,
+) -> None:
+    """If the replicas cannot confirm, no vote is acknowledged; the retry finds it recorded."""
+    poll = await _open_poll(valkey)
+    demanding = ValkeyBallotBox(valkey, waitaof=WaitAof(replicas=1, timeout_ms=50))
+    voter = secrets.token_bytes(16)
+    with pytest.raises(StoreUnavailable, match="durability not confirmed"):
+        await demanding.cast(poll, voter, "green")
+    relaxed = ValkeyBallotBox(valkey, waitaof=None)
+    retry = await relaxed.cast(poll, voter, "green")
+    assert isinstance(retry, AlreadyVoted)
+    assert retry.receipt.option == "green"
