@@ -32,6 +32,11 @@ def encode_definition(poll: Poll) -> bytes:
 
 def decode_poll(definition: bytes, state: bytes) -> Poll:
     d = orjson.loads(definition)
+    if d.get("v") != FORMAT_VERSION:
+        # A newer Tally wrote this poll; reading it with older rules could misjudge votes.
+        raise StoreUnavailable(
+            f"poll {d.get('id')!r} has definition format {d.get('v')!r}; this Tally reads {FORMAT_VERSION}"
+        )
     return Poll(
         id=d["id"],
         title=d["title"],

@@ -63,17 +63,40 @@ def encode(args: Sequence[Arg]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, command_timeout_s: float) -> None:
         self.reader = hiredis.Reader(replyError=ReplyError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        self.command_timeout_s = command_timeout_s
+        # A server that stops answering (hung, SIGSTOPped, partitioned) must not hang every vote:
+        # when replies are owed and none has come for command_timeout_s, drop the connection,
+        # which fails every waiting command with StoreUnavailable. One timer per connection,
+        # nothing per command.
+        self.last_progress = loop.time()
+        self._watchdog = loop.call_later(command_timeout_s, self._check_progress)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
 
+    def _check_progress(self) -> None:
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self.waiting and loop.time() - self.last_progress >= self.command_timeout_s:
+            self.transport.abort()
+            return
+        self._watchdog = loop.call_later(self.command_timeout_s / 4, self._check_progress)
+
+    def expect_reply(self, future: asyncio.Future[Any]) -> None:
+        if not self.waiting:  # the clock for a reply starts when the first one is owed
+            self.last_progress = asyncio.get_running_loop().time()
+        self.waiting.append(future)
+
     def data_received(self, data: bytes) -> None:
+        self.last_progress = asyncio.get_running_loop().time()
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             future = self.waiting.popleft()
@@ -82,6 +105,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._watchdog.cancel()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -98,10 +122,12 @@ class Valkey:
         endpoint: Endpoint,
         *,
         connect_timeout_s: float = 2.0,
+        command_timeout_s: float = 5.0,
         on_connect: Callable[[Valkey], Awaitable[None]] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._connect_timeout_s = connect_timeout_s
+        self._command_timeout_s = command_timeout_s
         self._on_connect = on_connect
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -132,7 +158,7 @@ class Valkey:
         if protocol is None or protocol.transport is None:
             raise StoreUnavailable("not connected to Valkey")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
+        protocol.expect_reply(future)
         self._outbox.append(encode(args))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -177,7 +203,7 @@ class Valkey:
         try:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    _Protocol,
+                    lambda: _Protocol(self._command_timeout_s),
                     ep.host,
                     ep.port,
                     ssl=ssl.create_default_context() if ep.tls else None,
