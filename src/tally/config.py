@@ -6,6 +6,7 @@ Every invalid value fails at start with a message naming the variable. `tally co
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -85,6 +86,10 @@ def generate_secret() -> bytes:
     return secrets.token_bytes(32)
 
 
+# Never echo these back, not even in an error message.
+SECRET_VARIABLES = frozenset({"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL"})
+
+
 def _get(source: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
     raw = source.get(name)
     if raw is None or raw == "":
@@ -92,7 +97,13 @@ def _get(source: Mapping[str, str], name: str, parse: Callable[[str], T], defaul
     try:
         return parse(raw)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+        shown = "(value hidden)" if name in SECRET_VARIABLES else repr(raw)
+        raise ConfigError(f"{name}={shown} is invalid: {_without(raw, exc)}") from None
+
+
+def _without(raw: str, exc: Exception) -> str:
+    """The parser's message, minus any echo of the raw value (parsers like to quote it)."""
+    return str(exc).replace(raw, "...")
 
 
 def _port(raw: str) -> int:
@@ -118,8 +129,8 @@ def _non_negative(raw: str) -> int:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a positive number")
+    if not 0 < value < math.inf:
+        raise ValueError("must be a positive, finite number")
     return value
 
 

@@ -138,7 +138,7 @@ class VotingService:
 
     async def _move(self, poll_id: str, target: PollState) -> Poll:
         poll = await self._load(poll_id)
-        moved = poll.moved_to(target)  # raises IllegalTransition
+        moved = poll.moved_to(target, self._clock_ms())  # raises IllegalTransition
         await self._polls.move(poll, target)
         return moved
 

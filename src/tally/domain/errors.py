@@ -30,8 +30,10 @@ class PollNotFound(TallyError):
 
 
 class IllegalTransition(TallyError):
-    def __init__(self, poll_id: str, current: str, target: str) -> None:
-        super().__init__(f"poll {poll_id!r} cannot go from {current} to {target}")
+    def __init__(self, poll_id: str, current: str, target: str, why: str = "") -> None:
+        super().__init__(
+            f"poll {poll_id!r} cannot go from {current} to {target}{why and ': ' + why}"
+        )
         self.poll_id = poll_id
         self.current = current
         self.target = target

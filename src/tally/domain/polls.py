@@ -21,6 +21,8 @@ DEFAULT_LANES = 16
 # Voter-index buckets per lane: sized so a bucket holds ~64 voters at the expected electorate,
 # which keeps every bucket a compact listpack (see store/keys.py and BENCHMARKS.md).
 VOTERS_PER_BUCKET = 64
+# Poisson headroom below the listpack limit of 512 (Valkey 9 default; the embedded server pins it).
+MAX_VOTERS_PER_BUCKET = 384
 MAX_BUCKET_BITS = 16
 DEFAULT_EXPECTED_VOTERS = 1_000_000
 MAX_EXPECTED_VOTERS = 10_000_000_000
@@ -74,9 +76,17 @@ class Poll:
             return PollState.CLOSED
         return self.state
 
-    def moved_to(self, target: PollState) -> Poll:
+    def moved_to(self, target: PollState, now_ms: int) -> Poll:
         if target not in TRANSITIONS[self.state]:
             raise IllegalTransition(self.id, self.state.value, target.value)
+        if (
+            target is PollState.OPEN
+            and self.closes_at_ms is not None
+            and now_ms >= self.closes_at_ms
+        ):
+            raise IllegalTransition(
+                self.id, self.state.value, target.value, "its deadline has passed"
+            )
         return replace(self, state=target)
 
 
@@ -110,6 +120,14 @@ def new_poll(
         raise InvalidInput("closes_at", "must be in the future")
     if not 1 <= expected_voters <= MAX_EXPECTED_VOTERS:
         raise InvalidInput("expected_voters", f"must be 1 to {MAX_EXPECTED_VOTERS}")
+    if expected_voters > lanes * (1 << MAX_BUCKET_BITS) * MAX_VOTERS_PER_BUCKET:
+        # Past this, voter-index buckets outgrow compact listpacks and cost ~2.4x the memory.
+        needed = _next_power_of_two(
+            -(-expected_voters // ((1 << MAX_BUCKET_BITS) * MAX_VOTERS_PER_BUCKET))
+        )
+        raise InvalidInput(
+            "lanes", f"{expected_voters} expected voters need at least {needed} lanes"
+        )
     return Poll(
         id=poll_id,
         title=clean_title,
@@ -120,6 +138,10 @@ def new_poll(
         created_at_ms=now_ms,
         bucket_bits=bucket_bits_for(expected_voters, lanes),
     )
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
 
 
 def bucket_bits_for(expected_voters: int, lanes: int) -> int:
@@ -134,6 +156,8 @@ def bucket_bits_for(expected_voters: int, lanes: int) -> int:
 def _options(specs: list[OptionSpec]) -> tuple[Option, ...]:
     labels: set[str] = set()
     ids: set[str] = set()
+    # Ids given explicitly win over generated ones, wherever they stand in the list.
+    explicit = {s.id for s in specs if s.id is not None}
     result: list[Option] = []
     for i, spec in enumerate(specs):
         label = spec.label.strip()
@@ -143,7 +167,7 @@ def _options(specs: list[OptionSpec]) -> tuple[Option, ...]:
             raise InvalidInput(f"options[{i}].label", "duplicate label")
         labels.add(label.casefold())
         if spec.id is None:
-            option_id = _unique(_slug(label) or f"option-{i + 1}", ids)
+            option_id = _unique(_slug(label) or f"option-{i + 1}", ids | explicit)
         else:
             option_id = spec.id
             if not OPTION_ID_RE.fullmatch(option_id):

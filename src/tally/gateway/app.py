@@ -16,7 +16,7 @@ from tally.domain.errors import TallyError
 from tally.gateway import openapi
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
-from tally.gateway.votes import HotPathRouter, VoteEndpoint
+from tally.gateway.votes import HotPathRouter, VoteEndpoint, VoteRoute
 
 log = logging.getLogger("tally.gateway")
 
@@ -29,8 +29,8 @@ def create_app(handlers: Handlers, votes: VoteEndpoint) -> ASGIApp:
 
     routes = [
         Route("/v1/polls/{poll_id}/results", handlers.results, methods=["GET"]),
-        Route("/v1/polls", handlers.create_poll, methods=["POST"]),
-        Route("/v1/polls", handlers.list_polls, methods=["GET"]),
+        Route("/v1/polls/{poll_id}/votes", VoteRoute(votes), methods=["POST"]),
+        Route("/v1/polls", handlers.polls, methods=["GET", "POST"]),
         Route("/v1/polls/{poll_id}", handlers.get_poll, methods=["GET"]),
         Route("/v1/polls/{poll_id}/open", handlers.open_poll, methods=["POST"]),
         Route("/v1/polls/{poll_id}/close", handlers.close_poll, methods=["POST"]),
@@ -48,6 +48,7 @@ def create_app(handlers: Handlers, votes: VoteEndpoint) -> ASGIApp:
             Exception: _on_crash,
         },
     )
+    app.router.redirect_slashes = False  # a redirect would turn /v1/polls/..%2f into /v1/
     return HotPathRouter(app, votes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import TypeVar
 
@@ -13,6 +14,8 @@ from tally.gateway.problems import Problem
 from tally.service import NewPoll
 
 T = TypeVar("T")
+
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?")
 
 
 class OptionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,7 +70,7 @@ def decode(data: bytes, shape: type[T]) -> T:
         return decoder.decode(data)  # type: ignore[return-value]  # the decoder was built for `shape`
     except msgspec.ValidationError as exc:
         raise Problem(422, "validation-failed", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise Problem(400, "malformed-json", str(exc)) from None
 
 
@@ -88,6 +91,8 @@ def to_new_poll(body: CreatePollBody) -> NewPoll:
 def parse_time_ms(field: str, text: str) -> int:
     """RFC 3339 with an explicit offset ('Z' or +hh:mm) to epoch milliseconds."""
     try:
+        if not RFC3339.fullmatch(text):
+            raise ValueError(text)
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise Problem(

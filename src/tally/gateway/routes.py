@@ -44,6 +44,12 @@ class Handlers:
         self._ready = ready
         self._max_body = max_body_bytes
 
+    async def polls(self, request: Request) -> Response:
+        """One route per path, so a 405 lists every allowed method."""
+        if request.method == "POST":
+            return await self.create_poll(request)
+        return await self.list_polls(request)
+
     async def create_poll(self, request: Request) -> Response:
         self._admin(request)
         body = await read_json(request, CreatePollBody, self._max_body)
@@ -69,7 +75,8 @@ class Handlers:
         body = orjson.dumps(results_doc(results))
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         headers = {"ETag": etag, "Cache-Control": "public, max-age=1"}
-        if etag in _etags(request.headers.get("if-none-match", "")):
+        wanted = _etags(request.headers.get("if-none-match", ""))
+        if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers, media_type=JSON)
 

@@ -6,6 +6,8 @@ Starlette hello-world it compares against is served by exactly this configuratio
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -28,6 +30,6 @@ def server_config(
         server_header=False,
         proxy_headers=False,  # no trusted proxy in front by default; client IPs come from the socket
         date_header=False,
-        timeout_graceful_shutdown=int(graceful_timeout_s),
+        timeout_graceful_shutdown=math.ceil(graceful_timeout_s),  # uvicorn takes whole seconds
         backlog=4096,
     )

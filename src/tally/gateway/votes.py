@@ -11,6 +11,7 @@ import logging
 import time
 
 import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tally.domain.errors import StoreUnavailable, TallyError
@@ -104,6 +105,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+class VoteRoute:
+    """The same endpoint as a Starlette route: what the fast dispatch does not take (other
+    methods) gets Starlette's 405 with a correct Allow header."""
+
+    def __init__(self, votes: VoteEndpoint) -> None:
+        self._votes = votes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._votes(scope, receive, send, scope["path_params"]["poll_id"])
+
+
 class HotPathRouter:
     """Sends POST /v1/polls/{id}/votes to the VoteEndpoint and everything else to the app."""
 
@@ -112,6 +124,17 @@ class HotPathRouter:
         self._votes = votes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Poll ids and sub-resources never need percent-encoding; a %2F would otherwise be
+        # decoded into a path separator before routing and reach another route.
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(PREFIX)
+            and b"%" in scope.get("raw_path", b"")
+        ):
+            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            response = Response(problem_body(problem, scope["path"]), 400, media_type=MEDIA_TYPE)
+            await response(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith(PREFIX) and path.endswith(SUFFIX):

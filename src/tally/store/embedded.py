@@ -120,6 +120,7 @@ class EmbeddedValkey:
             "pidfile": str(self.dir / "valkey.pid"),
             "logfile": str(self.dir / "valkey.log"),
             "maxmemory-policy": "noeviction",
+            "hash-max-listpack-entries": "512",  # voter-index buckets are sized for this
         }
         return "".join(f"{key} {value}\n" for key, value in lines.items())
 

@@ -1,0 +1,200 @@
+"""Configuration: TALLY_* variables parsed once, bad values named, secrets never shown."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from tally.config import ConfigError, Settings, load
+
+SECRET_HEX = "5e" * 32
+PASSWORD = "hunter2-s3cret"
+
+
+def test_defaults_without_any_variable() -> None:
+    """An empty environment gives the documented defaults: loopback, port 8000, embedded Valkey."""
+    settings = load({})
+    assert settings == Settings()
+    assert (settings.host, settings.port, settings.data_dir) == ("127.0.0.1", 8000, Path("data"))
+    assert settings.embedded
+    assert settings.valkey_url is None
+    assert settings.pseudonym_secret is None
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("tally-dev", "tally")
+    assert (settings.waitaof_replicas, settings.waitaof_timeout_ms) == (0, 1000)
+    assert (settings.max_body_bytes, settings.shutdown_timeout_s) == (16384, 10.0)
+    assert settings.log_level == "info"
+
+
+PARSED = [
+    ("TALLY_HOST", "0.0.0.0", "host", "0.0.0.0"),  # noqa: S104  # a value under test, never bound
+    ("TALLY_PORT", "9000", "port", 9000),
+    ("TALLY_DATA_DIR", "/var/lib/tally", "data_dir", Path("/var/lib/tally")),
+    ("TALLY_VALKEY_URL", "rediss://cache.example/1", "valkey_url", "rediss://cache.example/1"),
+    ("TALLY_PSEUDONYM_SECRET", SECRET_HEX, "pseudonym_secret", bytes.fromhex(SECRET_HEX)),
+    ("TALLY_JWKS", "https://idp.example/jwks.json", "jwks", "https://idp.example/jwks.json"),
+    ("TALLY_JWT_ISSUER", "https://idp.example/", "jwt_issuer", "https://idp.example/"),
+    ("TALLY_JWT_AUDIENCE", "votes", "jwt_audience", "votes"),
+    ("TALLY_WAITAOF_REPLICAS", "2", "waitaof_replicas", 2),
+    ("TALLY_WAITAOF_TIMEOUT_MS", "250", "waitaof_timeout_ms", 250),
+    ("TALLY_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("TALLY_SHUTDOWN_TIMEOUT_S", "2.5", "shutdown_timeout_s", 2.5),
+    ("TALLY_LOG_LEVEL", "DEBUG", "log_level", "debug"),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw", "field", "expected"), PARSED)
+def test_each_variable_is_parsed(variable: str, raw: str, field: str, expected: object) -> None:
+    """Each TALLY_* variable sets its own setting, converted to the setting's type."""
+    settings = load({variable: raw})
+    assert getattr(settings, field) == expected
+    assert settings == Settings(**{field: expected})  # type: ignore[arg-type]  # one real field
+
+
+def test_every_setting_has_a_variable_under_test() -> None:
+    """The table above covers every setting, so a new setting cannot arrive untested."""
+    assert {field for _, _, field, _ in PARSED} == {f.name for f in fields(Settings)}
+
+
+@pytest.mark.parametrize(
+    "variable", ["TALLY_PORT", "TALLY_VALKEY_URL", "TALLY_PSEUDONYM_SECRET", "TALLY_LOG_LEVEL"]
+)
+def test_empty_variable_means_default(variable: str) -> None:
+    """A variable set to the empty string counts as unset."""
+    assert load({variable: ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h", "rediss://u:p@h:1/2", "valkey://h:6379", "valkeys://[::1]:6380", "redis://:p@h"],
+)
+def test_valkey_url_schemes_accepted(url: str) -> None:
+    """redis, rediss, valkey and valkeys URLs are accepted, and mean "not embedded"."""
+    settings = load({"TALLY_VALKEY_URL": url})
+    assert settings.valkey_url == url
+    assert not settings.embedded
+
+
+INVALID = [
+    ("TALLY_PORT", "0"),
+    ("TALLY_PORT", "65536"),
+    ("TALLY_PORT", "-1"),
+    ("TALLY_PORT", "http"),
+    ("TALLY_PORT", "80.5"),
+    ("TALLY_VALKEY_URL", "http://cache.example:6379"),
+    ("TALLY_VALKEY_URL", "cache.example:6379"),
+    ("TALLY_VALKEY_URL", "redis://"),
+    ("TALLY_VALKEY_URL", "redis://cache.example:port"),
+    ("TALLY_VALKEY_URL", "redis://cache.example:70000"),
+    ("TALLY_PSEUDONYM_SECRET", "not hex"),
+    ("TALLY_PSEUDONYM_SECRET", "ab" * 31),
+    ("TALLY_PSEUDONYM_SECRET", "abc"),
+    ("TALLY_JWT_ISSUER", "   "),
+    ("TALLY_JWT_AUDIENCE", "\t"),
+    ("TALLY_WAITAOF_REPLICAS", "-1"),
+    ("TALLY_WAITAOF_REPLICAS", "one"),
+    ("TALLY_WAITAOF_TIMEOUT_MS", "0"),
+    ("TALLY_WAITAOF_TIMEOUT_MS", "-5"),
+    ("TALLY_MAX_BODY_BYTES", "0"),
+    ("TALLY_MAX_BODY_BYTES", "16k"),
+    ("TALLY_SHUTDOWN_TIMEOUT_S", "0"),
+    ("TALLY_SHUTDOWN_TIMEOUT_S", "-1"),
+    ("TALLY_SHUTDOWN_TIMEOUT_S", "nan"),
+    ("TALLY_SHUTDOWN_TIMEOUT_S", "soon"),
+    ("TALLY_LOG_LEVEL", "trace"),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw"), INVALID)
+def test_invalid_value_raises_config_error_naming_the_variable(variable: str, raw: str) -> None:
+    """A value Tally cannot use fails at load, and the message starts with the variable's name."""
+    with pytest.raises(ConfigError, match=rf"^{variable}="):
+        load({variable: raw})
+
+
+def test_config_error_is_a_value_error() -> None:
+    """ConfigError is a ValueError, so generic callers can still catch it."""
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_infinite_shutdown_timeout_is_rejected() -> None:
+    """A shutdown with no end is not a timeout: 'inf' is refused like 'nan'."""
+    with pytest.raises(ConfigError, match=r"^TALLY_SHUTDOWN_TIMEOUT_S="):
+        load({"TALLY_SHUTDOWN_TIMEOUT_S": "inf"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "secret"),
+    [
+        ("TALLY_PSEUDONYM_SECRET", "ab" * 31, "ab" * 31),
+        ("TALLY_VALKEY_URL", f"redis://tally:{PASSWORD}@cache.example:70000", PASSWORD),
+    ],
+    ids=["pseudonym-secret", "valkey-password"],
+)
+def test_config_error_never_shows_a_secret(variable: str, raw: str, secret: str) -> None:
+    """An invalid secret or URL is named, never echoed (the message ends up in logs)."""
+    with pytest.raises(ConfigError) as caught:
+        load({variable: raw})
+    assert secret not in str(caught.value)
+
+
+def test_overrides_win_over_the_environment() -> None:
+    """Explicit overrides (CLI flags) replace variables; None means "not given"."""
+    settings = load({"TALLY_PORT": "9000", "TALLY_HOST": "::1"}, port=9100, host=None)
+    assert (settings.port, settings.host) == (9100, "::1")
+
+
+def test_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit mapping, load() reads os.environ."""
+    monkeypatch.setenv("TALLY_PORT", "9200")
+    assert load().port == 9200
+
+
+# --- what `tally config show` prints -----------------------------------------------------------
+
+
+def test_public_view_names_every_variable() -> None:
+    """The view has one TALLY_* entry per setting, in the order of the settings."""
+    view = Settings().public_view()
+    assert list(view) == [f"TALLY_{f.name.upper()}" for f in fields(Settings)]
+
+
+def test_public_view_shows_defaults_as_text() -> None:
+    """Unset optional settings show as explanations or blanks, never as 'None'."""
+    view = Settings().public_view()
+    assert view["TALLY_VALKEY_URL"] == "(embedded)"
+    assert view["TALLY_PSEUDONYM_SECRET"] == "(generated in data dir)"
+    assert view["TALLY_JWKS"] == ""
+    assert view["TALLY_PORT"] == "8000"
+
+
+def test_public_view_masks_the_pseudonym_secret() -> None:
+    """A configured pseudonym secret shows as asterisks; its bytes appear nowhere in the view."""
+    view = load({"TALLY_PSEUDONYM_SECRET": SECRET_HEX}).public_view()
+    assert view["TALLY_PSEUDONYM_SECRET"] == "********"
+    text = repr(view)
+    assert SECRET_HEX not in text
+    assert repr(bytes.fromhex(SECRET_HEX)) not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"rediss://tally:{PASSWORD}@cache.example:6380/1",
+            "rediss://tally:********@cache.example:6380/1",
+        ),
+        (f"redis://:{PASSWORD}@cache.example", "redis://:********@cache.example"),
+        ("redis://tally:p%40ss%3Aword@h:6379", "redis://tally:********@h:6379"),
+    ],
+)
+def test_public_view_masks_the_valkey_password(url: str, shown: str) -> None:
+    """The password in TALLY_VALKEY_URL is masked; user, host, port and db stay visible."""
+    assert load({"TALLY_VALKEY_URL": url}).public_view()["TALLY_VALKEY_URL"] == shown
+
+
+def test_public_view_keeps_a_url_without_password() -> None:
+    """A Valkey URL with no password is shown as it is."""
+    url = "valkey://tally@cache.example:6379/2"
+    assert load({"TALLY_VALKEY_URL": url}).public_view()["TALLY_VALKEY_URL"] == url
