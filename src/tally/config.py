@@ -39,6 +39,12 @@ class Settings:
     max_body_bytes: int = 16384
     shutdown_timeout_s: float = 10.0
     log_level: str = "info"
+    # Realtime: aggregator tick, and how the gateway treats live watchers.
+    tick_ms: int = 250
+    lease_ttl_ms: int = 1500
+    slow_client_s: float = 10.0
+    max_connections: int = 50_000
+    max_connections_per_ip: int = 200
 
     @property
     def embedded(self) -> bool:
@@ -77,6 +83,17 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "max_body_bytes": _get(source, "TALLY_MAX_BODY_BYTES", _positive, defaults.max_body_bytes),
         "shutdown_timeout_s": _get(source, "TALLY_SHUTDOWN_TIMEOUT_S", _positive_float, 10.0),
         "log_level": _get(source, "TALLY_LOG_LEVEL", _log_level, defaults.log_level),
+        "tick_ms": _get(source, "TALLY_TICK_MS", _positive, defaults.tick_ms),
+        "lease_ttl_ms": _get(source, "TALLY_LEASE_TTL_MS", _positive, defaults.lease_ttl_ms),
+        "slow_client_s": _get(
+            source, "TALLY_SLOW_CLIENT_S", _positive_float, defaults.slow_client_s
+        ),
+        "max_connections": _get(
+            source, "TALLY_MAX_CONNECTIONS", _positive, defaults.max_connections
+        ),
+        "max_connections_per_ip": _get(
+            source, "TALLY_MAX_CONNECTIONS_PER_IP", _positive, defaults.max_connections_per_ip
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields

@@ -8,6 +8,9 @@ vote-path command ever touches two lanes' keys.
 |--------------------------------------|--------|---------------------------------------------------|
 | tally:polls                          | zset   | poll id -> created_at ms (listing order)          |
 | tally:poll:{<poll>}                  | hash   | `def` (JSON definition), `state`, `updated_at`    |
+| tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
+| tally:poll:{<poll>}:aggregator      | string | id of the aggregator holding the lease (PX ttl)   |
+| tally:live:{<poll>}  (pub/sub)       | channel| every published snapshot document                 |
 | tally:{<poll>.<lane>}:lane           | hash   | `state`, `closes_at` (ms or ""), `seq`, `at`       |
 | tally:{<poll>.<lane>}:counts         | hash   | option id -> accepted votes (every option present) |
 | tally:{<poll>.<lane>}:ledger         | stream | one entry per accepted vote, id `<seq>-0`          |
@@ -21,6 +24,19 @@ POLL_INDEX = "tally:polls"
 
 def poll_meta(poll_id: str) -> str:
     return f"tally:poll:{{{poll_id}}}"
+
+
+def poll_snapshot(poll_id: str) -> str:
+    return f"tally:poll:{{{poll_id}}}:snapshot"
+
+
+def poll_lease(poll_id: str) -> str:
+    """Shares the poll record's hash tag, so lease and snapshot change in one atomic call."""
+    return f"tally:poll:{{{poll_id}}}:aggregator"
+
+
+def live_channel(poll_id: str) -> str:
+    return f"tally:live:{{{poll_id}}}"
 
 
 def lane_prefix(poll_id: str, lane: int) -> str:

@@ -107,6 +107,50 @@ local function move(keys, args)
   return {'refused', current}
 end
 
+--[[ tally_lease: take or renew the aggregator lease of a poll (one active aggregator per poll).
+KEYS[1] lease key   ARGV[1] owner id   ARGV[2] ttl ms
+Returns 1 if `owner` holds the lease now, 0 if another live owner does. ]]
+local function lease(keys, args)
+  local holder = redis.call('GET', keys[1])
+  if not holder or holder == args[1] then
+    redis.call('SET', keys[1], args[1], 'PX', args[2])
+    return 1
+  end
+  return 0
+end
+
+--[[ tally_release: give the lease up (on shutdown), only if `owner` holds it.
+KEYS[1] lease key   ARGV[1] owner id   Returns 1 if released. ]]
+local function release(keys, args)
+  if redis.call('GET', keys[1]) == args[1] then
+    redis.call('DEL', keys[1])
+    return 1
+  end
+  return 0
+end
+
+--[[ tally_snapshot: store and publish a poll's snapshot, only for the lease holder and only if
+seq moves forward, so seq never repeats or goes back, even across a failover.
+KEYS[1] snapshot hash   KEYS[2] lease key
+ARGV[1] owner id   ARGV[2] seq   ARGV[3] snapshot document (JSON carrying that seq)   ARGV[4] channel
+Returns {'published', seq} | {'not-leader', 0} | {'stale', stored seq}. ]]
+local function snapshot(keys, args)
+  if redis.call('GET', keys[2]) ~= args[1] then
+    return {'not-leader', 0}
+  end
+  local stored = tonumber(redis.call('HGET', keys[1], 'seq') or '0')
+  local seq = tonumber(args[2])
+  if seq <= stored then
+    return {'stale', stored}
+  end
+  redis.call('HSET', keys[1], 'seq', args[2], 'doc', args[3])
+  redis.call('PUBLISH', args[4], args[3])
+  return {'published', seq}
+end
+
 redis.register_function('tally_vote', vote)
+redis.register_function('tally_lease', lease)
+redis.register_function('tally_release', release)
+redis.register_function('tally_snapshot', snapshot)
 redis.register_function('tally_lane_create', lane_create)
 redis.register_function('tally_move', move)
