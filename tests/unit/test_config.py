@@ -41,6 +41,11 @@ PARSED = [
     ("TALLY_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
     ("TALLY_SHUTDOWN_TIMEOUT_S", "2.5", "shutdown_timeout_s", 2.5),
     ("TALLY_LOG_LEVEL", "DEBUG", "log_level", "debug"),
+    ("TALLY_TICK_MS", "100", "tick_ms", 100),
+    ("TALLY_LEASE_TTL_MS", "3000", "lease_ttl_ms", 3000),
+    ("TALLY_SLOW_CLIENT_S", "2.5", "slow_client_s", 2.5),
+    ("TALLY_MAX_CONNECTIONS", "1000", "max_connections", 1000),
+    ("TALLY_MAX_CONNECTIONS_PER_IP", "10", "max_connections_per_ip", 10),
 ]
 
 
@@ -103,6 +108,11 @@ INVALID = [
     ("TALLY_SHUTDOWN_TIMEOUT_S", "nan"),
     ("TALLY_SHUTDOWN_TIMEOUT_S", "soon"),
     ("TALLY_LOG_LEVEL", "trace"),
+    ("TALLY_TICK_MS", "0"),
+    ("TALLY_LEASE_TTL_MS", "fast"),
+    ("TALLY_SLOW_CLIENT_S", "inf"),
+    ("TALLY_MAX_CONNECTIONS", "-1"),
+    ("TALLY_MAX_CONNECTIONS_PER_IP", "0"),
 ]
 
 
