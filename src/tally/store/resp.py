@@ -228,6 +228,12 @@ class Valkey:
                 await self._checked(["SELECT", ep.db])
             if self._on_connect is not None:
                 await self._on_connect(self)
+        except ReplyError as exc:
+            # e.g. -LOADING while a restarted server replays its AOF: not ready yet, retry later.
+            await self.close()
+            self._retry_at = loop.time() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 1.0)
+            raise StoreUnavailable(f"Valkey is not ready: {exc}") from exc
         except BaseException:
             await self.close()
             raise
