@@ -33,6 +33,8 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
         f"Demo poll {poll.id!r} is open: {poll.title}",
         "  options: " + ", ".join(f"{o.id} ({o.label})" for o in poll.options),
         "",
+        f"Open {base}/?poll={poll.id} in a browser to watch it live and vote.",
+        "",
         "Vote with the CLI (a new voter per token):",
         f'  .venv/bin/tally vote {poll.id} {option} --token "$(.venv/bin/tally token alice)"',
     ]

@@ -22,6 +22,7 @@ from tally.demo import announce_demo
 from tally.domain.errors import StoreUnavailable
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
+from tally.gateway.demo_token import demo_token_routes
 from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.gateway.server import server_config
@@ -97,7 +98,7 @@ async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
     return WaitAof(settings.waitaof_replicas, settings.waitaof_timeout_ms)
 
 
-async def start(settings: Settings) -> Runtime:
+async def start(settings: Settings, *, demo: bool = False) -> Runtime:
     """Bring up the store (starting the embedded Valkey if configured) and assemble the gateway."""
     embedded: EmbeddedValkey | None = None
     if settings.embedded:
@@ -134,7 +135,8 @@ async def start(settings: Settings) -> Runtime:
 
     auth = Authenticator(verifier)
     handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
-    app = create_app(handlers, VoteEndpoint(service, auth, metrics))
+    demo_routes = demo_token_routes(issuer, enabled=demo and settings.embedded)
+    app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes)
     return Runtime(settings, client, service, verifier, issuer, metrics, embedded, app)
 
 
@@ -170,7 +172,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
     2. stop the background roles (Valkey supervisor, deadline sweep);
     3. close the Valkey connection;
     4. stop the embedded valkey-server (it fsyncs and exits; SIGKILL after the timeout)."""
-    runtime = await start(settings)
+    runtime = await start(settings, demo=demo)
     server = GatewayServer(
         server_config(
             runtime.app,

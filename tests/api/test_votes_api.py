@@ -626,7 +626,7 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
     }
 
 
-@pytest.mark.parametrize("path", ["/", "/v1", "/v1/poll", "/v2/polls", "/v1/polls/x/y/z"])
+@pytest.mark.parametrize("path", ["/index.html", "/v1", "/v1/poll", "/v2/polls", "/v1/polls/x/y/z"])
 def test_an_unknown_path_is_a_404_problem(tally: RunningTally, path: str) -> None:
     """Paths Tally does not serve answer not-found as problem+json."""
     assert_problem(send(tally, "GET", path), 404, "not-found")

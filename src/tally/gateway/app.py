@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
+from tally.gateway.pages import page_routes
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
 from tally.gateway.votes import HotPathRouter, VoteEndpoint, VoteRoute
@@ -21,7 +23,9 @@ from tally.gateway.votes import HotPathRouter, VoteEndpoint, VoteRoute
 log = logging.getLogger("tally.gateway")
 
 
-def create_app(handlers: Handlers, votes: VoteEndpoint) -> ASGIApp:
+def create_app(
+    handlers: Handlers, votes: VoteEndpoint, demo_routes: Sequence[BaseRoute] = ()
+) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
     async def openapi_json(request: Request) -> Response:
@@ -38,6 +42,8 @@ def create_app(handlers: Handlers, votes: VoteEndpoint) -> ASGIApp:
         Route("/readyz", handlers.readyz, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *page_routes(),
+        *demo_routes,
     ]
     app = Starlette(
         routes=routes,

@@ -1,0 +1,192 @@
+// Live results for one poll, over the best transport that answers:
+//   1. WebSocket   /v1/polls/{id}/live     snapshot docs, pushed
+//   2. SSE         /v1/polls/{id}/events   the same docs, pushed
+//   3. polling     /v1/polls/{id}/results  every second, with If-None-Match
+// A transport that fails before delivering anything hands over to the next one. One that worked
+// and then dropped starts the chain over from WebSocket after a growing pause. Ordering (seq)
+// is the caller's business: this module only delivers documents.
+
+const POLL_INTERVAL_MS = 1000;
+const MAX_BACKOFF_MS = 10000;
+
+/**
+ * Follow `pollId`. `onDoc(doc)` gets every snapshot doc ({type: "snapshot", seq, ...}) or polled
+ * results doc ({type: "results", ...}); `onMode(mode)` gets "websocket" | "sse" | "polling" |
+ * "reconnecting" | "offline". Returns {stop(), refresh()}; refresh() asks polling to fetch now.
+ */
+export function follow(pollId, onDoc, onMode) {
+  const path = `/v1/polls/${encodeURIComponent(pollId)}`;
+  const transports = [viaWebSocket, viaEventSource, viaPolling];
+  let stopped = false;
+  let current = null;
+  let drops = 0;
+  let timer = 0;
+
+  function run(index) {
+    if (stopped) return;
+    let delivered = false;
+    current = transports[index](path, {
+      doc(doc) {
+        if (stopped) return;
+        delivered = true;
+        drops = 0;
+        onDoc(doc);
+      },
+      mode(mode) {
+        if (!stopped) onMode(mode);
+      },
+      ended() {
+        current = null;
+        if (stopped) return;
+        if (!delivered) {
+          run(index + 1);
+          return;
+        }
+        onMode("reconnecting");
+        drops += 1;
+        timer = setTimeout(() => run(0), Math.min(500 * 2 ** drops, MAX_BACKOFF_MS));
+      },
+    });
+  }
+
+  run(0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      current?.close();
+    },
+    refresh() {
+      current?.refresh?.();
+    },
+  };
+}
+
+function parse(text) {
+  try {
+    const doc = JSON.parse(text);
+    return doc && doc.type === "snapshot" ? doc : null;
+  } catch {
+    return null;
+  }
+}
+
+function viaWebSocket(path, sink) {
+  const url = new URL(`${path}/live`, location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  let socket;
+  try {
+    socket = new WebSocket(url);
+  } catch {
+    setTimeout(sink.ended);
+    return { close() {} };
+  }
+  let closed = false;
+  socket.addEventListener("open", () => sink.mode("websocket"));
+  socket.addEventListener("message", (event) => {
+    const doc = typeof event.data === "string" ? parse(event.data) : null;
+    if (doc) sink.doc(doc);
+  });
+  // An error is always followed by close, so close alone decides.
+  socket.addEventListener("close", () => {
+    if (!closed) {
+      closed = true;
+      sink.ended();
+    }
+  });
+  return {
+    close() {
+      closed = true;
+      socket.close(1000);
+    },
+  };
+}
+
+function viaEventSource(path, sink) {
+  if (typeof EventSource !== "function") {
+    setTimeout(sink.ended);
+    return { close() {} };
+  }
+  const source = new EventSource(`${path}/events`);
+  let closed = false;
+  const deliver = (event) => {
+    const doc = parse(event.data);
+    if (doc) sink.doc(doc);
+  };
+  source.addEventListener("open", () => sink.mode("sse"));
+  source.addEventListener("message", deliver);
+  source.addEventListener("snapshot", deliver);
+  source.addEventListener("error", () => {
+    if (source.readyState !== EventSource.CLOSED) {
+      sink.mode("reconnecting"); // the browser retries by itself, with Last-Event-ID
+    } else if (!closed) {
+      closed = true;
+      sink.ended();
+    }
+  });
+  return {
+    close() {
+      closed = true;
+      source.close();
+    },
+  };
+}
+
+function viaPolling(path, sink) {
+  const controller = new AbortController();
+  let etag = null;
+  let timer = 0;
+  let stopped = false;
+  let busy = false;
+  let again = false; // refresh() asked while a request was in flight
+
+  async function tick() {
+    clearTimeout(timer);
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      // no-store: we send our own If-None-Match and want to see the 304 ourselves.
+      const response = await fetch(`${path}/results`, {
+        headers: etag ? { "If-None-Match": etag } : {},
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 200) {
+        const doc = await response.json();
+        etag = response.headers.get("ETag");
+        sink.mode("polling");
+        sink.doc({ ...doc, type: "results" });
+      } else if (response.status === 304) {
+        sink.mode("polling");
+      } else {
+        sink.mode("offline");
+      }
+    } catch {
+      if (!stopped) sink.mode("offline");
+    } finally {
+      busy = false;
+    }
+    if (stopped) return;
+    if (again) {
+      again = false;
+      tick();
+    } else {
+      timer = setTimeout(tick, POLL_INTERVAL_MS);
+    }
+  }
+
+  tick();
+  return {
+    close() {
+      stopped = true;
+      clearTimeout(timer);
+      controller.abort();
+    },
+    refresh() {
+      if (!stopped) tick();
+    },
+  };
+}

@@ -1,0 +1,184 @@
+"""The web page in a real Chromium against a real `tally serve --demo`: what a viewer sees and does."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from demo_server import DemoTally, demo_tally
+from headless_chromium import chromium
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
+
+from tally.demo import DEMO_OPTIONS, DEMO_TITLE
+
+# Kept after the run for a human to look at (a pytest tmp_path is removed after a few runs).
+SCREENSHOT = Path(tempfile.gettempdir()) / "tally-page.png"
+SCREENSHOT_NARROW = Path(tempfile.gettempdir()) / "tally-page-narrow.png"
+TIMEOUT_MS = 10_000
+LIVE = re.compile(r"^(websocket|sse|polling)$")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module (skips when it is not installed)."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoTally]:
+    """A fresh demo server per test, so the demo poll starts with no votes."""
+    with demo_tally(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (empty localStorage); fails the test on script errors
+    or Content-Security-Policy violations."""
+    # Reduced motion turns off the bars' transition, so screenshots show final widths.
+    context = browser.new_context(viewport={"width": 1100, "height": 760}, reduced_motion="reduce")
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            problems.append(f"CSP: {message.text}")
+
+    opened.on("console", on_console)
+    try:
+        yield opened
+        assert problems == []
+    finally:
+        context.close()
+
+
+def figures(page: Page, option_id: str) -> Locator:
+    """The "N votes · P%" text of one option."""
+    return page.locator(f'#options li[data-option="{option_id}"] .figures')
+
+
+def test_the_demo_poll_is_shown_with_its_four_options(demo: DemoTally, page: Page) -> None:
+    """The page opens the demo poll: title, open state, four options at 0 votes, live updates."""
+    page.goto(demo.url + "/")
+    expect(page.locator("#poll-title")).to_have_text(DEMO_TITLE)
+    expect(page.locator("#poll-state")).to_have_text("open")
+    expect(page.locator("#options .label")).to_have_text(DEMO_OPTIONS)
+    expect(page.locator("#options .figures")).to_have_text(["0 votes · 0%"] * 4)
+    expect(page.locator("#poll-total")).to_have_text("0")
+    expect(page.locator("#live")).to_have_attribute("data-mode", LIVE)
+    for label in DEMO_OPTIONS:
+        expect(page.get_by_role("button", name=f"Vote for {label}")).to_be_enabled()
+
+
+def test_a_demo_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receipt(
+    demo: DemoTally, page: Page
+) -> None:
+    """Demo token -> vote -> receipt and a count of 1; a second vote answers already-voted with
+    the first vote's receipt, and the count stays 1."""
+    page.goto(demo.url + "/")
+    page.get_by_role("button", name="Get a demo voter token").click()
+    expect(page.locator("#voter")).to_contain_text("Voting as demo-")
+
+    page.get_by_role("button", name="Vote for Aurora").click()
+    outcome = page.locator("#outcome")
+    expect(outcome).to_have_attribute("data-kind", "accepted")
+    expect(outcome).to_contain_text("Vote accepted")
+    expect(outcome.locator('[data-field="option"]')).to_have_text("Aurora")
+    receipt = {
+        field: outcome.locator(f'[data-field="{field}"]').inner_text()
+        for field in ("lane", "entry_id")
+    }
+    accepted_at = outcome.locator('[data-field="accepted_at"]').get_attribute("data-value")
+    assert receipt["entry_id"] == "1"
+    assert accepted_at is not None
+    expect(figures(page, "aurora")).to_have_text("1 vote · 100%")
+    expect(page.locator("#poll-total")).to_have_text("1")
+
+    page.get_by_role("button", name="Vote for Borealis").click()
+    expect(outcome).to_have_attribute("data-kind", "already-voted")
+    expect(outcome).to_contain_text("already voted")
+    expect(outcome.locator('[data-field="option"]')).to_have_text("Aurora")
+    for field, value in receipt.items():
+        expect(outcome.locator(f'[data-field="{field}"]')).to_have_text(value)
+    expect(outcome.locator('[data-field="accepted_at"]')).to_have_attribute(
+        "data-value", accepted_at
+    )
+    expect(figures(page, "borealis")).to_have_text("0 votes · 0%")
+    expect(page.locator("#poll-total")).to_have_text("1")
+
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(SCREENSHOT_NARROW), full_page=True)
+
+
+def test_voting_without_a_token_asks_for_one_from_the_keyboard(demo: DemoTally, page: Page) -> None:
+    """Enter on a vote button with no token explains what is missing and focuses the token field."""
+    page.goto(demo.url + "/")
+    page.get_by_role("button", name="Vote for Cascade").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#outcome")).to_contain_text("A voter token is needed")
+    expect(page.get_by_label("Voter token")).to_be_focused()
+
+
+def test_a_pasted_token_is_used_and_a_refusal_shows_the_problem(
+    demo: DemoTally, page: Page
+) -> None:
+    """A token typed into the field votes; an invalid one shows the problem's title."""
+    page.goto(demo.url + "/")
+    page.get_by_label("Voter token").fill("not-a-token")
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("button", name="Vote for Dynamo").click()
+    expect(page.locator("#outcome")).to_have_attribute("data-kind", "problem")
+    expect(page.locator("#outcome")).to_contain_text("A valid bearer token is required")
+
+    page.get_by_label("Voter token").fill(demo.issuer.mint("pasted-voter"))
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("#voter")).to_have_text("Voting as pasted-voter.")
+    page.get_by_role("button", name="Vote for Dynamo").click()
+    expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
+    expect(figures(page, "dynamo")).to_have_text("1 vote · 100%")
+
+
+def test_the_newest_open_poll_is_the_default_and_the_list_switches_polls(
+    demo: DemoTally, page: Page
+) -> None:
+    """`/` shows the newest open poll; the poll list and `?poll=` select another one."""
+    newer = demo.open_poll("Best colour", "Red", "Green", "Blue")
+    page.goto(demo.url + "/")
+    expect(page.locator("#poll-title")).to_have_text("Best colour")
+    expect(page.locator("#options .label")).to_have_text(["Red", "Green", "Blue"])
+
+    page.get_by_role("navigation").get_by_role("link", name=re.compile(DEMO_TITLE)).click()
+    expect(page.locator("#poll-title")).to_have_text(DEMO_TITLE)
+    assert page.url.endswith(f"?poll={demo.demo_poll['id']}")
+    expect(page.locator('#poll-list a[aria-current="page"]')).to_contain_text(DEMO_TITLE)
+
+    page.goto(f"{demo.url}/?poll={newer['id']}")
+    expect(page.locator("#poll-title")).to_have_text("Best colour")
+
+
+def test_a_closed_poll_shows_closed_with_voting_disabled(demo: DemoTally, page: Page) -> None:
+    """A closed poll reads `closed` and its vote buttons are disabled."""
+    poll = demo.open_poll("Already decided", "Yes", "No")
+    demo.admin().post(f"/v1/polls/{poll['id']}/close")
+    page.goto(f"{demo.url}/?poll={poll['id']}")
+    expect(page.locator("#poll-state")).to_have_text("closed")
+    expect(page.get_by_role("button", name="Vote for Yes")).to_be_disabled()
+    expect(page.get_by_role("button", name="Vote for No")).to_be_disabled()
+
+
+def test_without_demo_mode_the_page_offers_no_demo_token(tmp_path: Path, page: Page) -> None:
+    """A server started without --demo answers 404 to the token probe; the page hides the button."""
+    with demo_tally(tmp_path / "data", demo=False) as server:
+        with page.expect_response(lambda answer: answer.url.endswith("/v1/demo/token")) as probe:
+            page.goto(server.url + "/")
+        assert probe.value.status == 404
+        expect(page.locator("#poll-title")).to_have_text("No polls yet")
+        expect(page.get_by_label("Voter token")).to_be_visible()
+        expect(page.get_by_role("button", name="Get a demo voter token")).to_be_hidden()
