@@ -1,0 +1,166 @@
+"""The admin record: one leaf of a poll's admin log (poll created, opened, closed).
+
+Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers big-endian::
+
+    size  field
+    1     format version         0x01
+    1     record type            0x02 (admin)
+    1     P = poll id length     1..255
+    P     poll id                UTF-8
+    1     action                 0x01 created, 0x02 opened, 0x03 closed
+    8     time                   uint64, ms since the Unix epoch (server clock)
+    1     A = actor length       0..255
+    A     actor                  opaque bytes naming who acted (empty: the system, e.g. a deadline)
+    -- only when action is 0x01 created: the poll definition an auditor recounts against --
+    2     lanes                  uint16, a power of two from 1 to 32768
+    8     closes at              uint64 ms, 0 for no deadline
+    2     T = title length       1..65535
+    T     title                  UTF-8
+    1     K = option count       1..255
+    K times:
+      1   I = option id length   1..255
+      I   option id              UTF-8, unique within the poll
+      2   L = label length       1..65535
+      L   label                  UTF-8
+
+Decoding is strict, as for vote records (:mod:`tally.ledger.leaf`); LeafError otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from tally.ledger import merkle
+from tally.ledger._wire import LeafError, Reader, RecordType, Writer, check_text
+
+__all__ = [
+    "MAX_LANES",
+    "AdminAction",
+    "AdminRecord",
+    "LeafError",
+    "PollDefinition",
+    "PollOption",
+    "admin_leaf_hash",
+    "decode_admin",
+    "encode_admin",
+]
+
+MAX_LANES = 1 << 15  # the largest power of two a uint16 holds
+_MAX_UINT64 = 2**64 - 1
+_MAX_ACTOR = 255
+_MAX_OPTIONS = 255
+
+
+class AdminAction(IntEnum):
+    """What an admin record says happened to the poll."""
+
+    CREATED = 0x01
+    OPENED = 0x02
+    CLOSED = 0x03
+
+
+@dataclass(frozen=True, slots=True)
+class PollOption:
+    """One option of a poll: its id (what votes name) and its label."""
+
+    id: str
+    label: str
+
+    def __post_init__(self) -> None:
+        check_text("option id", self.id, 255)
+        check_text("option label", self.label, 0xFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class PollDefinition:
+    """What a poll was created as: title, lane count, deadline and options."""
+
+    title: str
+    lanes: int
+    closes_at_ms: int | None
+    options: tuple[PollOption, ...]
+
+    def __post_init__(self) -> None:
+        check_text("title", self.title, 0xFFFF)
+        if not 1 <= self.lanes <= MAX_LANES or self.lanes & (self.lanes - 1):
+            raise LeafError(f"lanes must be a power of two from 1 to {MAX_LANES}, got {self.lanes}")
+        if self.closes_at_ms is not None and not 1 <= self.closes_at_ms <= _MAX_UINT64:
+            raise LeafError(f"closes at must be 1 to {_MAX_UINT64} ms, got {self.closes_at_ms}")
+        if not 1 <= len(self.options) <= _MAX_OPTIONS:
+            raise LeafError(f"a poll has 1 to {_MAX_OPTIONS} options, got {len(self.options)}")
+        if len({o.id for o in self.options}) != len(self.options):
+            raise LeafError("option ids must be unique")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """One admin action; ``definition`` is present exactly when the action is CREATED."""
+
+    poll_id: str
+    action: AdminAction
+    at_ms: int
+    actor: bytes = b""
+    definition: PollDefinition | None = None
+
+    def __post_init__(self) -> None:
+        check_text("poll id", self.poll_id, 255)
+        if not isinstance(self.action, AdminAction):
+            raise LeafError(f"unknown admin action {self.action!r}")
+        if not 0 <= self.at_ms <= _MAX_UINT64:
+            raise LeafError(f"time must be 0 to {_MAX_UINT64} ms, got {self.at_ms}")
+        if len(self.actor) > _MAX_ACTOR:
+            raise LeafError(f"actor must be at most {_MAX_ACTOR} bytes, got {len(self.actor)}")
+        if (self.action is AdminAction.CREATED) != (self.definition is not None):
+            raise LeafError("a poll definition goes with the created action, and only with it")
+
+
+def encode_admin(record: AdminRecord) -> bytes:
+    """Return the canonical encoding of ``record`` (the leaf's data)."""
+    out = Writer(RecordType.ADMIN)
+    out.text(record.poll_id, 1, "poll id")
+    out.uint(record.action, 1, "action")
+    out.uint(record.at_ms, 8, "time")
+    out.blob(record.actor, 1, "actor")
+    poll = record.definition
+    if poll is not None:
+        out.uint(poll.lanes, 2, "lanes")
+        out.uint(poll.closes_at_ms or 0, 8, "closes at")
+        out.text(poll.title, 2, "title")
+        out.uint(len(poll.options), 1, "option count")
+        for option in poll.options:
+            out.text(option.id, 1, "option id")
+            out.text(option.label, 2, "option label")
+    return out.build()
+
+
+def decode_admin(data: bytes) -> AdminRecord:
+    """Decode an admin leaf strictly; raise LeafError on any deviation from the format."""
+    src = Reader(data, RecordType.ADMIN)
+    poll_id = src.text(1, "poll id")
+    code = src.uint(1, "action")
+    try:
+        action = AdminAction(code)
+    except ValueError:
+        raise LeafError(f"unknown admin action 0x{code:02x}") from None
+    at_ms = src.uint(8, "time")
+    actor = src.blob(1, "actor")
+    poll = _read_definition(src) if action is AdminAction.CREATED else None
+    src.end()
+    return AdminRecord(poll_id, action, at_ms, actor, poll)
+
+
+def _read_definition(src: Reader) -> PollDefinition:
+    lanes = src.uint(2, "lanes")
+    closes_at = src.uint(8, "closes at")
+    title = src.text(2, "title")
+    count = src.uint(1, "option count")
+    options = tuple(
+        PollOption(src.text(1, "option id"), src.text(2, "option label")) for _ in range(count)
+    )
+    return PollDefinition(title, lanes, closes_at or None, options)
+
+
+def admin_leaf_hash(record: AdminRecord) -> bytes:
+    """Return the Merkle leaf hash of ``record``: SHA-256(0x00 || encode_admin(record))."""
+    return merkle.leaf_hash(encode_admin(record))

@@ -1,0 +1,191 @@
+"""The vote record: one leaf of a lane's log, in a canonical, versioned binary encoding.
+
+Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Vote record"); integers big-endian::
+
+    offset  size  field
+    0       1     format version        0x01
+    1       1     record type           0x01 (vote)
+    2       1     P = poll id length    1..255
+    3       P     poll id               UTF-8
+    3+P     2     lane                  uint16
+    5+P     8     entry seq             uint64, >= 1: the lane stream entry id is "<seq>-0"
+    13+P    16    pseudonym             raw bytes
+    29+P    1     O = option id length  1..255
+    30+P    O     option id             UTF-8
+    30+P+O  8     accepted time         uint64, ms since the Unix epoch (server clock)
+    38+P+O  1     status                0x01 accepted, 0x02 held, 0x03 voided
+
+Total ``39 + P + O`` bytes. The leaf hash is RFC 6962's ``SHA-256(0x00 || record)``. A vote with
+seq s is leaf s - 1 of its lane's log. Decoding is strict: known version and type, exact length,
+valid UTF-8, every field in range; LeafError otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from tally.ledger import merkle
+from tally.ledger._wire import FORMAT_VERSION, LeafError, Reader, RecordType, Writer, check_text
+
+__all__ = [
+    "PSEUDONYM_SIZE",
+    "LeafError",
+    "VoteRecord",
+    "VoteStatus",
+    "decode_leaf",
+    "encode_leaf",
+    "record_from_stream",
+    "vote_leaf_hash",
+]
+
+PSEUDONYM_SIZE = 16
+_MAX_UINT16 = 0xFFFF
+_MAX_UINT64 = 2**64 - 1
+_ENTRY_ID_RE = re.compile(rb"([1-9][0-9]{0,19})-0")
+_DECIMAL_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
+_STREAM_FIELDS = frozenset({b"p", b"o", b"t"})
+_MID = struct.Struct(">HQ16s")  # lane, seq, pseudonym: between the poll id and the option id
+_TAIL = struct.Struct(">QB")  # accepted time, status
+_MIN_SIZE = 3 + _MID.size + 1 + _TAIL.size
+
+
+class VoteStatus(IntEnum):
+    """What became of a vote. Only ACCEPTED is written today; the others are reserved."""
+
+    ACCEPTED = 0x01
+    HELD = 0x02
+    VOIDED = 0x03
+
+
+_STATUSES = {status.value: status for status in VoteStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRecord:
+    """One vote as the ledger holds it; construction checks every field's range."""
+
+    poll_id: str
+    lane: int
+    seq: int
+    pseudonym: bytes
+    option_id: str
+    accepted_ms: int
+    status: VoteStatus = VoteStatus.ACCEPTED
+
+    def __post_init__(self) -> None:
+        check_text("poll id", self.poll_id, 255)
+        check_text("option id", self.option_id, 255)
+        if not 0 <= self.lane <= _MAX_UINT16:
+            raise LeafError(f"lane must be 0 to {_MAX_UINT16}, got {self.lane}")
+        if not 1 <= self.seq <= _MAX_UINT64:
+            raise LeafError(f"entry seq must be 1 to {_MAX_UINT64}, got {self.seq}")
+        if len(self.pseudonym) != PSEUDONYM_SIZE:
+            raise LeafError(f"pseudonym must be {PSEUDONYM_SIZE} bytes, got {len(self.pseudonym)}")
+        if not 0 <= self.accepted_ms <= _MAX_UINT64:
+            raise LeafError(f"accepted time must be 0 to {_MAX_UINT64}, got {self.accepted_ms}")
+        if not isinstance(self.status, VoteStatus):
+            raise LeafError(f"unknown vote status {self.status!r}")
+
+    @property
+    def entry_id(self) -> str:
+        """The lane stream entry id: ``<seq>-0``."""
+        return f"{self.seq}-0"
+
+    @property
+    def leaf_index(self) -> int:
+        """The vote's index in its lane's log: seq - 1."""
+        return self.seq - 1
+
+
+def encode_leaf(record: VoteRecord) -> bytes:
+    """Return the canonical encoding of ``record`` (the leaf's data)."""
+    out = Writer(RecordType.VOTE)
+    out.text(record.poll_id, 1, "poll id")
+    out.uint(record.lane, 2, "lane")
+    out.uint(record.seq, 8, "entry seq")
+    out.fixed(record.pseudonym, PSEUDONYM_SIZE, "pseudonym")
+    out.text(record.option_id, 1, "option id")
+    out.uint(record.accepted_ms, 8, "accepted time")
+    out.uint(record.status, 1, "status")
+    return out.build()
+
+
+def decode_leaf(data: bytes) -> VoteRecord:
+    """Decode a vote leaf strictly; raise LeafError on any deviation from the format."""
+    return _decode_fast(data) or _decode_checked(data)
+
+
+def _decode_fast(data: bytes) -> VoteRecord | None:
+    """Decode a well-formed leaf in few steps (the auditor reads millions); None if in doubt."""
+    size = len(data)
+    if size < _MIN_SIZE or data[0] != FORMAT_VERSION or data[1] != RecordType.VOTE:
+        return None
+    option_at = 3 + data[2] + _MID.size
+    if option_at >= size or size != option_at + 1 + data[option_at] + _TAIL.size:
+        return None
+    lane, seq, pseudonym = _MID.unpack_from(data, option_at - _MID.size)
+    accepted_ms, status = _TAIL.unpack_from(data, size - _TAIL.size)
+    if not data[2] or not data[option_at] or not seq or status not in _STATUSES:
+        return None
+    try:
+        poll_id = data[3 : option_at - _MID.size].decode("utf-8")
+        option_id = data[option_at + 1 : size - _TAIL.size].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return VoteRecord(poll_id, lane, seq, pseudonym, option_id, accepted_ms, _STATUSES[status])
+
+
+def _decode_checked(data: bytes) -> VoteRecord:
+    """Decode field by field, so that an error names the field and offset at fault."""
+    src = Reader(data, RecordType.VOTE)
+    poll_id = src.text(1, "poll id")
+    lane = src.uint(2, "lane")
+    seq = src.uint(8, "entry seq")
+    pseudonym = src.fixed(PSEUDONYM_SIZE, "pseudonym")
+    option_id = src.text(1, "option id")
+    accepted_ms = src.uint(8, "accepted time")
+    status = src.uint(1, "status")
+    src.end()
+    try:
+        known = VoteStatus(status)
+    except ValueError:
+        raise LeafError(f"unknown vote status 0x{status:02x}") from None
+    return VoteRecord(poll_id, lane, seq, pseudonym, option_id, accepted_ms, known)
+
+
+def vote_leaf_hash(record: VoteRecord) -> bytes:
+    """Return the Merkle leaf hash of ``record``: SHA-256(0x00 || encode_leaf(record))."""
+    return merkle.leaf_hash(encode_leaf(record))
+
+
+def record_from_stream(
+    poll_id: str, lane: int, entry_id: bytes, fields: Mapping[bytes, bytes]
+) -> VoteRecord:
+    """Build the record of one lane ledger stream entry (id ``<seq>-0``, fields p, o, t).
+
+    Strict: any other field, or a malformed id or value, raises LeafError rather than let a
+    vote reach the ledger half-read.
+    """
+    match = _ENTRY_ID_RE.fullmatch(entry_id)
+    if match is None:
+        raise LeafError(f"stream entry id must be <seq>-0, got {entry_id!r}")
+    if fields.keys() != _STREAM_FIELDS:
+        raise LeafError(f"stream entry {entry_id!r} has fields {sorted(fields)}, expected p, o, t")
+    if not _DECIMAL_RE.fullmatch(fields[b"t"]):
+        raise LeafError(f"stream entry {entry_id!r} has a malformed time {fields[b't']!r}")
+    try:
+        option_id = fields[b"o"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise LeafError(f"stream entry {entry_id!r} has a non-UTF-8 option id") from None
+    return VoteRecord(
+        poll_id=poll_id,
+        lane=lane,
+        seq=int(match[1]),
+        pseudonym=fields[b"p"],
+        option_id=option_id,
+        accepted_ms=int(fields[b"t"]),
+    )

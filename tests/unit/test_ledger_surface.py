@@ -1,0 +1,64 @@
+"""The ledger format modules expose what we meant and depend on nothing an auditor lacks."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+import tally.ledger
+
+LEDGER_DIR = Path(tally.ledger.__file__).parent
+PUBLIC = {
+    "note": {
+        "ALG_ED25519", "MAX_SIGNATURES", "BadSignature", "InvalidKey", "MalformedNote",
+        "NoteError", "OpenedNote", "Signer", "UnverifiedNote", "Verifier", "generate_key",
+        "is_valid_name", "key_id", "open", "sign",
+    },
+    "checkpoint": {
+        "MAX_TREE_SIZE", "Checkpoint", "CheckpointError", "admin_origin", "lane_origin",
+        "open_checkpoint", "sign_checkpoint",
+    },
+    "tiles": {
+        "MAX_ENTRY_SIZE", "MAX_LEVEL", "TILE_HEIGHT", "TILE_WIDTH", "Bundle", "BundleBuilder",
+        "BundleData", "Tile", "TileData", "TileError", "TileReader", "TileSet", "bundle_path",
+        "bundles_for_size", "decode_bundle", "decode_tile", "encode_bundle", "encode_tile",
+        "new_bundles", "new_tiles", "parse_path", "tile_data", "tile_path", "tiles_for_size",
+    },
+    "leaf": {
+        "PSEUDONYM_SIZE", "LeafError", "VoteRecord", "VoteStatus", "decode_leaf", "encode_leaf",
+        "record_from_stream", "vote_leaf_hash",
+    },
+    "admin": {
+        "MAX_LANES", "AdminAction", "AdminRecord", "LeafError", "PollDefinition", "PollOption",
+        "admin_leaf_hash", "decode_admin", "encode_admin",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_public_names(name: str) -> None:
+    """Each module's __all__ is exactly its intended surface, and every name exists."""
+    module = importlib.import_module(f"tally.ledger.{name}")
+    assert set(module.__all__) == PUBLIC[name]
+    for attr in module.__all__:
+        assert hasattr(module, attr), attr
+
+
+@pytest.mark.parametrize("path", sorted(LEDGER_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_ledger_modules_import_only_the_stdlib_cryptography_and_each_other(path: Path) -> None:
+    """The auditor can use these modules without the server: no Valkey, no web, no domain."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.partition(".")[0]
+            allowed = top in sys.stdlib_module_names or top in {"__future__", "cryptography"}
+            assert allowed or name.startswith("tally.ledger"), f"{path.name} imports {name}"
