@@ -7,9 +7,11 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,11 +62,48 @@ class RunningTally:
         )
         return admin.post(f"/v1/polls/{poll['id']}/open")
 
+    def results(
+        self, poll_id: str, *, total: int | None = None, state: str | None = None
+    ) -> dict[str, Any]:
+        """GET /results once the aggregator has caught up (snapshots trail writes by up to a
+        tick): until `total`/`state` match when given, else until two reads a tick apart agree."""
+        return settled_results(self.client(), poll_id, total=total, state=state)
+
     def valkey_pid(self) -> int:
         return int((self.data_dir / "valkey" / "valkey.pid").read_text().strip())
 
 
 StartTally = Callable[..., RunningTally]
+SETTLE_S = 0.6  # more than two aggregator ticks at the default TALLY_TICK_MS of 250
+
+
+def settled_results(
+    client: TallyClient,
+    poll_id: str,
+    *,
+    total: int | None = None,
+    state: str | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Results as the aggregator publishes them, once they reflect the writes the caller made."""
+    path = f"/v1/polls/{poll_id}/results"
+    deadline = time.monotonic() + timeout_s
+    previous = client.get(path)
+    while time.monotonic() < deadline:
+        if total is not None or state is not None:
+            if (total is None or previous["total"] == total) and (
+                state is None or previous["state"] == state
+            ):
+                return previous
+            time.sleep(0.05)
+            previous = client.get(path)
+            continue
+        time.sleep(SETTLE_S)
+        current = client.get(path)
+        if current == previous:
+            return current
+        previous = current
+    return previous
 
 
 @pytest.fixture

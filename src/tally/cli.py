@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="open a demo poll and print how to vote")
     serve.set_defaults(run=_serve)
 
+    aggregator = sub.add_parser(
+        "aggregator", help="run only the aggregator role (needs TALLY_VALKEY_URL)"
+    )
+    aggregator.set_defaults(run=_aggregator)
+
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
     cfg_sub.add_parser(
@@ -161,6 +166,17 @@ def _serve(args: argparse.Namespace) -> int:
     from tally.wiring import serve
 
     uvloop.run(serve(settings, demo=args.demo))
+    return 0
+
+
+def _aggregator(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from tally.wiring import run_aggregator
+
+    uvloop.run(run_aggregator(settings))
     return 0
 
 

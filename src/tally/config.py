@@ -96,7 +96,13 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
+    settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
+    if settings.lease_ttl_ms < 2 * settings.tick_ms:
+        raise ConfigError(
+            f"TALLY_LEASE_TTL_MS={settings.lease_ttl_ms} must be at least twice TALLY_TICK_MS="
+            f"{settings.tick_ms}, or a live aggregator could lose its lease between two ticks"
+        )
+    return settings
 
 
 def generate_secret() -> bytes:

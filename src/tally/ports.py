@@ -5,10 +5,12 @@ Only wiring.py knows the concrete classes (today: Valkey, in tally.store).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from tally.domain.polls import Poll, PollState
 from tally.domain.results import LaneTally
+from tally.domain.snapshots import Snapshot
 from tally.domain.votes import VoteOutcome
 
 
@@ -51,3 +53,55 @@ class BallotBox(Protocol):
     """
 
     async def cast(self, poll: Poll, pseudonym: bytes, option: str) -> VoteOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The snapshot is stored as the poll's latest and was sent to its live channel."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotLeader:
+    """Refused: the publisher does not hold the poll's lease (it expired, or another took it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """Refused: the store already holds `stored_seq` >= the snapshot's seq; continue after it."""
+
+    stored_seq: int
+
+
+PublishOutcome = Published | NotLeader | Stale
+
+
+class SnapshotStore(Protocol):
+    """Each poll's latest snapshot, its live channel, and the lease that lets one aggregator
+    publish for the poll.
+
+    - Lease: `acquire` takes or renews it atomically; at most one owner holds a poll's lease at
+      any moment, until `ttl_ms` passes without a renewal or the owner releases it.
+    - `publish` is one atomic step: only the lease holder, and only with a seq above the stored
+      one, stores the snapshot as the latest and sends its document to the poll's live channel.
+      So the stored seq never goes back, and the documents on a channel carry strictly
+      increasing seqs, in the order they were published, even across a failover.
+    - Delivery on the channel is at most once (pub/sub): a subscriber that was disconnected has
+      missed snapshots and must read `latest`, which returns the last one stored.
+    """
+
+    async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:
+        """Take or renew the poll's lease for `ttl_ms`; False while another owner holds it."""
+
+    async def release(self, poll_id: str, owner: str) -> bool:
+        """Give the lease up, if `owner` holds it (so a successor need not wait for the TTL)."""
+
+    async def holder(self, poll_id: str) -> str | None:
+        """Who holds the poll's lease now (None: no live aggregator leads the poll)."""
+
+    async def latest(self, poll_id: str) -> Snapshot | None:
+        """The last snapshot stored for the poll, in one read; None if none was published."""
+
+    async def publish(self, poll_id: str, owner: str, snapshot: Snapshot) -> PublishOutcome:
+        """Store and broadcast `snapshot` if `owner` holds the lease and its seq moves forward."""

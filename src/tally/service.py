@@ -5,6 +5,7 @@ Handlers call one method here each; this module holds no transport and no Valkey
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
@@ -24,8 +25,9 @@ from tally.domain.polls import (
 )
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.results import Results, sum_lanes
+from tally.domain.snapshots import Snapshot
 from tally.domain.votes import UnknownOption, VoteOutcome
-from tally.ports import BallotBox, PollStore
+from tally.ports import BallotBox, PollStore, SnapshotStore
 
 MAX_CACHED_POLLS = 10_000
 
@@ -62,11 +64,13 @@ class VotingService:
         ballots: BallotBox,
         *,
         pseudonym_secret: bytes,
+        snapshots: SnapshotStore | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
         new_id: Callable[[], str] = new_poll_id,
     ) -> None:
         self._polls = polls
         self._ballots = ballots
+        self._snapshots = snapshots
         self._secret = pseudonym_secret
         self._clock_ms = clock_ms
         self._new_id = new_id
@@ -109,6 +113,15 @@ class VotingService:
         return await self._ballots.cast(poll, voter_pseudonym, option)
 
     async def results(self, poll_id: str) -> Results:
+        """The poll's latest snapshot, if it is current: a final one, or one an aggregator still
+        maintains (its lease is held). Otherwise (a draft, no snapshot yet, no aggregator
+        running) the lanes summed now, which costs two reads per lane instead of one round trip."""
+        if self._snapshots is not None and POLL_ID_RE.fullmatch(poll_id):
+            snapshot, holder = await asyncio.gather(
+                self._snapshots.latest(poll_id), self._snapshots.holder(poll_id)
+            )
+            if snapshot is not None and (snapshot.final or holder is not None):
+                return _from_snapshot(snapshot)
         poll = await self._load(poll_id)
         lanes, state_changed_at = await self._polls.tallies(poll)
         return sum_lanes(poll, poll.effective_state(self._clock_ms()), lanes, state_changed_at)
@@ -156,3 +169,14 @@ class VotingService:
                 self._definitions.clear()
             cached = self._definitions[poll_id] = (poll, poll.option_ids)
         return cached
+
+
+def _from_snapshot(snapshot: Snapshot) -> Results:
+    return Results(
+        snapshot.poll_id,
+        snapshot.state,
+        dict(snapshot.counts),
+        snapshot.total,
+        snapshot.ts_ms,
+        seq=snapshot.seq,
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from tally.aggregator import Aggregator, new_owner_id
 from tally.config import Settings, generate_secret
 from tally.demo import announce_demo
 from tally.domain.errors import StoreUnavailable
@@ -33,6 +34,7 @@ from tally.store.embedded import EmbeddedValkey
 from tally.store.library import functions_loaded, load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Endpoint, ReplyError, Valkey
+from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox, WaitAof
 
 log = logging.getLogger("tally")
@@ -83,6 +85,8 @@ class Runtime:
     metrics: Metrics
     embedded: EmbeddedValkey | None
     app: ASGIApp
+    aggregator: Aggregator
+    aggregator_client: Valkey
 
 
 async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
@@ -111,6 +115,8 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
     metrics = Metrics()
     client = Valkey(endpoint, on_connect=load_functions)
     client.on_flush = metrics.batch_size.observe
+    # The aggregator's per-tick batch gets its own connection so votes never queue behind it.
+    aggregator_client = Valkey(endpoint, on_connect=load_functions)
     try:
         await client.connect()
         issuer = dev_issuer(settings) if settings.jwks is None else None
@@ -120,12 +126,15 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
             ValkeyPolls(client),
             ValkeyBallotBox(client, waitaof=await durability(client, settings)),
             pseudonym_secret=pseudonym_secret(settings),
+            snapshots=ValkeySnapshots(client),
         )
+        aggregator = new_aggregator(aggregator_client, settings)
         repaired = await service.recover()
         if repaired:
             log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
     except BaseException:
         await client.close()
+        await aggregator_client.close()
         if embedded is not None:
             await embedded.stop()
         raise
@@ -137,10 +146,33 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
     handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
     demo_routes = demo_token_routes(issuer, enabled=demo and settings.embedded)
     app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes)
-    return Runtime(settings, client, service, verifier, issuer, metrics, embedded, app)
+    return Runtime(
+        settings,
+        client,
+        service,
+        verifier,
+        issuer,
+        metrics,
+        embedded,
+        app,
+        aggregator,
+        aggregator_client,
+    )
+
+
+def new_aggregator(client: Valkey, settings: Settings) -> Aggregator:
+    return Aggregator(
+        ValkeyPolls(client),
+        ValkeySnapshots(client),
+        owner=new_owner_id(),
+        tick_ms=settings.tick_ms,
+        lease_ttl_ms=settings.lease_ttl_ms,
+    )
 
 
 async def stop(runtime: Runtime) -> None:
+    await runtime.aggregator.stop()  # hands its leases over at once instead of letting them expire
+    await runtime.aggregator_client.close()
     await runtime.client.close()
     if runtime.embedded is not None:
         await runtime.embedded.stop(runtime.settings.shutdown_timeout_s)
@@ -169,8 +201,8 @@ async def sweep_deadlines(service: VotingService) -> None:
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then shut down in order:
     1. stop accepting connections and finish requests in flight (uvicorn, up to the timeout);
-    2. stop the background roles (Valkey supervisor, deadline sweep);
-    3. close the Valkey connection;
+    2. stop the background roles (aggregator, Valkey supervisor, deadline sweep);
+    3. release the aggregator's leases and close the Valkey connections;
     4. stop the embedded valkey-server (it fsyncs and exits; SIGKILL after the timeout)."""
     runtime = await start(settings, demo=demo)
     server = GatewayServer(
@@ -190,7 +222,10 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    background = [loop.create_task(sweep_deadlines(runtime.service))]
+    background = [
+        loop.create_task(sweep_deadlines(runtime.service)),
+        loop.create_task(runtime.aggregator.run()),
+    ]
     if runtime.embedded is not None:
         background.append(loop.create_task(runtime.embedded.supervise()))
     try:
@@ -209,3 +244,30 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         await stop(runtime)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def run_aggregator(settings: Settings) -> None:
+    """`tally aggregator`: only the aggregator role, against the configured Valkey, until a signal."""
+    if settings.valkey_url is None:
+        raise SystemExit(
+            "tally aggregator needs TALLY_VALKEY_URL (tally serve runs its own aggregator)"
+        )
+    client = Valkey(Endpoint.from_url(settings.valkey_url), on_connect=load_functions)
+    aggregator = new_aggregator(client, settings)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(aggregator.run())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    log.info(
+        "aggregator %s running (tick %d ms, lease %d ms)",
+        aggregator.owner,
+        settings.tick_ms,
+        settings.lease_ttl_ms,
+    )
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await aggregator.stop()
+        await client.close()

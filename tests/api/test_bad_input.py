@@ -284,6 +284,7 @@ def poll(tally: RunningTally) -> str:
         tally, "POST", f"/v1/polls/{poll_id}/votes", VALID_VOTE, token=tally.voter_token("first")
     )
     assert accepted.status == 201
+    tally.results(poll_id, total=1)  # so "before" and "after" both see the settled snapshot
     return poll_id
 
 

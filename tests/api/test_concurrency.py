@@ -7,7 +7,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any
 
-from api_http import JSON, get_json
+from api_http import JSON
 
 from conftest import RunningTally
 from tally.bench.loadgen import LoadResult, Reply, build_request, run_requests
@@ -51,7 +51,7 @@ async def test_1000_concurrent_votes_by_one_voter_count_once(tally: RunningTally
         if reply.status == 409:
             assert json.loads(reply.body)["code"] == "already-voted"
             assert receipt_of(reply) == receipt
-    results = get_json(tally, f"/v1/polls/{poll_id}/results")
+    results = tally.results(poll_id, total=1)
     assert results["counts"] == {"red": 1, "green": 0, "blue": 0}
     assert results["total"] == 1
 
@@ -70,7 +70,7 @@ async def test_10000_distinct_voters_are_all_counted(tally: RunningTally) -> Non
     assert result.by_status() == {201: 10_000}
     receipts = [receipt_of(reply) for reply in replies]
     assert [r["option"] for r in receipts] == chosen
-    results = get_json(tally, f"/v1/polls/{poll_id}/results")
+    results = tally.results(poll_id, total=10_000)
     assert results["counts"] == dict(Counter(chosen))
     assert results["total"] == sum(results["counts"].values()) == 10_000
     entries: defaultdict[int, list[int]] = defaultdict(list)

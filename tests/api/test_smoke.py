@@ -18,6 +18,6 @@ def test_a_vote_is_counted_once_and_a_repeat_gets_the_same_receipt(tally: Runnin
     assert refused.value.status == 409
     assert refused.value.code == "already-voted"
     assert refused.value.document["receipt"] == first
-    results = tally.client().get(f"/v1/polls/{poll['id']}/results")
+    results = tally.results(str(poll["id"]), total=1)
     assert results["counts"] == {"red": 1, "green": 0, "blue": 0}
     assert results["total"] == 1

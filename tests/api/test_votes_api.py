@@ -55,8 +55,7 @@ def cast(tally: RunningTally, poll_id: str, option: str, token: str) -> Answer:
 
 
 def results(tally: RunningTally, poll_id: str) -> dict[str, Any]:
-    document: dict[str, Any] = get_json(tally, f"/v1/polls/{poll_id}/results")
-    return document
+    return tally.results(poll_id)
 
 
 @pytest.fixture

@@ -116,9 +116,9 @@ async def test_every_acknowledged_vote_survives_a_kill_9_of_valkey(
         kill_valkey_once_counted(t, poll_id, KILL_AFTER),
     )
     await wait_ready(t)
-    recorded_total = t.client().get(f"/v1/polls/{poll_id}/results")["total"]
+    recorded_total = t.results(poll_id)["total"]
     again = await stream(t, vote_requests(t, poll_id, tokens, 1))
-    final_total = t.client().get(f"/v1/polls/{poll_id}/results")["total"]
+    final_total = t.results(poll_id)["total"]
 
     statuses = Counter(status(reply) for reply in first)
     assert set(statuses) <= {201, 503, 0}, statuses
@@ -177,7 +177,10 @@ async def test_a_sigterm_stops_valkey_and_a_restart_keeps_polls_and_votes(
     first = await stream(t, vote_requests(t, open_poll, tokens, 0))
     await stream(t, vote_requests(t, closed_poll, tokens[:100], 0))
     t.admin().post(f"/v1/polls/{closed_poll}/close")
-    before = {p: t.client().get(f"/v1/polls/{p}/results") for p in (open_poll, closed_poll)}
+    before = {
+        open_poll: t.results(open_poll, total=300),
+        closed_poll: t.results(closed_poll, total=100, state="closed"),
+    }
     assert [status(reply) for reply in first] == [201] * len(tokens)
     valkey_pid = t.valkey_pid()
 
@@ -186,7 +189,10 @@ async def test_a_sigterm_stops_valkey_and_a_restart_keeps_polls_and_votes(
     assert not is_running(valkey_pid)
 
     again = start_tally(data_dir=t.data_dir)
-    after = {p: again.client().get(f"/v1/polls/{p}/results") for p in (open_poll, closed_poll)}
+    after = {
+        open_poll: again.results(open_poll, total=300),
+        closed_poll: again.results(closed_poll, total=100, state="closed"),
+    }
     assert after == before
     assert (after[open_poll]["total"], after[closed_poll]["total"]) == (300, 100)
     assert after[closed_poll]["state"] == "closed"

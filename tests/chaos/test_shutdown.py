@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import settled_results
 from tally.bench.processes import free_port
 from tally.client import ApiError, TallyClient
 from tally.security.tokens import DevIssuer
@@ -128,7 +129,7 @@ def test_ctrl_c_exits_0_stops_valkey_and_the_next_start_keeps_the_demo_votes(
 
     with demo_server(tmp_path) as second:
         assert second.poll_id == first.poll_id
-        results = TallyClient(second.url).get(f"/v1/polls/{second.poll_id}/results")
+        results = settled_results(TallyClient(second.url), second.poll_id, total=1)
         assert (results["state"], results["total"], results["counts"][option]) == ("open", 1, 1)
         with pytest.raises(ApiError) as repeat:
             cast(second, "ctrl-c-voter", option)

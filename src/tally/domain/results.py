@@ -21,6 +21,8 @@ class Results:
     counts: dict[str, int]
     total: int
     updated_at_ms: int
+    # The snapshot these results come from (None: summed from the lanes just now).
+    seq: int | None = None
 
 
 def sum_lanes(
