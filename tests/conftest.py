@@ -106,29 +106,27 @@ def settled_results(
     return previous
 
 
+@contextlib.contextmanager
+def serving(directory: Path, env: dict[str, str] | None = None) -> Iterator[RunningTally]:
+    """`tally serve` on a free port with `directory` as its data dir; stopped on exit."""
+    port = free_port()
+    environment = dict(
+        os.environ, TALLY_DATA_DIR=str(directory), TALLY_LOG_LEVEL="warning", **(env or {})
+    )
+    environment.pop("TALLY_VALKEY_URL", None)
+    argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
+    with running(argv, host=HOST, port=port, env=environment, timeout_s=60) as process:
+        issuer = DevIssuer.load_or_create(directory / "keys")
+        yield RunningTally(f"http://{HOST}:{port}", HOST, port, directory, issuer, process)
+
+
 @pytest.fixture
 def start_tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartTally]:
     """A factory: `start_tally(data_dir=None)` starts a server (reusing a data dir restarts on it)."""
     stack = contextlib.ExitStack()
 
     def start(data_dir: Path | None = None, env: dict[str, str] | None = None) -> RunningTally:
-        directory = data_dir or tmp_path_factory.mktemp("tally-data")
-        port = free_port()
-        environment = dict(
-            os.environ, TALLY_DATA_DIR=str(directory), TALLY_LOG_LEVEL="warning", **(env or {})
-        )
-        environment.pop("TALLY_VALKEY_URL", None)
-        argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
-        context = running(argv, host=HOST, port=port, env=environment, timeout_s=60)
-        process = stack.enter_context(context)
-        return RunningTally(
-            f"http://{HOST}:{port}",
-            HOST,
-            port,
-            directory,
-            DevIssuer.load_or_create(directory / "keys"),
-            process,
-        )
+        return stack.enter_context(serving(data_dir or tmp_path_factory.mktemp("tally-data"), env))
 
     with stack:
         yield start
@@ -137,20 +135,21 @@ def start_tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartTally
 @pytest.fixture(scope="session")
 def tally(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
     """One server shared by the tests that only create their own polls."""
-    directory = tmp_path_factory.mktemp("tally-shared")
-    port = free_port()
-    environment = dict(os.environ, TALLY_DATA_DIR=str(directory), TALLY_LOG_LEVEL="warning")
-    environment.pop("TALLY_VALKEY_URL", None)
-    argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
-    with running(argv, host=HOST, port=port, env=environment, timeout_s=60) as process:
-        yield RunningTally(
-            f"http://{HOST}:{port}",
-            HOST,
-            port,
-            directory,
-            DevIssuer.load_or_create(directory / "keys"),
-            process,
-        )
+    with serving(tmp_path_factory.mktemp("tally-shared")) as server:
+        yield server
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` is a live process (a zombie counts as gone: it runs nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @pytest.fixture(scope="session")

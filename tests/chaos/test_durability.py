@@ -8,12 +8,11 @@ import os
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from conftest import RunningTally, StartTally
+from conftest import RunningTally, StartTally, is_running
 from tally.bench.loadgen import Reply, build_request, run_requests
 from tally.client import ApiError
 
@@ -26,19 +25,6 @@ KILL_AFTER = 1000
 # outage and resumes against the restarted valkey-server.
 BACKOFF_S = 0.2
 READY_WITHIN_S = 30.0
-
-
-def is_running(pid: int) -> bool:
-    """True while `pid` is a live process (a zombie counts as gone: it runs nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def vote_requests(t: RunningTally, poll_id: str, tokens: list[str], shift: int) -> list[bytes]:

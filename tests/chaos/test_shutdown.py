@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import settled_results
+from conftest import is_running, settled_results
 from tally.bench.processes import free_port
 from tally.client import ApiError, TallyClient
 from tally.security.tokens import DevIssuer
@@ -45,19 +45,6 @@ class Demo:
         """SIGINT the process group, as a terminal's Ctrl-C does; returns the exit code."""
         os.killpg(self.process.pid, signal.SIGINT)
         return self.process.wait(timeout=EXIT_WITHIN_S)
-
-
-def is_running(pid: int) -> bool:
-    """True while `pid` is a live process (a zombie counts as gone: it runs nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def read_until(process: subprocess.Popen[bytes], marker: bytes, timeout_s: float) -> str:
