@@ -135,6 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--no-baseline", action="store_true", help="skip the Starlette hello-world baseline"
     )
+    bench.add_argument(
+        "--watchers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N WebSocket watchers of the bench poll during the votes: vote-to-visible latency, "
+        "snapshots received, gateway memory per watcher, broadcast time",
+    )
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="VOTES_PER_S",
+        help="pace the votes at this rate (default: as fast as the connections allow)",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(run=_bench)
     return parser

@@ -45,6 +45,8 @@ class Settings:
     slow_client_s: float = 10.0
     max_connections: int = 50_000
     max_connections_per_ip: int = 200
+    ping_interval_s: float = 20.0
+    sse_keepalive_s: float = 15.0
 
     @property
     def embedded(self) -> bool:
@@ -93,6 +95,12 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "max_connections_per_ip": _get(
             source, "TALLY_MAX_CONNECTIONS_PER_IP", _positive, defaults.max_connections_per_ip
+        ),
+        "ping_interval_s": _get(
+            source, "TALLY_PING_INTERVAL_S", _positive_float, defaults.ping_interval_s
+        ),
+        "sse_keepalive_s": _get(
+            source, "TALLY_SSE_KEEPALIVE_S", _positive_float, defaults.sse_keepalive_s
         ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

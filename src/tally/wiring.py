@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from tally.domain.errors import StoreUnavailable
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
 from tally.gateway.demo_token import demo_token_routes
+from tally.gateway.fanout import LiveHub
+from tally.gateway.live import LiveGateway
+from tally.gateway.live_limits import ConnectionLimits
+from tally.gateway.live_votes import LiveVoting
 from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.gateway.server import server_config
@@ -33,6 +38,7 @@ from tally.service import VotingService
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import functions_loaded, load_functions
 from tally.store.polls import ValkeyPolls
+from tally.store.pubsub import ValkeyLiveFeed
 from tally.store.resp import Endpoint, ReplyError, Valkey
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox, WaitAof
@@ -87,6 +93,7 @@ class Runtime:
     app: ASGIApp
     aggregator: Aggregator
     aggregator_client: Valkey
+    live: LiveGateway
 
 
 async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
@@ -145,7 +152,15 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
     auth = Authenticator(verifier)
     handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
     demo_routes = demo_token_routes(issuer, enabled=demo and settings.embedded)
-    app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes)
+    live = LiveGateway(
+        LiveHub(ValkeyLiveFeed(endpoint), ValkeySnapshots(client), service),
+        LiveVoting(service, auth, metrics),
+        ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
+        slow_client_s=settings.slow_client_s,
+        ping_interval_s=settings.ping_interval_s,
+        sse_keepalive_s=settings.sse_keepalive_s,
+    )
+    app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes, live=live)
     return Runtime(
         settings,
         client,
@@ -157,6 +172,7 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         app,
         aggregator,
         aggregator_client,
+        live,
     )
 
 
@@ -180,11 +196,25 @@ async def stop(runtime: Runtime) -> None:
 
 class GatewayServer(uvicorn.Server):
     """uvicorn, minus its own signal capture: Tally installs its handlers and owns the shutdown
-    order (uvicorn's capture re-raises SIGINT afterwards, which would skip stopping Valkey)."""
+    order (uvicorn's capture re-raises SIGINT afterwards, which would skip stopping Valkey).
+    Live connections are closed first: uvicorn does not know the native WebSockets and would
+    otherwise wait out its whole graceful timeout on open SSE streams."""
+
+    def __init__(
+        self, config: uvicorn.Config, live: LiveGateway | None = None, live_timeout_s: float = 10.0
+    ) -> None:
+        super().__init__(config)
+        self._live = live
+        self._live_timeout_s = live_timeout_s
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._live is not None:
+            await self._live.shutdown(self._live_timeout_s)
+        await super().shutdown(sockets)
 
 
 async def sweep_deadlines(service: VotingService) -> None:
@@ -200,19 +230,18 @@ async def sweep_deadlines(service: VotingService) -> None:
 
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then shut down in order:
-    1. stop accepting connections and finish requests in flight (uvicorn, up to the timeout);
+    1. close live connections (1012, end SSE) and the pub/sub link; stop accepting connections
+       and finish requests in flight (uvicorn, up to the timeout);
     2. stop the background roles (aggregator, Valkey supervisor, deadline sweep);
     3. release the aggregator's leases and close the Valkey connections;
     4. stop the embedded valkey-server (it fsyncs and exits; SIGKILL after the timeout)."""
     runtime = await start(settings, demo=demo)
-    server = GatewayServer(
-        server_config(
-            runtime.app,
-            settings.host,
-            settings.port,
-            graceful_timeout_s=settings.shutdown_timeout_s,
-        )
+    config = server_config(
+        runtime.app, settings.host, settings.port, graceful_timeout_s=settings.shutdown_timeout_s
     )
+    config.ws = runtime.live.websocket_protocol  # /live natively (~6 KB a socket); other paths ASGI
+    server = GatewayServer(config, runtime.live, settings.shutdown_timeout_s)
+    runtime.live.start()
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

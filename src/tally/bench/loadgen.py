@@ -15,7 +15,9 @@ Guarantees of `run_requests`:
 - a request that meets a connection closed before any byte of its response arrived (the keep-alive
   race: the server closed an idle connection) is retried once on a new connection, and its
   latency is that of the retry;
-- every connection is closed when the call returns, also when it is cancelled.
+- every connection is closed when the call returns, also when it is cancelled;
+- with `rate_per_s`, request `i` is not written before `i / rate_per_s` seconds into the run,
+  so the load is paced (an open-loop schedule, as long as `concurrency` covers rate x latency).
 
 Not supported (the benchmarks never send them): HEAD requests, `Expect: 100-continue`, upgrades.
 """
@@ -51,6 +53,8 @@ class Reply:
     body: bytes
     latency_s: float
     headers: Mapping[bytes, bytes]
+    # `time.perf_counter()` when the body was complete: when the client knew the outcome.
+    completed_at: float = 0.0
 
     @property
     def content_type(self) -> bytes:
@@ -92,14 +96,15 @@ class LoadResult:
         latencies = sorted(reply.latency_s for reply in self.completed())
         if not latencies:
             raise ValueError("no completed replies to take latency percentiles of")
-        return {f"p{q:g}": 1000.0 * _quantile(latencies, q) for q in qs or _DEFAULT_PERCENTILES}
+        return {f"p{q:g}": 1000.0 * quantile(latencies, q) for q in qs or _DEFAULT_PERCENTILES}
 
     def by_status(self) -> dict[int, int]:
         """How many completed replies carried each status code, in status order."""
         return dict(sorted(Counter(reply.status for reply in self.completed()).items()))
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The `q`th percentile of sorted values, interpolated linearly between the nearest ranks."""
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile must be within [0, 100], got {q}")
     position = q / 100.0 * (len(ordered) - 1)
@@ -153,6 +158,7 @@ async def run_requests(
     *,
     concurrency: int,
     timeout_s: float = 30.0,
+    rate_per_s: float | None = None,
 ) -> LoadResult:
     """Send every request over `concurrency` keep-alive connections and collect the replies.
 
@@ -160,13 +166,16 @@ async def run_requests(
     at `concurrency` requests in flight until the list runs out. `timeout_s` bounds each connect
     and each request (write to complete body); a request past it fails as `"timeout"` and its
     connection is replaced. Latency runs from the write to the complete body (`perf_counter`).
+    `rate_per_s` paces the writes (module docstring); None sends as fast as replies come back.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if timeout_s <= 0.0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-    run = _Run(requests, timeout_s)
+    if rate_per_s is not None and rate_per_s <= 0.0:
+        raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
     started = time.perf_counter()
+    run = _Run(requests, timeout_s, started, 0.0 if rate_per_s is None else 1.0 / rate_per_s)
     async with asyncio.TaskGroup() as group:
         for _ in range(min(concurrency, len(requests))):
             group.create_task(_drive(run, host, port))
@@ -177,11 +186,24 @@ async def run_requests(
 class _Run:
     """State shared by the connections of one `run_requests` call (one event loop: no locks)."""
 
-    __slots__ = ("errors", "next_index", "reconnects", "replies", "requests", "timeout_s")
+    __slots__ = (
+        "errors",
+        "interval_s",
+        "next_index",
+        "reconnects",
+        "replies",
+        "requests",
+        "started",
+        "timeout_s",
+    )
 
-    def __init__(self, requests: Sequence[bytes], timeout_s: float) -> None:
+    def __init__(
+        self, requests: Sequence[bytes], timeout_s: float, started: float, interval_s: float
+    ) -> None:
         self.requests = requests
         self.timeout_s = timeout_s
+        self.started = started
+        self.interval_s = interval_s  # 0.0: unpaced
         self.replies: list[Reply | None] = [None] * len(requests)
         self.errors: Counter[str] = Counter()
         self.next_index = 0
@@ -194,6 +216,12 @@ class _Run:
             return None
         self.next_index = index + 1
         return index
+
+    def due_in(self, index: int) -> float:
+        """Seconds until request `index` may be written (zero or less: now)."""
+        if not self.interval_s:
+            return 0.0
+        return self.started + index * self.interval_s - time.perf_counter()
 
 
 # What a finished connection hands back to its driver: the request to send on the next
@@ -241,6 +269,8 @@ class _Connection(asyncio.Protocol):
         # One lazily re-armed timer per connection instead of one per request: it fires at most
         # once per timeout period and then checks whichever request is in flight.
         self._timer: asyncio.TimerHandle | None = None
+        # A paced request waiting for its time: nothing is in flight meanwhile.
+        self._pending: asyncio.TimerHandle | None = None
         self._index = -1
         self._retry_allowed = True
         self._started = 0.0
@@ -309,20 +339,32 @@ class _Connection(asyncio.Protocol):
     # internals
 
     def _send(self, index: int, retry_allowed: bool) -> None:
-        assert self._transport is not None
+        # The request becomes this connection's at once, so a close while it waits for its time
+        # hands it over for a retry like any request nothing was received for.
         self._index, self._retry_allowed = index, retry_allowed
         self._received = self._headers_done = False
         self._headers, self._body = {}, []
+        delay_s = self._run.due_in(index)
+        if delay_s > 0.0:
+            self._pending = self._loop.call_later(delay_s, self._write)
+        else:
+            self._write()
+
+    def _write(self) -> None:
+        assert self._transport is not None
+        self._pending = None
         self._started = time.perf_counter()
-        self._transport.write(self._run.requests[index])
+        self._transport.write(self._run.requests[self._index])
         if self._timer is None:
             self._timer = self._loop.call_later(self._run.timeout_s, self._check_timeout)
 
     def _record_reply(self) -> None:
-        latency_s = time.perf_counter() - self._started
+        completed_at = time.perf_counter()
         status = self._parser.get_status_code()
         body = b"".join(self._body)
-        self._run.replies[self._index] = Reply(status, body, latency_s, self._headers)
+        self._run.replies[self._index] = Reply(
+            status, body, completed_at - self._started, self._headers, completed_at
+        )
 
     def _is_close_delimited(self) -> bool:
         """True when the body ends at connection close (neither a length nor chunking)."""
@@ -331,6 +373,9 @@ class _Connection(asyncio.Protocol):
     def _check_timeout(self) -> None:
         self._timer = None
         if self._done.done():
+            return
+        if self._pending is not None:  # nothing in flight: look again a period later
+            self._timer = self._loop.call_later(self._run.timeout_s, self._check_timeout)
             return
         remaining_s = self._started + self._run.timeout_s - time.perf_counter()
         if remaining_s > 0.0:
@@ -347,6 +392,9 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         if self._transport is not None:
             if abort:
                 self._transport.abort()

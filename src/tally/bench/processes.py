@@ -15,10 +15,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from tally.store.embedded import free_port
 
-__all__ = ["free_port", "running", "wait_for_port"]
+__all__ = ["free_port", "rss_bytes", "running", "wait_for_port"]
 
 _POLL_INTERVAL_S = 0.02
 
@@ -120,3 +121,11 @@ def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> N
     # start_new_session made the child a group leader, so its pid is the group id.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid` (VmRSS in /proc/<pid>/status; Linux only)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise ValueError(f"process {pid} reports no VmRSS (a zombie or kernel thread?)")

@@ -6,6 +6,9 @@ open a poll; mint one token per voter; warm up on a second poll; send one vote p
 `concurrency` keep-alive connections; check that the poll's total equals the accepted votes; stop
 Tally. The baseline app gets as many requests over as many connections, once before and once
 after the votes; the ratio uses the mean of the two.
+
+With `--watchers N`, N WebSocket watchers read the bench poll's snapshots during the votes
+(`tally.bench.live_run`, whose docstring lists the fields they add to the report).
 """
 
 from __future__ import annotations
@@ -24,19 +27,25 @@ from typing import Any
 import orjson
 import uvloop
 
+from tally import config
+from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.processes import free_port, running
+from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
 from tally.security.tokens import DevIssuer
 
 HOST = "127.0.0.1"
 WARMUP_VOTES = 2000
+# Sockets the bench process and the server need beyond one per watcher.
+SPARE_FILES = 512
 
 
 @dataclass(frozen=True, slots=True)
 class VoteRun:
     load: LoadResult
     counted_total: int
+    live: LiveRun | None = None
 
     def outcomes(self) -> Counter[str]:
         kinds: Counter[str] = Counter()
@@ -81,13 +90,27 @@ def _open_poll(client: TallyClient, title: str, lanes: int) -> dict[str, Any]:
     return client.post(f"/v1/polls/{poll['id']}/open")
 
 
-def measure_votes(voters: int, concurrency: int, alg: str, lanes: int) -> VoteRun:
+def measure_votes(
+    voters: int,
+    concurrency: int,
+    alg: str,
+    lanes: int,
+    *,
+    watchers: int = 0,
+    rate_per_s: float | None = None,
+) -> VoteRun:
     with tempfile.TemporaryDirectory(prefix="tally-bench-") as data_dir:
         port = free_port()
         env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
         env.pop("TALLY_VALKEY_URL", None)
+        if watchers:
+            # Every watcher comes from 127.0.0.1, so the per-address limit must admit them all;
+            # the server inherits the raised open-file limit.
+            raise_open_files(watchers + concurrency + SPARE_FILES)
+            limit = str(watchers + SPARE_FILES)
+            env.update(TALLY_MAX_CONNECTIONS=limit, TALLY_MAX_CONNECTIONS_PER_IP=limit)
         argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
-        with running(argv, host=HOST, port=port, env=env, timeout_s=60):
+        with running(argv, host=HOST, port=port, env=env, timeout_s=60) as server:
             issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
@@ -99,10 +122,36 @@ def measure_votes(voters: int, concurrency: int, alg: str, lanes: int) -> VoteRu
                 issuer, warm["id"], options, min(WARMUP_VOTES, voters), alg, "warm-"
             )
             requests = _vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
-            uvloop.run(run_requests(HOST, port, warmup, concurrency=concurrency))
-            load = uvloop.run(run_requests(HOST, port, requests, concurrency=concurrency))
+            session = _Session(port, server.pid, concurrency, watchers, rate_per_s)
+            load, live = uvloop.run(session.run(poll["id"], warmup, requests))
             counted = int(admin.get(f"/v1/polls/{poll['id']}/results")["total"])
-    return VoteRun(load, counted)
+    return VoteRun(load, counted, live)
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """One event loop for the warm-up, the watchers and the votes, so the watchers read while
+    the votes are cast, and all times share one clock."""
+
+    port: int
+    server_pid: int
+    concurrency: int
+    watchers: int
+    rate_per_s: float | None
+
+    async def run(
+        self, poll_id: str, warmup: list[bytes], requests: list[bytes]
+    ) -> tuple[LoadResult, LiveRun | None]:
+        await run_requests(HOST, self.port, warmup, concurrency=self.concurrency)
+        if not self.watchers:
+            return await self._votes(requests), None
+        watched = WatchedPoll(HOST, self.port, poll_id, self.server_pid)
+        return await watched.during(self.watchers, lambda: self._votes(requests))
+
+    async def _votes(self, requests: list[bytes]) -> LoadResult:
+        return await run_requests(
+            HOST, self.port, requests, concurrency=self.concurrency, rate_per_s=self.rate_per_s
+        )
 
 
 def measure_baseline(requests: int, concurrency: int) -> LoadResult:
@@ -145,6 +194,10 @@ def report(args: argparse.Namespace, votes: VoteRun, baselines: list[LoadResult]
             max(b.latency_percentiles_ms(99)["p99"] for b in baselines), 2
         )
         result["ratio_to_baseline"] = round(votes.load.throughput() / mean_rate, 3)
+    if votes.live is not None:
+        result["vote_rate_target"] = args.rate
+        result["tick_ms"] = config.load().tick_ms  # what the server read from the same environment
+        result.update(live_report(votes.live, votes.load))
     return result
 
 
@@ -152,11 +205,21 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.voters < 1 or args.concurrency < 1:
         print("tally bench: --voters and --concurrency must be at least 1", file=sys.stderr)
         return 2
+    if args.watchers < 0 or (args.rate is not None and args.rate <= 0):
+        print("tally bench: --watchers must be >= 0 and --rate positive", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     baselines = []
     if not args.no_baseline:
         baselines.append(measure_baseline(args.voters, args.concurrency))
-    votes = measure_votes(args.voters, args.concurrency, args.alg, args.lanes)
+    votes = measure_votes(
+        args.voters,
+        args.concurrency,
+        args.alg,
+        args.lanes,
+        watchers=args.watchers,
+        rate_per_s=args.rate,
+    )
     if not args.no_baseline:
         baselines.append(measure_baseline(args.voters, args.concurrency))
     result = report(args, votes, baselines)
@@ -185,3 +248,5 @@ def _print_table(r: dict[str, Any]) -> None:
         )
         print(f"             before / after the votes: {runs}")
         print(f"ratio        {r['ratio_to_baseline']:>10.3f}  (votes/s / baseline req/s)")
+    if "watchers" in r:
+        print_live(r)

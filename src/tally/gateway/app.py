@@ -10,11 +10,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
+from tally.gateway.live import LiveGateway
 from tally.gateway.pages import page_routes
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
@@ -24,14 +25,18 @@ log = logging.getLogger("tally.gateway")
 
 
 def create_app(
-    handlers: Handlers, votes: VoteEndpoint, demo_routes: Sequence[BaseRoute] = ()
+    handlers: Handlers,
+    votes: VoteEndpoint,
+    demo_routes: Sequence[BaseRoute] = (),
+    *,
+    live: LiveGateway | None = None,
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/polls/{poll_id}/results", handlers.results, methods=["GET"]),
         Route("/v1/polls/{poll_id}/votes", VoteRoute(votes), methods=["POST"]),
         Route("/v1/polls", handlers.polls, methods=["GET", "POST"]),
@@ -45,6 +50,11 @@ def create_app(
         *page_routes(),
         *demo_routes,
     ]
+    if live is not None:
+        # The live WebSocket is served natively when uvicorn runs with live.websocket_protocol;
+        # this route answers it on servers without that hook.
+        routes.append(WebSocketRoute("/v1/polls/{poll_id}/live", live.asgi_websocket))
+        routes.append(Route("/v1/polls/{poll_id}/events", live.events, methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -5,6 +5,7 @@ Every domain error and vote refusal maps to a problem here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -39,6 +40,9 @@ TITLES: dict[str, str] = {
     "not-found": "No such resource",
     "method-not-allowed": "Method not allowed",
     "store-unavailable": "The vote store is unavailable; retry",
+    "invalid-request": "The request cannot be served as sent",
+    "too-many-connections": "Too many live connections; retry later",
+    "shutting-down": "The server is shutting down; reconnect",
     "internal-error": "Internal error",
 }
 
@@ -100,6 +104,16 @@ def from_error(error: TallyError) -> Problem:
         )
         unavailable.headers["Retry-After"] = "1"
         return unavailable
+    return Problem(500, "internal-error")
+
+
+def as_problem(exc: Exception, log: logging.Logger) -> Problem:
+    """Any failure of a handler as the problem to answer; unexpected ones are logged as such."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, TallyError):
+        return from_error(exc)
+    log.exception("unexpected failure", exc_info=exc)
     return Problem(500, "internal-error")
 
 

@@ -14,13 +14,13 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tally.domain.errors import StoreUnavailable, TallyError
+from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import POLL_ID_RE
 from tally.domain.votes import Accepted
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import VoteBody, check_content_type, check_declared_length, decode
 from tally.gateway.metrics import Metrics
-from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, problem_body, vote_refusal
+from tally.gateway.problems import MEDIA_TYPE, Problem, as_problem, problem_body, vote_refusal
 from tally.gateway.render import receipt_doc
 from tally.service import Voter, VotingService
 
@@ -45,7 +45,7 @@ class VoteEndpoint:
             body = await self._vote(scope, receive, poll_id)
             outcome, status, content_type, headers = "accepted", 201, _JSON, []
         except Exception as exc:  # every failure becomes a problem document, as in app.py
-            problem = _as_problem(exc)
+            problem = as_problem(exc, log)
             outcome, status, content_type = problem.code, problem.status, _PROBLEM
             body = problem_body(problem, scope["path"])
             headers = [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
@@ -78,15 +78,6 @@ class VoteEndpoint:
             raise refusal
         assert isinstance(outcome, Accepted)
         return orjson.dumps({"receipt": receipt_doc(outcome.receipt)})
-
-
-def _as_problem(exc: Exception) -> Problem:
-    if isinstance(exc, Problem):
-        return exc
-    if isinstance(exc, TallyError):
-        return from_error(exc)
-    log.exception("vote failed unexpectedly", exc_info=exc)
-    return Problem(500, "internal-error")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -93,6 +93,11 @@ class ValkeySnapshots:
                 f"stored snapshot of poll {poll_id} is unreadable: {exc}"
             ) from exc
 
+    async def latest_doc(self, poll_id: str) -> bytes | None:
+        """The latest snapshot exactly as published (the live fan-out forwards these bytes)."""
+        doc: bytes | None = await self._call("HGET", keys.poll_snapshot(poll_id), "doc")
+        return doc
+
     async def publish(self, poll_id: str, owner: str, snapshot: Snapshot) -> PublishOutcome:
         if snapshot.poll_id != poll_id:
             raise ValueError(f"a snapshot of poll {snapshot.poll_id!r} published for {poll_id!r}")

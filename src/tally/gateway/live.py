@@ -1,0 +1,176 @@
+"""Live results for one gateway process: the fan-out hub, every live connection on it (WebSocket
+and SSE), their limits, one keepalive sweep, and an ordered shutdown.
+
+Wiring (the composition root builds the concrete parts; all on the serving event loop):
+
+    hub = LiveHub(ValkeyLiveFeed(endpoint), ValkeySnapshots(client), service)
+    live = LiveGateway(
+        hub,
+        LiveVoting(service, auth, metrics),
+        ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
+        slow_client_s=settings.slow_client_s,
+    )
+    live.start()                                   # connects the feed in the background
+    app = create_app(handlers, votes, demo_routes, live=live)
+    config = server_config(app, host, port, ...)
+    config.ws = live.websocket_protocol            # /live natively; other paths stay ASGI
+    ...
+    await live.shutdown(settings.shutdown_timeout_s)   # FIRST, then uvicorn's own shutdown
+
+`live.shutdown` must run before uvicorn's: uvicorn does not know the native sockets (it handed
+them over) and would wait out its graceful timeout on the open SSE responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from tally.gateway.fanout import LiveHub
+from tally.gateway.live_asgi import AsgiLiveSocket
+from tally.gateway.live_limits import ConnectionLimits
+from tally.gateway.live_uvicorn import uvicorn_protocol
+from tally.gateway.live_votes import LiveVoting
+from tally.gateway.sse import EventStreams
+
+log = logging.getLogger("tally.live")
+
+_SWEEP_SLICE = 1000  # sockets pinged between two yields to the event loop
+
+
+class LiveConnection(Protocol):
+    """What the gateway needs of a connection (a WebSocket or an SSE stream) to keep and end it."""
+
+    def keepalive(self) -> None:
+        """Called once per keepalive interval."""
+
+    def stop_reading(self) -> None:
+        """Take no more messages: the gateway is closing."""
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start closing (a WebSocket close frame, or the end of an SSE stream)."""
+
+    def abort(self) -> None:
+        """Cut the connection now (after the shutdown deadline)."""
+
+
+class LiveGateway:
+    """The live side of a gateway process (module docstring)."""
+
+    def __init__(
+        self,
+        hub: LiveHub,
+        voting: LiveVoting,
+        limits: ConnectionLimits,
+        *,
+        slow_client_s: float,
+        ping_interval_s: float = 20.0,
+        sse_keepalive_s: float = 15.0,
+    ) -> None:
+        self.hub = hub
+        self.voting = voting
+        self.limits = limits
+        self.slow_client_s = slow_client_s
+        self.ping_interval_s = ping_interval_s
+        self.sse_keepalive_s = sse_keepalive_s
+        self.closing = False
+        self._connections: set[LiveConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drained = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
+        self._protocol: type[asyncio.Protocol] | None = None
+        self.events = EventStreams(self)
+        """ASGI endpoint for GET /v1/polls/{poll_id}/events."""
+        self.asgi_websocket = AsgiLiveSocket(self)
+        """ASGI endpoint for /v1/polls/{poll_id}/live, when the server lacks `websocket_protocol`."""
+
+    @property
+    def websocket_protocol(self) -> type[asyncio.Protocol]:
+        """For uvicorn's `ws=` setting: serves /v1/polls/{id}/live natively (live_uvicorn.py)."""
+        if self._protocol is None:
+            self._protocol = uvicorn_protocol(self)
+        return self._protocol
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def start(self) -> None:
+        """Start the upstream subscription and the keepalive sweep (on the running loop)."""
+        self.hub.start()
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep(), name="tally-live-ping"
+        )
+
+    def opened(self, connection: LiveConnection) -> None:
+        """A connection was admitted (its limits slot taken)."""
+        self._connections.add(connection)
+
+    def forget(self, connection: LiveConnection, ip: str, *, admitted: bool) -> None:
+        """A connection is gone: drop it, and give its limits slot back if it held one."""
+        self._connections.discard(connection)
+        if admitted:
+            self.limits.release(ip)
+        if self.closing and not self._connections:
+            self._drained.set()
+
+    def track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a connection's background work (joining a channel, a vote) with an owner."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("live connection work failed", exc_info=task.exception())
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Close every live connection and the upstream subscription within `timeout_s`.
+
+        1. refuse new connections (503 at the WebSocket handshake and on SSE requests);
+        2. stop reading messages; votes in flight get up to half the time to be answered;
+        3. close every WebSocket with 1012 (service restart) and end every SSE stream;
+        4. wait for them to go until the deadline, then cut the connections still open;
+        5. stop the keepalive sweep, cancel leftover work, close the upstream subscription.
+        Calling it again waits for the first call."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_task(self._shut_down(timeout_s))
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self.closing = True  # 1
+        for connection in list(self._connections):  # 2
+            connection.stop_reading()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s / 2)
+        for connection in list(self._connections):  # 3
+            connection.close(1012, "server restarting")
+        if self._connections:  # 4
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._drained.wait()
+            except TimeoutError:
+                log.warning("%d live connections outlived the shutdown", len(self._connections))
+                for connection in list(self._connections):
+                    connection.abort()
+        if self._sweeper is not None:  # 5
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hub.close()
+
+    async def _sweep(self) -> None:
+        """Ping every connection once per interval, in slices, so 20k sockets never stall the loop."""
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            for n, connection in enumerate(list(self._connections), 1):
+                connection.keepalive()
+                if n % _SWEEP_SLICE == 0:
+                    await asyncio.sleep(0)

@@ -1,0 +1,215 @@
+"""/v1/polls/{poll_id}/live as a plain ASGI WebSocket, for servers run without
+`LiveGateway.websocket_protocol` (another ASGI server, or uvicorn's default `ws=`).
+
+Compatibility only: the same messages, answers, close codes and refusals as websocket.py, but two
+tasks per connection (the ASGI call reading messages, one sending snapshots) and ~4x the memory.
+Keepalive pings are the server's (uvicorn's ws_ping_interval). Refusals before the upgrade are
+HTTP denial responses where the server supports the `websocket.http.response` extension, else a
+close with 1013 (try again later) or 1008 (a token in the URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from starlette.types import Receive, Scope, Send
+
+from tally.domain.errors import PollNotFound, StoreUnavailable
+from tally.domain.polls import POLL_ID_RE
+from tally.gateway.live_limits import (
+    carries_token,
+    shutting_down,
+    token_in_url,
+    too_many_connections,
+)
+from tally.gateway.live_snapshot import LiveSnapshot
+from tally.gateway.live_state import WatcherState, moved
+from tally.gateway.live_votes import (
+    AuthMessage,
+    VoteMessage,
+    error_frame,
+    parse_message,
+    request_id_of,
+)
+from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, problem_body
+from tally.gateway.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
+
+if TYPE_CHECKING:
+    from tally.gateway.live import LiveGateway
+
+
+class AsgiLiveSocket:
+    """The ASGI endpoint (a Starlette WebSocketRoute with `poll_id` in its path)."""
+
+    def __init__(self, gateway: LiveGateway) -> None:
+        self._gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self._gateway
+        await receive()  # websocket.connect
+        client = scope.get("client")
+        ip = str(client[0]) if client else ""
+        problem: Problem | None = None
+        if carries_token(scope.get("query_string", b"").decode("latin-1")):
+            problem = token_in_url()
+        elif gateway.closing:
+            problem = shutting_down()
+        elif not gateway.limits.admit(ip):
+            problem = too_many_connections()
+        if problem is not None:
+            await _deny(scope, send, problem)
+            return
+        await send({"type": "websocket.accept"})
+        connection = _AsgiConnection(gateway, send, scope["path_params"]["poll_id"])
+        gateway.opened(connection)
+        try:
+            await connection.run(receive)
+        finally:
+            connection.finish()
+            gateway.forget(connection, ip, admitted=True)
+
+
+async def _deny(scope: Scope, send: Send, problem: Problem) -> None:
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        code = 1008 if problem.status == 400 else 1013
+        await send({"type": "websocket.close", "code": code, "reason": problem.code})
+        return
+    body = problem_body(problem, scope["path"])
+    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    start = {"type": "websocket.http.response.start", "status": problem.status, "headers": headers}
+    await send(start)
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+class _AsgiConnection:
+    """One connection's state: the slot, the lifecycle, the token, the votes in flight."""
+
+    def __init__(self, gateway: LiveGateway, send: Send, poll_id: str) -> None:
+        self._gateway = gateway
+        self._send = send
+        self._poll_id = poll_id
+        self._instance = f"/v1/polls/{poll_id}/live"
+        self._state = WatcherState.JOINING
+        self._pending: LiveSnapshot | None = None
+        self._sent_seq = 0
+        self._wake = asyncio.Event()
+        self._token: str | None = None
+        self._room = asyncio.Semaphore(MAX_VOTES_IN_FLIGHT)
+        self._sender: asyncio.Task[None] | None = None
+
+    def deliver(self, snapshot: LiveSnapshot) -> None:
+        if snapshot.seq > self._sent_seq and (
+            self._pending is None or snapshot.seq > self._pending.seq
+        ):
+            self._pending = snapshot
+            self._wake.set()
+
+    def keepalive(self) -> None:
+        """uvicorn pings ASGI WebSockets itself."""
+
+    def stop_reading(self) -> None:
+        """The reader stops at its next message once the gateway is closing."""
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self._state is WatcherState.JOINING or self._state is WatcherState.OPEN:
+            self._state = moved(self._state, WatcherState.CLOSING)
+            self._gateway.hub.leave(self._poll_id, self)
+            self._gateway.track(self._close(code, reason))
+
+    def abort(self) -> None:
+        """Nothing to cut through ASGI: uvicorn closes its WebSockets with 1012 on shutdown."""
+
+    def finish(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        self._state = WatcherState.CLOSED
+        self._gateway.hub.leave(self._poll_id, self)
+
+    async def run(self, receive: Receive) -> None:
+        if not await self._join():
+            await self._receive_until_closed(receive, messages=False)
+            return
+        self._sender = asyncio.get_running_loop().create_task(self._send_snapshots())
+        await self._receive_until_closed(receive, messages=True)
+
+    async def _join(self) -> bool:
+        if not POLL_ID_RE.fullmatch(self._poll_id):
+            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            return await self._refuse(problem, CloseCode.INVALID_POLL_ID)
+        try:
+            await self._gateway.hub.join(self._poll_id, self)
+        except PollNotFound as exc:
+            return await self._refuse(from_error(exc), CloseCode.POLL_NOT_FOUND)
+        except StoreUnavailable as exc:
+            return await self._refuse(from_error(exc), CloseCode.TRY_AGAIN_LATER)
+        if self._state is not WatcherState.JOINING:
+            return False
+        self._state = moved(self._state, WatcherState.OPEN)
+        return True
+
+    async def _refuse(self, problem: Problem, code: CloseCode) -> bool:
+        await self._text(error_frame(problem, self._instance))
+        self.close(code, problem.code)
+        return False
+
+    async def _receive_until_closed(self, receive: Receive, *, messages: bool) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if not messages or self._gateway.closing or self._state is not WatcherState.OPEN:
+                continue
+            text = message.get("text")
+            if text is None:
+                detail = "messages are JSON in text frames"
+                problem = Problem(415, "unsupported-media-type", detail)
+                await self._text(error_frame(problem, self._instance))
+                continue
+            await self._on_message(text.encode())
+
+    async def _on_message(self, data: bytes) -> None:
+        try:
+            message = parse_message(data)
+        except Problem as problem:
+            await self._text(error_frame(problem, self._instance, request_id_of(data)))
+            return
+        if isinstance(message, AuthMessage):
+            self._token = message.token  # kept even when invalid, as in websocket.py
+            _, frame = self._gateway.voting.authenticate(message.token, self._instance)
+            await self._text(frame)
+            return
+        await self._room.acquire()  # at most MAX_VOTES_IN_FLIGHT; no queue beyond
+        self._gateway.track(self._vote(message, self._token))
+
+    async def _vote(self, message: VoteMessage, token: str | None) -> None:
+        try:
+            await self._text(await self._gateway.voting.vote(self._poll_id, token, message))
+        finally:
+            self._room.release()
+
+    async def _send_snapshots(self) -> None:
+        while self._state is WatcherState.OPEN:
+            await self._wake.wait()
+            self._wake.clear()
+            snapshot, self._pending = self._pending, None
+            if snapshot is None or self._state is not WatcherState.OPEN:
+                continue
+            self._sent_seq = snapshot.seq
+            try:
+                async with asyncio.timeout(self._gateway.slow_client_s):
+                    await self._send({"type": "websocket.send", "text": snapshot.doc.decode()})
+            except TimeoutError:
+                seconds = self._gateway.slow_client_s
+                self.close(CloseCode.SLOW_CLIENT, f"could not keep up for {seconds:g} s")
+
+    async def _text(self, payload: bytes) -> None:
+        if self._state is WatcherState.JOINING or self._state is WatcherState.OPEN:
+            with contextlib.suppress(OSError, RuntimeError):  # the client may have gone
+                await self._send({"type": "websocket.send", "text": payload.decode()})
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})

@@ -1,0 +1,119 @@
+"""Votes over the live WebSocket, with exactly the semantics, status codes and problem documents of
+`POST /v1/polls/{id}/votes`: the same Authenticator, VotingService.vote, vote_refusal and
+from_error, and the same metrics. Transport-agnostic: it turns frames into answer frames.
+
+Client -> server (text frames holding JSON):
+    {"type": "auth", "token": "<jwt>"}          once; again to replace a token about to expire
+    {"type": "vote", "request_id": "<1-128 chars>", "option": "<option id>"}
+Server -> client:
+    {"type": "auth_result", "status": 200}  |  {"type": "auth_result", "status": 401, "error": P}
+    {"type": "vote_result", "request_id": R, "status": 201, "receipt": {...}}
+    {"type": "vote_result", "request_id": R, "status": 401|404|409|422|503, "error": P}
+    {"type": "error", "status": 400|415|422, "error": P}   the frame was not a message; nothing changed
+P is the problem document the HTTP vote would answer, byte for byte (its `instance` is the vote
+resource, /v1/polls/{id}/votes). The token is verified again for every vote (verifications are
+cached by token), so a token that expires mid-session gets 401 token-expired, as over HTTP. Tokens
+never travel in the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+
+import msgspec
+import orjson
+
+from tally.domain.votes import Accepted
+from tally.gateway.auth import Authenticator
+from tally.gateway.metrics import Metrics
+from tally.gateway.problems import Problem, as_problem, problem_body, vote_refusal
+from tally.gateway.render import receipt_doc
+from tally.service import Voter, VotingService
+
+log = logging.getLogger("tally.gateway")
+
+
+class AuthMessage(msgspec.Struct, tag_field="type", tag="auth", forbid_unknown_fields=True):
+    token: str
+
+
+class VoteMessage(msgspec.Struct, tag_field="type", tag="vote", forbid_unknown_fields=True):
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    option: str
+
+
+ClientMessage = AuthMessage | VoteMessage
+_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+
+
+def parse_message(data: bytes) -> ClientMessage:
+    """The client's message; a Problem (400 malformed-json, 422 validation-failed) otherwise."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, "validation-failed", str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise Problem(400, "malformed-json", str(exc)) from None
+
+
+def error_frame(problem: Problem, instance: str, request_id: str | None = None) -> bytes:
+    """`{"type": "error", ...}`: a frame that was not a message, or why the socket is closing."""
+    head: dict[str, Any] = {"type": "error", "status": problem.status}
+    if request_id is not None:
+        head["request_id"] = request_id
+    return _with_problem(head, problem, instance)
+
+
+def request_id_of(data: bytes) -> str | None:
+    """Best effort, for error frames: the request_id of a frame that failed validation."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    request_id = parsed.get("request_id") if isinstance(parsed, dict) else None
+    return request_id if isinstance(request_id, str) and len(request_id) <= 128 else None
+
+
+def _with_problem(head: dict[str, Any], problem: Problem, instance: str) -> bytes:
+    # Splice the HTTP problem bytes in unchanged rather than re-encoding a copy of them.
+    return orjson.dumps(head)[:-1] + b',"error":' + problem_body(problem, instance) + b"}"
+
+
+class LiveVoting:
+    def __init__(self, service: VotingService, auth: Authenticator, metrics: Metrics) -> None:
+        self._service = service
+        self._auth = auth
+        self._metrics = metrics
+
+    def authenticate(self, token: str, instance: str) -> tuple[bool, bytes]:
+        """Check a token now (each vote checks it again); returns (valid, auth_result frame)."""
+        try:
+            self._auth.principal(f"Bearer {token}")
+        except Problem as problem:
+            return False, _with_problem({"type": "auth_result", "status": 401}, problem, instance)
+        return True, orjson.dumps({"type": "auth_result", "status": 200})
+
+    async def vote(self, poll_id: str, token: str | None, message: VoteMessage) -> bytes:
+        """Cast the vote as the HTTP route would; returns the vote_result frame."""
+        started = time.perf_counter()
+        head: dict[str, Any] = {"type": "vote_result", "request_id": message.request_id}
+        try:
+            principal = self._auth.principal(None if token is None else f"Bearer {token}")
+            voter = Voter(principal.issuer, principal.subject)
+            outcome = await self._service.vote(poll_id, voter, message.option)
+            refusal = vote_refusal(outcome)
+            if refusal is not None:
+                raise refusal
+            assert isinstance(outcome, Accepted)
+            frame = orjson.dumps({**head, "status": 201, "receipt": receipt_doc(outcome.receipt)})
+            label = "accepted"
+        except Exception as exc:  # every failure becomes the HTTP route's problem document
+            problem = as_problem(exc, log)
+            head["status"] = problem.status
+            frame = _with_problem(head, problem, f"/v1/polls/{poll_id}/votes")
+            label = problem.code
+        self._metrics.votes.inc(label)
+        self._metrics.vote_seconds.observe(time.perf_counter() - started)
+        return frame

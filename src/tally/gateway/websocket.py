@@ -1,0 +1,405 @@
+"""`GET /v1/polls/{poll_id}/live`: the live WebSocket, one asyncio.Protocol per connection on the
+`websockets` sans-I/O core, with no task, queue or timer per idle connection.
+
+Why not an ASGI handler: an idle ASGI WebSocket costs ~24 KB on uvicorn (the handler's task and
+frames, uvicorn's queue and scope) and each send is an await per client; this costs ~6 KB and a
+snapshot reaches 10k sockets as 10k synchronous `transport.write`s of one pre-encoded frame
+(BENCHMARKS.md). It is served on the main port through uvicorn's `ws=` protocol hook (live_uvicorn.py); other
+WebSocket paths still go to the ASGI app.
+
+Flow control is the backlog policy: each socket's write buffer high-water mark is 0 and its kernel
+send buffer small, so a client that is not reading is paused at once; while paused it keeps only
+the newest snapshot (LATEST_ONLY), and if it stays paused for `slow_client_s` it is closed with
+4408. Keepalive pings come from one sweep over all sockets (LiveGateway), not a timer each.
+
+Refusals at the handshake are HTTP responses with a problem document:
+    400 invalid-request  a token in the query string (tokens never travel in URLs)
+    429 too-many-connections   the per-IP or total limit is reached (Retry-After: 1)
+    503 shutting-down          the gateway is shutting down (Retry-After: 1)
+After the upgrade, an error frame ({"type": "error", ...}) precedes every 4xxx close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import http
+import logging
+import re
+import socket
+from typing import TYPE_CHECKING, cast
+
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State as CoreState
+from websockets.server import ServerProtocol
+
+from tally.domain.errors import PollNotFound, StoreUnavailable
+from tally.domain.polls import POLL_ID_RE
+from tally.gateway.live_limits import (
+    carries_token,
+    shutting_down,
+    token_in_url,
+    too_many_connections,
+)
+from tally.gateway.live_snapshot import LiveSnapshot
+from tally.gateway.live_state import WatcherState, moved
+from tally.gateway.live_votes import (
+    AuthMessage,
+    VoteMessage,
+    error_frame,
+    parse_message,
+    request_id_of,
+)
+from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, problem_body
+
+if TYPE_CHECKING:
+    from tally.gateway.live import LiveGateway
+
+log = logging.getLogger("tally.live")
+
+LIVE_PATH = re.compile(r"/v1/polls/([^/?]*)/live(?:\?(.*))?")
+MAX_MESSAGE_BYTES = 16 * 1024  # an auth frame carries a token of at most 8 KiB
+MAX_VOTES_IN_FLIGHT = 16  # per socket; beyond it the socket stops reading (no queue)
+SEND_BUFFER_BYTES = 16 * 1024  # SO_SNDBUF: a stalled reader is noticed after KiB, not MiB
+CLOSE_TIMEOUT_S = 2.0  # how long a close handshake may take before the TCP connection is cut
+
+_OPEN = WatcherState.OPEN
+_JOINING = WatcherState.JOINING
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes of the live WebSocket (4xxx: Tally's own, mirroring an HTTP status)."""
+
+    NORMAL = 1000  # the client closed
+    PROTOCOL_ERROR = 1002  # a frame broke RFC 6455 (sent by the websockets core)
+    MESSAGE_TOO_BIG = 1009  # a message over MAX_MESSAGE_BYTES (sent by the websockets core)
+    INTERNAL_ERROR = 1011  # no pong within the keepalive interval, or a bug
+    SERVICE_RESTART = 1012  # graceful shutdown: reconnect, to this or another gateway
+    TRY_AGAIN_LATER = 1013  # the store was unavailable while joining the poll's channel
+    INVALID_POLL_ID = 4400  # the path's poll id is not 1-64 of a-z, 0-9, '_', '-'
+    POLL_NOT_FOUND = 4404  # no such poll
+    SLOW_CLIENT = 4408  # could not take snapshots for slow_client_s: fell too far behind
+
+
+def refusal(problem: Problem, instance: str) -> Response:
+    """An HTTP answer to an upgrade request we will not accept."""
+    headers = Headers(
+        {"Content-Type": MEDIA_TYPE, "Connection": "close", **problem.headers},
+    )
+    body = problem_body(problem, instance)
+    headers["Content-Length"] = str(len(body))
+    return Response(problem.status, http.HTTPStatus(problem.status).phrase, headers, body)
+
+
+class LiveSocket(asyncio.Protocol):
+    """One live WebSocket: handshake, joining the poll's channel, snapshots, votes, close."""
+
+    __slots__ = (
+        "_close_timer",
+        "_fragments",
+        "_gateway",
+        "_heard",
+        "_ip",
+        "_paused",
+        "_pending",
+        "_poll_id",
+        "_reading",
+        "_sent_seq",
+        "_slow_timer",
+        "_state",
+        "_token",
+        "_transport",
+        "_votes",
+        "_ws",
+    )
+
+    def __init__(self, gateway: LiveGateway) -> None:
+        self._gateway = gateway
+        self._ws = ServerProtocol(max_size=MAX_MESSAGE_BYTES)
+        self._state = WatcherState.CONNECTING
+        self._transport: asyncio.Transport | None = None
+        self._ip = ""
+        self._poll_id = ""
+        self._sent_seq = 0
+        self._pending: LiveSnapshot | None = None
+        self._paused = False
+        self._reading = True
+        self._heard = True
+        self._slow_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._token: str | None = None
+        self._votes = 0
+        self._fragments: list[bytes] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if peer else ""
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        self._ws.receive_data(data)
+        for event in self._ws.events_received():
+            if isinstance(event, Request):
+                self._on_handshake(event)
+            elif isinstance(event, Frame):
+                self._on_frame(event)
+        if self._ws.state is not CoreState.OPEN and (
+            self._state is _OPEN or self._state is _JOINING
+        ):
+            # The core is closing: the client's close frame, or a frame it had to refuse
+            # (1002 protocol error, 1009 too big). Nothing may follow its close frame.
+            self._stop_snapshots()
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self._ws.receive_eof()
+        self._flush()
+        return None  # let the transport close: a WebSocket never writes after the peer's EOF
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self._slow_timer is None and self._state is _OPEN:
+            loop = asyncio.get_running_loop()
+            self._slow_timer = loop.call_later(self._gateway.slow_client_s, self._too_slow)
+        self._update_reading()  # a client that does not read gets no answers to queue up
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.deliver(pending)
+        self._update_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ws.receive_eof()  # idempotent: the core's state becomes CLOSED
+        for timer in (self._slow_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._slow_timer = self._close_timer = None
+        previous, self._state = self._state, moved(self._state, WatcherState.CLOSED)
+        self._pending = None
+        self._gateway.forget(self, self._ip, admitted=previous is not WatcherState.CONNECTING)
+
+    # what the hub and the gateway call
+
+    def deliver(self, snapshot: LiveSnapshot) -> None:
+        """Send a newer snapshot now, or keep it as the one pending (LATEST_ONLY)."""
+        if snapshot.seq <= self._sent_seq:
+            return
+        state = self._state
+        if state is _OPEN and not self._paused:
+            assert self._transport is not None
+            self._sent_seq = snapshot.seq
+            self._transport.write(snapshot.ws_frame)
+        elif (state is _OPEN or state is _JOINING) and (
+            self._pending is None or snapshot.seq > self._pending.seq
+        ):
+            self._pending = snapshot
+
+    def keepalive(self) -> None:
+        """Called once per keepalive interval: ping, or give up on a peer silent since the last."""
+        if self._state is not _OPEN:
+            return
+        if not self._heard:
+            self.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        self._heard = False
+        self._ws.send_ping(b"")
+        self._flush()
+
+    def stop_reading(self) -> None:
+        """Take no further messages once the gateway is closing (votes in flight may finish)."""
+        self._update_reading()
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake (once); the connection is cut after CLOSE_TIMEOUT_S."""
+        state = self._state
+        if state is WatcherState.CLOSING or state is WatcherState.CLOSED:
+            return
+        if state is WatcherState.CONNECTING:
+            self.abort()
+            return
+        self._stop_snapshots()
+        with contextlib.suppress(InvalidState):  # the client's close frame arrived first
+            self._ws.send_close(code, reason)
+        self._update_reading()  # to hear the client's close frame
+        self._flush()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _stop_snapshots(self) -> None:
+        self._state = moved(self._state, WatcherState.CLOSING)
+        self._pending = None
+        self._gateway.hub.leave(self._poll_id, self)
+
+    # the handshake
+
+    def _on_handshake(self, request: Request) -> None:
+        gateway = self._gateway
+        match = LIVE_PATH.fullmatch(request.path)
+        problem: Problem | None = None
+        if match is None:
+            problem = Problem(404, "not-found")
+        elif carries_token(match.group(2)):
+            problem = token_in_url()
+        elif gateway.closing:
+            problem = shutting_down()
+        elif not gateway.limits.admit(self._ip):
+            problem = too_many_connections()
+        if problem is not None:
+            self._ws.send_response(refusal(problem, request.path.partition("?")[0]))
+            return
+        assert match is not None
+        response = self._ws.accept(request)
+        if response.status_code != 101:  # not a valid WebSocket handshake
+            gateway.limits.release(self._ip)
+            self._ws.send_response(response)
+            return
+        self._ws.send_response(response)
+        self._state = moved(self._state, _JOINING)
+        self._poll_id = match.group(1)
+        self._configure_transport()
+        gateway.opened(self)
+        gateway.track(self._join())
+
+    def _configure_transport(self) -> None:
+        assert self._transport is not None
+        self._transport.set_write_buffer_limits(high=0)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+
+    async def _join(self) -> None:
+        instance = f"/v1/polls/{self._poll_id}/live"
+        if not POLL_ID_RE.fullmatch(self._poll_id):
+            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            self._close_with(problem, instance, CloseCode.INVALID_POLL_ID)
+            return
+        try:
+            await self._gateway.hub.join(self._poll_id, self)
+        except PollNotFound as exc:
+            self._close_with(from_error(exc), instance, CloseCode.POLL_NOT_FOUND)
+            return
+        except StoreUnavailable as exc:
+            self._close_with(from_error(exc), instance, CloseCode.TRY_AGAIN_LATER)
+            return
+        except Exception:
+            log.exception("joining poll %s's live channel failed", self._poll_id)
+            self._close_with(Problem(500, "internal-error"), instance, CloseCode.INTERNAL_ERROR)
+            return
+        if self._state is not _JOINING:  # closed while joining
+            self._gateway.hub.leave(self._poll_id, self)
+            return
+        self._state = moved(self._state, _OPEN)
+        if self._paused:
+            self.pause_writing()  # start the slow-client clock now that it applies
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.deliver(pending)
+
+    def _close_with(self, problem: Problem, instance: str, code: CloseCode) -> None:
+        self._send(error_frame(problem, instance))
+        self.close(code, problem.code)
+
+    # messages
+
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode not in _DATA_OPCODES:
+            return  # PING and CLOSE are answered by the core; PONG only proves liveness
+        if frame.opcode is not Opcode.CONT:
+            self._fragments = [] if frame.opcode is Opcode.TEXT else None
+            if frame.opcode is Opcode.BINARY:
+                self._binary()
+                return
+        if self._fragments is None:  # continuation of a binary message: already answered
+            return
+        self._fragments.append(bytes(frame.data))
+        if frame.fin:
+            data, self._fragments = b"".join(self._fragments), None
+            self._on_message(data)
+
+    def _binary(self) -> None:
+        detail = "messages are JSON in text frames"
+        problem = Problem(415, "unsupported-media-type", detail)
+        self._send(error_frame(problem, f"/v1/polls/{self._poll_id}/live"))
+
+    def _on_message(self, data: bytes) -> None:
+        if self._state is not _OPEN and self._state is not _JOINING:
+            return
+        instance = f"/v1/polls/{self._poll_id}/live"
+        try:
+            message = parse_message(data)
+        except Problem as problem:
+            self._send(error_frame(problem, instance, request_id_of(data)))
+            return
+        if isinstance(message, AuthMessage):
+            # Kept even when invalid: each vote verifies it again and answers its precise 401.
+            self._token = message.token
+            _, frame = self._gateway.voting.authenticate(message.token, instance)
+            self._send(frame)
+            return
+        self._votes += 1
+        self._update_reading()
+        self._gateway.track(self._vote(message, self._token))
+
+    async def _vote(self, message: VoteMessage, token: str | None) -> None:
+        try:
+            frame = await self._gateway.voting.vote(self._poll_id, token, message)
+        finally:
+            self._votes -= 1
+        self._send(frame)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while closing (to hear the close frame), else only with room for more answers:
+        fewer than MAX_VOTES_IN_FLIGHT votes, a writable socket, a gateway not shutting down."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        wanted = self._state is WatcherState.CLOSING or (
+            not self._paused and self._votes < MAX_VOTES_IN_FLIGHT and not self._gateway.closing
+        )
+        if wanted != self._reading:
+            self._reading = wanted
+            if wanted:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _send(self, payload: bytes) -> None:
+        if self._state is _OPEN or self._state is _JOINING:
+            self._ws.send_text(payload)
+            self._flush()
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for data in self._ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():  # the core asks to end the TCP stream
+                transport.write_eof()
+            else:
+                transport.close()
+        if self._ws.close_expected() and self._close_timer is None:
+            loop = asyncio.get_running_loop()
+            self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, self.abort)
+
+    def _too_slow(self) -> None:
+        self._slow_timer = None
+        seconds = self._gateway.slow_client_s
+        self.close(CloseCode.SLOW_CLIENT, f"could not keep up for {seconds:g} s")

@@ -1,0 +1,158 @@
+"""A real gateway in the test's own event loop, for the live tests: Tally's `wiring.start` (with
+its embedded valkey-server), a LiveGateway, and uvicorn on a free port serving /live natively
+(or, with `native=False`, through the plain ASGI route).
+
+It assembles the parts the way `tally serve` is meant to; a test uses it as
+`async with live_server(tmp_path) as server:` and so stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tally.bench.processes import free_port
+from tally.config import Settings
+from tally.domain.polls import OptionSpec
+from tally.domain.results import sum_lanes
+from tally.gateway.live import LiveGateway
+from tally.gateway.render import iso_ms
+from tally.gateway.server import server_config
+from tally.security.tokens import DevIssuer
+from tally.service import NewPoll
+from tally.store import keys
+from tally.store.polls import ValkeyPolls
+from tally.wiring import GatewayServer, Runtime, start, stop
+
+HOST = "127.0.0.1"
+AGGREGATOR = "test-aggregator"
+
+
+@dataclass
+class LiveServer:
+    runtime: Runtime
+    live: LiveGateway
+    port: int
+
+    host: str = HOST
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def ws_url(self, poll_id: str, query: str = "") -> str:
+        return f"ws://{HOST}:{self.port}/v1/polls/{poll_id}/live{query}"
+
+    def events_url(self, poll_id: str) -> str:
+        return f"{self.url}/v1/polls/{poll_id}/events"
+
+    @property
+    def issuer(self) -> DevIssuer:
+        assert self.runtime.issuer is not None
+        return self.runtime.issuer
+
+    def token(self, subject: str) -> str:
+        return self.issuer.mint(subject)
+
+    async def open_poll(self, *options: str, lanes: int = 4) -> str:
+        """Create and open a poll (options red/green/blue by default); returns its id."""
+        labels = options or ("Red", "Green", "Blue")
+        spec = NewPoll("live test", [OptionSpec(label=label) for label in labels], lanes=lanes)
+        poll = await self.runtime.service.create_poll(spec)
+        await self.runtime.service.open_poll(poll.id)
+        return poll.id
+
+    async def publish(
+        self,
+        poll_id: str,
+        seq: int,
+        counts: Mapping[str, int] | None = None,
+        *,
+        state: str = "open",
+        padding: int = 0,
+    ) -> str:
+        """Store and publish snapshot `seq` as the aggregator would (FCALL tally_snapshot);
+        returns the function's status ('published', or 'stale' for a seq not moving forward)."""
+        client = self.runtime.client
+        counts = dict(counts or {})
+        doc = {
+            "type": "snapshot",
+            "poll_id": poll_id,
+            "seq": seq,
+            "state": state,
+            "counts": counts,
+            "total": sum(counts.values()),
+            "ts": iso_ms(time.time_ns() // 1_000_000),
+        }
+        if padding:
+            doc["padding"] = "x" * padding
+        lease = keys.poll_lease(poll_id)
+        await client.execute("FCALL", "tally_lease", 1, lease, AGGREGATOR, 60_000)
+        status, _ = await client.execute(
+            "FCALL", "tally_snapshot", 2, keys.poll_snapshot(poll_id), lease,
+            AGGREGATOR, seq, orjson.dumps(doc), keys.live_channel(poll_id),
+        )  # fmt: skip
+        return str(status.decode())
+
+    async def publish_results(self, poll_id: str, seq: int) -> dict[str, int]:
+        """Publish the poll's lane counters, summed, as snapshot `seq` (the aggregator's job)."""
+        poll = await self.runtime.service.get_poll(poll_id)
+        lanes, changed_at = await ValkeyPolls(self.runtime.client).tallies(poll)
+        results = sum_lanes(poll, poll.state, lanes, changed_at)
+        await self.publish(poll_id, seq, results.counts, state=results.state.value)
+        return dict(results.counts)
+
+    async def subscriptions(self, poll_id: str) -> int:
+        """How many connections Valkey has subscribed to the poll's live channel."""
+        reply = await self.runtime.client.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id))
+        return int(reply[1])
+
+
+@contextlib.asynccontextmanager
+async def live_server(
+    data_dir: Path,
+    *,
+    native: bool = True,
+    slow_client_s: float = 10.0,
+    max_connections: int = 5_000,
+    max_connections_per_ip: int = 5_000,
+    ping_interval_s: float = 20.0,
+    sse_keepalive_s: float = 15.0,
+) -> AsyncIterator[LiveServer]:
+    """Start a gateway with the live routes; stop it (live shutdown first) on exit."""
+    settings = Settings(
+        data_dir=data_dir,
+        slow_client_s=slow_client_s,
+        max_connections=max_connections,
+        max_connections_per_ip=max_connections_per_ip,
+        ping_interval_s=ping_interval_s,
+        sse_keepalive_s=sse_keepalive_s,
+        log_level="warning",
+    )
+    runtime = await start(settings)  # the composition root builds the live gateway too
+    live = runtime.live
+    app = runtime.app
+    port = free_port()
+    config = server_config(app, HOST, port, graceful_timeout_s=5)
+    if native:
+        config.ws = live.websocket_protocol
+    server = GatewayServer(config)
+    live.start()
+    task = asyncio.get_running_loop().create_task(server.serve())
+    try:
+        while not server.started:  # uvicorn offers only a flag
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield LiveServer(runtime, live, port)
+    finally:
+        await live.shutdown(5)
+        server.should_exit = True
+        await task
+        await stop(runtime)
