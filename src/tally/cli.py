@@ -178,6 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per WebSocket opened or closed is noise at 20k watchers; keep its warnings.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     from tally.wiring import serve
 
     uvloop.run(serve(settings, demo=args.demo))
