@@ -46,6 +46,8 @@ PARSED = [
     ("TALLY_SLOW_CLIENT_S", "2.5", "slow_client_s", 2.5),
     ("TALLY_MAX_CONNECTIONS", "1000", "max_connections", 1000),
     ("TALLY_MAX_CONNECTIONS_PER_IP", "10", "max_connections_per_ip", 10),
+    ("TALLY_PING_INTERVAL_S", "5", "ping_interval_s", 5.0),
+    ("TALLY_SSE_KEEPALIVE_S", "2.5", "sse_keepalive_s", 2.5),
 ]
 
 
@@ -113,6 +115,8 @@ INVALID = [
     ("TALLY_SLOW_CLIENT_S", "inf"),
     ("TALLY_MAX_CONNECTIONS", "-1"),
     ("TALLY_MAX_CONNECTIONS_PER_IP", "0"),
+    ("TALLY_PING_INTERVAL_S", "-1"),
+    ("TALLY_SSE_KEEPALIVE_S", "often"),
 ]
 
 
