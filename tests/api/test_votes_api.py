@@ -622,6 +622,8 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
         "/healthz": {"get"},
         "/readyz": {"get"},
         "/metrics": {"get"},
+        "/v1/polls/{poll_id}/live": {"get"},
+        "/v1/polls/{poll_id}/events": {"get"},
     }
 
 

@@ -203,5 +203,39 @@ def build() -> dict[str, Any]:
             "/metrics": {
                 "get": _op("Prometheus metrics", {"200": {"description": "text exposition format"}})
             },
+            "/v1/polls/{poll_id}/live": {
+                "parameters": poll_id,
+                "get": {
+                    "summary": "Live results and voting over WebSocket",
+                    "description": (
+                        "Upgrade to a WebSocket. The server sends the latest snapshot "
+                        '`{"type":"snapshot","poll_id","seq","state","counts","total","ts"}` at once, '
+                        "then every newer one (latest-only per client). Vote by sending "
+                        '`{"type":"auth","token"}` once, then `{"type":"vote","request_id","option"}`; '
+                        'answers are `{"type":"vote_result","request_id","status","receipt"|"error"}` '
+                        "with the HTTP vote's status codes and problem documents. Close codes: 1012 "
+                        "restart, 1013 store unavailable, 4400 invalid poll id, 4404 unknown poll, "
+                        "4408 too slow."
+                    ),
+                    "responses": {
+                        "101": {"description": "switching protocols"},
+                        **_problems(400, 429, 503),
+                    },
+                },
+            },
+            "/v1/polls/{poll_id}/events": {
+                "parameters": poll_id,
+                "get": {
+                    "summary": "Live results as Server-Sent Events",
+                    "description": (
+                        "`event: snapshot`, `id:` the snapshot's seq, `data:` the snapshot document. "
+                        "Reconnect with `Last-Event-ID` to get the latest snapshot at once if newer."
+                    ),
+                    "responses": {
+                        "200": {"description": "text/event-stream"},
+                        **_problems(400, 404, 429, 503),
+                    },
+                },
+            },
         },
     }
