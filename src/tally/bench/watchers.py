@@ -91,7 +91,6 @@ class _Watcher:
         "key",
         "open",
         "partial",
-        "partial_opcode",
         "sock",
         "total",
         "upgraded",
@@ -106,8 +105,7 @@ class _Watcher:
         self.open = True
         self.arrivals: list[Arrival] = []
         self.total = -1
-        self.partial: bytearray | None = None
-        self.partial_opcode = 0
+        self.partial: bytearray | None = None  # a fragmented message so far
 
     def on_readable(self) -> None:
         try:
@@ -208,7 +206,7 @@ class _Watcher:
             self.end(f"close-{code}")
         elif opcode in (_OP_TEXT, _OP_BINARY, _OP_CONTINUATION):
             if opcode != _OP_CONTINUATION:
-                self.partial, self.partial_opcode = bytearray(), opcode
+                self.partial = bytearray()
             if self.partial is None:
                 self.end("stray-continuation")
                 return
