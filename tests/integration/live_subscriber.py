@@ -12,7 +12,7 @@ from typing import Any
 import hiredis
 
 from tally.store import keys
-from tally.store.resp import Endpoint, encode
+from tally.store.resp import Endpoint, Valkey, encode
 
 
 @dataclass
@@ -69,3 +69,18 @@ async def subscribed(endpoint: Endpoint, poll_id: str) -> AsyncIterator[Subscrib
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+UNSUBSCRIBE_WAIT_S = 5.0
+
+
+async def subscribers(valkey: Valkey, poll_id: str) -> int:
+    """How many connections Valkey counts on the poll's live channel."""
+    return int((await valkey.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id)))[1])
+
+
+async def until_unsubscribed(valkey: Valkey, poll_id: str) -> None:
+    """Wait until Valkey counts no subscriber of the poll's channel (it notifies nobody)."""
+    async with asyncio.timeout(UNSUBSCRIBE_WAIT_S):
+        while await subscribers(valkey, poll_id):  # noqa: ASYNC110  # Valkey must be asked
+            await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from live_subscriber import subscribers, until_unsubscribed
 
 from tally.domain.errors import StoreUnavailable
 from tally.store import keys
@@ -56,17 +57,6 @@ async def feed(valkey_server: EmbeddedValkey) -> AsyncIterator[tuple[ValkeyLiveF
     live_feed.start(recorder.on_message, recorder.on_resubscribed)
     yield live_feed, recorder
     await live_feed.close()
-
-
-async def subscribers(valkey: Valkey, poll_id: str) -> int:
-    return int((await valkey.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id)))[1])
-
-
-async def until_unsubscribed(valkey: Valkey, poll_id: str) -> None:
-    """Wait until Valkey counts no subscriber of the poll's channel (it notifies nobody)."""
-    async with asyncio.timeout(WAIT_S):
-        while await subscribers(valkey, poll_id):  # noqa: ASYNC110  # Valkey must be asked
-            await asyncio.sleep(0.01)
 
 
 async def test_a_confirmed_subscription_gets_every_later_message_in_order(

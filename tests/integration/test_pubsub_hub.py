@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from live_subscriber import subscribers, until_unsubscribed
 
 from tally.domain.errors import PollNotFound
 from tally.domain.polls import OptionSpec
@@ -87,17 +88,6 @@ async def publish(valkey: Valkey, poll_id: str, seq: int) -> None:
         "FCALL", "tally_snapshot", 2, keys.poll_snapshot(poll_id), lease, OWNER, seq,
         document(poll_id, seq), keys.live_channel(poll_id),
     )  # fmt: skip
-
-
-async def subscribers(valkey: Valkey, poll_id: str) -> int:
-    return int((await valkey.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id)))[1])
-
-
-async def until_unsubscribed(valkey: Valkey, poll_id: str) -> None:
-    """Wait until Valkey counts no subscriber of the poll's channel (it notifies nobody)."""
-    async with asyncio.timeout(WAIT_S):
-        while await subscribers(valkey, poll_id):  # noqa: ASYNC110  # Valkey must be asked
-            await asyncio.sleep(0.01)
 
 
 async def test_watchers_of_a_poll_share_one_subscription_released_by_the_last(
