@@ -161,6 +161,7 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         sse_keepalive_s=settings.sse_keepalive_s,
     )
     app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes, live=live)
+    observe(metrics, live, aggregator)
     return Runtime(
         settings,
         client,
@@ -173,6 +174,40 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         aggregator,
         aggregator_client,
         live,
+    )
+
+
+def observe(metrics: Metrics, live: LiveGateway, aggregator: Aggregator) -> None:
+    """What /metrics reads from the live side and the aggregator at each scrape."""
+    metrics.sample(
+        "tally_live_connections",
+        "Open live connections (WebSocket and SSE).",
+        "gauge",
+        lambda: live.connection_count,
+    )
+    metrics.sample(
+        "tally_aggregator_leading_polls",
+        "Polls whose lease this process's aggregator holds.",
+        "gauge",
+        lambda: len(aggregator.leading),
+    )
+    metrics.sample(
+        "tally_aggregator_ticks_total",
+        "Aggregator ticks run.",
+        "counter",
+        lambda: aggregator.stats.ticks,
+    )
+    metrics.sample(
+        "tally_aggregator_snapshots_total",
+        "Snapshots this aggregator published.",
+        "counter",
+        lambda: aggregator.stats.published,
+    )
+    metrics.sample(
+        "tally_aggregator_store_errors_total",
+        "Aggregator steps that failed on the store.",
+        "counter",
+        lambda: aggregator.stats.store_errors,
     )
 
 

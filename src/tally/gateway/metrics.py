@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class Counter:
@@ -49,6 +49,23 @@ class Histogram:
         return lines
 
 
+class Sampled:
+    """A value read when /metrics is scraped (a gauge, or a counter kept elsewhere)."""
+
+    def __init__(self, name: str, help_text: str, kind: str, read: Callable[[], float]) -> None:
+        self.name = name
+        self.help = help_text
+        self.kind = kind
+        self.read = read
+
+    def render(self) -> list[str]:
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} {self.kind}",
+            f"{self.name} {self.read():g}",
+        ]
+
+
 class Metrics:
     def __init__(self) -> None:
         self.votes = Counter("tally_votes_total", "Votes by outcome.", "outcome")
@@ -63,6 +80,14 @@ class Metrics:
             [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
         )
 
+        self.sampled: list[Sampled] = []
+
+    def sample(self, name: str, help_text: str, kind: str, read: Callable[[], float]) -> None:
+        """Report `read()` under `name` at every scrape (kind: gauge or counter)."""
+        self.sampled.append(Sampled(name, help_text, kind, read))
+
     def render(self) -> str:
         lines = self.votes.render() + self.vote_seconds.render() + self.batch_size.render()
+        for sampled in self.sampled:
+            lines += sampled.render()
         return "\n".join(lines) + "\n"
