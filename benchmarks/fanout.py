@@ -63,7 +63,7 @@ from tally.bench.visibility import broadcasts, summary_ms
 from tally.bench.watcher_pool import WatcherPool
 from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 HOST = "127.0.0.1"
 TARGET_BYTES_PER_WATCHER = 16 * 1024

@@ -17,7 +17,7 @@ import pytest
 
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import load_functions
 from tally.store.resp import Valkey

@@ -6,7 +6,7 @@ import shlex
 
 from tally.config import Settings
 from tally.domain.polls import OptionSpec, Poll, PollState
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 from tally.service import NewPoll, VotingService
 
 DEMO_TITLE = "Tally demo: which song should win the final?"

@@ -33,7 +33,8 @@ from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.gateway.server import server_config
 from tally.gateway.votes import VoteEndpoint
-from tally.security.tokens import DevIssuer, KeySet, TokenVerifier
+from tally.security.dev_issuer import DevIssuer
+from tally.security.tokens import KeySet, TokenVerifier
 from tally.service import VotingService
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import functions_loaded, load_functions

@@ -16,7 +16,7 @@ import pytest
 from api_http import JSON, Answer, assert_problem, get_json, send, send_json
 
 from conftest import RunningTally, StartTally
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 POLL_FIELDS = {"id", "title", "options", "state", "lanes", "closes_at", "created_at"}
 RECEIPT_FIELDS = {"poll_id", "lane", "entry_id", "option", "accepted_at"}

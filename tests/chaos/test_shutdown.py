@@ -21,7 +21,7 @@ import pytest
 from conftest import is_running, settled_results
 from tally.bench.processes import free_port
 from tally.client import ApiError, TallyClient
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 HOST = "127.0.0.1"
 STARTUP_S = 60.0

@@ -14,7 +14,7 @@ from typing import Any
 from tally.bench.processes import free_port, running
 from tally.client import ApiError, TallyClient
 from tally.demo import DEMO_TITLE
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 HOST = "127.0.0.1"
 DEMO_POLL_TIMEOUT_S = 20.0

@@ -20,7 +20,8 @@ from tally.domain.votes import Accepted
 from tally.gateway.auth import Authenticator
 from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
-from tally.security.tokens import DevIssuer, TokenVerifier
+from tally.security.dev_issuer import DevIssuer
+from tally.security.tokens import TokenVerifier
 from tally.service import NewPoll, Voter, VotingService
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import load_functions

@@ -24,7 +24,7 @@ from tally.domain.results import sum_lanes
 from tally.gateway.live import LiveGateway
 from tally.gateway.render import iso_ms
 from tally.gateway.server import server_config
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 from tally.service import NewPoll
 from tally.store import keys
 from tally.store.polls import ValkeyPolls

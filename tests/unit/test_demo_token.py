@@ -8,7 +8,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tally.gateway.demo_token import PATH, demo_token_routes
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
 from tally.security import tokens
-from tally.security.tokens import DevIssuer, KeySet, Principal, TokenError, TokenVerifier
+from tally.security.dev_issuer import DevIssuer
+from tally.security.tokens import KeySet, Principal, TokenError, TokenVerifier
 
 ISSUER = "tally-dev"
 AUDIENCE = "tally"

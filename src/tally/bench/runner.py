@@ -33,7 +33,7 @@ from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.processes import free_port, running
 from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 HOST = "127.0.0.1"
 WARMUP_VOTES = 2000

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tally.gateway.problems import Problem, problem_response
-from tally.security.tokens import DevIssuer
+from tally.security.dev_issuer import DevIssuer
 
 PATH: Final = "/v1/demo/token"
 TOKEN_TTL_S: Final = 24 * 3600
