@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
-from tally.security import tokens
+from tally.security import dev_issuer, tokens
 from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import KeySet, Principal, TokenError, TokenVerifier
 
@@ -571,10 +571,14 @@ def test_key_set_refuses_duplicate_kids() -> None:
 def test_public_surface() -> None:
     """The tokens module exports exactly the names the gateway codes against."""
     assert set(tokens.__all__) == {
-        "DevIssuer",
         "KeySet",
         "Principal",
         "TokenError",
         "TokenErrorCode",
         "TokenVerifier",
     }
+
+
+def test_dev_issuer_surface() -> None:
+    """The dev issuer module exports the issuer alone."""
+    assert dev_issuer.__all__ == ["DevIssuer"]
