@@ -10,7 +10,7 @@ from tally.domain.errors import InvalidInput, StoreUnavailable
 from tally.domain.polls import STATE_RANK, Option, Poll, PollState
 from tally.domain.results import LaneTally
 from tally.store import keys
-from tally.store.resp import Arg, ReplyError, Valkey
+from tally.store.resp import ReplyError, Valkey
 
 FORMAT_VERSION = 1
 
@@ -57,18 +57,13 @@ class ValkeyPolls:
     def __init__(self, client: Valkey) -> None:
         self._client = client
 
-    async def _execute(self, *args: Arg) -> Any:
-        """execute(), with an error reply (OOM, READONLY during a failover...) as StoreUnavailable."""
-        try:
-            return await self._client.execute(*args)
-        except ReplyError as exc:
-            raise StoreUnavailable(f"Valkey error: {exc}") from exc
-
     async def create(self, poll: Poll) -> None:
         closes_at = "" if poll.closes_at_ms is None else str(poll.closes_at_ms)
         option_ids = [o.id for o in poll.options]
         # Claim the id first, so two racing creates of one id cannot both write lanes.
-        claimed = await self._execute("ZADD", keys.POLL_INDEX, "NX", poll.created_at_ms, poll.id)
+        claimed = await self._client.call(
+            "ZADD", keys.POLL_INDEX, "NX", poll.created_at_ms, poll.id
+        )
         if not claimed:
             raise InvalidInput("id", f"a poll {poll.id!r} already exists")
         replies = await self._client.pipeline(
@@ -86,19 +81,21 @@ class ValkeyPolls:
             ]
         )
         _raise_first_error(replies)
-        await self._execute(
+        await self._client.call(
             "HSET", keys.poll_meta(poll.id),
             "def", encode_definition(poll), "state", poll.state.value, "updated_at", poll.created_at_ms,
         )  # fmt: skip
 
     async def get(self, poll_id: str) -> Poll | None:
-        definition, state = await self._execute("HMGET", keys.poll_meta(poll_id), "def", "state")
+        definition, state = await self._client.call(
+            "HMGET", keys.poll_meta(poll_id), "def", "state"
+        )
         if definition is None or state is None:
             return None
         return decode_poll(definition, state)
 
     async def recent(self, limit: int) -> list[Poll]:
-        ids = await self._execute("ZRANGE", keys.POLL_INDEX, 0, limit - 1, "REV")
+        ids = await self._client.call("ZRANGE", keys.POLL_INDEX, 0, limit - 1, "REV")
         replies = await self._client.pipeline(
             [("HMGET", keys.poll_meta(i.decode()), "def", "state") for i in ids]
         )
@@ -117,7 +114,7 @@ class ValkeyPolls:
         for lane, reply in enumerate(lane_replies):
             if reply[0] == b"refused" or reply[0] == b"missing":
                 raise StoreUnavailable(f"lane {lane} of poll {poll.id} is inconsistent: {reply!r}")
-        status, previous = await self._execute(
+        status, previous = await self._client.call(
             "FCALL", "tally_move", 1, keys.poll_meta(poll.id), target.value, *earlier
         )
         if status in (b"refused", b"missing"):

@@ -151,6 +151,14 @@ class Valkey:
             raise reply
         return reply
 
+    async def call(self, *args: Arg) -> Any:
+        """execute(), with an error reply (OOM, READONLY during a failover...) raised as
+        StoreUnavailable: what stores want, since the caller can only retry."""
+        try:
+            return await self.execute(*args)
+        except ReplyError as exc:
+            raise StoreUnavailable(f"Valkey error: {exc}") from exc
+
     def submit(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
         """Queue a command on the live connection; its future gets the raw reply (a ReplyError
         object for an error reply, not raised, so a pipeline can read each reply on its own)."""

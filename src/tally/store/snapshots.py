@@ -13,7 +13,6 @@ checks the lease and the seq, stores and PUBLISHes in one atomic call.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import orjson
 
@@ -23,7 +22,7 @@ from tally.domain.snapshots import Snapshot
 from tally.gateway.render import iso_ms
 from tally.ports import NotLeader, Published, PublishOutcome, Stale
 from tally.store import keys
-from tally.store.resp import Arg, ReplyError, Valkey
+from tally.store.resp import Valkey
 
 SNAPSHOT_TYPE = "snapshot"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,19 +70,23 @@ class ValkeySnapshots:
         self._client = client
 
     async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:
-        reply = await self._call("FCALL", "tally_lease", 1, keys.poll_lease(poll_id), owner, ttl_ms)
+        reply = await self._client.call(
+            "FCALL", "tally_lease", 1, keys.poll_lease(poll_id), owner, ttl_ms
+        )
         return bool(reply == 1)
 
     async def release(self, poll_id: str, owner: str) -> bool:
-        reply = await self._call("FCALL", "tally_release", 1, keys.poll_lease(poll_id), owner)
+        reply = await self._client.call(
+            "FCALL", "tally_release", 1, keys.poll_lease(poll_id), owner
+        )
         return bool(reply == 1)
 
     async def holder(self, poll_id: str) -> str | None:
-        reply = await self._call("GET", keys.poll_lease(poll_id))
+        reply = await self._client.call("GET", keys.poll_lease(poll_id))
         return None if reply is None else bytes(reply).decode()
 
     async def latest(self, poll_id: str) -> Snapshot | None:
-        document = await self._call("HGET", keys.poll_snapshot(poll_id), "doc")
+        document = await self._client.call("HGET", keys.poll_snapshot(poll_id), "doc")
         if document is None:
             return None
         try:
@@ -95,13 +98,13 @@ class ValkeySnapshots:
 
     async def latest_doc(self, poll_id: str) -> bytes | None:
         """The latest snapshot exactly as published (the live fan-out forwards these bytes)."""
-        doc: bytes | None = await self._call("HGET", keys.poll_snapshot(poll_id), "doc")
+        doc: bytes | None = await self._client.call("HGET", keys.poll_snapshot(poll_id), "doc")
         return doc
 
     async def publish(self, poll_id: str, owner: str, snapshot: Snapshot) -> PublishOutcome:
         if snapshot.poll_id != poll_id:
             raise ValueError(f"a snapshot of poll {snapshot.poll_id!r} published for {poll_id!r}")
-        status, seq = await self._call(
+        status, seq = await self._client.call(
             "FCALL", "tally_snapshot", 2,
             keys.poll_snapshot(poll_id), keys.poll_lease(poll_id),
             owner, snapshot.seq, encode_snapshot(snapshot), keys.live_channel(poll_id),
@@ -113,9 +116,3 @@ class ValkeySnapshots:
         if status == b"not-leader":
             return NotLeader()
         raise StoreUnavailable(f"tally_snapshot answered {status!r}")
-
-    async def _call(self, *args: Arg) -> Any:
-        try:
-            return await self._client.execute(*args)
-        except ReplyError as exc:
-            raise StoreUnavailable(f"Valkey error: {exc}") from exc
