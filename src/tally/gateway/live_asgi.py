@@ -33,7 +33,7 @@ from tally.gateway.live_votes import (
     parse_message,
     request_id_of,
 )
-from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, problem_body
+from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
 from tally.gateway.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class _AsgiConnection:
 
     async def _join(self) -> bool:
         if not POLL_ID_RE.fullmatch(self._poll_id):
-            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            problem = invalid_poll_id()
             return await self._refuse(problem, CloseCode.INVALID_POLL_ID)
         try:
             await self._gateway.hub.join(self._poll_id, self)

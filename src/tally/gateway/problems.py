@@ -117,6 +117,11 @@ def as_problem(exc: Exception, log: logging.Logger) -> Problem:
     return Problem(500, "internal-error")
 
 
+def invalid_poll_id() -> Problem:
+    """A poll id that cannot exist (routes, the vote path, WebSocket and SSE alike)."""
+    return Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+
+
 def vote_refusal(outcome: VoteOutcome) -> Problem | None:
     """The problem for a refused vote (None for Accepted); the same over HTTP and WebSocket."""
     if isinstance(outcome, Accepted):

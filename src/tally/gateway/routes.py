@@ -14,7 +14,7 @@ from tally.domain.polls import POLL_ID_RE
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.metrics import Metrics
-from tally.gateway.problems import Problem, from_error
+from tally.gateway.problems import Problem, from_error, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
 from tally.security.tokens import Principal
 from tally.service import VotingService
@@ -108,7 +108,7 @@ class Handlers:
 def _poll_id(request: Request) -> str:
     poll_id: str = request.path_params["poll_id"]
     if not POLL_ID_RE.fullmatch(poll_id):
-        raise Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+        raise invalid_poll_id()
     return poll_id
 
 

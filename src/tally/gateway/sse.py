@@ -26,7 +26,7 @@ from tally.domain.polls import POLL_ID_RE
 from tally.gateway.live_limits import shutting_down, too_many_connections
 from tally.gateway.live_snapshot import LiveSnapshot
 from tally.gateway.live_state import WatcherState, moved
-from tally.gateway.problems import Problem, from_error, problem_response
+from tally.gateway.problems import Problem, from_error, invalid_poll_id, problem_response
 
 if TYPE_CHECKING:
     from tally.gateway.live import LiveGateway
@@ -107,7 +107,7 @@ class EventStreams:
         ip = str(client[0]) if client else ""
         problem: Problem | None = None
         if not POLL_ID_RE.fullmatch(poll_id):
-            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            problem = invalid_poll_id()
         elif gateway.closing:
             problem = shutting_down()
         elif not gateway.limits.admit(ip):

@@ -20,7 +20,14 @@ from tally.domain.votes import Accepted
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import VoteBody, check_content_type, check_declared_length, decode
 from tally.gateway.metrics import Metrics
-from tally.gateway.problems import MEDIA_TYPE, Problem, as_problem, problem_body, vote_refusal
+from tally.gateway.problems import (
+    MEDIA_TYPE,
+    Problem,
+    as_problem,
+    invalid_poll_id,
+    problem_body,
+    vote_refusal,
+)
 from tally.gateway.render import receipt_doc
 from tally.service import Voter, VotingService
 
@@ -66,7 +73,7 @@ class VoteEndpoint:
                 content_length = value.decode("latin-1")
         principal = self._auth.principal(authorization)
         if not POLL_ID_RE.fullmatch(poll_id):
-            raise Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            raise invalid_poll_id()
         check_content_type(content_type)
         check_declared_length(content_length, VOTE_BODY_LIMIT)
         vote = decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody)
@@ -122,7 +129,7 @@ class HotPathRouter:
             and scope["path"].startswith(PREFIX)
             and b"%" in scope.get("raw_path", b"")
         ):
-            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            problem = invalid_poll_id()
             response = Response(problem_body(problem, scope["path"]), 400, media_type=MEDIA_TYPE)
             await response(scope, receive, send)
             return

@@ -54,7 +54,7 @@ from tally.gateway.live_votes import (
     parse_message,
     request_id_of,
 )
-from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, problem_body
+from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
 
 if TYPE_CHECKING:
     from tally.gateway.live import LiveGateway
@@ -285,7 +285,7 @@ class LiveSocket(asyncio.Protocol):
     async def _join(self) -> None:
         instance = f"/v1/polls/{self._poll_id}/live"
         if not POLL_ID_RE.fullmatch(self._poll_id):
-            problem = Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+            problem = invalid_poll_id()
             self._close_with(problem, instance, CloseCode.INVALID_POLL_ID)
             return
         try:
