@@ -36,6 +36,15 @@ PUBLIC = {
         "MAX_LANES", "AdminAction", "AdminRecord", "LeafError", "PollDefinition", "PollOption",
         "admin_leaf_hash", "decode_admin", "encode_admin",
     },
+    "layout": {
+        "ADMIN_LOG", "CERTIFICATE", "HISTORY", "LayoutError", "checkpoint_path", "decode_history",
+        "encode_history", "history_dir", "history_path", "lane_log", "parse_log", "parse_size",
+    },
+    "certificate": {
+        "FORMAT", "CertificateError", "LogHead", "ResultCertificate", "certificate_origin",
+        "open_certificate", "sign_certificate",
+    },
+    "proof": {"HEADER", "InclusionProofText", "ProofFormatError"},
 }  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from tally.ledger import merkle
-from tally.ledger._wire import FORMAT_VERSION, LeafError, Reader, RecordType, Writer, check_text
+from tally.ledger._wire import FORMAT_VERSION, LeafError, Reader, RecordType, check_text
 
 __all__ = [
     "PSEUDONYM_SIZE",
@@ -51,6 +51,7 @@ _STREAM_FIELDS = frozenset({b"p", b"o", b"t"})
 _MID = struct.Struct(">HQ16s")  # lane, seq, pseudonym: between the poll id and the option id
 _TAIL = struct.Struct(">QB")  # accepted time, status
 _MIN_SIZE = 3 + _MID.size + 1 + _TAIL.size
+_HEAD = bytes((FORMAT_VERSION, RecordType.VOTE))
 
 
 class VoteStatus(IntEnum):
@@ -102,16 +103,23 @@ class VoteRecord:
 
 
 def encode_leaf(record: VoteRecord) -> bytes:
-    """Return the canonical encoding of ``record`` (the leaf's data)."""
-    out = Writer(RecordType.VOTE)
-    out.text(record.poll_id, 1, "poll id")
-    out.uint(record.lane, 2, "lane")
-    out.uint(record.seq, 8, "entry seq")
-    out.fixed(record.pseudonym, PSEUDONYM_SIZE, "pseudonym")
-    out.text(record.option_id, 1, "option id")
-    out.uint(record.accepted_ms, 8, "accepted time")
-    out.uint(record.status, 1, "status")
-    return out.build()
+    """Return the canonical encoding of ``record`` (the leaf's data).
+
+    Every field was range-checked when the record was made, so this only lays the bytes out: it
+    runs once per vote on the gateway (the receipt's leaf hash) and once in the archiver."""
+    poll_id = record.poll_id.encode()
+    option_id = record.option_id.encode()
+    return b"".join(
+        (
+            _HEAD,
+            len(poll_id).to_bytes(1, "big"),
+            poll_id,
+            _MID.pack(record.lane, record.seq, record.pseudonym),
+            len(option_id).to_bytes(1, "big"),
+            option_id,
+            _TAIL.pack(record.accepted_ms, record.status),
+        )
+    )
 
 
 def decode_leaf(data: bytes) -> VoteRecord:
@@ -136,7 +144,30 @@ def _decode_fast(data: bytes) -> VoteRecord | None:
         option_id = data[option_at + 1 : size - _TAIL.size].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return VoteRecord(poll_id, lane, seq, pseudonym, option_id, accepted_ms, _STATUSES[status])
+    return _trusted_record(poll_id, lane, seq, pseudonym, option_id, accepted_ms, status)
+
+
+def _trusted_record(
+    poll_id: str,
+    lane: int,
+    seq: int,
+    pseudonym: bytes,
+    option_id: str,
+    accepted_ms: int,
+    status: int,
+) -> VoteRecord:
+    """A VoteRecord whose fields the fast decoder has just checked: skips __post_init__'s checks
+    of the same ranges (a third of the auditor's time per leaf)."""
+    record = object.__new__(VoteRecord)
+    set_field = object.__setattr__
+    set_field(record, "poll_id", poll_id)
+    set_field(record, "lane", lane)
+    set_field(record, "seq", seq)
+    set_field(record, "pseudonym", pseudonym)
+    set_field(record, "option_id", option_id)
+    set_field(record, "accepted_ms", accepted_ms)
+    set_field(record, "status", _STATUSES[status])
+    return record
 
 
 def _decode_checked(data: bytes) -> VoteRecord:

@@ -1,0 +1,169 @@
+"""The result certificate: a poll's final counts, bound to the final checkpoint of each of its logs.
+
+Pure: no I/O, no clock. Signed by the archiver when a poll closes, once every log's final
+checkpoint is out, as a C2SP signed note under the key name ``<prefix>/<poll id>/certificate``
+(the ledger key, renamed, as for checkpoints). The note text, each line ending in ``\\n``::
+
+    <prefix>/<poll id>/certificate       the certificate's origin (the same as its key name)
+    tally-result/v1                      format and version
+    poll <poll id>
+    log admin <size> <root>              the admin log's final checkpoint: size and base64 root
+    log 0 <size> <root>                  then every lane, 0 .. lanes-1, in order
+    ...
+    count <option id> <votes>            every option of the poll, in the order it was defined
+    ...
+    total <votes>                        the sum of the counts
+
+Sizes and counts are ASCII decimal without leading zeros; roots are canonical base64 of 32 bytes.
+An auditor checks each ``log`` line against that log's latest checkpoint and each ``count``
+against a recount of the leaves: the counts are what the poll announced as its result.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tally.ledger import note
+from tally.ledger.merkle import HASH_SIZE
+
+__all__ = [
+    "FORMAT",
+    "CertificateError",
+    "LogHead",
+    "ResultCertificate",
+    "certificate_origin",
+    "open_certificate",
+    "sign_certificate",
+]
+
+FORMAT = "tally-result/v1"
+_DECIMAL = r"(0|[1-9][0-9]{0,19})"
+_LOG_RE = re.compile(rf"log (admin|{_DECIMAL}) {_DECIMAL} (\S+)")
+_COUNT_RE = re.compile(rf"count (\S+) {_DECIMAL}")
+_TOTAL_RE = re.compile(rf"total {_DECIMAL}")
+_POLL_RE = re.compile(r"poll (\S+)")
+
+
+class CertificateError(ValueError):
+    """A certificate is malformed, or is not of the poll expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """A log's tree size and root hash, as its checkpoint states them."""
+
+    size: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        if self.size < 0 or len(self.root) != HASH_SIZE:
+            raise CertificateError(f"a log head is a size >= 0 and a {HASH_SIZE}-byte root")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCertificate:
+    """What a closed poll's certificate says."""
+
+    origin: str
+    poll_id: str
+    admin: LogHead
+    lanes: tuple[LogHead, ...]
+    counts: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        if not self.lanes:
+            raise CertificateError("a certificate names at least one lane")
+        ids = [option for option, _ in self.counts]
+        if not ids or len(set(ids)) != len(ids) or any(n < 0 for _, n in self.counts):
+            raise CertificateError("a certificate counts each option once, with counts >= 0")
+        for text in (self.origin, self.poll_id, *ids):
+            if not text or any(c.isspace() or ord(c) < 0x20 for c in text):
+                raise CertificateError(f"{text!r} must be non-empty, without spaces")
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.counts)
+
+    def format(self) -> str:
+        lines = [self.origin, FORMAT, f"poll {self.poll_id}", _log_line("admin", self.admin)]
+        lines += [_log_line(str(lane), head) for lane, head in enumerate(self.lanes)]
+        lines += [f"count {option} {n}" for option, n in self.counts]
+        lines.append(f"total {self.total}")
+        return "".join(f"{line}\n" for line in lines)
+
+    @classmethod
+    def parse(cls, text: str) -> ResultCertificate:
+        """Parse a certificate's note text strictly; CertificateError on any deviation."""
+        if not text.endswith("\n"):
+            raise CertificateError("certificate text must end in a newline")
+        lines = text[:-1].split("\n")
+        if len(lines) < 6 or lines[1] != FORMAT:
+            raise CertificateError(f"not a {FORMAT} certificate")
+        origin, poll_line = lines[0], _POLL_RE.fullmatch(lines[2])
+        if poll_line is None:
+            raise CertificateError(f"line 3 must be 'poll <id>', got {lines[2]!r}")
+        heads: list[tuple[str, LogHead]] = []
+        counts: list[tuple[str, int]] = []
+        position = 3
+        while position < len(lines) and (match := _LOG_RE.fullmatch(lines[position])):
+            heads.append((match[1], LogHead(int(match[3]), _root(match[4], position))))
+            position += 1
+        while position < len(lines) and (match := _COUNT_RE.fullmatch(lines[position])):
+            counts.append((match[1], int(match[2])))
+            position += 1
+        total = _TOTAL_RE.fullmatch(lines[position]) if position == len(lines) - 1 else None
+        if total is None:
+            raise CertificateError(f"line {position + 1} is not a log, count or final total line")
+        names = [name for name, _ in heads]
+        if names != ["admin", *(str(lane) for lane in range(len(heads) - 1))]:
+            raise CertificateError("log lines must be admin, then lanes 0, 1, ... in order")
+        certificate = cls(
+            origin, poll_line[1], heads[0][1], tuple(h for _, h in heads[1:]), tuple(counts)
+        )
+        if int(total[1]) != certificate.total:
+            raise CertificateError(
+                f"total {total[1]} is not the sum of the counts ({certificate.total})"
+            )
+        return certificate
+
+
+def _log_line(name: str, head: LogHead) -> str:
+    return f"log {name} {head.size} {base64.b64encode(head.root).decode('ascii')}"
+
+
+def _root(text: str, position: int) -> bytes:
+    try:
+        root = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        root = b""
+    if len(root) != HASH_SIZE or base64.b64encode(root).decode("ascii") != text:
+        raise CertificateError(f"line {position + 1}: root must be canonical base64 of 32 bytes")
+    return root
+
+
+def certificate_origin(prefix: str, poll_id: str) -> str:
+    """The certificate's origin and key name: ``<prefix>/<poll id>/certificate``."""
+    origin = f"{prefix}/{poll_id}/certificate"
+    if not note.is_valid_name(origin):
+        raise ValueError(f"{origin!r} is not a valid key name")
+    return origin
+
+
+def sign_certificate(certificate: ResultCertificate, signers: Sequence[note.Signer]) -> bytes:
+    return note.sign(certificate.format(), signers)
+
+
+def open_certificate(
+    signed: bytes, verifiers: Iterable[note.Verifier], *, origin: str
+) -> ResultCertificate:
+    """Verify a signed certificate and parse it; it must carry ``origin``.
+
+    Raises a ``note.NoteError`` if no known key signed it, CertificateError if malformed."""
+    certificate = ResultCertificate.parse(note.open(signed, verifiers).text)
+    if certificate.origin != origin:
+        raise CertificateError(f"certificate is {certificate.origin!r}, expected {origin!r}")
+    return certificate
