@@ -1,0 +1,1 @@
+"""The ledger's files on disk: written by the archiver, read by the gateway (see ledger.layout)."""
