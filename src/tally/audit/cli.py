@@ -1,0 +1,243 @@
+"""The auditor's command line: ``tally audit verify|receipt|export`` (and ``tally-audit``).
+
+:func:`build_parser` adds the three commands to an existing ``audit`` parser (``tally``'s), each
+with ``run=<function(args) -> int>``; :func:`main` is the same commands on their own
+(``python -m tally.audit``). Exit status: 0 when everything checks out, 1 with findings (or
+files an export could not find), 2 for a usage error or a source that cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+
+from tally.audit.export import export
+from tally.audit.receipt import ReceiptError, check_receipt, parse_receipt
+from tally.audit.report import Progress
+from tally.audit.source import HttpSource, Source, SourceError, open_source
+from tally.audit.verify import verify
+from tally.ledger import note
+from tally.ledger.checkpoint import admin_origin
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A command-line argument is not usable; exit status 2."""
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``verify``, ``receipt`` and ``export`` to ``parser`` (an ``audit`` command)."""
+    commands = parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="check a poll's published ledger: signatures, tiles, history, meaning, result",
+        description="Check a poll's ledger with only its published files and the public key. "
+        "Exit 0 when it checks out, 1 with findings, 2 if it cannot be read.",
+    )
+    verify_cmd.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="the poll's ledger root: http(s)://HOST/ledger/POLL, or a directory",
+    )
+    _key_argument(verify_cmd)
+    verify_cmd.add_argument("--poll", metavar="ID", help="the poll the ledger must be of")
+    verify_cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    verify_cmd.add_argument(
+        "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
+    )
+    verify_cmd.set_defaults(run=run_verify)
+
+    receipt_cmd = commands.add_parser(
+        "receipt",
+        help="check that a vote receipt is in the published log",
+        description="Check a vote receipt against the lane's signed log (SOURCE), a tlog-proof "
+        "(--proof, offline), or both.",
+    )
+    receipt_cmd.add_argument(
+        "receipt", metavar="RECEIPT", help="the receipt JSON file (or a vote reply holding it)"
+    )
+    receipt_cmd.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="the poll's ledger root (URL or directory); optional with --proof",
+    )
+    _key_argument(receipt_cmd)
+    receipt_cmd.add_argument(
+        "--proof",
+        type=Path,
+        metavar="FILE",
+        help="a C2SP tlog-proof of the vote, checked against the key alone",
+    )
+    receipt_cmd.add_argument("--json", action="store_true", help="print one JSON document")
+    receipt_cmd.set_defaults(run=run_receipt)
+
+    export_cmd = commands.add_parser(
+        "export",
+        help="copy a poll's whole ledger into a directory (for verify DIR)",
+        description="Copy every published file of a poll's ledger into DIR, in the directory "
+        "layout that verify reads.",
+    )
+    export_cmd.add_argument("poll", metavar="POLL", help="the poll id")
+    export_cmd.add_argument(
+        "directory", type=Path, metavar="DIR", help="where to write the copy (its root)"
+    )
+    where = export_cmd.add_mutually_exclusive_group()
+    where.add_argument(
+        "--url",
+        # SUPPRESS: when not given here, an --url given to `tally audit` (or TALLY_URL) stands.
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help=f"the Tally server (env TALLY_URL, default {DEFAULT_URL}); copies URL/ledger/POLL",
+    )
+    where.add_argument(
+        "--source", metavar="SOURCE", help="copy from this ledger root (URL or directory) instead"
+    )
+    export_cmd.add_argument(
+        "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
+    )
+    export_cmd.set_defaults(run=run_export)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tally-audit``: the audit commands without the rest of ``tally``."""
+    parser = argparse.ArgumentParser(
+        prog="tally-audit",
+        description="Audit a Tally poll from its published ledger and public key alone.",
+    )
+    build_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key",
+        required=True,
+        metavar="VKEY",
+        help="the ledger's verifier key (NAME+ID+KEY, as /ledger/keys serves it) or a file "
+        "holding it; get it from the poll's organiser, not only from the server audited",
+    )
+
+
+def load_key(text: str) -> note.Verifier:
+    """The verifier key given as a key string or as a file holding one (first non-empty line)."""
+    value = text
+    path = Path(text)
+    if "+" not in text or path.is_file():
+        try:
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--key: not a key, and cannot read it as a file: {exc}") from None
+        if not lines:
+            raise UsageError(f"--key: {text} holds no key")
+        value = lines[0]
+    try:
+        key = note.Verifier.parse(value)
+    except note.NoteError as exc:
+        raise UsageError(f"--key: not a verifier key: {exc}") from None
+    try:
+        admin_origin(key.name, "poll")
+    except ValueError:
+        raise UsageError(
+            f"--key: the key is named {key.name!r}, not by the ledger's origin prefix "
+            "(like tally.example/ledger)"
+        ) from None
+    return key
+
+
+def _fail(message: str) -> int:
+    print(f"tally audit: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _progress(args: argparse.Namespace, label: str, *, quiet: bool) -> Progress:
+    """A bar when asked for, or when stderr is a terminal and stdout is not JSON."""
+    enabled = bool(args.progress) or (not quiet and sys.stderr.isatty())
+    return Progress(sys.stderr, enabled=enabled, label=label)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    bar = _progress(args, "leaves", quiet=args.json)
+    try:
+        key = load_key(args.key)
+        source = open_source(args.source)
+        report = verify(source, key, poll_id=args.poll, progress=bar)
+    except (UsageError, SourceError) as exc:
+        bar.finish()
+        return _fail(str(exc))
+    bar.finish()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(report.render_text())
+    return 0 if report.ok else 1
+
+
+def run_receipt(args: argparse.Namespace) -> int:
+    if args.source is None and args.proof is None:
+        return _fail("receipt: give a SOURCE, a --proof file, or both")
+    try:
+        key = load_key(args.key)
+        receipt = parse_receipt(_read_file(Path(args.receipt), "receipt"))
+        proof = None if args.proof is None else _read_file(args.proof, "--proof")
+        source: Source | None = None if args.source is None else open_source(args.source)
+        report = check_receipt(
+            receipt, key, source=source, proof=proof, proof_name=str(args.proof or "proof")
+        )
+    except ReceiptError as exc:
+        return _fail(f"{args.receipt}: not a receipt: {exc}")
+    except (UsageError, SourceError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(report.render_text())
+    return 0 if report.ok else 1
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def run_export(args: argparse.Namespace) -> int:
+    bar = _progress(args, "files", quiet=False)
+    try:
+        if args.source:
+            source = open_source(args.source)
+        else:
+            base = getattr(args, "url", None) or os.environ.get("TALLY_URL") or DEFAULT_URL
+            poll = urllib.parse.quote(args.poll, safe="")
+            source = HttpSource(f"{base.rstrip('/')}/ledger/{poll}")
+        result = export(source, args.directory, progress=bar)
+    except SourceError as exc:
+        bar.finish()
+        return _fail(str(exc))
+    except OSError as exc:
+        bar.finish()
+        return _fail(f"cannot write {args.directory}: {exc.strerror or exc}")
+    bar.finish()
+    logs = ", ".join(f"{log} {size}" for log, size in result.logs.items())
+    print(
+        f"exported {result.files} files ({result.bytes:,} bytes) of poll {args.poll} from "
+        f"{source.location} to {args.directory}: logs {logs or 'none'}"
+    )
+    for path in result.missing:
+        print(f"MISSING {path}: not found at the source", file=sys.stderr)
+    return 1 if result.missing else 0

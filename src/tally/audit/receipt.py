@@ -1,0 +1,395 @@
+"""``tally audit receipt``: check that one vote, as its receipt states it, is in the published log.
+
+A receipt (what ``POST /v1/polls/{id}/votes`` answers, bare or as ``{"receipt": {...}}``)::
+
+    {"poll_id": "final-2026", "lane": 2, "entry_id": 17, "option": "red",
+     "accepted_at": "2026-01-01T00:00:00.000Z", "leaf_hash": "<64 lowercase hex digits>"}
+
+names leaf ``entry_id - 1`` of the lane's log. Online (a SOURCE), the lane's latest checkpoint
+must verify under the ledger key and cover that leaf; the entry read from its bundle must hash to
+``leaf_hash`` and decode to the receipt's poll, lane, seq, option and time; and the inclusion
+proof built from the published tiles must lead from ``leaf_hash`` to the signed root
+(docs/ledger-format.md §5.5). Offline (``--proof``), a C2SP tlog-proof (what
+``GET /v1/polls/{id}/receipts/{lane}/{entry}/proof`` serves as ``tlog_proof``) is checked the same
+way against the key alone: its checkpoint, its index, the entry in its ``extra`` line, its proof.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from tally.audit.report import Finding
+from tally.audit.source import Source
+from tally.ledger import layout, merkle, note
+from tally.ledger.checkpoint import Checkpoint, CheckpointError, lane_origin, open_checkpoint
+from tally.ledger.leaf import LeafError, decode_leaf
+from tally.ledger.proof import InclusionProofText, ProofFormatError
+from tally.ledger.tiles import TILE_WIDTH, Bundle, Tile, TileError, TileReader, decode_bundle
+
+__all__ = [
+    "RECEIPT_CODES",
+    "Receipt",
+    "ReceiptError",
+    "ReceiptReport",
+    "check_receipt",
+    "parse_receipt",
+]
+
+RECEIPT_CODES = {
+    "not-in-checkpoint": "the lane's latest signed checkpoint does not cover the vote yet",
+    "missing-file": "a file needed to check the vote is not published",
+    "bad-signature": "the checkpoint is not validly signed by the ledger key for the lane",
+    "malformed-checkpoint": "the checkpoint is malformed, or of another log",
+    "bad-bundle": "the entry bundle does not split into its entries",
+    "tile-size": "a tile the inclusion proof needs has the wrong length",
+    "bad-proof": "the tlog-proof file is malformed",
+    "leaf-hash-mismatch": "the entry in the log does not hash to the receipt's leaf hash",
+    "bad-record": "the entry in the log is not a valid vote record",
+    "receipt-mismatch": "the vote in the log differs from the receipt in one field",
+    "inclusion-failed": "the inclusion proof does not lead to the signed root",
+}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HEX_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_FIELDS = ("poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash")
+
+
+class ReceiptError(ValueError):
+    """The receipt file is not a receipt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A vote's receipt, as the voter keeps it."""
+
+    poll_id: str
+    lane: int
+    entry_id: int
+    option: str
+    accepted_at: str
+    accepted_ms: int
+    leaf_hash: bytes
+
+    @property
+    def index(self) -> int:
+        """The vote's leaf index in its lane's log."""
+        return self.entry_id - 1
+
+
+def parse_receipt(data: bytes) -> Receipt:
+    """Parse a receipt document, bare or as a vote reply's ``{"receipt": {...}}``."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReceiptError(f"not JSON: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("receipt"), dict):
+        doc = doc["receipt"]
+    if not isinstance(doc, dict):
+        raise ReceiptError("a receipt is a JSON object")
+    missing = [name for name in _FIELDS if name not in doc]
+    if missing:
+        raise ReceiptError(f"the receipt lacks {', '.join(missing)}")
+    poll_id, lane, entry_id = doc["poll_id"], doc["lane"], doc["entry_id"]
+    option, accepted_at, leaf_hash = doc["option"], doc["accepted_at"], doc["leaf_hash"]
+    if not isinstance(poll_id, str) or not poll_id or "/" in poll_id:
+        raise ReceiptError("poll_id must be a poll id")
+    if not _is_int(lane) or not 0 <= lane <= 0xFFFF:
+        raise ReceiptError("lane must be an integer from 0 to 65535")
+    if not _is_int(entry_id) or not 1 <= entry_id < 2**64:
+        raise ReceiptError("entry_id must be an integer from 1")
+    if not isinstance(option, str) or not option:
+        raise ReceiptError("option must be an option id")
+    if not isinstance(leaf_hash, str) or not _HEX_HASH_RE.fullmatch(leaf_hash):
+        raise ReceiptError("leaf_hash must be 64 lowercase hex digits")
+    if not isinstance(accepted_at, str):
+        raise ReceiptError("accepted_at must be an ISO 8601 time")
+    return Receipt(
+        poll_id, lane, entry_id, option, accepted_at, _ms(accepted_at), bytes.fromhex(leaf_hash)
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ms(text: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 time with a zone, e.g. ...T00:00:00.000Z."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReceiptError(f"accepted_at is not an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise ReceiptError(f"accepted_at must carry its time zone (Z for UTC): {text!r}")
+    return (when - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _iso_ms(ms: int) -> str:
+    when = _EPOCH + timedelta(milliseconds=ms)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(slots=True)
+class ReceiptReport:
+    """What checking one receipt found."""
+
+    receipt: Receipt
+    checked: list[str] = field(default_factory=list)  # what was checked, for the summary
+    checkpoint_size: int | None = None
+    root: bytes | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def pending(self) -> bool:
+        """The vote is not in a signed checkpoint yet (it may be later: ask again)."""
+        return any(f.code == "not-in-checkpoint" for f in self.findings)
+
+    def add(
+        self,
+        code: str,
+        file: str,
+        message: str,
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+    ) -> None:
+        self.findings.append(Finding(code, file, message, self.receipt.index, expected, found))
+
+    def to_json(self) -> dict[str, object]:
+        receipt = self.receipt
+        return {
+            "ok": self.ok,
+            "poll_id": receipt.poll_id,
+            "lane": receipt.lane,
+            "entry_id": receipt.entry_id,
+            "index": receipt.index,
+            "leaf_hash": receipt.leaf_hash.hex(),
+            "checkpoint_size": self.checkpoint_size,
+            "root": None if self.root is None else self.root.hex(),
+            "checked": list(self.checked),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    def render_text(self) -> str:
+        receipt = self.receipt
+        lines = [f.line() for f in self.findings]
+        if lines:
+            lines.append("")
+        lines.append(
+            f"receipt      poll {receipt.poll_id}, lane {receipt.lane}, entry {receipt.entry_id} "
+            f"(leaf {receipt.index}), option {receipt.option}, accepted {receipt.accepted_at}"
+        )
+        if self.checkpoint_size is not None and self.root is not None:
+            lines.append(
+                f"checkpoint   lane {receipt.lane} at size {self.checkpoint_size}, root "
+                f"{self.root.hex()}"
+            )
+        lines.append(f"checked      {', '.join(self.checked) or 'nothing'}")
+        if self.ok:
+            verdict = "OK: the vote is in the lane's signed log, as the receipt says"
+        elif self.pending:
+            verdict = "FAIL: not yet in a checkpoint (try again after the next checkpoint)"
+        else:
+            verdict = f"FAIL: {len(self.findings)} finding(s)"
+        lines.append(f"result       {verdict}")
+        return "\n".join(lines) + "\n"
+
+
+def check_receipt(
+    receipt: Receipt,
+    key: note.Verifier,
+    *,
+    source: Source | None = None,
+    proof: bytes | None = None,
+    proof_name: str = "proof",
+) -> ReceiptReport:
+    """Check ``receipt`` against the lane's published log (``source``), a tlog-proof (``proof``,
+    named ``proof_name`` in findings), or both. ``key`` is named by the origin prefix."""
+    report = ReceiptReport(receipt)
+    origin = lane_origin(key.name, receipt.poll_id, receipt.lane)  # ValueError: bad key name
+    verifier = key.renamed(origin)
+    if proof is not None:
+        _check_proof(report, verifier, origin, proof, proof_name)
+    if source is not None:
+        _check_online(report, verifier, origin, source)
+    return report
+
+
+def _open(
+    report: ReceiptReport, verifier: note.Verifier, origin: str, file: str, signed: bytes
+) -> Checkpoint | None:
+    try:
+        return open_checkpoint(signed, [verifier], origin=origin)
+    except note.NoteError as exc:
+        report.add(
+            "bad-signature",
+            file,
+            f"the checkpoint does not verify under {verifier}: {exc}",
+            expected=str(verifier),
+        )
+    except CheckpointError as exc:
+        report.add("malformed-checkpoint", file, str(exc), expected=origin)
+    return None
+
+
+def _covers(report: ReceiptReport, file: str, checkpoint: Checkpoint) -> bool:
+    report.checkpoint_size, report.root = checkpoint.size, checkpoint.root
+    if report.receipt.index < checkpoint.size:
+        return True
+    report.add(
+        "not-in-checkpoint",
+        file,
+        f"entry {report.receipt.entry_id} is not yet in a checkpoint: the lane's latest signed "
+        f"checkpoint has {checkpoint.size} leaves",
+        expected=f"size > {report.receipt.index}",
+        found=str(checkpoint.size),
+    )
+    return False
+
+
+def _check_entry(report: ReceiptReport, file: str, entry: bytes) -> None:
+    """The log's entry is the receipt's vote: same leaf hash, same fields."""
+    receipt = report.receipt
+    digest = merkle.leaf_hash(entry)
+    if digest != receipt.leaf_hash:
+        report.add(
+            "leaf-hash-mismatch",
+            file,
+            f"leaf {receipt.index} hashes to {digest.hex()}, the receipt says "
+            f"{receipt.leaf_hash.hex()}",
+            expected=receipt.leaf_hash.hex(),
+            found=digest.hex(),
+        )
+    try:
+        record = decode_leaf(entry)
+    except LeafError as exc:
+        report.add("bad-record", file, f"leaf {receipt.index}: {exc}")
+        return
+    pairs = (
+        ("poll", receipt.poll_id, record.poll_id),
+        ("lane", str(receipt.lane), str(record.lane)),
+        ("entry seq", str(receipt.entry_id), str(record.seq)),
+        ("option", receipt.option, record.option_id),
+        ("accepted time", _iso_ms(receipt.accepted_ms), _iso_ms(record.accepted_ms)),
+    )
+    for name, expected, found in pairs:
+        if expected != found:
+            report.add(
+                "receipt-mismatch",
+                file,
+                f"leaf {receipt.index}: {name} is {found} in the log, {expected} in the receipt",
+                expected=expected,
+                found=found,
+            )
+    report.checked.append("entry")
+
+
+def _include(
+    report: ReceiptReport, file: str, proof: list[bytes], checkpoint: Checkpoint, how: str
+) -> None:
+    receipt = report.receipt
+    try:
+        merkle.verify_inclusion(
+            receipt.leaf_hash, receipt.index, checkpoint.size, proof, checkpoint.root
+        )
+    except merkle.ProofError as exc:
+        report.add(
+            "inclusion-failed",
+            file,
+            f"the inclusion proof of leaf {receipt.index} ({how}) does not verify: {exc}",
+            expected=checkpoint.root.hex(),
+        )
+    else:
+        report.checked.append(f"inclusion proof ({how})")
+
+
+def _check_proof(
+    report: ReceiptReport, verifier: note.Verifier, origin: str, data: bytes, name: str
+) -> None:
+    receipt = report.receipt
+    try:
+        text = InclusionProofText.parse(data)
+    except ProofFormatError as exc:
+        report.add("bad-proof", name, str(exc))
+        return
+    checkpoint = _open(report, verifier, origin, name, text.checkpoint)
+    if checkpoint is None:
+        return
+    report.checked.append("checkpoint signature (proof)")
+    if text.index != receipt.index:
+        report.add(
+            "receipt-mismatch",
+            name,
+            f"the proof is of leaf {text.index}, the receipt names leaf {receipt.index}",
+            expected=str(receipt.index),
+            found=str(text.index),
+        )
+        return
+    if not _covers(report, name, checkpoint):
+        return
+    if text.extra is not None:
+        _check_entry(report, name, text.extra)
+    _include(report, name, list(text.hashes), checkpoint, "from the tlog-proof")
+
+
+def _check_online(
+    report: ReceiptReport, verifier: note.Verifier, origin: str, source: Source
+) -> None:
+    receipt = report.receipt
+    log = layout.lane_log(receipt.lane)
+    file = layout.checkpoint_path(log)
+    signed = source.read(file)
+    if signed is None:
+        report.add("missing-file", file, f"lane {receipt.lane} has no published checkpoint")
+        return
+    checkpoint = _open(report, verifier, origin, file, signed)
+    if checkpoint is None:
+        return
+    report.checked.append("checkpoint signature")
+    if not _covers(report, file, checkpoint):
+        return
+    size, index = checkpoint.size, receipt.index
+    bundle = Bundle(index // TILE_WIDTH, min(TILE_WIDTH, size - index // TILE_WIDTH * TILE_WIDTH))
+    bundle_file = f"{log}/{bundle.path}"
+    data = source.read(bundle_file)
+    if data is None:
+        report.add("missing-file", bundle_file, "the entry bundle holding the vote is missing")
+    else:
+        try:
+            entries = decode_bundle(data, bundle.width)
+        except TileError as exc:
+            report.add("bad-bundle", bundle_file, str(exc))
+        else:
+            _check_entry(report, bundle_file, entries[index % TILE_WIDTH])
+
+    def fetch(tile: Tile) -> bytes:
+        path = f"{log}/{tile.path}"
+        data = source.read(path)
+        if data is None:
+            raise _TileProblem("missing-file", path, "a tile the inclusion proof needs is missing")
+        if len(data) != tile.width * merkle.HASH_SIZE:
+            raise _TileProblem(
+                "tile-size", path, f"a tile of width {tile.width} is {len(data)} bytes"
+            )
+        return data
+
+    try:
+        proof = merkle.inclusion_proof(index, size, TileReader(size, fetch))
+    except _TileProblem as problem:
+        report.add(problem.code, problem.path, problem.message)
+        return
+    _include(report, file, proof, checkpoint, "from the tiles")
+
+
+class _TileProblem(Exception):
+    """A tile the proof needs cannot be used; raised through TileReader to the check."""
+
+    def __init__(self, code: str, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.code, self.path, self.message = code, path, message

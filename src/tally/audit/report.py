@@ -1,0 +1,155 @@
+"""What an audit found, and how it is shown: findings, the verify report, and a progress bar.
+
+A :class:`Finding` is one discrepancy, named so that someone else can check it by hand: a stable
+``code``, the ``file`` at fault (a path relative to the poll's ledger root, as
+:mod:`tally.ledger.layout` names it), the leaf ``index`` when one leaf is at fault, and what was
+expected and found. The codes are part of the auditor's interface (scripts match on them), so
+they never change meaning; the messages are for people and may be reworded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TextIO
+
+__all__ = ["CERTIFICATE_STATES", "Finding", "Progress", "Report"]
+
+# What the report says of the result certificate.
+CERTIFICATE_STATES = {
+    "verified": "verified: signed, bound to every log's final checkpoint, counts match the recount",
+    "not-closed": "none: the poll is not closed, so it has no certificate yet",
+    "missing": "MISSING: the poll is closed but publishes no certificate",
+    "invalid": "INVALID: see the findings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One discrepancy between the published ledger and what it must be."""
+
+    code: str
+    file: str
+    message: str
+    index: int | None = None
+    expected: str | None = None
+    found: str | None = None
+
+    def line(self) -> str:
+        """The human form: ``FAIL <file> [<code>] <message>``."""
+        return f"FAIL {self.file} [{self.code}] {self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "file": self.file,
+            "index": self.index,
+            "expected": self.expected,
+            "found": self.found,
+            "message": self.message,
+        }
+
+
+@dataclass(slots=True)
+class Report:
+    """The outcome of ``tally audit verify``: what the ledger says, and every finding."""
+
+    source: str
+    poll_id: str | None = None
+    state: str | None = None  # created / open / closed, from the admin log
+    logs: dict[str, int] = field(default_factory=dict)  # log name -> latest verified tree size
+    votes: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # option id -> recounted votes
+    certificate: str = "missing"  # a key of CERTIFICATE_STATES
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "poll_id": self.poll_id,
+            "logs": dict(self.logs),
+            "votes": self.votes,
+            "counts": dict(self.counts),
+            "certificate": self.certificate,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    def render_text(self) -> str:
+        """One line per finding, then a summary of what was checked."""
+        lines = [f.line() for f in self.findings]
+        if lines:
+            lines.append("")
+        state = f" ({self.state})" if self.state else ""
+        lines += [
+            f"poll         {self.poll_id or '?'}{state}",
+            f"source       {self.source}",
+            f"logs         {_pairs(self.logs) or 'none'}",
+            f"votes        {self.votes}",
+            f"counts       {_pairs(self.counts) or 'none'}",
+            f"certificate  {CERTIFICATE_STATES.get(self.certificate, self.certificate)}",
+        ]
+        verdict = "OK: no findings" if self.ok else f"FAIL: {len(self.findings)} finding(s)"
+        lines.append(f"result       {verdict}")
+        return "\n".join(lines) + "\n"
+
+
+def _pairs(values: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+class Progress:
+    """A one-line progress bar on a terminal stream: ``done / total`` items, redrawn in place.
+
+    Redraws at most ten times a second, so that drawing never shows in the throughput. A
+    disabled bar does nothing, so callers need not test for it. Call it as ``bar(done, total)``.
+    """
+
+    __slots__ = ("_done", "_enabled", "_label", "_last", "_started", "_stream", "_total")
+
+    WIDTH = 30
+    INTERVAL_S = 0.1
+
+    def __init__(self, stream: TextIO, *, enabled: bool, label: str = "leaves") -> None:
+        self._stream = stream
+        self._enabled = enabled
+        self._label = label
+        self._done = 0
+        self._total = 0
+        self._started: float | None = None
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        self._done, self._total = done, total
+        if not self._enabled:
+            return
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        elif now - self._last < self.INTERVAL_S:
+            return
+        self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        self._last = now
+        done, total = self._done, max(self._total, 1)
+        filled = min(self.WIDTH, self.WIDTH * done // total)
+        rate = done / max(now - (self._started or now), 1e-9)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        self._stream.write(
+            f"\r[{bar}] {done:,}/{self._total:,} {self._label} "
+            f"{min(100, 100 * done // total):3d}% {rate:,.0f}/s "
+        )
+        self._stream.flush()
+
+    def finish(self) -> None:
+        """Draw the final state and end the line, so that later output starts on a new line."""
+        if not self._enabled or self._started is None:
+            return
+        self._draw(time.monotonic())
+        self._stream.write("\n")
+        self._stream.flush()
