@@ -1,4 +1,8 @@
-"""`tally`: run the server, administer polls, vote, read results, mint dev tokens, benchmark."""
+"""`tally`: run the server, administer polls, vote, read results, audit the ledger, mint dev tokens,
+benchmark.
+
+Server modules are imported only by the commands that need them: `tally audit` must run with the
+ledger format modules alone, as an outside auditor's copy would."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from typing import Any
 import uvloop
 
 from tally import config
+from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
-from tally.wiring import dev_issuer, keys_dir
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -55,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("TALLY_TOKEN"),
         help="bearer token (env TALLY_TOKEN); admin commands mint one from the local data dir if omitted",
     )
-    parser = argparse.ArgumentParser(prog="tally", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tally", description=(__doc__ or "").split("\n\n")[0])
     sub = _Subcommands(parser.add_subparsers(required=True, metavar="COMMAND"), common)
 
     serve = sub.add_parser(
@@ -70,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         "aggregator", help="run only the aggregator role (needs TALLY_VALKEY_URL)"
     )
     aggregator.set_defaults(run=_aggregator)
+
+    archiver = sub.add_parser(
+        "archiver", help="run only the archiver role (needs TALLY_VALKEY_URL and the ledger dir)"
+    )
+    archiver.set_defaults(run=_archiver)
+
+    audit = sub.add_parser(
+        "audit", help="verify a poll's published ledger, check a receipt, export a ledger"
+    )
+    build_audit_parser(audit)
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
@@ -173,11 +187,17 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
     return config.load(data_dir=args.data_dir, **overrides)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args, host=args.host, port=args.port)
+def _logged_settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
+    """Settings for a long-running command, with logging set up at their level."""
+    settings = _settings(args, **overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _logged_settings(args, host=args.host, port=args.port)
     # One line per WebSocket opened or closed is noise at 20k watchers; keep its warnings.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     from tally.wiring import serve
@@ -187,13 +207,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _aggregator(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from tally.wiring import run_aggregator
 
-    uvloop.run(run_aggregator(settings))
+    uvloop.run(run_aggregator(_logged_settings(args)))
+    return 0
+
+
+def _archiver(args: argparse.Namespace) -> int:
+    from tally.wiring import run_archiver
+
+    uvloop.run(run_archiver(_logged_settings(args)))
     return 0
 
 
@@ -205,6 +228,8 @@ def _config_show(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    from tally.wiring import dev_issuer
+
     issuer = dev_issuer(settings)
     if args.count is not None:
         if args.count < 1:
@@ -226,6 +251,8 @@ def _admin_client(args: argparse.Namespace) -> TallyClient:
     token = args.token
     if token is None:
         settings = _settings(args)
+        from tally.wiring import dev_issuer, keys_dir
+
         if not keys_dir(settings.data_dir).is_dir():
             print(
                 f"tally: no --token and no dev issuer keys in {keys_dir(settings.data_dir)}",

@@ -47,6 +47,13 @@ class Settings:
     max_connections_per_ip: int = 200
     ping_interval_s: float = 20.0
     sse_keepalive_s: float = 15.0
+    # Ledger: how often each grown log gets a signed checkpoint, and the origin prefix that names
+    # the logs (used when the ledger key is first made; the key's name is the prefix from then on).
+    checkpoint_interval_ms: int = 5000
+    # Whether `tally serve` also runs the archiver (off for a pool of gateways whose ledger is
+    # written by `tally archiver` processes elsewhere).
+    archiver: bool = True
+    ledger_origin: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -59,6 +66,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "pseudonym_secret":
                 text = "(generated in data dir)" if value is None else "********"
+            elif f.name == "ledger_origin":
+                text = "(the ledger key's name)" if value is None else value
             elif f.name == "valkey_url":
                 text = "(embedded)" if value is None else _mask_url(value)
             else:
@@ -102,6 +111,11 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "sse_keepalive_s": _get(
             source, "TALLY_SSE_KEEPALIVE_S", _positive_float, defaults.sse_keepalive_s
         ),
+        "checkpoint_interval_ms": _get(
+            source, "TALLY_CHECKPOINT_INTERVAL_MS", _positive, defaults.checkpoint_interval_ms
+        ),
+        "ledger_origin": _get(source, "TALLY_LEDGER_ORIGIN", _origin_prefix, None),
+        "archiver": _get(source, "TALLY_ARCHIVER", _switch, defaults.archiver),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -185,6 +199,23 @@ def _valkey_url(raw: str) -> str:
     if not parts.hostname:
         raise ValueError("must name a host")
     _ = parts.port  # raises ValueError on a malformed port
+    return raw
+
+
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
+def _origin_prefix(raw: str) -> str:
+    if "://" in raw or raw.endswith("/") or any(c.isspace() or c == "+" for c in raw):
+        raise ValueError(
+            "must be a URL prefix without scheme or trailing slash, e.g. tally.example/ledger"
+        )
     return raw
 
 

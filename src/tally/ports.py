@@ -23,17 +23,19 @@ class PollStore(Protocol):
     part-way is finished by repeating it.
     """
 
-    async def create(self, poll: Poll) -> None:
-        """Store a new poll and its lanes (state draft). Raises InvalidInput('id') if it exists."""
+    async def create(self, poll: Poll, actor: str = "") -> None:
+        """Store a new poll and its lanes (state draft), and record 'created' by `actor` in its
+        admin log. Raises InvalidInput('id') if it exists."""
 
     async def get(self, poll_id: str) -> Poll | None: ...
 
     async def recent(self, limit: int) -> list[Poll]:
         """Newest first."""
 
-    async def move(self, poll: Poll, target: PollState) -> PollState:
-        """Move every lane, then the poll, to `target` from any earlier state; returns the state
-        the poll record had before (already `target` if the move was a repeat)."""
+    async def move(self, poll: Poll, target: PollState, actor: str = "") -> PollState:
+        """Move every lane, then the poll, to `target` from any earlier state, recording the
+        poll's move by `actor` ("" for the system) in its admin log atomically with it; returns
+        the state the poll record had before (already `target` if the move was a repeat)."""
 
     async def lane_states(self, poll: Poll) -> list[PollState | None]:
         """Each lane's state in lane order (None for a lane that does not exist)."""
@@ -105,3 +107,33 @@ class SnapshotStore(Protocol):
 
     async def publish(self, poll_id: str, owner: str, snapshot: Snapshot) -> PublishOutcome:
         """Store and broadcast `snapshot` if `owner` holds the lease and its seq moves forward."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEntry:
+    """One entry of a log's queue in the store: its seq (leaf index + 1) and its fields."""
+
+    seq: int
+    fields: dict[bytes, bytes]
+
+
+class LedgerQueue(Protocol):
+    """The store's side of the ledger: each log's entries not yet archived, in order, and the
+    lease that lets one archiver write a poll's logs.
+
+    `log` is None for the poll's admin log, else a lane. Entries carry seqs 1, 2, 3, ... with no
+    gap; `trim` drops those below `seq` and is called only once they are durable in the archive.
+    """
+
+    async def read(
+        self, poll_id: str, logs: list[int | None], first_seqs: list[int], count: int
+    ) -> list[list[QueuedEntry]]:
+        """Up to `count` entries of each log, from the given seq on, in one round trip."""
+
+    async def trim(self, poll_id: str, logs: list[int | None], below_seqs: list[int]) -> None:
+        """Drop each log's entries whose seq is below the given one."""
+
+    async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:
+        """Take or renew the poll's archiver lease; False while another archiver holds it."""
+
+    async def release(self, poll_id: str, owner: str) -> None: ...

@@ -78,7 +78,7 @@ class VotingService:
         # forever, bounded.
         self._definitions: dict[str, tuple[Poll, frozenset[str]]] = {}
 
-    async def create_poll(self, spec: NewPoll) -> Poll:
+    async def create_poll(self, spec: NewPoll, actor: str = "") -> Poll:
         poll = new_poll(
             poll_id=self._new_id(),
             title=spec.title,
@@ -88,7 +88,7 @@ class VotingService:
             closes_at_ms=spec.closes_at_ms,
             expected_voters=spec.expected_voters,
         )
-        await self._polls.create(poll)
+        await self._polls.create(poll, actor)
         return poll
 
     async def get_poll(self, poll_id: str) -> Poll:
@@ -99,11 +99,12 @@ class VotingService:
         now = self._clock_ms()
         return [replace(p, state=p.effective_state(now)) for p in await self._polls.recent(limit)]
 
-    async def open_poll(self, poll_id: str) -> Poll:
-        return await self._move(poll_id, PollState.OPEN)
+    async def open_poll(self, poll_id: str, actor: str = "") -> Poll:
+        """`actor` names who acts in the public admin log ("" for the system)."""
+        return await self._move(poll_id, PollState.OPEN, actor)
 
-    async def close_poll(self, poll_id: str) -> Poll:
-        return await self._move(poll_id, PollState.CLOSED)
+    async def close_poll(self, poll_id: str, actor: str = "") -> Poll:
+        return await self._move(poll_id, PollState.CLOSED, actor)
 
     async def vote(self, poll_id: str, voter: Voter, option: str) -> VoteOutcome:
         poll, option_ids = await self._definition(poll_id)
@@ -149,10 +150,10 @@ class VotingService:
                 repaired.append(poll.id)
         return repaired
 
-    async def _move(self, poll_id: str, target: PollState) -> Poll:
+    async def _move(self, poll_id: str, target: PollState, actor: str) -> Poll:
         poll = await self._load(poll_id)
         moved = poll.moved_to(target, self._clock_ms())  # raises IllegalTransition
-        await self._polls.move(poll, target)
+        await self._polls.move(poll, target, actor)
         return moved
 
     async def _load(self, poll_id: str) -> Poll:

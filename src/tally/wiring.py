@@ -11,14 +11,17 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from tally.aggregator import Aggregator, new_owner_id
+from tally.archive.logs import LedgerFiles
+from tally.archiver import Archiver, ledger_dir
 from tally.config import Settings, generate_secret
 from tally.demo import announce_demo
 from tally.domain.errors import StoreUnavailable
@@ -26,6 +29,7 @@ from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
 from tally.gateway.demo_token import demo_token_routes
 from tally.gateway.fanout import LiveHub
+from tally.gateway.ledger import LedgerRoutes
 from tally.gateway.live import LiveGateway
 from tally.gateway.live_limits import ConnectionLimits
 from tally.gateway.live_votes import LiveVoting
@@ -33,10 +37,12 @@ from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.gateway.server import server_config
 from tally.gateway.votes import VoteEndpoint
+from tally.ledger import note
 from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import KeySet, TokenVerifier
 from tally.service import VotingService
 from tally.store.embedded import EmbeddedValkey
+from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.library import functions_loaded, load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.pubsub import ValkeyLiveFeed
@@ -47,6 +53,7 @@ from tally.store.votes import ValkeyBallotBox, WaitAof
 log = logging.getLogger("tally")
 
 DEADLINE_SWEEP_S = 1.0
+DEFAULT_LEDGER_ORIGIN = "tally.localhost/ledger"
 
 
 def keys_dir(data_dir: Path) -> Path:
@@ -80,6 +87,41 @@ def pseudonym_secret(settings: Settings) -> bytes:
     return path.read_bytes()
 
 
+def ledger_signer(settings: Settings) -> note.Signer:
+    """The ledger's Ed25519 key, made once and kept in the data dir (mode 0600).
+
+    Its name is the origin prefix of every log: changing TALLY_LEDGER_ORIGIN afterwards would
+    rename logs auditors already follow, so it is refused."""
+    path = keys_dir(settings.data_dir) / "ledger.key"
+    if not path.exists():
+        signer_key, _ = note.generate_key(settings.ledger_origin or DEFAULT_LEDGER_ORIGIN)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(signer_key + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+    signer = note.Signer.parse(path.read_text().strip())
+    if settings.ledger_origin is not None and settings.ledger_origin != signer.name:
+        raise SystemExit(
+            f"TALLY_LEDGER_ORIGIN={settings.ledger_origin} but the ledger key in {path} is for "
+            f"{signer.name}: logs cannot be renamed once published"
+        )
+    return signer
+
+
+def new_archiver(client: Valkey, settings: Settings) -> Archiver:
+    return Archiver(
+        ValkeyPolls(client),
+        ValkeyLedgerQueue(client),
+        LedgerFiles(ledger_dir(settings.data_dir)),
+        ledger_signer(settings),
+        owner=new_owner_id(),
+        interval_ms=settings.checkpoint_interval_ms,
+    )
+
+
 @dataclass
 class Runtime:
     """Everything a running Tally process holds."""
@@ -94,6 +136,8 @@ class Runtime:
     app: ASGIApp
     aggregator: Aggregator
     aggregator_client: Valkey
+    archiver: Archiver
+    archiver_client: Valkey
     live: LiveGateway
 
 
@@ -125,24 +169,31 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
     client.on_flush = metrics.batch_size.observe
     # The aggregator's per-tick batch gets its own connection so votes never queue behind it.
     aggregator_client = Valkey(endpoint, on_connect=load_functions)
+    archiver_client = Valkey(endpoint, on_connect=load_functions)
     try:
         await client.connect()
         issuer = dev_issuer(settings) if settings.jwks is None else None
         keys = issuer.key_set() if issuer is not None else KeySet.load(settings.jwks or "")
         verifier = TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+        ledger_files = LedgerFiles(ledger_dir(settings.data_dir))
         service = VotingService(
             ValkeyPolls(client),
-            ValkeyBallotBox(client, waitaof=await durability(client, settings)),
+            ValkeyBallotBox(
+                client, waitaof=await durability(client, settings), archive=ledger_files
+            ),
             pseudonym_secret=pseudonym_secret(settings),
             snapshots=ValkeySnapshots(client),
         )
         aggregator = new_aggregator(aggregator_client, settings)
+        # Its own connection too: a backlog read is megabytes, which must not delay a tick.
+        archiver = new_archiver(archiver_client, settings)
         repaired = await service.recover()
         if repaired:
             log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
     except BaseException:
         await client.close()
         await aggregator_client.close()
+        await archiver_client.close()
         if embedded is not None:
             await embedded.stop()
         raise
@@ -161,8 +212,17 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         ping_interval_s=settings.ping_interval_s,
         sse_keepalive_s=settings.sse_keepalive_s,
     )
-    app = create_app(handlers, VoteEndpoint(service, auth, metrics), demo_routes, live=live)
-    observe(metrics, live, aggregator)
+    ledger = LedgerRoutes(
+        ledger_files, service, retry_after_s=max(1, -(-settings.checkpoint_interval_ms // 1000))
+    )
+    app = create_app(
+        handlers,
+        VoteEndpoint(service, auth, metrics),
+        demo_routes,
+        live=live,
+        ledger=ledger.routes(),
+    )
+    observe(metrics, live, aggregator, archiver)
     return Runtime(
         settings,
         client,
@@ -174,12 +234,16 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         app,
         aggregator,
         aggregator_client,
+        archiver,
+        archiver_client,
         live,
     )
 
 
-def observe(metrics: Metrics, live: LiveGateway, aggregator: Aggregator) -> None:
-    """What /metrics reads from the live side and the aggregator at each scrape."""
+def observe(
+    metrics: Metrics, live: LiveGateway, aggregator: Aggregator, archiver: Archiver
+) -> None:
+    """What /metrics reads from the live side, the aggregator and the archiver at each scrape."""
     metrics.sample(
         "tally_live_connections",
         "Open live connections (WebSocket and SSE).",
@@ -210,6 +274,22 @@ def observe(metrics: Metrics, live: LiveGateway, aggregator: Aggregator) -> None
         "counter",
         lambda: aggregator.stats.store_errors,
     )
+    for name, help_text, read in (
+        ("leaves", "Ledger leaves this archiver appended.", lambda: archiver.stats.leaves),
+        ("checkpoints", "Signed checkpoints published.", lambda: archiver.stats.checkpoints),
+        ("certificates", "Result certificates signed.", lambda: archiver.stats.certificates),
+        (
+            "store_errors",
+            "Archiver steps that failed on the store.",
+            lambda: archiver.stats.store_errors,
+        ),
+        (
+            "failed_polls",
+            "Polls whose archiving stopped on an error (see the log).",
+            lambda: archiver.stats.failed_polls,
+        ),
+    ):
+        metrics.sample(f"tally_archiver_{name}_total", help_text, "counter", read)
 
 
 def new_aggregator(client: Valkey, settings: Settings) -> Aggregator:
@@ -223,6 +303,8 @@ def new_aggregator(client: Valkey, settings: Settings) -> Aggregator:
 
 
 async def stop(runtime: Runtime) -> None:
+    await runtime.archiver.stop()
+    await runtime.archiver_client.close()
     await runtime.aggregator.stop()  # hands its leases over at once instead of letting them expire
     await runtime.aggregator_client.close()
     await runtime.client.close()
@@ -291,6 +373,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         loop.create_task(sweep_deadlines(runtime.service)),
         loop.create_task(runtime.aggregator.run()),
     ]
+    if settings.archiver:
+        background.append(loop.create_task(runtime.archiver.run()))
     if runtime.embedded is not None:
         background.append(loop.create_task(runtime.embedded.supervise()))
     try:
@@ -311,28 +395,48 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def run_aggregator(settings: Settings) -> None:
-    """`tally aggregator`: only the aggregator role, against the configured Valkey, until a signal."""
+class Role(Protocol):
+    """A background role that can run alone: the aggregator, the archiver."""
+
+    @property
+    def owner(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def run_alone(
+    settings: Settings, command: str, make: Callable[[Valkey], Role], what: str
+) -> None:
+    """`tally <command>`: one role only, against the configured Valkey, until SIGINT/SIGTERM."""
     if settings.valkey_url is None:
-        raise SystemExit(
-            "tally aggregator needs TALLY_VALKEY_URL (tally serve runs its own aggregator)"
-        )
+        raise SystemExit(f"tally {command} needs TALLY_VALKEY_URL (tally serve runs its own)")
     client = Valkey(Endpoint.from_url(settings.valkey_url), on_connect=load_functions)
-    aggregator = new_aggregator(client, settings)
+    role = make(client)
     loop = asyncio.get_running_loop()
-    task = loop.create_task(aggregator.run())
+    task = loop.create_task(role.run())
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    log.info(
-        "aggregator %s running (tick %d ms, lease %d ms)",
-        aggregator.owner,
-        settings.tick_ms,
-        settings.lease_ttl_ms,
-    )
+    log.info("%s %s running (%s)", command, role.owner, what)
     try:
         await task
     except asyncio.CancelledError:
         pass
     finally:
-        await aggregator.stop()
+        await role.stop()
         await client.close()
+
+
+async def run_aggregator(settings: Settings) -> None:
+    what = f"tick {settings.tick_ms} ms, lease {settings.lease_ttl_ms} ms"
+    await run_alone(settings, "aggregator", lambda c: new_aggregator(c, settings), what)
+
+
+async def run_archiver(settings: Settings) -> None:
+    """Its data dir must be the ledger store the gateways serve /ledger from."""
+    what = (
+        f"checkpoints every {settings.checkpoint_interval_ms} ms, "
+        f"ledger in {ledger_dir(settings.data_dir)}"
+    )
+    await run_alone(settings, "archiver", lambda c: new_archiver(c, settings), what)

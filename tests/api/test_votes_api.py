@@ -19,7 +19,7 @@ from conftest import RunningTally, StartTally
 from tally.security.dev_issuer import DevIssuer
 
 POLL_FIELDS = {"id", "title", "options", "state", "lanes", "closes_at", "created_at"}
-RECEIPT_FIELDS = {"poll_id", "lane", "entry_id", "option", "accepted_at"}
+RECEIPT_FIELDS = {"poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash"}
 RFC3339_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -195,6 +195,8 @@ def test_an_accepted_vote_answers_201_with_a_complete_receipt(
     assert type(receipt["lane"]) is int
     assert 0 <= receipt["lane"] < 4
     assert receipt["entry_id"] == 1  # the first vote in its lane
+    # The leaf hash itself is checked against the published log in tests/api/test_ledger_api.py.
+    assert re.fullmatch(r"[0-9a-f]{64}", receipt["leaf_hash"])
     assert abs(moment(receipt["accepted_at"]) - datetime.now(UTC)) < timedelta(seconds=30)
     assert results(tally, open_poll)["counts"] == {"red": 0, "green": 1, "blue": 0}
 
@@ -624,6 +626,13 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
         "/metrics": {"get"},
         "/v1/polls/{poll_id}/live": {"get"},
         "/v1/polls/{poll_id}/events": {"get"},
+        "/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof": {"get"},
+        "/ledger/keys": {"get"},
+        "/ledger/{poll_id}/checkpoints": {"get"},
+        "/ledger/{poll_id}/certificate": {"get"},
+        "/ledger/{poll_id}/{log}/checkpoint": {"get"},
+        "/ledger/{poll_id}/{log}/checkpoints/{size}": {"get"},
+        "/ledger/{poll_id}/{log}/tile/{path}": {"get"},
     }
 
 

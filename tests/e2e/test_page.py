@@ -92,10 +92,14 @@ def test_a_demo_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receip
     expect(outcome.locator('[data-field="option"]')).to_have_text("Aurora")
     receipt = {
         field: outcome.locator(f'[data-field="{field}"]').inner_text()
-        for field in ("lane", "entry_id")
+        for field in ("lane", "entry_id", "leaf_hash")
     }
     accepted_at = outcome.locator('[data-field="accepted_at"]').get_attribute("data-value")
     assert receipt["entry_id"] == "1"
+    assert len(bytes.fromhex(receipt["leaf_hash"])) == 32
+    expect(outcome.get_by_role("link", name="Save this receipt")).to_have_attribute(
+        "download", re.compile(r"^tally-receipt-.+\.json$")
+    )
     assert accepted_at is not None
     expect(figures(page, "aurora")).to_have_text("1 vote · 100%")
     expect(page.locator("#poll-total")).to_have_text("1")

@@ -48,6 +48,9 @@ PARSED = [
     ("TALLY_MAX_CONNECTIONS_PER_IP", "10", "max_connections_per_ip", 10),
     ("TALLY_PING_INTERVAL_S", "5", "ping_interval_s", 5.0),
     ("TALLY_SSE_KEEPALIVE_S", "2.5", "sse_keepalive_s", 2.5),
+    ("TALLY_CHECKPOINT_INTERVAL_MS", "200", "checkpoint_interval_ms", 200),
+    ("TALLY_LEDGER_ORIGIN", "vote.example/ledger", "ledger_origin", "vote.example/ledger"),
+    ("TALLY_ARCHIVER", "off", "archiver", False),
 ]
 
 
@@ -117,6 +120,12 @@ INVALID = [
     ("TALLY_MAX_CONNECTIONS_PER_IP", "0"),
     ("TALLY_PING_INTERVAL_S", "-1"),
     ("TALLY_SSE_KEEPALIVE_S", "often"),
+    ("TALLY_CHECKPOINT_INTERVAL_MS", "0"),
+    ("TALLY_LEDGER_ORIGIN", "https://vote.example/ledger"),
+    ("TALLY_LEDGER_ORIGIN", "vote.example/ledger/"),
+    ("TALLY_LEDGER_ORIGIN", "vote example"),
+    ("TALLY_LEDGER_ORIGIN", "a+b"),
+    ("TALLY_ARCHIVER", "maybe"),
 ]
 
 

@@ -124,8 +124,20 @@ def measure_votes(
             requests = _vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
             session = _Session(port, server.pid, concurrency, watchers, rate_per_s)
             load, live = uvloop.run(session.run(poll["id"], warmup, requests))
-            counted = int(admin.get(f"/v1/polls/{poll['id']}/results")["total"])
+            counted = _final_total(admin, poll["id"])
     return VoteRun(load, counted, live)
+
+
+def _final_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> int:
+    """Close the poll and read its final snapshot: a snapshot read at once may trail the last
+    votes by a tick, while the closed one holds every vote."""
+    admin.post(f"/v1/polls/{poll_id}/close")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        results = admin.get(f"/v1/polls/{poll_id}/results")
+        if results["state"] == "closed" or time.monotonic() > deadline:
+            return int(results["total"])
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True, slots=True)

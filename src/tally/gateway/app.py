@@ -30,6 +30,7 @@ def create_app(
     demo_routes: Sequence[BaseRoute] = (),
     *,
     live: LiveGateway | None = None,
+    ledger: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
@@ -48,6 +49,7 @@ def create_app(
         Route("/metrics", handlers.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *page_routes(),
+        *ledger,
         *demo_routes,
     ]
     if live is not None:

@@ -44,6 +44,15 @@ def _op(
     return op
 
 
+_LOG = {
+    "name": "log",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^(admin|0|[1-9][0-9]*)$"},
+    "description": "'admin' or a lane number",
+}
+
+
 def build() -> dict[str, Any]:
     (_, _), shapes = msgspec.json.schema_components(
         [CreatePollBody, VoteBody], ref_template="#/components/schemas/{name}"
@@ -85,7 +94,7 @@ def build() -> dict[str, Any]:
             },
             "Receipt": {
                 "type": "object",
-                "required": ["poll_id", "lane", "entry_id", "option", "accepted_at"],
+                "required": ["poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash"],
                 "properties": {
                     "poll_id": {"type": "string"},
                     "lane": {"type": "integer"},
@@ -95,6 +104,11 @@ def build() -> dict[str, Any]:
                     },
                     "option": {"type": "string"},
                     "accepted_at": {"type": "string", "format": "date-time"},
+                    "leaf_hash": {
+                        "type": "string",
+                        "description": "hex SHA-256 Merkle leaf hash of the vote's ledger record "
+                        "(docs/ledger-format.md); check it with `tally audit receipt`",
+                    },
                 },
             },
             "VoteAccepted": {
@@ -191,6 +205,74 @@ def build() -> dict[str, Any]:
                         "304": {"description": "unchanged"},
                         **_problems(400, 404),
                     },
+                ),
+            },
+            "/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof": {
+                "parameters": [
+                    *poll_id,
+                    {"name": "lane", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {
+                        "name": "entry_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                ],
+                "get": _op(
+                    "A vote's inclusion proof against its lane's latest signed checkpoint: "
+                    "leaf (base64 record), leaf_hash (hex), index, tree_size, root, proof "
+                    "(base64 hashes), checkpoint (signed note) and tlog_proof (C2SP tlog-proof). "
+                    "404 not-archived with Retry-After until a checkpoint covers it.",
+                    {"200": {"description": "the proof"}, **_problems(400, 404)},
+                ),
+            },
+            "/ledger/keys": {
+                "get": _op(
+                    "The ledger's verifier key (C2SP signed-note format), one per line",
+                    {"200": {"description": "text/plain"}, **_problems(404)},
+                )
+            },
+            "/ledger/{poll_id}/checkpoints": {
+                "parameters": poll_id,
+                "get": _op(
+                    'Every published checkpoint: {"poll_id", "logs": {"admin"|"<lane>": [note]}}',
+                    {"200": {"description": "application/json"}, **_problems(400, 404)},
+                ),
+            },
+            "/ledger/{poll_id}/certificate": {
+                "parameters": poll_id,
+                "get": _op(
+                    "The signed result certificate (docs/ledger-format.md), once closed",
+                    {"200": {"description": "text/plain"}, **_problems(400, 404)},
+                ),
+            },
+            "/ledger/{poll_id}/{log}/checkpoint": {
+                "parameters": [*poll_id, _LOG],
+                "get": _op(
+                    "A log's latest signed checkpoint (C2SP tlog-checkpoint)",
+                    {"200": {"description": "text/plain"}, **_problems(400, 404)},
+                ),
+            },
+            "/ledger/{poll_id}/{log}/checkpoints/{size}": {
+                "parameters": [
+                    *poll_id,
+                    _LOG,
+                    {"name": "size", "in": "path", "required": True, "schema": {"type": "integer"}},
+                ],
+                "get": _op(
+                    "The log's checkpoint at that tree size (immutable)",
+                    {"200": {"description": "text/plain"}, **_problems(400, 404)},
+                ),
+            },
+            "/ledger/{poll_id}/{log}/tile/{path}": {
+                "parameters": [
+                    *poll_id,
+                    _LOG,
+                    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "get": _op(
+                    "A Merkle tile or entry bundle at its C2SP tlog-tiles path (immutable)",
+                    {"200": {"description": "application/octet-stream"}, **_problems(400, 404)},
                 ),
             },
             "/healthz": {"get": _op("Liveness", {"200": {"description": "alive"}})},

@@ -38,6 +38,8 @@ TITLES: dict[str, str] = {
     "unauthorized": "A valid bearer token is required",
     "forbidden": "The token does not allow this",
     "not-found": "No such resource",
+    "not-archived": "Not in a published checkpoint yet; retry later",
+    "invalid-ledger-path": "That is not a ledger file path",
     "method-not-allowed": "Method not allowed",
     "store-unavailable": "The vote store is unavailable; retry",
     "invalid-request": "The request cannot be served as sent",

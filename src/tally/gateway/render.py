@@ -37,6 +37,7 @@ def receipt_doc(receipt: Receipt) -> dict[str, Any]:
         "entry_id": receipt.entry_id,
         "option": receipt.option,
         "accepted_at": iso_ms(receipt.accepted_at_ms),
+        "leaf_hash": receipt.leaf_hash.hex(),
     }
 
 

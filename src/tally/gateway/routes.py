@@ -51,9 +51,9 @@ class Handlers:
         return await self.list_polls(request)
 
     async def create_poll(self, request: Request) -> Response:
-        self._admin(request)
+        admin = self._admin(request)
         body = await read_json(request, CreatePollBody, self._max_body)
-        poll = await self._service.create_poll(to_new_poll(body))
+        poll = await self._service.create_poll(to_new_poll(body), actor_of(admin))
         return json_response(poll_doc(poll), 201, {"Location": f"/v1/polls/{poll.id}"})
 
     async def list_polls(self, request: Request) -> Response:
@@ -63,12 +63,12 @@ class Handlers:
         return json_response(poll_doc(await self._service.get_poll(_poll_id(request))))
 
     async def open_poll(self, request: Request) -> Response:
-        self._admin(request)
-        return json_response(poll_doc(await self._service.open_poll(_poll_id(request))))
+        actor = actor_of(self._admin(request))
+        return json_response(poll_doc(await self._service.open_poll(_poll_id(request), actor)))
 
     async def close_poll(self, request: Request) -> Response:
-        self._admin(request)
-        return json_response(poll_doc(await self._service.close_poll(_poll_id(request))))
+        actor = actor_of(self._admin(request))
+        return json_response(poll_doc(await self._service.close_poll(_poll_id(request), actor)))
 
     async def results(self, request: Request) -> Response:
         results = await self._service.results(_poll_id(request))
@@ -103,6 +103,11 @@ class Handlers:
 
     def _admin(self, request: Request) -> Principal:
         return self._auth.admin(request.headers.get("authorization"))
+
+
+def actor_of(admin: Principal) -> str:
+    """How an admin is named in the public admin log: the token's subject (at most 255 bytes)."""
+    return admin.subject.encode()[:255].decode(errors="ignore")
 
 
 def _poll_id(request: Request) -> str:

@@ -7,7 +7,9 @@ vote-path command ever touches two lanes' keys.
 | key                                  | type   | holds                                             |
 |--------------------------------------|--------|---------------------------------------------------|
 | tally:polls                          | zset   | poll id -> created_at ms (listing order)          |
-| tally:poll:{<poll>}                  | hash   | `def` (JSON definition), `state`, `updated_at`    |
+| tally:poll:{<poll>}                  | hash   | `def` (JSON definition), `state`, `updated_at`, `admin_seq` |
+| tally:poll:{<poll>}:admin            | stream | the admin log's queue: created/open/closed, id `<seq>-0` |
+| tally:poll:{<poll>}:archiver         | string | id of the archiver holding the poll's lease (PX ttl) |
 | tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
 | tally:poll:{<poll>}:aggregator      | string | id of the aggregator holding the lease (PX ttl)   |
 | tally:live:{<poll>}  (pub/sub)       | channel| every published snapshot document                 |
@@ -33,6 +35,16 @@ def poll_snapshot(poll_id: str) -> str:
 def poll_lease(poll_id: str) -> str:
     """Shares the poll record's hash tag, so lease and snapshot change in one atomic call."""
     return f"tally:poll:{{{poll_id}}}:aggregator"
+
+
+def poll_admin(poll_id: str) -> str:
+    """The admin actions not yet archived; shares the poll record's hash tag, so an action and
+    the state change it records are one atomic call."""
+    return f"tally:poll:{{{poll_id}}}:admin"
+
+
+def poll_archiver_lease(poll_id: str) -> str:
+    return f"tally:poll:{{{poll_id}}}:archiver"
 
 
 def live_channel(poll_id: str) -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from tally.domain.errors import InvalidInput, StoreUnavailable
 from tally.domain.polls import STATE_RANK, Option, Poll, PollState
 from tally.domain.results import LaneTally
 from tally.store import keys
-from tally.store.resp import ReplyError, Valkey
+from tally.store.resp import Valkey, raise_first_error
 
 FORMAT_VERSION = 1
 
@@ -57,7 +55,7 @@ class ValkeyPolls:
     def __init__(self, client: Valkey) -> None:
         self._client = client
 
-    async def create(self, poll: Poll) -> None:
+    async def create(self, poll: Poll, actor: str = "") -> None:
         closes_at = "" if poll.closes_at_ms is None else str(poll.closes_at_ms)
         option_ids = [o.id for o in poll.options]
         # Claim the id first, so two racing creates of one id cannot both write lanes.
@@ -80,10 +78,10 @@ class ValkeyPolls:
                 for lane in range(poll.lanes)
             ]
         )
-        _raise_first_error(replies)
+        raise_first_error(replies)
         await self._client.call(
-            "HSET", keys.poll_meta(poll.id),
-            "def", encode_definition(poll), "state", poll.state.value, "updated_at", poll.created_at_ms,
+            "FCALL", "tally_poll_create", 2, keys.poll_meta(poll.id), keys.poll_admin(poll.id),
+            encode_definition(poll), poll.state.value, poll.created_at_ms, actor,
         )  # fmt: skip
 
     async def get(self, poll_id: str) -> Poll | None:
@@ -99,10 +97,10 @@ class ValkeyPolls:
         replies = await self._client.pipeline(
             [("HMGET", keys.poll_meta(i.decode()), "def", "state") for i in ids]
         )
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return [decode_poll(d, s) for d, s in replies if d is not None and s is not None]
 
-    async def move(self, poll: Poll, target: PollState) -> PollState:
+    async def move(self, poll: Poll, target: PollState, actor: str = "") -> PollState:
         earlier = _earlier_states(target)
         lane_replies = await self._client.pipeline(
             [
@@ -110,13 +108,14 @@ class ValkeyPolls:
                 for lane in range(poll.lanes)
             ]
         )
-        _raise_first_error(lane_replies)
+        raise_first_error(lane_replies)
         for lane, reply in enumerate(lane_replies):
             if reply[0] == b"refused" or reply[0] == b"missing":
                 raise StoreUnavailable(f"lane {lane} of poll {poll.id} is inconsistent: {reply!r}")
         status, previous = await self._client.call(
-            "FCALL", "tally_move", 1, keys.poll_meta(poll.id), target.value, *earlier
-        )
+            "FCALL", "tally_poll_move", 2, keys.poll_meta(poll.id), keys.poll_admin(poll.id),
+            target.value, actor, *earlier,
+        )  # fmt: skip
         if status in (b"refused", b"missing"):
             raise StoreUnavailable(f"poll {poll.id} record is inconsistent: {status!r}")
         return PollState(previous.decode())
@@ -125,7 +124,7 @@ class ValkeyPolls:
         replies = await self._client.pipeline(
             [("HGET", keys.lane_state(poll.id, lane), "state") for lane in range(poll.lanes)]
         )
-        _raise_first_error(replies)
+        raise_first_error(replies)
         return [None if r is None else PollState(r.decode()) for r in replies]
 
     async def tallies(self, poll: Poll) -> tuple[list[LaneTally], int]:
@@ -135,7 +134,7 @@ class ValkeyPolls:
             commands.append(("HGET", keys.lane_state(poll.id, lane), "at"))
         commands.append(("HGET", keys.poll_meta(poll.id), "updated_at"))
         replies = await self._client.pipeline(commands)
-        _raise_first_error(replies)
+        raise_first_error(replies)
         lanes = [_lane_tally(replies[i], replies[i + 1]) for i in range(0, 2 * poll.lanes, 2)]
         return lanes, int(replies[-1] or 0)
 
@@ -143,9 +142,3 @@ class ValkeyPolls:
 def _lane_tally(counts: list[bytes], at: bytes | None) -> LaneTally:
     pairs = {counts[i].decode(): int(counts[i + 1]) for i in range(0, len(counts), 2)}
     return LaneTally(counts=pairs, last_vote_at_ms=int(at or 0))
-
-
-def _raise_first_error(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, ReplyError):
-            raise StoreUnavailable(f"Valkey error: {reply}")

@@ -252,3 +252,10 @@ class Valkey:
         if isinstance(reply, ReplyError):
             raise StoreUnavailable(f"Valkey refused {args[0]!r}: {reply}")
         return reply
+
+
+def raise_first_error(replies: list[Any]) -> None:
+    """Raise StoreUnavailable for the first error reply of a pipeline, if any."""
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"Valkey error: {reply}")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import Poll, PollState
 from tally.domain.pseudonyms import bucket_of, index_field, lane_of
 from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, Receipt, UnknownOption, VoteOutcome
+from tally.ledger import merkle
+from tally.ledger.leaf import LeafError, VoteRecord, decode_leaf, encode_leaf
 from tally.store import keys
 from tally.store.resp import ReplyError, Valkey
 
@@ -34,10 +36,19 @@ class _LaneKeys:
     voters_prefix: bytes
 
 
+class ArchivedEntries(Protocol):
+    """The published ledger, where a vote's record is once its lane stream was trimmed."""
+
+    def read_entry(self, poll_id: str, log: str, index: int) -> bytes | None: ...
+
+
 class ValkeyBallotBox:
-    def __init__(self, client: Valkey, *, waitaof: WaitAof | None) -> None:
+    def __init__(
+        self, client: Valkey, *, waitaof: WaitAof | None, archive: ArchivedEntries | None = None
+    ) -> None:
         self._client = client
         self._waitaof = waitaof
+        self._archive = archive
         self._lane_keys: dict[str, tuple[_LaneKeys, ...]] = {}
         self._batch: list[tuple[tuple[bytes, ...], asyncio.Future[Any]]] = []
         self._batch_scheduled = False
@@ -57,7 +68,7 @@ class ValkeyBallotBox:
             reply = await self._client.submit(command)
         else:
             reply = await self._enqueue(command)
-        return _outcome(poll, lane, option, reply)
+        return self._outcome(poll, lane, pseudonym, option, reply)
 
     def _keys(self, poll: Poll) -> tuple[_LaneKeys, ...]:
         cached = self._lane_keys.get(poll.id)
@@ -129,21 +140,49 @@ class ValkeyBallotBox:
             else:
                 future.set_result(reply.result())
 
+    def _outcome(
+        self, poll: Poll, lane: int, pseudonym: bytes, option: str, reply: Any
+    ) -> VoteOutcome:
+        if isinstance(reply, ReplyError):
+            raise StoreUnavailable(f"vote function failed: {reply}")
+        status = reply[0]
+        if status == b"accepted":
+            return Accepted(_receipt(poll.id, lane, reply[1], pseudonym, option, reply[3]))
+        if status == b"already":
+            if reply[2] is None:  # archived, and trimmed from the lane stream
+                return AlreadyVoted(self._archived_receipt(poll.id, lane, reply[1]))
+            receipt = _receipt(poll.id, lane, reply[1], pseudonym, reply[2].decode(), reply[3])
+            return AlreadyVoted(receipt)
+        if status == b"not-open":
+            return NotOpen(PollState(reply[1].decode()))
+        if status == b"unknown-option":
+            return UnknownOption(option)
+        if status == b"no-lane":
+            raise PollNotFound(poll.id)
+        raise StoreUnavailable(f"unexpected vote reply {reply!r}")
 
-def _outcome(poll: Poll, lane: int, option: str, reply: Any) -> VoteOutcome:
-    if isinstance(reply, ReplyError):
-        raise StoreUnavailable(f"vote function failed: {reply}")
-    status = reply[0]
-    if status == b"accepted":
-        return Accepted(Receipt(poll.id, lane, reply[1], option, reply[3]))
-    if status == b"already":
-        if reply[2] is None:
-            raise StoreUnavailable("the original vote is no longer in the lane stream")
-        return AlreadyVoted(Receipt(poll.id, lane, reply[1], reply[2].decode(), reply[3]))
-    if status == b"not-open":
-        return NotOpen(PollState(reply[1].decode()))
-    if status == b"unknown-option":
-        return UnknownOption(option)
-    if status == b"no-lane":
-        raise PollNotFound(poll.id)
-    raise StoreUnavailable(f"unexpected vote reply {reply!r}")
+    def _archived_receipt(self, poll_id: str, lane: int, seq: int) -> Receipt:
+        entry = None
+        if self._archive is not None:
+            entry = self._archive.read_entry(poll_id, str(lane), seq - 1)
+        if entry is None:
+            raise StoreUnavailable(
+                f"vote {seq} of poll {poll_id} lane {lane} is neither in its stream nor archived"
+            )
+        try:
+            record = decode_leaf(entry)
+        except LeafError as exc:
+            raise StoreUnavailable(
+                f"archived vote {seq} of lane {lane} is unreadable: {exc}"
+            ) from None
+        return Receipt(
+            poll_id, lane, seq, record.option_id, record.accepted_ms, merkle.leaf_hash(entry)
+        )
+
+
+def _receipt(
+    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
+) -> Receipt:
+    """The receipt, with the leaf hash the archiver will compute for the same vote."""
+    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms)
+    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))

@@ -237,6 +237,7 @@ function showReceipt(kind, message, receipt) {
     ["lane", "Lane", String(receipt.lane)],
     ["entry_id", "Entry", String(receipt.entry_id)],
     ["accepted_at", "Accepted at", `${receipt.accepted_at} (${accepted.toLocaleTimeString()})`],
+    ["leaf_hash", "Leaf hash", receipt.leaf_hash],
   ];
   const list = el("dl");
   for (const [field, name, value] of fields) {
@@ -245,8 +246,18 @@ function showReceipt(kind, message, receipt) {
     if (field === "accepted_at") dd.dataset.value = receipt.accepted_at;
     list.append(el("dt", {}, name), dd);
   }
+  // Keep the receipt: `tally audit receipt receipt.json <ledger> --key <key>` checks, once its
+  // lane's next checkpoint is out, that the published log holds this very vote.
+  const saved = new Blob([JSON.stringify({ receipt }, null, 2)], { type: "application/json" });
+  const keep = el("p", {},
+    el("a", { href: URL.createObjectURL(saved), download: `tally-receipt-${receipt.poll_id}.json` }, "Save this receipt"),
+    " · ",
+    el("a", { href: `/v1/polls/${encodeURIComponent(receipt.poll_id)}/receipts/${receipt.lane}/${receipt.entry_id}/proof` },
+      "Inclusion proof"),
+  );
+  keep.className = "receipt-links";
   view.outcome.dataset.kind = kind;
-  view.outcome.replaceChildren(el("p", {}, el("strong", {}, message)), list);
+  view.outcome.replaceChildren(el("p", {}, el("strong", {}, message)), list, keep);
 }
 
 function showProblem(title, detail) {

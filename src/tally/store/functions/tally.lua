@@ -85,26 +85,59 @@ local function lane_create(keys, args)
   return 'created'
 end
 
---[[ tally_move: compare-and-set a lifecycle state (a lane's or a poll's meta hash).
+-- Compare-and-set a 'state' field: to `target` from any of args[first..]. `on_moved(now)` runs in
+-- the same atomic step when the state moved.
+local function compare_and_set(key, target, args, first, on_moved)
+  local current = redis.call('HGET', key, 'state')
+  if not current then
+    return {'missing'}
+  end
+  if current == target then
+    return {'already', current}
+  end
+  for i = first, #args do
+    if current == args[i] then
+      local now = int(now_ms())
+      redis.call('HSET', key, 'state', target, 'updated_at', now)
+      if on_moved then on_moved(now) end
+      return {'moved', current}
+    end
+  end
+  return {'refused', current}
+end
+
+--[[ tally_move: compare-and-set a lane's lifecycle state.
 KEYS[1] hash with a 'state' field
 ARGV[1] target state   ARGV[2..] states it may move from
 Returns {'moved', previous} | {'already', target} | {'refused', current} | {'missing'}.
 Moving to the state it already has is not an error: it lets a half-done close be finished. ]]
 local function move(keys, args)
-  local current = redis.call('HGET', keys[1], 'state')
-  if not current then
-    return {'missing'}
+  return compare_and_set(keys[1], args[1], args, 2, nil)
+end
+
+--[[ tally_poll_create: store a new poll's record and start its admin log with 'created'.
+KEYS[1] poll hash   KEYS[2] admin stream
+ARGV[1] definition JSON   ARGV[2] state   ARGV[3] created_at ms   ARGV[4] actor (may be empty)
+Returns 'created', or an error if the poll record exists. ]]
+local function poll_create(keys, args)
+  if redis.call('EXISTS', keys[1]) == 1 then
+    return redis.error_reply('EXISTS poll already exists')
   end
-  if current == args[1] then
-    return {'already', current}
-  end
-  for i = 2, #args do
-    if current == args[i] then
-      redis.call('HSET', keys[1], 'state', args[1], 'updated_at', int(now_ms()))
-      return {'moved', current}
-    end
-  end
-  return {'refused', current}
+  redis.call('HSET', keys[1], 'def', args[1], 'state', args[2], 'updated_at', args[3], 'admin_seq', '1')
+  redis.call('XADD', keys[2], '1-0', 'a', 'created', 't', args[3], 'u', args[4])
+  return 'created'
+end
+
+--[[ tally_poll_move: tally_move for a poll record, recording the move in the admin log in the
+same atomic step (entry `<admin_seq>-0`, fields a=<new state>, t=<ms>, u=<actor>).
+KEYS[1] poll hash   KEYS[2] admin stream
+ARGV[1] target state   ARGV[2] actor (may be empty)   ARGV[3..] states it may move from
+Returns as tally_move. A repeat records nothing. ]]
+local function poll_move(keys, args)
+  return compare_and_set(keys[1], args[1], args, 3, function(now)
+    local seq = redis.call('HINCRBY', keys[1], 'admin_seq', 1)
+    redis.call('XADD', keys[2], int(seq) .. '-0', 'a', args[1], 't', now, 'u', args[2])
+  end)
 end
 
 --[[ tally_lease: take or renew the aggregator lease of a poll (one active aggregator per poll).
@@ -154,3 +187,5 @@ redis.register_function('tally_release', release)
 redis.register_function('tally_snapshot', snapshot)
 redis.register_function('tally_lane_create', lane_create)
 redis.register_function('tally_move', move)
+redis.register_function('tally_poll_create', poll_create)
+redis.register_function('tally_poll_move', poll_move)
