@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tally.archive.durable import LedgerConflict
 from tally.archive.logs import LedgerFiles
@@ -34,6 +37,9 @@ log = logging.getLogger("tally.archiver")
 MAX_POLLS = 10_000
 # Entries read per log and round trip; a backlog is read in as many rounds as it needs.
 READ_BATCH = 4096
+# How long stop() waits for file work already running in the worker thread.
+STOP_WAIT_S = 30.0
+T = TypeVar("T")
 
 
 class PreLedgerPoll(Exception):
@@ -77,6 +83,10 @@ class Archiver:
         self._open: dict[str, PollLogs] = {}
         self._done: set[str] = set()  # certified, or broken until restart
         self._stopping = asyncio.Event()
+        # The file work in a worker thread goes on if the task awaiting it is cancelled: stop()
+        # waits for it, so no write lands after the lease is handed over.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver")
+        self._busy: Future[Any] | None = None
         self.stats = ArchiverStats()
 
     @property
@@ -89,7 +99,7 @@ class Archiver:
 
     async def run(self) -> None:
         """Archive every interval until stopped; a late cycle is not made up for."""
-        await asyncio.to_thread(self._publish_key)
+        await self._in_thread(self._publish_key)
         while not self._stopping.is_set():
             await self.cycle()
             with contextlib.suppress(TimeoutError):
@@ -97,6 +107,9 @@ class Archiver:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._busy is not None and not self._busy.done():
+            await asyncio.wait([asyncio.wrap_future(self._busy)], timeout=STOP_WAIT_S)
+        self._worker.shutdown(wait=False)
         for poll_id in list(self._open):
             with contextlib.suppress(StoreUnavailable):
                 await self._queue.release(poll_id, self._owner)
@@ -143,12 +156,12 @@ class Archiver:
             return
         logs = self._open.get(poll.id)
         if logs is None:
-            if await asyncio.to_thread(self._files.read, poll.id, layout.CERTIFICATE):
+            if await self._in_thread(self._files.read, poll.id, layout.CERTIFICATE):
                 self._done.add(poll.id)
                 await self._queue.release(poll.id, self._owner)
                 return
             poll_dir = self._files.poll_dir(poll.id)
-            logs = await asyncio.to_thread(PollLogs, poll_dir, poll, self._signer)
+            logs = await self._in_thread(PollLogs, poll_dir, poll, self._signer)
             if logs.admin.appended == 0:
                 await self._check_admin_queue(poll)
             self._open[poll.id] = logs
@@ -156,7 +169,7 @@ class Archiver:
         # next is all the poll will ever hold.
         final = poll.state is PollState.CLOSED
         await self._drain(logs)
-        self.stats.checkpoints += await asyncio.to_thread(logs.publish)
+        self.stats.checkpoints += await self._in_thread(logs.publish)
         await self._queue.trim(poll.id, logs.logs, logs.published_seqs())
         if final:
             await self._certify(poll, logs)
@@ -171,7 +184,7 @@ class Archiver:
     async def _drain(self, logs: PollLogs) -> None:
         while True:
             batches = await self._queue.read(logs.poll.id, logs.logs, logs.next_seqs(), READ_BATCH)
-            self.stats.leaves += await asyncio.to_thread(logs.append, batches)
+            self.stats.leaves += await self._in_thread(logs.append, batches)
             if all(len(batch) < READ_BATCH for batch in batches):
                 return
 
@@ -181,12 +194,19 @@ class Archiver:
         counts = [(o.id, results.counts.get(o.id, 0)) for o in poll.options]
         if not await self._queue.acquire(poll.id, self._owner, self._lease_ttl_ms):
             return
-        await asyncio.to_thread(logs.certify, counts)
+        await self._in_thread(logs.certify, counts)
         self.stats.certificates += 1
         self._done.add(poll.id)
         self._open.pop(poll.id, None)
         await self._queue.release(poll.id, self._owner)
         log.info("poll %s: result certificate signed (%d votes)", poll.id, results.total)
+
+    def _in_thread(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run blocking file and CPU work in the archiver's worker thread, remembered for stop()
+        (cancelling the awaiting task does not stop work already running there)."""
+        work = self._worker.submit(function, *args)
+        self._busy = work
+        return asyncio.wrap_future(work)
 
     def _publish_key(self) -> None:
         """Serve the verifier key at /ledger/keys (auditors should get it out of band too)."""

@@ -200,3 +200,25 @@ async def test_a_poll_from_before_the_ledger_is_left_alone(client: Valkey, tmp_p
     assert files.logs(old.id) == []
     assert files.logs(new.id) == ["admin", "0"]
     assert archiver.stats.failed_polls == 0
+
+
+async def test_stop_waits_for_file_work_already_running(client: Valkey, tmp_path: Path) -> None:
+    """Cancelling the archiver's task does not stop a publish running in its worker thread:
+    stop() waits for it before handing the lease over, so no write lands after."""
+    files, signer = LedgerFiles(tmp_path / "ledger"), make_signer()
+    service = service_of(client, files)
+    poll = await open_poll(service, lanes=16)
+    await cast(service, poll, range(3000))
+    archiver = archiver_of(client, files, signer)
+    task = asyncio.create_task(archiver.cycle())
+    # The drain is done once leaves are counted: the publish is starting or running.
+    while archiver.stats.leaves == 0:  # noqa: ASYNC110  # the archiver exposes no event for it
+        await asyncio.sleep(0.001)
+    task.cancel()
+    await archiver.stop()
+    assert await client.call("GET", keys.poll_archiver_lease(poll.id)) is None
+    published = [p.stat().st_mtime_ns for p in files.poll_dir(poll.id).rglob("*") if p.is_file()]
+    await asyncio.sleep(0.2)
+    assert published == [
+        p.stat().st_mtime_ns for p in files.poll_dir(poll.id).rglob("*") if p.is_file()
+    ]
