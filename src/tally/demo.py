@@ -49,6 +49,10 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
     lines += [
         "Results:",
         f"  .venv/bin/tally results {poll.id}     or     curl -s {base}/v1/polls/{poll.id}/results",
+        "Audit the published ledger (checkpoints every few seconds) and a saved receipt:",
+        f'  .venv/bin/tally audit verify {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
+        f'  .venv/bin/tally vote {poll.id} {option} --token "$(.venv/bin/tally token carol)" --json > receipt.json',
+        f'  .venv/bin/tally audit receipt receipt.json {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
         f"API description: {base}/openapi.json",
         "",
     ]
