@@ -246,3 +246,27 @@ def test_admin_log_out_of_order_and_a_lane_missing(ledger: Path, spec: LedgerSpe
     findings = audit(ledger)
     assert where(findings, "admin-order") == [("admin/tile/entries/000.p/3", 2)]
     assert where(findings, "missing-log") == [("3/checkpoint", None)]
+
+
+def test_history_rewritten_as_a_whole_is_caught_by_a_known_copy(
+    ledger: Path, spec: LedgerSpec, tmp_path: Path
+) -> None:
+    """A dishonest operator rewrites lane 2 *and its whole history*, re-signed with the ledger's
+    key: the ledger alone is consistent again. An auditor who exported it earlier still holds
+    the checkpoints the rewrite no longer extends."""
+    earlier = tmp_path / "earlier"
+    shutil.copytree(ledger, earlier)
+    records = list(spec.votes[2])
+    records[10] = vote_with(records[10], option_id="blue" if b"red" in records[10] else "red")
+    rewrite_lane(ledger, spec, 2, records)
+    assert audit_cli("verify", str(ledger), "--key", KEY).returncode == 0  # consistent alone
+
+    result = audit_cli("verify", str(ledger), "--key", KEY, "--known", str(earlier), "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    rewritten = [f for f in findings if f["code"] in ("history-rewritten", "root-mismatch")]
+    assert rewritten
+    assert all(f["file"].startswith(f"{earlier} (known): 2/checkpoints/") for f in rewritten)
+    # Every finding is about lane 2 and names the earlier copy's checkpoint it contradicts.
+    assert codes(findings) == {"history-rewritten", "root-mismatch", "inconsistent-history"}
+    assert all(f"{earlier} (known): 2/" in f["file"] + f["message"] for f in findings)

@@ -210,3 +210,23 @@ class _HistoryReadEarlier(DirectorySource):
 def test_a_log_growing_during_the_audit_is_not_a_finding(pristine: Path) -> None:
     report = verify(_HistoryReadEarlier(pristine), note.Verifier.parse(KEY))
     assert report.findings == []
+
+
+def test_an_honest_earlier_copy_passes_as_known(pristine: Path, tmp_path: Path) -> None:
+    """An export made mid-vote holds a prefix of each log's history: the final ledger extends
+    every one of its checkpoints, so it adds no finding."""
+    earlier = tmp_path / "earlier"
+    for log_dir in (p for p in pristine.iterdir() if p.is_dir()):
+        sizes = sorted(int(p.name) for p in (log_dir / "checkpoints").iterdir())
+        kept = sizes[: max(1, len(sizes) // 2)]
+        (earlier / log_dir.name / "checkpoints").mkdir(parents=True)
+        for size in kept:
+            data = (log_dir / "checkpoints" / str(size)).read_bytes()
+            (earlier / log_dir.name / "checkpoints" / str(size)).write_bytes(data)
+        (earlier / log_dir.name / "checkpoint").write_bytes(
+            (log_dir / "checkpoints" / str(kept[-1])).read_bytes()
+        )
+    report = verify(
+        DirectorySource(pristine), note.Verifier.parse(KEY), known=[DirectorySource(earlier)]
+    )
+    assert report.findings == []

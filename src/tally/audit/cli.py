@@ -51,6 +51,15 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     )
     _key_argument(verify_cmd)
     verify_cmd.add_argument("--poll", metavar="ID", help="the poll the ledger must be of")
+    verify_cmd.add_argument(
+        "--known",
+        metavar="SOURCE",
+        action="append",
+        default=[],
+        help="an earlier copy of the ledger (a `tally audit export` dir or URL) whose "
+        "checkpoints the ledger must still extend; repeatable. Catches a history rewritten "
+        "and re-signed as a whole",
+    )
     verify_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     verify_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
@@ -175,7 +184,8 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         key = load_key(args.key)
         source = open_source(args.source)
-        report = verify(source, key, poll_id=args.poll, progress=bar)
+        known = [open_source(text) for text in args.known]
+        report = verify(source, key, poll_id=args.poll, progress=bar, known=known)
     except (UsageError, SourceError) as exc:
         bar.finish()
         return _fail(str(exc))

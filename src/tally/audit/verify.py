@@ -37,7 +37,7 @@ import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from operator import attrgetter
 
@@ -127,6 +127,7 @@ _PSEUDONYM = attrgetter("pseudonym")
 _OPTION = attrgetter("option_id")
 _ACCEPTED_MS = attrgetter("accepted_ms")
 _ACCEPTED = frozenset({VoteStatus.ACCEPTED})
+_KNOWN = " (known): "  # names a checkpoint from an earlier copy: "<copy> (known): <file>"
 _NEXT_ACTIONS = {  # the poll lifecycle: a draft may be closed without ever opening
     AdminAction.CREATED: frozenset({AdminAction.OPENED, AdminAction.CLOSED}),
     AdminAction.OPENED: frozenset({AdminAction.CLOSED}),
@@ -145,15 +146,19 @@ def verify(
     *,
     poll_id: str | None = None,
     progress: ProgressCallback | None = None,
+    known: Sequence[Source] = (),
 ) -> Report:
     """Check the poll's ledger at ``source`` against ``key`` (named by the origin prefix).
 
-    ``poll_id``, when given, is the poll the ledger must be of. Raises
+    ``poll_id``, when given, is the poll the ledger must be of. ``known`` are earlier copies of
+    the ledger (say, exports the auditor made during the vote): each of their checkpoints is
+    checked as if it were in the history, so a ledger rewritten *with* its history, and re-signed
+    with the right key, is caught by the checkpoints it no longer extends. Raises
     :class:`~tally.audit.source.SourceError` when the source cannot be read at all, ValueError
     when the key's name cannot be an origin prefix; every other problem is a finding.
     """
     admin_origin(key.name, "poll")  # ValueError: the key's name is not an origin prefix
-    return _Audit(source, key, poll_id, progress).run()
+    return _Audit(source, key, poll_id, progress, known).run()
 
 
 def partial_tiles(size: int) -> list[Tile]:
@@ -390,8 +395,10 @@ class _Audit:
         key: note.Verifier,
         wanted_poll: str | None,
         progress: ProgressCallback | None,
+        known: Sequence[Source] = (),
     ) -> None:
         self.source = source
+        self.known = known
         self.key = key
         self.prefix = key.name
         self.wanted_poll = wanted_poll
@@ -413,7 +420,7 @@ class _Audit:
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> Report:
-        history = self.source.history()
+        history = self._with_known(self.source.history())
         poll = self._find_poll(history)
         if poll is None:
             return self._finish()
@@ -440,6 +447,17 @@ class _Audit:
         self._report_duplicates()
         self._check_certificate(logs)
         return self._finish()
+
+    def _with_known(self, history: History) -> History:
+        """The source's history plus every checkpoint of the known copies, each named by its
+        copy, so a finding about one says which earlier copy it came from."""
+        logs = {log: list(notes) for log, notes in history.logs.items()}
+        for copy in self.known:
+            for log, notes in copy.history().logs.items():
+                logs.setdefault(log, []).extend(
+                    (f"{copy.location}{_KNOWN}{file}", signed) for file, signed in notes
+                )
+        return replace(history, logs=logs)
 
     def _finish(self) -> Report:
         report = self.report
@@ -569,7 +587,8 @@ class _Audit:
                     found=str(checkpoint.size),
                 )
             verified.append((_Signed(file, checkpoint), signed))
-        verified.sort(key=lambda item: item[0].size)
+        # By size; at equal sizes a known copy's checkpoint first, so the newest is the source's.
+        verified.sort(key=lambda item: (item[0].size, _KNOWN not in item[0].file))
         latest_file = layout.checkpoint_path(log.name)
         latest = self.source.read(latest_file)
         if latest is None:
