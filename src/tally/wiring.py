@@ -275,6 +275,11 @@ def observe(
         lambda: aggregator.stats.store_errors,
     )
     for name, help_text, read in (
+        (
+            "cycles",
+            "Archiver cycles run (flat: the archiver is not running).",
+            lambda: archiver.stats.cycles,
+        ),
         ("leaves", "Ledger leaves this archiver appended.", lambda: archiver.stats.leaves),
         ("checkpoints", "Signed checkpoints published.", lambda: archiver.stats.checkpoints),
         ("certificates", "Result certificates signed.", lambda: archiver.stats.certificates),

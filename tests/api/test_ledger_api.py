@@ -175,3 +175,16 @@ def tally_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tally", *args], capture_output=True, text=True, timeout=120
     )
+
+
+def test_metrics_show_the_archiver_at_work(server: RunningTally) -> None:
+    poll_id = str(server.open_poll("Red", "Blue", lanes=1)["id"])
+    wait_for_proof(server, vote(server, poll_id, "metered", "red").json()["receipt"])
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    values = {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in lines if not line.startswith("#"))
+    }
+    for name in ("cycles", "leaves", "checkpoints"):
+        assert values[f"tally_archiver_{name}_total"] > 0, name
+    assert values["tally_archiver_failed_polls_total"] == 0
