@@ -3,7 +3,6 @@ module, and its source imports only the ledger format modules, the stdlib and or
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tally.audit
+from imports import absolute_imports, third_party
 
 SERVER_PACKAGES = (
     "tally.store",
@@ -46,16 +46,8 @@ def test_importing_the_auditor_loads_no_server_module() -> None:
 
 @pytest.mark.parametrize("path", sorted(AUDIT_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_auditor_source_imports_only_the_ledger_stdlib_and_orjson(path: Path) -> None:
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        for name in names:
-            top = name.partition(".")[0]
-            allowed = top in sys.stdlib_module_names or top in {"__future__", "orjson"}
-            assert allowed or name.startswith(("tally.ledger", "tally.audit")), (
-                f"{path.name} imports {name}"
-            )
+    for name in absolute_imports(path):
+        allowed = not third_party(name) or name.partition(".")[0] == "orjson"
+        assert allowed or name.startswith(("tally.ledger", "tally.audit")), (
+            f"{path.name} imports {name}"
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
 
 import tally.ledger
+from imports import absolute_imports, third_party
 
 LEDGER_DIR = Path(tally.ledger.__file__).parent
 PUBLIC = {
@@ -60,14 +59,6 @@ def test_public_names(name: str) -> None:
 @pytest.mark.parametrize("path", sorted(LEDGER_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_ledger_modules_import_only_the_stdlib_cryptography_and_each_other(path: Path) -> None:
     """The auditor can use these modules without the server: no Valkey, no web, no domain."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        for name in names:
-            top = name.partition(".")[0]
-            allowed = top in sys.stdlib_module_names or top in {"__future__", "cryptography"}
-            assert allowed or name.startswith("tally.ledger"), f"{path.name} imports {name}"
+    for name in absolute_imports(path):
+        allowed = not third_party(name) or name.partition(".")[0] == "cryptography"
+        assert allowed or name.startswith("tally.ledger"), f"{path.name} imports {name}"

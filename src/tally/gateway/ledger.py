@@ -17,9 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tally.archive.logs import LedgerFiles, ProvenEntry, note_body
-from tally.domain.polls import POLL_ID_RE
-from tally.gateway.problems import Problem, invalid_poll_id
-from tally.gateway.routes import json_response
+from tally.gateway.problems import Problem
+from tally.gateway.routes import json_response, poll_id_param
 from tally.ledger import layout
 from tally.ledger.merkle import leaf_hash
 from tally.ledger.proof import InclusionProofText
@@ -63,7 +62,7 @@ class LedgerRoutes:
         return Response(data, headers={"Cache-Control": "public, max-age=300"}, media_type=NOTE)
 
     async def certificate(self, request: Request) -> Response:
-        poll_id = _poll_id(request)
+        poll_id = poll_id_param(request)
         return self._file(
             poll_id,
             layout.CERTIFICATE,
@@ -73,7 +72,7 @@ class LedgerRoutes:
         )
 
     async def history(self, request: Request) -> Response:
-        poll_id = _poll_id(request)
+        poll_id = poll_id_param(request)
         logs = await asyncio.to_thread(self._files.history, poll_id)
         if logs is None:
             raise Problem(404, "not-found", "no ledger for this poll yet")
@@ -81,13 +80,13 @@ class LedgerRoutes:
         return Response(body, headers={"Cache-Control": FRESH}, media_type="application/json")
 
     async def checkpoint(self, request: Request) -> Response:
-        poll_id, log = _poll_id(request), _log(request)
+        poll_id, log = poll_id_param(request), _log(request)
         return self._file(
             poll_id, layout.checkpoint_path(log), FRESH, NOTE, "no checkpoint of this log yet"
         )
 
     async def old_checkpoint(self, request: Request) -> Response:
-        poll_id, log = _poll_id(request), _log(request)
+        poll_id, log = poll_id_param(request), _log(request)
         try:
             size = layout.parse_size(request.path_params["size"])
         except layout.LayoutError:
@@ -99,7 +98,7 @@ class LedgerRoutes:
         )
 
     async def tile(self, request: Request) -> Response:
-        poll_id, log = _poll_id(request), _log(request)
+        poll_id, log = poll_id_param(request), _log(request)
         relative = "tile/" + request.path_params["path"]
         try:
             parse_path(relative)
@@ -109,7 +108,7 @@ class LedgerRoutes:
 
     async def proof(self, request: Request) -> Response:
         """A receipt's leaf, index and inclusion proof against its lane's latest checkpoint."""
-        poll_id = _poll_id(request)
+        poll_id = poll_id_param(request)
         lane = _number(request.path_params["lane"], 0xFFFF, "lane")
         entry_id = _number(request.path_params["entry_id"], _MAX_ENTRY_ID, "entry id")
         poll = await self._service.get_poll(poll_id)  # 404 for an unknown poll
@@ -153,13 +152,6 @@ def _proof_doc(poll_id: str, lane: int, entry_id: int, proven: ProvenEntry) -> d
         "checkpoint": proven.checkpoint.decode(),
         "tlog_proof": text.format().decode(),
     }
-
-
-def _poll_id(request: Request) -> str:
-    poll_id: str = request.path_params["poll_id"]
-    if not POLL_ID_RE.fullmatch(poll_id):
-        raise invalid_poll_id()
-    return poll_id
 
 
 def _log(request: Request) -> str:

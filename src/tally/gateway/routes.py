@@ -60,18 +60,20 @@ class Handlers:
         return json_response({"polls": [poll_doc(p) for p in await self._service.list_polls()]})
 
     async def get_poll(self, request: Request) -> Response:
-        return json_response(poll_doc(await self._service.get_poll(_poll_id(request))))
+        return json_response(poll_doc(await self._service.get_poll(poll_id_param(request))))
 
     async def open_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
-        return json_response(poll_doc(await self._service.open_poll(_poll_id(request), actor)))
+        return json_response(poll_doc(await self._service.open_poll(poll_id_param(request), actor)))
 
     async def close_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
-        return json_response(poll_doc(await self._service.close_poll(_poll_id(request), actor)))
+        return json_response(
+            poll_doc(await self._service.close_poll(poll_id_param(request), actor))
+        )
 
     async def results(self, request: Request) -> Response:
-        results = await self._service.results(_poll_id(request))
+        results = await self._service.results(poll_id_param(request))
         body = orjson.dumps(results_doc(results))
         if results.seq is not None:
             # A snapshot's seq names its content: the store never accepts one seq twice.
@@ -110,7 +112,8 @@ def actor_of(admin: Principal) -> str:
     return admin.subject.encode()[:255].decode(errors="ignore")
 
 
-def _poll_id(request: Request) -> str:
+def poll_id_param(request: Request) -> str:
+    """The `{poll_id}` of the path, or a 400 invalid-poll-id problem."""
     poll_id: str = request.path_params["poll_id"]
     if not POLL_ID_RE.fullmatch(poll_id):
         raise invalid_poll_id()

@@ -7,8 +7,8 @@ from typing import Any
 
 from tally.domain.errors import StoreUnavailable
 from tally.ports import QueuedEntry
-from tally.store import keys
-from tally.store.resp import ReplyError, Valkey, raise_first_error
+from tally.store import keys, leases
+from tally.store.resp import Valkey, raise_first_error
 
 
 def _stream(poll_id: str, log: int | None) -> str:
@@ -28,6 +28,7 @@ class ValkeyLedgerQueue:
                 for log, seq in zip(logs, first_seqs, strict=True)
             ]
         )
+        raise_first_error(replies)
         return [_entries(reply) for reply in replies]
 
     async def trim(self, poll_id: str, logs: list[int | None], below_seqs: list[int]) -> None:
@@ -40,20 +41,13 @@ class ValkeyLedgerQueue:
         raise_first_error(replies)
 
     async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:
-        held = await self._client.call(
-            "FCALL", "tally_lease", 1, keys.poll_archiver_lease(poll_id), owner, ttl_ms
-        )
-        return bool(held)
+        return await leases.take(self._client, keys.poll_archiver_lease(poll_id), owner, ttl_ms)
 
     async def release(self, poll_id: str, owner: str) -> None:
-        await self._client.call(
-            "FCALL", "tally_release", 1, keys.poll_archiver_lease(poll_id), owner
-        )
+        await leases.release(self._client, keys.poll_archiver_lease(poll_id), owner)
 
 
-def _entries(reply: Any) -> list[QueuedEntry]:
-    if isinstance(reply, ReplyError):
-        raise StoreUnavailable(f"Valkey error: {reply}")
+def _entries(reply: list[Any]) -> list[QueuedEntry]:
     entries = []
     for entry_id, flat in reply:
         seq, _, sub = entry_id.partition(b"-")

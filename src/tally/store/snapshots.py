@@ -21,7 +21,7 @@ from tally.domain.polls import PollState
 from tally.domain.snapshots import Snapshot
 from tally.gateway.render import iso_ms
 from tally.ports import NotLeader, Published, PublishOutcome, Stale
-from tally.store import keys
+from tally.store import keys, leases
 from tally.store.resp import Valkey
 
 SNAPSHOT_TYPE = "snapshot"
@@ -70,16 +70,10 @@ class ValkeySnapshots:
         self._client = client
 
     async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:
-        reply = await self._client.call(
-            "FCALL", "tally_lease", 1, keys.poll_lease(poll_id), owner, ttl_ms
-        )
-        return bool(reply == 1)
+        return await leases.take(self._client, keys.poll_lease(poll_id), owner, ttl_ms)
 
     async def release(self, poll_id: str, owner: str) -> bool:
-        reply = await self._client.call(
-            "FCALL", "tally_release", 1, keys.poll_lease(poll_id), owner
-        )
-        return bool(reply == 1)
+        return await leases.release(self._client, keys.poll_lease(poll_id), owner)
 
     async def holder(self, poll_id: str) -> str | None:
         reply = await self._client.call("GET", keys.poll_lease(poll_id))
