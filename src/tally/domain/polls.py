@@ -27,8 +27,15 @@ MAX_BUCKET_BITS = 16
 DEFAULT_EXPECTED_VOTERS = 1_000_000
 MAX_EXPECTED_VOTERS = 10_000_000_000
 
-POLL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+POLL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""What can name a poll: 1 to 64 of a-z, 0-9, '_' and '-', the first a letter or digit."""
+POLL_ID_RE = re.compile(POLL_ID_PATTERN)
 OPTION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def is_poll_id(text: str) -> bool:
+    """Whether `text` can name a poll (POLL_ID_PATTERN): checked before any lookup."""
+    return POLL_ID_RE.fullmatch(text) is not None
 
 
 class PollState(StrEnum):

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from tally import __version__
+from tally.domain.polls import POLL_ID_PATTERN
 from tally.gateway.bodies import CreatePollBody, VoteBody
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -62,7 +63,7 @@ def build() -> dict[str, Any]:
             "name": "poll_id",
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+            "schema": {"type": "string", "pattern": POLL_ID_PATTERN},
         }
     ]
     schemas: dict[str, Any] = dict(shapes)

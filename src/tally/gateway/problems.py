@@ -18,6 +18,7 @@ from tally.domain.errors import (
     StoreUnavailable,
     TallyError,
 )
+from tally.domain.polls import POLL_ID_PATTERN
 from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, UnknownOption, VoteOutcome
 from tally.gateway.render import receipt_doc
 
@@ -121,7 +122,7 @@ def as_problem(exc: Exception, log: logging.Logger) -> Problem:
 
 def invalid_poll_id() -> Problem:
     """A poll id that cannot exist (routes, the vote path, WebSocket and SSE alike)."""
-    return Problem(400, "invalid-poll-id", "a poll id is 1-64 of a-z, 0-9, '_' and '-'")
+    return Problem(400, "invalid-poll-id", f"a poll id must match {POLL_ID_PATTERN}")
 
 
 def vote_refusal(outcome: VoteOutcome) -> Problem | None:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.domain.errors import StoreUnavailable
-from tally.domain.polls import POLL_ID_RE
+from tally.domain.polls import is_poll_id
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.metrics import Metrics
@@ -115,7 +115,7 @@ def actor_of(admin: Principal) -> str:
 def poll_id_param(request: Request) -> str:
     """The `{poll_id}` of the path, or a 400 invalid-poll-id problem."""
     poll_id: str = request.path_params["poll_id"]
-    if not POLL_ID_RE.fullmatch(poll_id):
+    if not is_poll_id(poll_id):
         raise invalid_poll_id()
     return poll_id
 
