@@ -57,9 +57,10 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
     from tally.domain.polls import OptionSpec
     from tally.gateway.app import create_app
     from tally.gateway.auth import Authenticator
-    from tally.gateway.fanout import LiveHub
-    from tally.gateway.live import LiveGateway
-    from tally.gateway.live_limits import ConnectionLimits
+    from tally.gateway.live.endpoints import LiveEndpoints
+    from tally.gateway.live.fanout import LiveHub
+    from tally.gateway.live.gateway import LiveGateway
+    from tally.gateway.live.limits import ConnectionLimits
     from tally.gateway.live_votes import LiveVoting
     from tally.gateway.routes import Handlers
     from tally.gateway.server import server_config
@@ -80,12 +81,14 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
         ConnectionLimits(100_000, 100_000),
         slow_client_s=settings.slow_client_s,
     )
+    endpoints = LiveEndpoints.bound_to(live)
+    live.use_websocket_protocol(endpoints.websocket_protocol)
 
     async def ready() -> bool:
         return True
 
     handlers = Handlers(runtime.service, auth, runtime.metrics, ready=ready, max_body_bytes=16384)
-    app = create_app(handlers, VoteEndpoint(runtime.service, auth, runtime.metrics), live=live)
+    app = create_app(handlers, VoteEndpoint(runtime.service, auth, runtime.metrics), live=endpoints)
     config = server_config(app, "127.0.0.1", port)
     if native:
         config.ws = live.websocket_protocol

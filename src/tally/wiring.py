@@ -28,10 +28,11 @@ from tally.domain.errors import StoreUnavailable
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
 from tally.gateway.demo_token import demo_token_routes
-from tally.gateway.fanout import LiveHub
 from tally.gateway.ledger import LedgerRoutes
-from tally.gateway.live import LiveGateway
-from tally.gateway.live_limits import ConnectionLimits
+from tally.gateway.live.endpoints import LiveEndpoints
+from tally.gateway.live.fanout import LiveHub
+from tally.gateway.live.gateway import LiveGateway
+from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live_votes import LiveVoting
 from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
@@ -212,6 +213,8 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         ping_interval_s=settings.ping_interval_s,
         sse_keepalive_s=settings.sse_keepalive_s,
     )
+    live_endpoints = LiveEndpoints.bound_to(live)
+    live.use_websocket_protocol(live_endpoints.websocket_protocol)
     ledger = LedgerRoutes(
         ledger_files, service, retry_after_s=max(1, -(-settings.checkpoint_interval_ms // 1000))
     )
@@ -219,7 +222,7 @@ async def start(settings: Settings, *, demo: bool = False) -> Runtime:
         handlers,
         VoteEndpoint(service, auth, metrics),
         demo_routes,
-        live=live,
+        live=live_endpoints,
         ledger=ledger.routes(),
     )
     observe(metrics, live, aggregator, archiver)

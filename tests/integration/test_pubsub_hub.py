@@ -14,8 +14,8 @@ from live_subscriber import subscribers, until_unsubscribed
 
 from tally.domain.errors import PollNotFound
 from tally.domain.polls import OptionSpec
-from tally.gateway.fanout import LiveHub
-from tally.gateway.live_snapshot import LiveSnapshot
+from tally.gateway.live.fanout import LiveHub
+from tally.gateway.live.snapshot import LiveSnapshot
 from tally.service import NewPoll, VotingService
 from tally.store import keys
 from tally.store.embedded import EmbeddedValkey

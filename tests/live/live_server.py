@@ -21,7 +21,7 @@ from tally.bench.processes import free_port
 from tally.config import Settings
 from tally.domain.polls import OptionSpec
 from tally.domain.results import sum_lanes
-from tally.gateway.live import LiveGateway
+from tally.gateway.live.gateway import LiveGateway
 from tally.gateway.render import iso_ms
 from tally.gateway.server import server_config
 from tally.security.dev_issuer import DevIssuer

@@ -6,9 +6,9 @@ import orjson
 import pytest
 from websockets.frames import Frame, Opcode
 
-from tally.gateway.live_limits import ConnectionLimits, carries_token
-from tally.gateway.live_snapshot import live_snapshot, sse_event
-from tally.gateway.live_state import (
+from tally.gateway.live.limits import ConnectionLimits, carries_token
+from tally.gateway.live.snapshot import live_snapshot, sse_event
+from tally.gateway.live.state import (
     TRANSITIONS,
     IllegalWatcherTransition,
     WatcherState,

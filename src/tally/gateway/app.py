@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
-from tally.gateway.live import LiveGateway
+from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.pages import page_routes
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
@@ -29,7 +29,7 @@ def create_app(
     votes: VoteEndpoint,
     demo_routes: Sequence[BaseRoute] = (),
     *,
-    live: LiveGateway | None = None,
+    live: LiveEndpoints | None = None,
     ledger: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
@@ -55,7 +55,7 @@ def create_app(
     if live is not None:
         # The live WebSocket is served natively when uvicorn runs with live.websocket_protocol;
         # this route answers it on servers without that hook.
-        routes.append(WebSocketRoute("/v1/polls/{poll_id}/live", live.asgi_websocket))
+        routes.append(WebSocketRoute("/v1/polls/{poll_id}/live", live.websocket))
         routes.append(Route("/v1/polls/{poll_id}/events", live.events, methods=["GET"]))
     app = Starlette(
         routes=routes,

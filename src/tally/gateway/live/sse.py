@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
 from tally.domain.errors import TallyError
-from tally.domain.polls import POLL_ID_RE
-from tally.gateway.live_limits import shutting_down, too_many_connections
-from tally.gateway.live_snapshot import LiveSnapshot
-from tally.gateway.live_state import WatcherState, moved
+from tally.domain.polls import is_poll_id
+from tally.gateway.live.host import LiveHost
+from tally.gateway.live.limits import shutting_down, too_many_connections
+from tally.gateway.live.snapshot import LiveSnapshot
+from tally.gateway.live.state import WatcherState, moved
 from tally.gateway.problems import Problem, from_error, invalid_poll_id, problem_response
-
-if TYPE_CHECKING:
-    from tally.gateway.live import LiveGateway
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -97,7 +94,7 @@ class SseStream:
 class EventStreams:
     """The ASGI endpoint (a Starlette route with `poll_id` in its path)."""
 
-    def __init__(self, gateway: LiveGateway) -> None:
+    def __init__(self, gateway: LiveHost) -> None:
         self._gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,7 +103,7 @@ class EventStreams:
         client = scope.get("client")
         ip = str(client[0]) if client else ""
         problem: Problem | None = None
-        if not POLL_ID_RE.fullmatch(poll_id):
+        if not is_poll_id(poll_id):
             problem = invalid_poll_id()
         elif gateway.closing:
             problem = shutting_down()

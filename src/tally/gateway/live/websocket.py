@@ -4,7 +4,7 @@
 Why not an ASGI handler: an idle ASGI WebSocket costs ~24 KB on uvicorn (the handler's task and
 frames, uvicorn's queue and scope) and each send is an await per client; this costs ~6 KB and a
 snapshot reaches 10k sockets as 10k synchronous `transport.write`s of one pre-encoded frame
-(BENCHMARKS.md). It is served on the main port through uvicorn's `ws=` protocol hook (live_uvicorn.py); other
+(BENCHMARKS.md). It is served on the main port through uvicorn's `ws=` protocol hook (uvicorn_ws.py); other
 WebSocket paths still go to the ASGI app.
 
 Flow control is the backlog policy: each socket's write buffer high-water mark is 0 and its kernel
@@ -28,7 +28,7 @@ import http
 import logging
 import re
 import socket
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
@@ -38,15 +38,16 @@ from websockets.protocol import State as CoreState
 from websockets.server import ServerProtocol
 
 from tally.domain.errors import PollNotFound, StoreUnavailable
-from tally.domain.polls import POLL_ID_RE
-from tally.gateway.live_limits import (
+from tally.domain.polls import is_poll_id
+from tally.gateway.live.host import LiveHost
+from tally.gateway.live.limits import (
     carries_token,
     shutting_down,
     token_in_url,
     too_many_connections,
 )
-from tally.gateway.live_snapshot import LiveSnapshot
-from tally.gateway.live_state import WatcherState, moved
+from tally.gateway.live.snapshot import LiveSnapshot
+from tally.gateway.live.state import WatcherState, moved
 from tally.gateway.live_votes import (
     AuthMessage,
     VoteMessage,
@@ -55,9 +56,6 @@ from tally.gateway.live_votes import (
     request_id_of,
 )
 from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
-
-if TYPE_CHECKING:
-    from tally.gateway.live import LiveGateway
 
 log = logging.getLogger("tally.live")
 
@@ -118,7 +116,7 @@ class LiveSocket(asyncio.Protocol):
         "_ws",
     )
 
-    def __init__(self, gateway: LiveGateway) -> None:
+    def __init__(self, gateway: LiveHost) -> None:
         self._gateway = gateway
         self._ws = ServerProtocol(max_size=MAX_MESSAGE_BYTES)
         self._state = WatcherState.CONNECTING
@@ -284,7 +282,7 @@ class LiveSocket(asyncio.Protocol):
 
     async def _join(self) -> None:
         instance = f"/v1/polls/{self._poll_id}/live"
-        if not POLL_ID_RE.fullmatch(self._poll_id):
+        if not is_poll_id(self._poll_id):
             problem = invalid_poll_id()
             self._close_with(problem, instance, CloseCode.INVALID_POLL_ID)
             return

@@ -1,7 +1,8 @@
 """Live results for one gateway process: the fan-out hub, every live connection on it (WebSocket
 and SSE), their limits, one keepalive sweep, and an ordered shutdown.
 
-Wiring (the composition root builds the concrete parts; all on the serving event loop):
+The gateway knows its transports only through host.py's contract: it implements `LiveHost`, and
+the composition root builds the transports on it and hands them over (all on the serving loop):
 
     hub = LiveHub(ValkeyLiveFeed(endpoint), ValkeySnapshots(client), service)
     live = LiveGateway(
@@ -10,8 +11,10 @@ Wiring (the composition root builds the concrete parts; all on the serving event
         ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
         slow_client_s=settings.slow_client_s,
     )
+    endpoints = LiveEndpoints.bound_to(live)      # EventStreams, AsgiLiveSocket, uvicorn_protocol
+    live.use_websocket_protocol(endpoints.websocket_protocol)
     live.start()                                   # connects the feed in the background
-    app = create_app(handlers, votes, demo_routes, live=live)
+    app = create_app(handlers, votes, demo_routes, live=endpoints)
     config = server_config(app, host, port, ...)
     config.ws = live.websocket_protocol            # /live natively; other paths stay ASGI
     ...
@@ -26,38 +29,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
-from tally.gateway.fanout import LiveHub
-from tally.gateway.live_asgi import AsgiLiveSocket
-from tally.gateway.live_limits import ConnectionLimits
-from tally.gateway.live_uvicorn import uvicorn_protocol
+from tally.gateway.live.fanout import LiveHub
+from tally.gateway.live.host import LiveConnection
+from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live_votes import LiveVoting
-from tally.gateway.sse import EventStreams
 
 log = logging.getLogger("tally.live")
 
 _SWEEP_SLICE = 1000  # sockets pinged between two yields to the event loop
 
 
-class LiveConnection(Protocol):
-    """What the gateway needs of a connection (a WebSocket or an SSE stream) to keep and end it."""
-
-    def keepalive(self) -> None:
-        """Called once per keepalive interval."""
-
-    def stop_reading(self) -> None:
-        """Take no more messages: the gateway is closing."""
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Start closing (a WebSocket close frame, or the end of an SSE stream)."""
-
-    def abort(self) -> None:
-        """Cut the connection now (after the shutdown deadline)."""
-
-
 class LiveGateway:
-    """The live side of a gateway process (module docstring)."""
+    """The live side of a gateway process (module docstring); the `LiveHost` of its transports."""
 
     def __init__(
         self,
@@ -82,16 +67,18 @@ class LiveGateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self._protocol: type[asyncio.Protocol] | None = None
-        self.events = EventStreams(self)
-        """ASGI endpoint for GET /v1/polls/{poll_id}/events."""
-        self.asgi_websocket = AsgiLiveSocket(self)
-        """ASGI endpoint for /v1/polls/{poll_id}/live, when the server lacks `websocket_protocol`."""
+
+    def use_websocket_protocol(self, protocol: type[asyncio.Protocol]) -> None:
+        """Keep the class for uvicorn's `ws=` that the composition root built on this gateway
+        (`LiveEndpoints.websocket_protocol`), so that whoever configures uvicorn finds it here."""
+        self._protocol = protocol
 
     @property
     def websocket_protocol(self) -> type[asyncio.Protocol]:
-        """For uvicorn's `ws=` setting: serves /v1/polls/{id}/live natively (live_uvicorn.py)."""
+        """For uvicorn's `ws=` setting: serves /v1/polls/{id}/live natively (uvicorn_ws.py).
+        Only after `use_websocket_protocol`: the gateway does not build its transports."""
         if self._protocol is None:
-            self._protocol = uvicorn_protocol(self)
+            raise RuntimeError("no WebSocket protocol handed over: see LiveEndpoints.bound_to")
         return self._protocol
 
     @property

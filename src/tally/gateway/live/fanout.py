@@ -24,7 +24,7 @@ from typing import Protocol
 
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import Poll
-from tally.gateway.live_snapshot import LiveSnapshot, live_snapshot
+from tally.gateway.live.snapshot import LiveSnapshot, live_snapshot
 
 log = logging.getLogger("tally.live")
 

@@ -10,17 +10,15 @@ transport to it; the path is known only then, so the class below chooses there a
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from tally.gateway.websocket import LIVE_PATH, LiveSocket
-
-if TYPE_CHECKING:
-    from tally.gateway.live import LiveGateway
+from tally.gateway.live.host import LiveHost
+from tally.gateway.live.websocket import LIVE_PATH, LiveSocket
 
 
-def uvicorn_protocol(gateway: LiveGateway) -> type[asyncio.Protocol]:
+def uvicorn_protocol(gateway: LiveHost) -> type[asyncio.Protocol]:
     """A class for uvicorn's `ws=` setting, bound to this gateway (module docstring)."""
 
     class LiveOrAsgiWebSocket(asyncio.Protocol):

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
 from tally.domain.errors import PollNotFound, StoreUnavailable
-from tally.domain.polls import POLL_ID_RE
-from tally.gateway.live_limits import (
+from tally.domain.polls import is_poll_id
+from tally.gateway.live.host import LiveHost
+from tally.gateway.live.limits import (
     carries_token,
     shutting_down,
     token_in_url,
     too_many_connections,
 )
-from tally.gateway.live_snapshot import LiveSnapshot
-from tally.gateway.live_state import WatcherState, moved
+from tally.gateway.live.snapshot import LiveSnapshot
+from tally.gateway.live.state import WatcherState, moved
+from tally.gateway.live.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
 from tally.gateway.live_votes import (
     AuthMessage,
     VoteMessage,
@@ -34,16 +35,12 @@ from tally.gateway.live_votes import (
     request_id_of,
 )
 from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
-from tally.gateway.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
-
-if TYPE_CHECKING:
-    from tally.gateway.live import LiveGateway
 
 
 class AsgiLiveSocket:
     """The ASGI endpoint (a Starlette WebSocketRoute with `poll_id` in its path)."""
 
-    def __init__(self, gateway: LiveGateway) -> None:
+    def __init__(self, gateway: LiveHost) -> None:
         self._gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,7 +84,7 @@ async def _deny(scope: Scope, send: Send, problem: Problem) -> None:
 class _AsgiConnection:
     """One connection's state: the slot, the lifecycle, the token, the votes in flight."""
 
-    def __init__(self, gateway: LiveGateway, send: Send, poll_id: str) -> None:
+    def __init__(self, gateway: LiveHost, send: Send, poll_id: str) -> None:
         self._gateway = gateway
         self._send = send
         self._poll_id = poll_id
@@ -136,7 +133,7 @@ class _AsgiConnection:
         await self._receive_until_closed(receive, messages=True)
 
     async def _join(self) -> bool:
-        if not POLL_ID_RE.fullmatch(self._poll_id):
+        if not is_poll_id(self._poll_id):
             problem = invalid_poll_id()
             return await self._refuse(problem, CloseCode.INVALID_POLL_ID)
         try:
