@@ -1,0 +1,388 @@
+"""Step 3 of ``tally audit verify``: what the leaves say, and whether it is what the poll allows.
+
+The admin log is ``created`` (with the poll's definition), then ``opened`` and ``closed`` in
+order; the definition says which lanes must be published. In lane ``l``, leaf ``i`` is a vote of
+this poll, lane ``l``, seq ``i + 1``, for an option of the poll, accepted before the deadline,
+from a pseudonym that maps to lane ``l``; no pseudonym votes twice in the whole poll. The votes
+that pass are counted here, for step 4's recount.
+
+Speed: :meth:`MeaningChecks.check_vote_bundle` is called once per bundle of every lane. It runs
+the checks over the whole bundle with C-level builtins (``map``, ``set``, ``Counter``,
+``bytes.translate``) and falls back to a leaf-by-leaf pass, which words the findings, only for a
+bundle that fails them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
+
+from tally.audit.verify_checkpoints import Log
+from tally.audit.verify_entries import BundleCheck
+from tally.audit.verify_findings import Findings
+from tally.ledger import layout
+from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, decode_admin
+from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, decode_leaf
+
+__all__ = ["LaneContext", "MeaningChecks"]
+
+_SEQ = attrgetter("seq")
+_LANE = attrgetter("lane")
+_POLL = attrgetter("poll_id")
+_STATUS = attrgetter("status")
+_PSEUDONYM = attrgetter("pseudonym")
+_OPTION = attrgetter("option_id")
+_ACCEPTED_MS = attrgetter("accepted_ms")
+_ACCEPTED = frozenset({VoteStatus.ACCEPTED})
+_NEXT_ACTIONS = {  # the poll lifecycle: a draft may be closed without ever opening
+    AdminAction.CREATED: frozenset({AdminAction.OPENED, AdminAction.CLOSED}),
+    AdminAction.OPENED: frozenset({AdminAction.CLOSED}),
+    AdminAction.CLOSED: frozenset[AdminAction](),
+}
+_STATE_NAMES = {
+    AdminAction.CREATED: "draft",
+    AdminAction.OPENED: "open",
+    AdminAction.CLOSED: "closed",
+}
+
+
+@dataclass(slots=True)
+class LaneContext:
+    """What every leaf of one lane must be, prepared once for the bundle-wide checks."""
+
+    lane: int
+    lane_set: frozenset[int]
+    poll_set: frozenset[str]
+    options: frozenset[str] | None  # None: the poll's definition is unknown
+    deadline: int | None
+    mask: int | None  # lanes - 1
+    # Byte values that may end a pseudonym of this lane: its lane is the low bits of the last
+    # two bytes (lanes is a power of two up to 32768).
+    last_byte_ok: bytes
+    second_last_ok: bytes
+    # (first leaf index, bundle path, pseudonyms) of each bundle, to find where a pseudonym
+    # that votes twice voted first; None for a leaf that did not decode.
+    pseudonyms: list[tuple[int, str, Sequence[bytes | None]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, lane: int, poll: str, definition: PollDefinition | None) -> LaneContext:
+        if definition is None:
+            return cls(lane, frozenset({lane}), frozenset({poll}), None, None, None, b"", b"")
+        mask = definition.lanes - 1
+        return cls(
+            lane,
+            frozenset({lane}),
+            frozenset({poll}),
+            frozenset(o.id for o in definition.options),
+            definition.closes_at_ms,
+            mask,
+            bytes(b for b in range(256) if b & mask & 0xFF == lane & 0xFF),
+            bytes(b for b in range(256) if b & (mask >> 8) == (lane >> 8) & 0xFF),
+        )
+
+    def placed(self, pseudonyms: list[bytes]) -> bool:
+        """Whether every pseudonym maps to this lane (True when the lane count is unknown)."""
+        if self.mask is None:
+            return True
+        joined = b"".join(pseudonyms)
+        last, second_last = joined[15::16], joined[14::16]
+        return not last.translate(None, self.last_byte_ok) and not second_last.translate(
+            None, self.second_last_ok
+        )
+
+    def lane_of(self, pseudonym: bytes) -> int | None:
+        """The lane the pseudonym maps to (docs/ledger-format.md §2.1); None if unknown."""
+        if self.mask is None:
+            return None
+        return int.from_bytes(pseudonym[-4:], "big") & self.mask
+
+
+class MeaningChecks:
+    """The meaning of every leaf of one poll: the admin log's lifecycle, then each lane's votes."""
+
+    def __init__(self, poll: str, findings: Findings) -> None:
+        self.poll = poll
+        self.findings = findings
+        self.definition: PollDefinition | None = None  # from the admin log's created record
+        # Each admin leaf that could be read: (leaf index, record or None if invalid, bundle).
+        self.admin_records: list[tuple[int, AdminRecord | None, str]] = []
+        self.closed = False
+        self.counts: Counter[str] = Counter()  # option id -> votes counted
+        self.seen: set[bytes] = set()
+        self.duplicates: list[tuple[bytes, int, str]] = []  # pseudonym, leaf index, bundle path
+        self.lane_contexts: list[LaneContext] = []
+
+    # -- the admin log -------------------------------------------------------------------------
+
+    def check_admin_bundle(self, start: int, entries: list[bytes], path: str) -> None:
+        for offset, entry in enumerate(entries):
+            index = start + offset
+            try:
+                record = decode_admin(entry)
+            except LeafError as exc:
+                self.findings.add("bad-record", path, f"leaf {index}: {exc}", index=index)
+                self.admin_records.append((index, None, path))
+                continue
+            if record.poll_id != self.poll:
+                self.findings.add(
+                    "record-poll",
+                    path,
+                    f"leaf {index}: an admin record of poll {record.poll_id!r}",
+                    index=index,
+                    expected=self.poll,
+                    found=record.poll_id,
+                )
+            self.admin_records.append((index, record, path))
+
+    def check_admin_order(self) -> str | None:
+        """created first (with the definition), then opened and/or closed, in that order.
+
+        Returns the poll's state as the report names it, None if the log does not start right.
+        """
+        previous: AdminAction | None = None
+        for index, record, path in self.admin_records:
+            if record is None:
+                continue  # a bad record, reported already
+            action = record.action
+            if index == 0 and action is AdminAction.CREATED:
+                self.definition = record.definition
+                previous = action
+                continue
+            if index == 0:
+                expected = "created"
+            elif previous is None:
+                continue  # the log does not start right: that is reported, the rest cannot be judged
+            elif action in _NEXT_ACTIONS[previous]:
+                previous = action
+                continue
+            else:
+                expected = " or ".join(a.name.lower() for a in _NEXT_ACTIONS[previous]) or "nothing"
+            self.findings.add(
+                "admin-order",
+                path,
+                f"leaf {index}: {action.name.lower()}"
+                + (f" after {previous.name.lower()}" if previous else " first")
+                + f", expected {expected}",
+                index=index,
+                expected=expected,
+                found=action.name.lower(),
+            )
+        if self.definition is None:
+            self.findings.add(
+                "missing-definition",
+                layout.checkpoint_path(layout.ADMIN_LOG),
+                "the admin log does not start with a created record: options and lanes are unknown",
+            )
+        self.closed = previous is AdminAction.CLOSED
+        return _STATE_NAMES[previous] if previous is not None else None
+
+    def check_lane_set(self, logs: list[Log]) -> None:
+        """The published lanes are those of the poll's definition, no more, no fewer."""
+        if self.definition is None:
+            return
+        present = {log.lane for log in logs if log.lane is not None}
+        for lane in range(self.definition.lanes):
+            if lane not in present:
+                self.findings.add(
+                    "missing-log",
+                    layout.checkpoint_path(layout.lane_log(lane)),
+                    f"lane {lane} of {self.definition.lanes} is not published",
+                )
+        for lane in sorted(present):
+            if lane >= self.definition.lanes:
+                self.findings.add(
+                    "unexpected-log",
+                    layout.checkpoint_path(layout.lane_log(lane)),
+                    f"the poll has {self.definition.lanes} lanes, but lane {lane} is published",
+                )
+
+    # -- the votes (the hot path) --------------------------------------------------------------
+
+    def vote_check(self, lane: int) -> BundleCheck:
+        """The check of each bundle of ``lane``, once the admin log has given the definition."""
+        context = LaneContext.of(lane, self.poll, self.definition)
+        self.lane_contexts.append(context)
+        return partial(self.check_vote_bundle, context)
+
+    def check_vote_bundle(
+        self, context: LaneContext, start: int, entries: list[bytes], path: str
+    ) -> None:
+        try:
+            records = list(map(decode_leaf, entries))
+        except LeafError:
+            self._check_votes_one_by_one(context, start, entries, path)
+            return
+        count = len(records)
+        pseudonyms = list(map(_PSEUDONYM, records))
+        options = Counter(map(_OPTION, records))
+        seen = self.seen
+        if (
+            list(map(_SEQ, records)) == list(range(start + 1, start + count + 1))
+            and set(map(_LANE, records)) == context.lane_set
+            and set(map(_POLL, records)) == context.poll_set
+            and set(map(_STATUS, records)) == _ACCEPTED
+            and (context.options is None or options.keys() <= context.options)
+            and (context.deadline is None or max(map(_ACCEPTED_MS, records)) < context.deadline)
+            and context.placed(pseudonyms)
+            and seen.isdisjoint(pseudonyms)
+        ):
+            before = len(seen)
+            seen.update(pseudonyms)
+            if len(seen) - before == count:
+                self.counts.update(options)
+                context.pseudonyms.append((start, path, pseudonyms))
+                return
+            seen.difference_update(pseudonyms)  # they were all new: undo, then go leaf by leaf
+        self._check_votes_one_by_one(context, start, entries, path, records)
+
+    # -- the votes, leaf by leaf (a bundle that fails, to word its findings) -------------------
+
+    def _check_votes_one_by_one(
+        self,
+        context: LaneContext,
+        start: int,
+        entries: list[bytes],
+        path: str,
+        decoded: list[VoteRecord] | None = None,
+    ) -> None:
+        pseudonyms: list[bytes | None] = []
+        for offset, entry in enumerate(entries):
+            index = start + offset
+            if decoded is not None:
+                record = decoded[offset]
+            else:
+                try:
+                    record = decode_leaf(entry)
+                except LeafError as exc:
+                    self.findings.add("bad-record", path, f"leaf {index}: {exc}", index=index)
+                    pseudonyms.append(None)
+                    continue
+            pseudonyms.append(record.pseudonym)
+            self._check_vote(context, index, record, path)
+        context.pseudonyms.append((start, path, pseudonyms))
+
+    def _check_vote(self, context: LaneContext, index: int, record: VoteRecord, path: str) -> None:
+        self._check_vote_place(context, index, record, path)
+        known = self._check_vote_option(context, index, record, path)
+        self._check_vote_acceptance(context, index, record, path)
+        if record.pseudonym in self.seen:
+            self.duplicates.append((record.pseudonym, index, path))
+        else:
+            self.seen.add(record.pseudonym)
+        if known and record.status is VoteStatus.ACCEPTED:
+            self.counts[record.option_id] += 1
+
+    def _check_vote_place(
+        self, context: LaneContext, index: int, record: VoteRecord, path: str
+    ) -> None:
+        """The vote is of this poll, this lane, and in its place in the lane."""
+        add = self.findings.add
+        if record.poll_id != self.poll:
+            add(
+                "record-poll",
+                path,
+                f"leaf {index}: a vote of poll {record.poll_id!r}",
+                index=index,
+                expected=self.poll,
+                found=record.poll_id,
+            )
+        if record.lane != context.lane:
+            add(
+                "record-lane",
+                path,
+                f"leaf {index}: the record says lane {record.lane}, in the log of lane "
+                f"{context.lane}",
+                index=index,
+                expected=str(context.lane),
+                found=str(record.lane),
+            )
+        if record.seq != index + 1:
+            add(
+                "seq-mismatch",
+                path,
+                f"leaf {index}: expected seq {index + 1}, found {record.seq} (a vote was "
+                "dropped, repeated or moved)",
+                index=index,
+                expected=str(index + 1),
+                found=str(record.seq),
+            )
+
+    def _check_vote_option(
+        self, context: LaneContext, index: int, record: VoteRecord, path: str
+    ) -> bool:
+        """Whether the vote is for an option of the poll (True if the options are unknown)."""
+        known = context.options is None or record.option_id in context.options
+        if not known:
+            self.findings.add(
+                "unknown-option",
+                path,
+                f"leaf {index}: a vote for {record.option_id!r}, not an option of the poll",
+                index=index,
+                expected=", ".join(sorted(context.options or ())),
+                found=record.option_id,
+            )
+        return known
+
+    def _check_vote_acceptance(
+        self, context: LaneContext, index: int, record: VoteRecord, path: str
+    ) -> None:
+        """The vote's pseudonym belongs in this lane, and it was accepted, before the deadline."""
+        add = self.findings.add
+        placed = context.lane_of(record.pseudonym)
+        if placed is not None and placed != context.lane:
+            add(
+                "wrong-lane",
+                path,
+                f"leaf {index}: pseudonym {record.pseudonym.hex()} maps to lane {placed}, not "
+                f"{context.lane}",
+                index=index,
+                expected=str(context.lane),
+                found=str(placed),
+            )
+        if context.deadline is not None and record.accepted_ms >= context.deadline:
+            add(
+                "late-vote",
+                path,
+                f"leaf {index}: accepted at {record.accepted_ms} ms, the deadline is "
+                f"{context.deadline} ms",
+                index=index,
+                expected=f"< {context.deadline}",
+                found=str(record.accepted_ms),
+            )
+        if record.status is not VoteStatus.ACCEPTED:
+            add(
+                "vote-status",
+                path,
+                f"leaf {index}: status {record.status.name.lower()}, not accepted",
+                index=index,
+                expected="accepted",
+                found=record.status.name.lower(),
+            )
+
+    # -- one vote per pseudonym, across lanes --------------------------------------------------
+
+    def report_duplicates(self) -> None:
+        """Name, for each pseudonym that voted again, where it voted first."""
+        if not self.duplicates:
+            return
+        wanted = {pseudonym for pseudonym, _, _ in self.duplicates}
+        first: dict[bytes, tuple[int, str]] = {}
+        for context in self.lane_contexts:
+            for start, path, pseudonyms in context.pseudonyms:
+                for offset, pseudonym in enumerate(pseudonyms):
+                    if pseudonym in wanted and pseudonym not in first:
+                        first[pseudonym] = (start + offset, path)
+        for pseudonym, index, path in self.duplicates:
+            where = first.get(pseudonym)
+            earlier = f"{where[1]} leaf {where[0]}" if where else "an earlier leaf"
+            self.findings.add(
+                "duplicate-pseudonym",
+                path,
+                f"leaf {index}: pseudonym {pseudonym.hex()} already voted at {earlier}",
+                index=index,
+                expected="one vote per pseudonym",
+                found=earlier,
+            )

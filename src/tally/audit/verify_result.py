@@ -1,0 +1,158 @@
+"""Step 4 of ``tally audit verify``: the recount, against the signed result certificate.
+
+The votes step 3 counted are the result. A closed poll publishes a certificate, signed for the
+poll's certificate origin, whose log lines must be each log's latest checkpoint (so it certifies
+the very leaves checked) and whose counts, option by option in the poll's order, must be the
+recount. A poll that is not closed must publish none.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tally.audit.source import Source
+from tally.audit.verify_checkpoints import Log
+from tally.audit.verify_findings import Findings, b64
+from tally.audit.verify_meaning import MeaningChecks
+from tally.ledger import layout, note
+from tally.ledger.admin import PollDefinition
+from tally.ledger.certificate import (
+    CertificateError,
+    ResultCertificate,
+    certificate_origin,
+    open_certificate,
+)
+
+__all__ = ["ResultChecks", "recount"]
+
+
+def recount(definition: PollDefinition | None, counts: Counter[str]) -> dict[str, int]:
+    """The votes per option, in the poll's order (every option, if the definition is known)."""
+    if definition is not None:
+        return {o.id: counts[o.id] for o in definition.options}
+    return dict(counts)
+
+
+class ResultChecks:
+    """The result certificate of one poll, checked against the logs and the recount."""
+
+    def __init__(self, source: Source, key: note.Verifier, findings: Findings) -> None:
+        self.source = source
+        self.key = key
+        self.prefix = key.name
+        self.findings = findings
+
+    def check(self, poll: str, logs: list[Log], meaning: MeaningChecks) -> str:
+        """Check the certificate; returns its state, a key of ``report.CERTIFICATE_STATES``."""
+        file = layout.CERTIFICATE
+        signed = self.source.read(file)
+        closed = meaning.closed
+        if signed is None:
+            if closed:
+                self.findings.add(
+                    "certificate-missing",
+                    file,
+                    "the admin log closes the poll, but there is no certificate",
+                )
+                return "missing"
+            return "not-closed"
+        before = len(self.findings)
+        certificate = self._open(signed, poll)
+        if certificate is None:
+            return "invalid"
+        if not closed:
+            self.findings.add(
+                "certificate-not-closed",
+                file,
+                "a result certificate is published, but the admin log does not close the poll",
+            )
+        if certificate.poll_id != poll:
+            self.findings.add(
+                "certificate-poll",
+                file,
+                f"the certificate is of poll {certificate.poll_id!r}",
+                expected=poll,
+                found=certificate.poll_id,
+            )
+        self._check_heads(certificate, logs, meaning.definition)
+        self._check_counts(certificate, meaning.definition, meaning.counts)
+        return "verified" if len(self.findings) == before else "invalid"
+
+    def _open(self, signed: bytes, poll: str) -> ResultCertificate | None:
+        file = layout.CERTIFICATE
+        origin = certificate_origin(self.prefix, poll)
+        try:
+            return open_certificate(signed, [self.key.renamed(origin)], origin=origin)
+        except note.NoteError as exc:
+            self.findings.add("bad-signature", file, f"the certificate does not verify: {exc}")
+        except CertificateError as exc:
+            self.findings.add("bad-certificate", file, str(exc), expected=origin)
+        return None
+
+    def _check_heads(
+        self, certificate: ResultCertificate, logs: list[Log], definition: PollDefinition | None
+    ) -> None:
+        """Each certified log line is that log's latest checkpoint, for every lane of the poll."""
+        file = layout.CERTIFICATE
+        by_name = {log.name: log for log in logs}
+        heads = [(layout.ADMIN_LOG, certificate.admin)]
+        heads += [(layout.lane_log(n), head) for n, head in enumerate(certificate.lanes)]
+        lanes = definition.lanes if definition is not None else None
+        if lanes is not None and len(certificate.lanes) != lanes:
+            self.findings.add(
+                "certificate-log",
+                file,
+                f"the certificate names {len(certificate.lanes)} lanes, the poll has {lanes}",
+                expected=str(lanes),
+                found=str(len(certificate.lanes)),
+            )
+        for name, head in heads:
+            log = by_name.get(name)
+            latest = (
+                None if log is None else (log.latest or (log.signed[-1] if log.signed else None))
+            )
+            if latest is None:
+                continue  # the log's missing checkpoint is a finding already
+            if (head.size, head.root) != (latest.size, latest.root):
+                self.findings.add(
+                    "certificate-log",
+                    file,
+                    f"log {name}: certified at size {head.size}, its latest checkpoint "
+                    f"({latest.file}) is size {latest.size}",
+                    expected=f"{latest.size} {b64(latest.root)}",
+                    found=f"{head.size} {b64(head.root)}",
+                )
+
+    def _check_counts(
+        self,
+        certificate: ResultCertificate,
+        definition: PollDefinition | None,
+        counts: Counter[str],
+    ) -> None:
+        """The certificate counts the poll's options, in order, as the leaves do."""
+        file = layout.CERTIFICATE
+        certified = dict(certificate.counts)
+        if definition is not None:
+            defined = [o.id for o in definition.options]
+            if [option for option, _ in certificate.counts] != defined:
+                self.findings.add(
+                    "certificate-options",
+                    file,
+                    "the certificate does not count exactly the poll's options, in order",
+                    expected=" ".join(defined),
+                    found=" ".join(option for option, _ in certificate.counts),
+                )
+            options = defined
+        else:
+            options = list(certified)
+        for option in options:
+            recounted = counts[option]
+            claimed = certified.get(option)
+            if claimed is not None and claimed != recounted:
+                self.findings.add(
+                    "count-mismatch",
+                    file,
+                    f"option {option}: certified {claimed} votes, the leaves hold {recounted}",
+                    expected=str(recounted),
+                    found=str(claimed),
+                )
