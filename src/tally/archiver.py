@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tally.archive.durable import LedgerConflict
-from tally.archive.logs import LedgerFiles
 from tally.archive.poll_logs import ArchiveError, PollLogs
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import Poll, PollState
 from tally.domain.results import sum_lanes
 from tally.ledger import layout
 from tally.ledger.note import Signer
-from tally.ports import LedgerQueue, PollStore
+from tally.ports import LedgerQueue, LedgerStore, PollStore, QueuedAdminAction
 
 log = logging.getLogger("tally.archiver")
 
@@ -65,7 +64,7 @@ class Archiver:
         self,
         polls: PollStore,
         queue: LedgerQueue,
-        files: LedgerFiles,
+        files: LedgerStore,
         signer: Signer,
         *,
         owner: str,
@@ -160,8 +159,8 @@ class Archiver:
                 self._done.add(poll.id)
                 await self._queue.release(poll.id, self._owner)
                 return
-            poll_dir = self._files.poll_dir(poll.id)
-            logs = await self._in_thread(PollLogs, poll_dir, poll, self._signer)
+            poll_files = self._files.poll_files(poll.id)
+            logs = await self._in_thread(PollLogs, poll_files, poll, self._signer)
             if logs.admin.appended == 0:
                 await self._check_admin_queue(poll)
             self._open[poll.id] = logs
@@ -178,7 +177,9 @@ class Archiver:
         """A poll's admin queue starts with 'created' (written with the poll record itself) until
         the archiver trims it; a poll made before the ledger existed has no such entry."""
         [admin] = await self._queue.read(poll.id, [None], [1], 1)
-        if not admin or admin[0].seq != 1 or admin[0].fields.get(b"a") != b"created":
+        first = admin[0] if admin else None
+        created = isinstance(first, QueuedAdminAction) and first.state is PollState.DRAFT
+        if first is None or first.seq != 1 or not created:
             raise PreLedgerPoll(poll.id)
 
     async def _drain(self, logs: PollLogs) -> None:

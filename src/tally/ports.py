@@ -1,17 +1,66 @@
-"""The small interfaces the service needs from storage, with the guarantees it relies on.
+"""The small interfaces the service and the roles need from storage, with the guarantees they
+rely on. They speak the domain's values: no Valkey field names, stream ids or file paths.
 
-Only wiring.py knows the concrete classes (today: Valkey, in tally.store).
+Only the composition root (tally.wiring) knows the concrete classes (today: Valkey, in
+tally.store; the ledger directory, in tally.archive).
+
+    StoreClient      one connection (or a cluster of them) that runs RESP commands
+    PollStore        poll definitions and lifecycle           (store.polls.ValkeyPolls)
+    BallotBox        casting a vote, once, durably            (store.votes.ValkeyBallotBox)
+    SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
+    LedgerQueue      votes and admin actions not yet archived (store.ledger_queue.ValkeyLedgerQueue)
+    LedgerReader     the published ledger, read-only          (archive.logs.LedgerFiles)
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tally.domain.polls import Poll, PollState
 from tally.domain.results import LaneTally
 from tally.domain.snapshots import Snapshot
-from tally.domain.votes import VoteOutcome
+from tally.domain.votes import NotOpen, UnknownOption
+
+Arg = bytes | str | int
+
+
+class StoreClient(Protocol):
+    """RESP commands to the store, pipelined.
+
+    - Replies come back in the order commands were submitted; commands submitted in the same
+      event-loop tick leave in one write.
+    - A lost connection fails every command still waiting with StoreUnavailable: the caller
+      cannot know whether a write landed, which is why every Tally write is idempotent. The next
+      command reconnects.
+    - `durable` resolves only once the write is durable by the client's policy (the reply of a
+      server that fsyncs before replying, or a WAITAOF on the same connection confirming the
+      batch the write left in); if that cannot be confirmed it raises StoreUnavailable.
+    """
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None:
+        """Connect now (or join a connect under way); StoreUnavailable on failure."""
+
+    async def close(self) -> None: ...
+
+    async def execute(self, *args: Arg) -> Any:
+        """One command's reply; an error reply raises ReplyError."""
+
+    async def call(self, *args: Arg) -> Any:
+        """One command's reply; an error reply raises StoreUnavailable."""
+
+    def submit(self, args: Sequence[Arg]) -> Awaitable[Any]:
+        """Queue a command on the live connection; the raw reply (an error reply as a value)."""
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Commands back to back; their raw replies (error replies as values)."""
+
+    async def durable(self, args: Sequence[Arg]) -> Any:
+        """A write's raw reply, once the write is durable (see the class docstring)."""
 
 
 class PollStore(Protocol):
@@ -44,17 +93,42 @@ class PollStore(Protocol):
         """Each lane's counters, and when the poll's state last changed (ms)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The vote is stored: entry `seq` of lane `lane`'s ledger queue, accepted at `accepted_ms`
+    by the store's clock."""
+
+    lane: int
+    seq: int
+    accepted_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyRecorded:
+    """The pseudonym voted before: its entry `seq` of lane `lane`. `option` and `accepted_ms`
+    are None once the entry was archived and trimmed from the queue (the published ledger holds
+    it then)."""
+
+    lane: int
+    seq: int
+    option: str | None
+    accepted_ms: int | None
+
+
+CastResult = Recorded | AlreadyRecorded | NotOpen | UnknownOption
+
+
 class BallotBox(Protocol):
     """Casting votes.
 
-    `cast` is one atomic step on the voter's lane: the vote is recorded in the lane's ledger,
-    voter index and counter together or not at all, at most once per pseudonym and poll. It
-    returns only once the vote is durable (fsynced, and on replicas if so configured); if that
-    cannot be confirmed it raises StoreUnavailable, and a retry is safe: it returns the same
-    receipt as AlreadyVoted.
+    `cast` is one atomic step on the voter's lane: the vote is recorded in the lane's ledger
+    queue, voter index and counter together or not at all, at most once per pseudonym and poll.
+    It returns only once the vote is durable (fsynced, and on replicas if so configured); if that
+    cannot be confirmed it raises StoreUnavailable, and a retry is safe: it returns the same entry
+    as AlreadyRecorded. An unknown poll raises PollNotFound.
     """
 
-    async def cast(self, poll: Poll, pseudonym: bytes, option: str) -> VoteOutcome: ...
+    async def cast(self, poll: Poll, pseudonym: bytes, option: str) -> CastResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +184,42 @@ class SnapshotStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class QueuedEntry:
-    """One entry of a log's queue in the store: its seq (leaf index + 1) and its fields."""
+class QueuedVote:
+    """A vote waiting in its lane's queue: entry `seq` (its leaf index + 1)."""
 
     seq: int
-    fields: dict[bytes, bytes]
+    pseudonym: bytes
+    option: str
+    accepted_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedAdminAction:
+    """A poll's move waiting in its admin queue: `state` is what the poll entered (DRAFT for its
+    creation), `actor` who acted ("" for the system), `at_ms` when."""
+
+    seq: int
+    state: PollState
+    at_ms: int
+    actor: bytes
+
+
+QueuedEntry = QueuedVote | QueuedAdminAction
+
+
+class MalformedEntry(ValueError):
+    """A queue entry that is not a well-formed vote or admin action: it must not reach the
+    ledger half-read (the archiver stops the poll's archive instead)."""
 
 
 class LedgerQueue(Protocol):
     """The store's side of the ledger: each log's entries not yet archived, in order, and the
     lease that lets one archiver write a poll's logs.
 
-    `log` is None for the poll's admin log, else a lane. Entries carry seqs 1, 2, 3, ... with no
-    gap; `trim` drops those below `seq` and is called only once they are durable in the archive.
+    `log` is None for the poll's admin log (QueuedAdminAction entries), else a lane (QueuedVote
+    entries). Entries carry seqs 1, 2, 3, ... with no gap; `trim` drops those below `seq` and is
+    called only once they are durable in the archive. An entry that cannot be decoded raises
+    MalformedEntry.
     """
 
     async def read(
@@ -137,3 +234,71 @@ class LedgerQueue(Protocol):
         """Take or renew the poll's archiver lease; False while another archiver holds it."""
 
     async def release(self, poll_id: str, owner: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenEntry:
+    """A log entry, its index and inclusion proof, and the signed checkpoint it is proven against
+    (with that checkpoint's tree size and root)."""
+
+    entry: bytes
+    index: int
+    proof: list[bytes]
+    checkpoint: bytes
+    tree_size: int
+    root: bytes
+
+
+class LedgerReader(Protocol):
+    """The published ledger, read-only: what gateways serve under /ledger and what the service
+    reads an archived vote back from. Never blocks the event loop.
+
+    Files appear only once durable and the latest checkpoint covers only durable tiles, so a
+    reader never sees a checkpoint it cannot prove against. `relative` paths are ones the caller
+    validated (tally.ledger.layout). `log` is "admin" or a lane number."""
+
+    async def keys(self) -> bytes | None:
+        """The ledger's verifier key(s), one per line."""
+
+    async def read(self, poll_id: str, relative: str) -> bytes | None: ...
+
+    async def history(self, poll_id: str) -> dict[str, list[bytes]] | None:
+        """Every published checkpoint of every log of the poll, by increasing size."""
+
+    async def entry(self, poll_id: str, log: str, index: int) -> ProvenEntry | None:
+        """Entry `index` with its inclusion proof against the log's latest checkpoint; None
+        while no published checkpoint covers it."""
+
+    async def read_entry(self, poll_id: str, log: str, index: int) -> bytes | None:
+        """Entry `index`, if a published checkpoint covers it."""
+
+
+class PollFiles(Protocol):
+    """One poll's ledger files, as the archiver writes them (blocking: its worker thread).
+
+    `write_once` never changes a file: the same bytes again are a no-op, other bytes raise
+    LedgerConflict. `replace` is atomic (readers see the old or the new file). Nothing counts as
+    written until `sync` returned."""
+
+    def read(self, relative: str) -> bytes | None: ...
+
+    def names(self, relative_dir: str) -> list[str]:
+        """The entries of a directory (none if it does not exist)."""
+
+    def write_once(self, relative: str, data: bytes) -> None: ...
+
+    def replace(self, relative: str, data: bytes) -> None: ...
+
+    def sync(self) -> None: ...
+
+
+class LedgerStore(Protocol):
+    """Where the archiver publishes the ledger (a local directory now; an object store later),
+    so that gateways need only read it (LedgerReader). Blocking: the archiver's worker thread."""
+
+    def poll_files(self, poll_id: str) -> PollFiles: ...
+
+    def read(self, poll_id: str, relative: str) -> bytes | None: ...
+
+    def publish_key(self, verifier_key: str) -> None:
+        """Publish the verifier key served at /ledger/keys."""

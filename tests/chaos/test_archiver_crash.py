@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tally.archive.logs import LedgerFiles
+from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.domain.polls import OptionSpec
 from tally.domain.votes import Accepted, Receipt
 from tally.ledger import layout, merkle
@@ -68,8 +68,9 @@ async def test_kill_9_the_archiver_repeatedly(server: EmbeddedValkey, tmp_path: 
     await client.connect()
     service = VotingService(
         ValkeyPolls(client),
-        ValkeyBallotBox(client, waitaof=None, archive=files),
+        ValkeyBallotBox(client),
         pseudonym_secret=SECRET,
+        ledger=LedgerDirectory(files),
     )
     options = [OptionSpec("Red", "red"), OptionSpec("Blue", "blue")]
     poll = await service.create_poll(NewPoll("Crash", options, lanes=LANES))

@@ -19,7 +19,7 @@ from live_subscriber import Delivery, Subscriber, subscribed
 
 from tally.aggregator import DEADLINE_GRACE_MS, Aggregator
 from tally.domain.polls import OptionSpec, Poll, PollState
-from tally.domain.snapshots import Snapshot
+from tally.domain.snapshots import Snapshot, decode_snapshot
 from tally.domain.votes import Accepted
 from tally.ports import Published
 from tally.service import NewPoll, Voter, VotingService, system_clock_ms
@@ -27,7 +27,7 @@ from tally.store.embedded import EmbeddedValkey
 from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Endpoint, Valkey
-from tally.store.snapshots import ValkeySnapshots, decode_snapshot
+from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 
 ISSUER = "https://idp.aggregator.test"
@@ -64,9 +64,7 @@ async def connect(server: EmbeddedValkey) -> AsyncIterator[Callable[..., Valkey]
 @pytest.fixture
 def voting(connect: Callable[..., Valkey]) -> VotingService:
     client = connect()
-    return VotingService(
-        ValkeyPolls(client), ValkeyBallotBox(client, waitaof=None), pseudonym_secret=SECRET
-    )
+    return VotingService(ValkeyPolls(client), ValkeyBallotBox(client), pseudonym_secret=SECRET)
 
 
 def aggregator(

@@ -52,7 +52,7 @@ async def valkey(tmp_path: Path) -> AsyncIterator[Valkey]:
 def voting(valkey: Valkey) -> VotingService:
     return VotingService(
         ValkeyPolls(valkey),
-        ValkeyBallotBox(valkey, waitaof=None),
+        ValkeyBallotBox(valkey),
         pseudonym_secret=SECRET,
         snapshots=ValkeySnapshots(valkey),
     )

@@ -11,12 +11,12 @@ from live_subscriber import subscribed
 
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import PollState
-from tally.domain.snapshots import Snapshot
+from tally.domain.snapshots import Snapshot, decode_snapshot, encode_snapshot
 from tally.ports import NotLeader, Published, Stale
 from tally.store import keys
 from tally.store.embedded import EmbeddedValkey
 from tally.store.resp import Valkey
-from tally.store.snapshots import ValkeySnapshots, decode_snapshot, encode_snapshot
+from tally.store.snapshots import ValkeySnapshots
 
 TTL_MS = 1500
 TS = 1_750_000_000_123

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tally.archive.logs import LedgerFiles, note_body
+from tally.archive.logs import LedgerDirectory, LedgerFiles, note_body
 from tally.archiver import Archiver
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.votes import Accepted, AlreadyVoted, Receipt
@@ -49,8 +49,10 @@ def make_signer() -> note.Signer:
 
 
 def service_of(client: Valkey, files: LedgerFiles) -> VotingService:
-    ballots = ValkeyBallotBox(client, waitaof=None, archive=files)
-    return VotingService(ValkeyPolls(client), ballots, pseudonym_secret=SECRET)
+    ballots = ValkeyBallotBox(client)
+    return VotingService(
+        ValkeyPolls(client), ballots, pseudonym_secret=SECRET, ledger=LedgerDirectory(files)
+    )
 
 
 def archiver_of(

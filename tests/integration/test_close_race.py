@@ -25,9 +25,7 @@ CLOSE_AFTER = VOTERS // 4
 
 
 def service_on(client: Valkey) -> VotingService:
-    return VotingService(
-        ValkeyPolls(client), ValkeyBallotBox(client, waitaof=None), pseudonym_secret=SECRET
-    )
+    return VotingService(ValkeyPolls(client), ValkeyBallotBox(client), pseudonym_secret=SECRET)
 
 
 def option_of(voter: int) -> str:

@@ -54,9 +54,7 @@ class Broken:
 
 @pytest.fixture
 async def service(valkey: Valkey) -> VotingService:
-    return VotingService(
-        ValkeyPolls(valkey), ValkeyBallotBox(valkey, waitaof=None), pseudonym_secret=b"s" * 32
-    )
+    return VotingService(ValkeyPolls(valkey), ValkeyBallotBox(valkey), pseudonym_secret=b"s" * 32)
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ LANES = 4
 
 @pytest.fixture
 def voting(valkey: Valkey) -> VotingService:
-    return VotingService(
-        ValkeyPolls(valkey), ValkeyBallotBox(valkey, waitaof=None), pseudonym_secret=SECRET
-    )
+    return VotingService(ValkeyPolls(valkey), ValkeyBallotBox(valkey), pseudonym_secret=SECRET)
 
 
 async def new_poll(voting: VotingService, *, open_it: bool) -> Poll:

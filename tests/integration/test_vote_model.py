@@ -185,7 +185,7 @@ class VoteModel(RuleBasedStateMachine):
         self.client = Valkey(self.endpoint, on_connect=load_functions)
         self.store = ValkeyPolls(self.client)
         self.service = VotingService(
-            self.store, ValkeyBallotBox(self.client, waitaof=None), pseudonym_secret=SECRET
+            self.store, ValkeyBallotBox(self.client), pseudonym_secret=SECRET
         )
         self.models: list[PollModel] = []
 

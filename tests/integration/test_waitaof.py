@@ -1,4 +1,5 @@
-"""Votes confirmed with WAITAOF per batch (the mode for external servers and replicas)."""
+"""Votes confirmed with WAITAOF per batch (the mode for external servers and replicas): the
+client's durability policy, applied to the ballot box's durable writes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import OptionSpec, Poll, PollState, new_poll
-from tally.domain.votes import Accepted, AlreadyVoted
+from tally.ports import AlreadyRecorded, Recorded
 from tally.service import system_clock_ms
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Valkey
-from tally.store.votes import ValkeyBallotBox, WaitAof
+from tally.store.resp import Valkey, WaitAof
+from tally.store.votes import ValkeyBallotBox
 
 
 async def _open_poll(valkey: Valkey, lanes: int = 4) -> Poll:
@@ -33,15 +34,16 @@ async def _open_poll(valkey: Valkey, lanes: int = 4) -> Poll:
 async def test_a_batch_confirmed_by_waitaof_is_acknowledged(valkey: Valkey) -> None:
     """With WAITAOF 1 0 every vote of a concurrent batch gets its own outcome once fsynced."""
     poll = await _open_poll(valkey)
-    box = ValkeyBallotBox(valkey, waitaof=WaitAof(replicas=0, timeout_ms=1000))
+    valkey.durability = WaitAof(replicas=0, timeout_ms=1000)
+    box = ValkeyBallotBox(valkey)
     voters = [secrets.token_bytes(16) for _ in range(200)]
     outcomes = await asyncio.gather(*(box.cast(poll, v, "red") for v in voters + voters[:10]))
-    accepted = [o for o in outcomes if isinstance(o, Accepted)]
-    repeats = [o for o in outcomes if isinstance(o, AlreadyVoted)]
+    accepted = [o for o in outcomes if isinstance(o, Recorded)]
+    repeats = [o for o in outcomes if isinstance(o, AlreadyRecorded)]
     assert len(accepted) == 200
     assert len(repeats) == 10
-    first_receipts = [o.receipt for o in accepted[:10]]
-    assert [r.receipt for r in repeats] == first_receipts
+    first_entries = [(o.lane, o.seq, "red", o.accepted_ms) for o in accepted[:10]]
+    assert [(r.lane, r.seq, r.option, r.accepted_ms) for r in repeats] == first_entries
 
 
 async def test_an_unconfirmed_batch_fails_closed_and_a_retry_returns_the_receipt(
@@ -49,11 +51,12 @@ async def test_an_unconfirmed_batch_fails_closed_and_a_retry_returns_the_receipt
 ) -> None:
     """If the replicas cannot confirm, no vote is acknowledged; the retry finds it recorded."""
     poll = await _open_poll(valkey)
-    demanding = ValkeyBallotBox(valkey, waitaof=WaitAof(replicas=1, timeout_ms=50))
+    box = ValkeyBallotBox(valkey)
     voter = secrets.token_bytes(16)
+    valkey.durability = WaitAof(replicas=1, timeout_ms=50)  # no replica will ever confirm
     with pytest.raises(StoreUnavailable, match="durability not confirmed"):
-        await demanding.cast(poll, voter, "green")
-    relaxed = ValkeyBallotBox(valkey, waitaof=None)
-    retry = await relaxed.cast(poll, voter, "green")
-    assert isinstance(retry, AlreadyVoted)
-    assert retry.receipt.option == "green"
+        await box.cast(poll, voter, "green")
+    valkey.durability = None
+    retry = await box.cast(poll, voter, "green")
+    assert isinstance(retry, AlreadyRecorded)
+    assert retry.option == "green"

@@ -26,9 +26,6 @@ STORE_MUST_NOT_IMPORT = (
 )
 GATEWAY_MUST_NOT_IMPORT = ("tally.store", "tally.archive", "tally.wiring")
 
-# The lead's store-port refactor removes these imports; strict, so the mark must go with them.
-IN_PROGRESS = pytest.mark.xfail(strict=True, reason="lead's store-port refactor in progress")
-KNOWN_VIOLATIONS = {"gateway/ledger.py"}
 
 
 def within(name: str, packages: Iterable[str]) -> bool:
@@ -46,8 +43,7 @@ def sources(package: str) -> list[object]:
     params: list[object] = []
     for path in sorted((SRC / package).rglob("*.py")):
         relative = path.relative_to(SRC).as_posix()
-        marks = [IN_PROGRESS] if relative in KNOWN_VIOLATIONS else []
-        params.append(pytest.param(path, id=relative, marks=marks))
+        params.append(pytest.param(path, id=relative))
     return params
 
 

@@ -32,7 +32,7 @@ from tally.ledger.certificate import (
     sign_certificate,
 )
 from tally.ledger.proof import InclusionProofText
-from tally.ports import QueuedEntry
+from tally.ports import QueuedAdminAction, QueuedEntry, QueuedVote
 
 POLL = "final-2025"
 PREFIX = "tally.example/ledger"
@@ -195,18 +195,18 @@ def archive_the_example(ledger_root: Path) -> LedgerFiles:
     )
     files = LedgerFiles(ledger_root)
     files.publish_key(str(note.Signer(PREFIX, SEED).verifier))
-    logs = PollLogs(files.poll_dir(POLL), poll, note.Signer(PREFIX, SEED))
+    logs = PollLogs(files.poll_files(POLL), poll, note.Signer(PREFIX, SEED))
     admin = [
-        QueuedEntry(1, {b"a": b"created", b"t": b"1767225000000", b"u": b""}),
-        QueuedEntry(2, {b"a": b"open", b"t": b"1767225300000", b"u": b"ops@example"}),
-        QueuedEntry(3, {b"a": b"closed", b"t": b"1767229200412", b"u": b""}),
+        QueuedAdminAction(1, PollState.DRAFT, 1_767_225_000_000, b""),
+        QueuedAdminAction(2, PollState.OPEN, 1_767_225_300_000, b"ops@example"),
+        QueuedAdminAction(3, PollState.CLOSED, 1_767_229_200_412, b""),
     ]
-    lane3 = [
-        QueuedEntry(seq, {b"p": bytes.fromhex(p), b"o": o.encode(), b"t": b"%d" % t})
-        for seq, p, o, t in LANE3_STREAM
+    lane3: list[QueuedEntry] = [
+        QueuedVote(seq, bytes.fromhex(p), o, t) for seq, p, o, t in LANE3_STREAM
     ]
     lanes: list[list[QueuedEntry]] = [lane3 if lane == 3 else [] for lane in range(LANES)]
-    assert logs.append([admin, *lanes]) == 6
+    admin_log: list[QueuedEntry] = list(admin)
+    assert logs.append([admin_log, *lanes]) == 6
     assert logs.publish() == 1 + LANES  # every log, empty ones too, gets a first checkpoint
     assert logs.certify([("alice", 2), ("bob", 1)]).decode() == SIGNED_CERT
     return files

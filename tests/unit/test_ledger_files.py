@@ -48,7 +48,7 @@ def test_a_log_resumes_from_its_newest_checkpoint(tmp_path: Path, signer: note.S
     for entry in entries(300, 700):
         resumed.append(entry)
     resumed.publish()
-    assert history_sizes(tmp_path, "0") == [0, 700, 1000]
+    assert history_sizes(DurableFiles(tmp_path), "0") == [0, 700, 1000]
     assert resumed.root() == merkle.root([merkle.leaf_hash(e) for e in entries(1000)])
 
 

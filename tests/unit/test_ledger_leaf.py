@@ -24,7 +24,6 @@ from tally.ledger.leaf import (
     VoteStatus,
     decode_leaf,
     encode_leaf,
-    record_from_stream,
     vote_leaf_hash,
 )
 
@@ -228,37 +227,6 @@ def test_records_cannot_be_built_out_of_range(build: Callable[[], object]) -> No
     """Every field is checked when a record is built, so every record built can be encoded."""
     with pytest.raises(LeafError):
         build()
-
-
-def test_a_stream_entry_becomes_a_record() -> None:
-    """A lane stream entry id <seq>-0 with fields p, o, t is the record of that vote."""
-    fields = {b"p": PSEUDONYM, b"o": b"alice", b"t": b"1767225600000"}
-    assert record_from_stream("final-2025", 3, b"1-0", fields) == VOTE
-
-
-@pytest.mark.parametrize(
-    ("entry_id", "fields"),
-    [
-        (b"0-0", {}),
-        (b"01-0", {}),
-        (b"1-1", {}),
-        (b"1", {}),
-        (b"1-0-0", {}),
-        (b"-0", {}),
-        (b"1-0", {b"p": bytes(16), b"o": b"a"}),  # missing t
-        (b"1-0", {b"p": bytes(16), b"o": b"a", b"t": b"1", b"x": b""}),  # extra field
-        (b"1-0", {b"p": bytes(16), b"o": b"a", b"t": b"01"}),
-        (b"1-0", {b"p": bytes(16), b"o": b"a", b"t": b"-1"}),
-        (b"1-0", {b"p": bytes(16), b"o": b"a", b"t": b""}),
-        (b"1-0", {b"p": bytes(16), b"o": b"\xff", b"t": b"1"}),
-        (b"1-0", {b"p": bytes(16), b"o": b"", b"t": b"1"}),
-        (b"1-0", {b"p": bytes(15), b"o": b"a", b"t": b"1"}),
-    ],
-)
-def test_malformed_stream_entries_are_refused(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-    """Nothing half-read reaches the ledger: bad ids, missing, extra or bad fields all fail."""
-    with pytest.raises(LeafError):
-        record_from_stream("p", 0, entry_id, fields)
 
 
 _texts = st.text(min_size=1, max_size=30)  # Hypothesis never draws surrogates

@@ -29,7 +29,7 @@ PUBLIC = {
     },
     "leaf": {
         "PSEUDONYM_SIZE", "LeafError", "VoteRecord", "VoteStatus", "decode_leaf", "encode_leaf",
-        "record_from_stream", "vote_leaf_hash",
+        "vote_leaf_hash",
     },
     "admin": {
         "MAX_LANES", "AdminAction", "AdminRecord", "LeafError", "PollDefinition", "PollOption",

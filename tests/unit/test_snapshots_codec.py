@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from tally.domain.polls import PollState
 from tally.domain.results import Results
-from tally.domain.snapshots import Snapshot, next_snapshot
-from tally.store.snapshots import decode_snapshot, encode_snapshot
+from tally.domain.snapshots import Snapshot, decode_snapshot, encode_snapshot, next_snapshot
 
 OPEN = PollState.OPEN
 

@@ -114,7 +114,9 @@ def test_minted_token_verifies_to_its_principal(
     """A token minted with each algorithm verifies to the subject, roles and expiry it carries."""
     token = dev.mint("voter-7", roles=("voter", "admin"), ttl_s=600, alg=alg, now=NOW)
     principal = verifier.verify(token)
-    assert principal == Principal(ISSUER, "voter-7", frozenset({"voter", "admin"}), int(NOW) + 600)
+    assert principal == Principal(
+        ISSUER, "voter-7", frozenset({"voter", "admin"}), int(NOW) + 600, int(NOW)
+    )
     assert principal.is_admin
 
 

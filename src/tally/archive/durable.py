@@ -24,7 +24,8 @@ class LedgerConflict(RuntimeError):
 
 
 class DurableFiles:
-    """Writes under ``root``; tracks the directories to fsync before the writes count."""
+    """One directory's files (implements ports.PollFiles): writes under ``root``, tracking the
+    directories to fsync before the writes count, and reads back."""
 
     __slots__ = ("_dirty", "root")
 
@@ -49,6 +50,20 @@ class DurableFiles:
         finally:
             tmp.unlink()
         self._dirty.add(path.parent)
+
+    def read(self, relative: str) -> bytes | None:
+        """The file's bytes; None if it does not exist."""
+        try:
+            return (self.root / relative).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def names(self, relative_dir: str) -> list[str]:
+        """The entries of a directory (none if it does not exist), temporary files included."""
+        try:
+            return [p.name for p in (self.root / relative_dir).iterdir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def replace(self, relative: str, data: bytes) -> None:
         """Atomically set ``relative`` to ``data`` (readers see the old or the new file)."""

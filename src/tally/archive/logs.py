@@ -8,8 +8,8 @@ file it had already written byte-identical (:class:`DurableFiles` refuses a chan
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from tally.archive.durable import DurableFiles, LedgerConflict
@@ -19,14 +19,14 @@ from tally.ledger.tiles import (
     TILE_WIDTH,
     Bundle,
     BundleBuilder,
-    Tile,
     TileReader,
     TileSet,
     decode_bundle,
     decode_tile,
 )
+from tally.ports import PollFiles, ProvenEntry
 
-__all__ = ["LedgerFiles", "LogWriter", "ProvenEntry", "note_body"]
+__all__ = ["LedgerDirectory", "LedgerFiles", "LogWriter", "ProvenEntry", "note_body"]
 
 # Full tiles and bundles waiting for the next publish are written early beyond this many leaves,
 # which bounds the archiver's memory when it catches up on a long backlog.
@@ -48,7 +48,7 @@ class LogWriter:
         "_tiles",
     )
 
-    def __init__(self, files: DurableFiles, log: str, origin: str, signer: note.Signer) -> None:
+    def __init__(self, files: PollFiles, log: str, origin: str, signer: note.Signer) -> None:
         self._files = files
         self._log = log
         self._origin = origin
@@ -60,20 +60,19 @@ class LogWriter:
         self._latest: bytes | None = None
 
     @classmethod
-    def open(cls, files: DurableFiles, log: str, origin: str, signer: note.Signer) -> LogWriter:
+    def open(cls, files: PollFiles, log: str, origin: str, signer: note.Signer) -> LogWriter:
         """Resume the log from its newest history checkpoint (an empty log if it has none)."""
         writer = cls(files, log, origin, signer)
-        sizes = history_sizes(files.root, log)
+        sizes = history_sizes(files, log)
         if not sizes:
             return writer
         size = sizes[-1]
-        signed = (files.root / layout.history_path(log, size)).read_bytes()
+        signed = _must_read(files, layout.history_path(log, size))
         checkpoint = open_checkpoint(signed, [writer._signer.verifier], origin=origin)
         if checkpoint.size != size:
             raise LedgerConflict(f"{layout.history_path(log, size)} is of size {checkpoint.size}")
-        log_dir = files.root / log
         if size:
-            reader = TileReader(size, lambda tile: (log_dir / tile.path).read_bytes())
+            reader = TileReader(size, lambda tile: _must_read(files, f"{log}/{tile.path}"))
             writer._tiles = TileSet.resume(size, reader)
             if writer._tiles.root() != checkpoint.root:
                 raise LedgerConflict(f"log {log}: the tiles at size {size} do not give its root")
@@ -81,7 +80,7 @@ class LogWriter:
             entries: list[bytes] = []
             if partial:
                 bundle = Bundle(size // TILE_WIDTH, partial)
-                entries = decode_bundle((log_dir / bundle.path).read_bytes(), partial)
+                entries = decode_bundle(_must_read(files, f"{log}/{bundle.path}"), partial)
             edge = writer._tiles.partial_tiles()
             if entries and [merkle.leaf_hash(e) for e in entries] != decode_tile(
                 edge[0].data, partial
@@ -92,8 +91,7 @@ class LogWriter:
             writer._bundles = BundleBuilder.resume(size, entries)
         writer._size = size
         writer._latest = signed
-        latest = files.root / layout.checkpoint_path(log)
-        if not latest.exists() or latest.read_bytes() != signed:
+        if files.read(layout.checkpoint_path(log)) != signed:
             files.replace(layout.checkpoint_path(log), signed)  # died between the two writes
             files.sync()
         return writer
@@ -160,15 +158,20 @@ class LogWriter:
         return signed
 
 
-def history_sizes(poll_dir: Path, log: str) -> list[int]:
+def history_sizes(files: PollFiles, log: str) -> list[int]:
     """The tree sizes of a log's published checkpoints, ascending."""
-    directory = poll_dir / layout.history_dir(log)
     sizes = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in (p.name for p in directory.iterdir()):
-            with contextlib.suppress(layout.LayoutError):
-                sizes.append(layout.parse_size(name))  # skips temporary files
+    for name in files.names(layout.history_dir(log)):
+        with contextlib.suppress(layout.LayoutError):
+            sizes.append(layout.parse_size(name))  # skips temporary files
     return sorted(sizes)
+
+
+def _must_read(files: PollFiles, relative: str) -> bytes:
+    data = files.read(relative)
+    if data is None:
+        raise FileNotFoundError(relative)
+    return data
 
 
 def note_body(signed: bytes) -> Checkpoint:
@@ -179,18 +182,11 @@ def note_body(signed: bytes) -> Checkpoint:
     return Checkpoint.parse(body.decode() + "\n")
 
 
-@dataclass(frozen=True, slots=True)
-class ProvenEntry:
-    """A log entry, its index and inclusion proof, and the checkpoint it is proven against."""
-
-    entry: bytes
-    index: int
-    proof: list[bytes]
-    checkpoint: bytes
-
-
 class LedgerFiles:
-    """Read access to every poll's ledger files under ``root`` (``<data dir>/ledger``)."""
+    """Every poll's ledger files under ``root`` (``<data dir>/ledger``): implements
+    ports.LedgerStore for the archiver, and the blocking reads behind :class:`LedgerDirectory`.
+
+    Blocking: call it from a worker thread (the archiver's) or through LedgerDirectory."""
 
     KEYS = "keys"
 
@@ -199,17 +195,17 @@ class LedgerFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._immutable: dict[Path, bytes] = {}
+        self._immutable: dict[tuple[str, str], bytes] = {}
 
     def poll_dir(self, poll_id: str) -> Path:
         return self.root / "polls" / poll_id
 
+    def poll_files(self, poll_id: str) -> DurableFiles:
+        return DurableFiles(self.poll_dir(poll_id))
+
     def read(self, poll_id: str, relative: str) -> bytes | None:
         """A file of a poll's ledger; ``relative`` must be a path the caller validated."""
-        try:
-            return (self.poll_dir(poll_id) / relative).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
+        return self.poll_files(poll_id).read(relative)
 
     def publish_key(self, verifier_key: str) -> None:
         """Write the verifier key served at /ledger/keys (one key per line)."""
@@ -218,15 +214,13 @@ class LedgerFiles:
         files.sync()
 
     def keys(self) -> bytes | None:
-        try:
-            return (self.root / self.KEYS).read_bytes()
-        except FileNotFoundError:
-            return None
+        return DurableFiles(self.root).read(self.KEYS)
 
     def logs(self, poll_id: str) -> list[str]:
         """The poll's logs that have published a checkpoint: admin first, then lanes in order."""
+        poll_dir = self.poll_dir(poll_id)
         try:
-            names = [p.name for p in self.poll_dir(poll_id).iterdir() if p.is_dir()]
+            names = [p.name for p in poll_dir.iterdir() if p.is_dir()]
         except FileNotFoundError:
             return []
         lanes = sorted(lane for lane in map(_lane_or_none, names) if lane is not None)
@@ -234,58 +228,84 @@ class LedgerFiles:
 
     def history(self, poll_id: str) -> dict[str, list[bytes]] | None:
         """Every published checkpoint of every log of the poll, by increasing size."""
-        poll_dir = self.poll_dir(poll_id)
+        files = self.poll_files(poll_id)
         logs = self.logs(poll_id)
         if not logs:
             return None
         return {
             log: [
-                self._read_immutable(poll_dir / layout.history_path(log, size))
-                for size in history_sizes(poll_dir, log)
+                self._read_immutable(files, poll_id, layout.history_path(log, size))
+                for size in history_sizes(files, log)
             ]
             for log in logs
         }
 
-    def _read_immutable(self, path: Path) -> bytes:
-        data = self._immutable.get(path)
+    def _read_immutable(self, files: DurableFiles, poll_id: str, relative: str) -> bytes:
+        data = self._immutable.get((poll_id, relative))
         if data is None:
             if len(self._immutable) >= self.MAX_CACHED:
                 self._immutable.clear()
-            data = self._immutable[path] = path.read_bytes()
+            data = self._immutable[poll_id, relative] = _must_read(files, relative)
         return data
 
     def entry(self, poll_id: str, log: str, index: int) -> ProvenEntry | None:
         """Entry ``index`` of a log with its inclusion proof against the latest checkpoint;
         None while no published checkpoint covers it."""
-        covered = self._covering(poll_id, log, index)
+        files = self.poll_files(poll_id)
+        covered = _covering(files, log, index)
         if covered is None:
             return None
         signed, size = covered
-        log_dir = self.poll_dir(poll_id) / log
-        reader = TileReader(size, lambda tile: _read_tile(log_dir, tile))
+        reader = TileReader(size, lambda tile: _must_read(files, f"{log}/{tile.path}"))
         proof = merkle.inclusion_proof(index, size, reader)
-        return ProvenEntry(_read_entry(log_dir, index, size), index, proof, signed)
+        entry = _read_entry(files, log, index, size)
+        return ProvenEntry(entry, index, proof, signed, size, note_body(signed).root)
 
     def read_entry(self, poll_id: str, log: str, index: int) -> bytes | None:
         """Entry ``index`` of a log, if a published checkpoint covers it."""
-        covered = self._covering(poll_id, log, index)
+        files = self.poll_files(poll_id)
+        covered = _covering(files, log, index)
         if covered is None:
             return None
-        return _read_entry(self.poll_dir(poll_id) / log, index, covered[1])
-
-    def _covering(self, poll_id: str, log: str, index: int) -> tuple[bytes, int] | None:
-        """The log's latest signed checkpoint and its size, if it covers entry ``index``."""
-        signed = self.read(poll_id, layout.checkpoint_path(log))
-        if signed is None:
-            return None
-        size = note_body(signed).size
-        return (signed, size) if 0 <= index < size else None
+        return _read_entry(files, log, index, covered[1])
 
 
-def _read_entry(log_dir: Path, index: int, size: int) -> bytes:
+class LedgerDirectory:
+    """The published ledger in a local directory, read off the event loop (implements
+    ports.LedgerReader over :class:`LedgerFiles`: each read runs in the default executor)."""
+
+    def __init__(self, files: LedgerFiles) -> None:
+        self._files = files
+
+    async def keys(self) -> bytes | None:
+        return await asyncio.to_thread(self._files.keys)
+
+    async def read(self, poll_id: str, relative: str) -> bytes | None:
+        return await asyncio.to_thread(self._files.read, poll_id, relative)
+
+    async def history(self, poll_id: str) -> dict[str, list[bytes]] | None:
+        return await asyncio.to_thread(self._files.history, poll_id)
+
+    async def entry(self, poll_id: str, log: str, index: int) -> ProvenEntry | None:
+        return await asyncio.to_thread(self._files.entry, poll_id, log, index)
+
+    async def read_entry(self, poll_id: str, log: str, index: int) -> bytes | None:
+        return await asyncio.to_thread(self._files.read_entry, poll_id, log, index)
+
+
+def _covering(files: DurableFiles, log: str, index: int) -> tuple[bytes, int] | None:
+    """The log's latest signed checkpoint and its size, if it covers entry ``index``."""
+    signed = files.read(layout.checkpoint_path(log))
+    if signed is None:
+        return None
+    size = note_body(signed).size
+    return (signed, size) if 0 <= index < size else None
+
+
+def _read_entry(files: DurableFiles, log: str, index: int, size: int) -> bytes:
     width = min(TILE_WIDTH, size - index // TILE_WIDTH * TILE_WIDTH)
     bundle = Bundle(index // TILE_WIDTH, width)
-    return decode_bundle((log_dir / bundle.path).read_bytes(), width)[index % TILE_WIDTH]
+    return decode_bundle(_must_read(files, f"{log}/{bundle.path}"), width)[index % TILE_WIDTH]
 
 
 def _lane_or_none(name: str) -> int | None:
@@ -293,7 +313,3 @@ def _lane_or_none(name: str) -> int | None:
         return layout.parse_log(name)
     except layout.LayoutError:
         return None
-
-
-def _read_tile(log_dir: Path, tile: Tile) -> bytes:
-    return (log_dir / tile.path).read_bytes()

@@ -9,11 +9,9 @@ publish a log that differs from what was voted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from tally.archive.durable import DurableFiles
 from tally.archive.logs import LogWriter
-from tally.domain.polls import Poll
+from tally.domain.polls import Poll, PollState
 from tally.ledger import layout, merkle
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, PollOption, encode_admin
 from tally.ledger.certificate import (
@@ -23,16 +21,16 @@ from tally.ledger.certificate import (
     sign_certificate,
 )
 from tally.ledger.checkpoint import admin_origin, lane_origin
-from tally.ledger.leaf import LeafError, encode_leaf, record_from_stream
+from tally.ledger.leaf import LeafError, VoteRecord, encode_leaf
 from tally.ledger.note import Signer
-from tally.ports import QueuedEntry
+from tally.ports import PollFiles, QueuedAdminAction, QueuedEntry, QueuedVote
 
 __all__ = ["ArchiveError", "PollLogs"]
 
 _ACTIONS = {
-    b"created": AdminAction.CREATED,
-    b"open": AdminAction.OPENED,
-    b"closed": AdminAction.CLOSED,
+    PollState.DRAFT: AdminAction.CREATED,
+    PollState.OPEN: AdminAction.OPENED,
+    PollState.CLOSED: AdminAction.CLOSED,
 }
 
 
@@ -48,9 +46,9 @@ def definition_of(poll: Poll) -> PollDefinition:
 class PollLogs:
     """The writers of one poll's logs, resumed from disk."""
 
-    def __init__(self, poll_dir: Path, poll: Poll, signer: Signer) -> None:
+    def __init__(self, files: PollFiles, poll: Poll, signer: Signer) -> None:
         self.poll = poll
-        self._files = DurableFiles(poll_dir)
+        self._files = files
         self._signer = signer
         prefix = signer.name
         self.admin = LogWriter.open(
@@ -118,25 +116,25 @@ class PollLogs:
         return signed
 
     def _vote_entry(self, lane: int, entry: QueuedEntry) -> bytes:
+        if not isinstance(entry, QueuedVote):
+            raise ArchiveError(f"poll {self.poll.id} lane {lane}: {entry!r} is not a vote")
         try:
-            record = record_from_stream(self.poll.id, lane, b"%d-0" % entry.seq, entry.fields)
+            record = VoteRecord(
+                self.poll.id, lane, entry.seq, entry.pseudonym, entry.option, entry.accepted_ms
+            )
         except LeafError as exc:
             raise ArchiveError(f"poll {self.poll.id} lane {lane}: {exc}") from None
         return encode_leaf(record)
 
     def _admin_entry(self, entry: QueuedEntry) -> bytes:
-        fields = entry.fields
-        action = _ACTIONS.get(fields.get(b"a", b""))
-        at = fields.get(b"t", b"")
-        if action is None or not at.isdigit() or fields.keys() != {b"a", b"t", b"u"}:
-            raise ArchiveError(
-                f"poll {self.poll.id} admin entry {entry.seq} is malformed: {fields!r}"
-            )
+        if not isinstance(entry, QueuedAdminAction):
+            raise ArchiveError(f"poll {self.poll.id} admin log: {entry!r} is not an admin action")
+        action = _ACTIONS[entry.state]
         if (action is AdminAction.CREATED) != (entry.seq == 1):
             raise ArchiveError(f"poll {self.poll.id}: the admin log must start with 'created'")
         definition = definition_of(self.poll) if action is AdminAction.CREATED else None
         try:
-            record = AdminRecord(self.poll.id, action, int(at), fields[b"u"], definition)
+            record = AdminRecord(self.poll.id, action, entry.at_ms, entry.actor, definition)
             return encode_admin(record)
         except LeafError as exc:
             raise ArchiveError(f"poll {self.poll.id} admin entry {entry.seq}: {exc}") from None

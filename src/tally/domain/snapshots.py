@@ -2,14 +2,26 @@
 
 `seq` strictly increases per poll, across aggregator failovers too (the store refuses a seq that
 does not move forward; a new aggregator continues from the stored one).
+
+The wire format is one JSON document, stored as the poll's latest snapshot and published on its
+live channel; WebSocket and SSE clients receive it verbatim:
+
+    {"type": "snapshot", "poll_id": "...", "seq": 7, "state": "open|closed|draft",
+     "counts": {"<option id>": 12, ...}, "total": 12, "ts": "2025-01-01T12:00:00.250Z"}
+
+`ts` is RFC 3339 UTC with milliseconds. The document is compact (no spaces) UTF-8 JSON.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from tally.domain.polls import PollState
 from tally.domain.results import Results
+from tally.domain.timestamps import iso_ms, parse_iso_ms
+
+SNAPSHOT_TYPE = "snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +55,35 @@ def next_snapshot(
     return Snapshot(
         results.poll_id, seq, results.state, dict(results.counts), results.total, now_ms
     )
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    document = {
+        "type": SNAPSHOT_TYPE,
+        "poll_id": snapshot.poll_id,
+        "seq": snapshot.seq,
+        "state": snapshot.state.value,
+        "counts": snapshot.counts,
+        "total": snapshot.total,
+        "ts": iso_ms(snapshot.ts_ms),
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_snapshot(document: bytes) -> Snapshot:
+    """The Snapshot a document describes; ValueError if it is not a snapshot document."""
+    try:
+        d = json.loads(document)
+        if d["type"] != SNAPSHOT_TYPE:
+            raise ValueError(f"not a snapshot document: type {d['type']!r}")
+        counts = {str(option): int(n) for option, n in d["counts"].items()}
+        return Snapshot(
+            poll_id=str(d["poll_id"]),
+            seq=int(d["seq"]),
+            state=PollState(d["state"]),
+            counts=counts,
+            total=int(d["total"]),
+            ts_ms=parse_iso_ms(d["ts"]),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed snapshot document: {exc!r}") from None

@@ -1,4 +1,16 @@
-"""A vote's outcome is a value, never a magic number: Accepted | AlreadyVoted | NotOpen | UnknownOption."""
+"""A vote's outcome is a value, never a magic number.
+
+VoteOutcome
+ ├── Accepted            cast now; the receipt says where it sits in the ledger
+ ├── AlreadyVoted        this voter's vote was cast before; its original receipt
+ ├── HeldForReview       an admission check held it: not counted unless a reviewer releases it
+ └── Refusal             not cast, and nothing was written
+      ├── NotOpen            the poll is a draft or closed (by state or deadline)
+      ├── UnknownOption      the poll has no such option
+      ├── Unauthenticated    the voter's credential is not (or no longer) valid
+      ├── ChallengeRequired  a proof-of-work answer must come with the vote
+      └── RateLimited        too many requests; retry after the given seconds
+"""
 
 from __future__ import annotations
 
@@ -32,6 +44,11 @@ class AlreadyVoted:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldForReview:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class NotOpen:
     state: PollState
 
@@ -41,4 +58,25 @@ class UnknownOption:
     option: str
 
 
-VoteOutcome = Accepted | AlreadyVoted | NotOpen | UnknownOption
+@dataclass(frozen=True, slots=True)
+class Unauthenticated:
+    """`reason` is a stable code (token-missing, token-expired, ...); `detail` is for people."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRequired:
+    challenge: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    retry_after_s: int
+    scope: str
+
+
+Refusal = NotOpen | UnknownOption | Unauthenticated | ChallengeRequired | RateLimited
+VoteOutcome = Accepted | AlreadyVoted | HeldForReview | Refusal

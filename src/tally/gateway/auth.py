@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tally.gateway.problems import Problem
+from tally.gateway.problems import Problem, unauthorized
 from tally.security.tokens import Principal, TokenError, TokenVerifier
 
 
@@ -15,20 +15,14 @@ class Authenticator:
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _unauthorized("missing bearer token", "token-missing")
+            raise unauthorized("missing bearer token", "token-missing")
         try:
             return self._verifier.verify(token)
         except TokenError as exc:
-            raise _unauthorized(exc.detail, exc.code) from None
+            raise unauthorized(exc.detail, exc.code) from None
 
     def admin(self, authorization: str | None) -> Principal:
         principal = self.principal(authorization)
         if not principal.is_admin:
             raise Problem(403, "forbidden", "this needs the admin role")
         return principal
-
-
-def _unauthorized(detail: str, reason: str) -> Problem:
-    problem = Problem(401, "unauthorized", detail, reason=reason)
-    problem.headers["WWW-Authenticate"] = 'Bearer realm="tally"'
-    return problem

@@ -4,25 +4,25 @@ Everything here is public and cacheable. Files that never change (tiles, bundles
 checkpoints, the certificate) are served as immutable for a year; a log's latest checkpoint and
 the history document change as the log grows, so they may be cached for one second only.
 Paths are checked against the one spelling each file has (tlog-tiles paths, decimal sizes), so
-no request can name anything outside the ledger.
+no request can name anything outside the ledger. The files come through a ports.LedgerReader,
+whose reads never block the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tally.archive.logs import LedgerFiles, ProvenEntry, note_body
 from tally.gateway.problems import Problem
 from tally.gateway.routes import json_response, poll_id_param
 from tally.ledger import layout
 from tally.ledger.merkle import leaf_hash
 from tally.ledger.proof import InclusionProofText
 from tally.ledger.tiles import TileError, parse_path
+from tally.ports import LedgerReader, ProvenEntry
 from tally.service import VotingService
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -35,7 +35,7 @@ __all__ = ["LedgerRoutes"]
 
 
 class LedgerRoutes:
-    def __init__(self, files: LedgerFiles, service: VotingService, *, retry_after_s: int) -> None:
+    def __init__(self, files: LedgerReader, service: VotingService, *, retry_after_s: int) -> None:
         self._files = files
         self._service = service
         self._retry_after = str(retry_after_s)
@@ -56,14 +56,14 @@ class LedgerRoutes:
         ]
 
     async def keys(self, request: Request) -> Response:
-        data = self._files.keys()
+        data = await self._files.keys()
         if data is None:
             raise Problem(404, "not-found", "no ledger key has been published yet")
         return Response(data, headers={"Cache-Control": "public, max-age=300"}, media_type=NOTE)
 
     async def certificate(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
-        return self._file(
+        return await self._file(
             poll_id,
             layout.CERTIFICATE,
             IMMUTABLE,
@@ -73,7 +73,7 @@ class LedgerRoutes:
 
     async def history(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
-        logs = await asyncio.to_thread(self._files.history, poll_id)
+        logs = await self._files.history(poll_id)
         if logs is None:
             raise Problem(404, "not-found", "no ledger for this poll yet")
         body = layout.encode_history(poll_id, logs)
@@ -81,7 +81,7 @@ class LedgerRoutes:
 
     async def checkpoint(self, request: Request) -> Response:
         poll_id, log = poll_id_param(request), _log(request)
-        return self._file(
+        return await self._file(
             poll_id, layout.checkpoint_path(log), FRESH, NOTE, "no checkpoint of this log yet"
         )
 
@@ -93,7 +93,7 @@ class LedgerRoutes:
             raise Problem(
                 404, "invalid-ledger-path", "a checkpoint is named by its tree size"
             ) from None
-        return self._file(
+        return await self._file(
             poll_id, layout.history_path(log, size), IMMUTABLE, NOTE, "no checkpoint of that size"
         )
 
@@ -104,7 +104,7 @@ class LedgerRoutes:
             parse_path(relative)
         except TileError:
             raise Problem(404, "invalid-ledger-path", "not a tlog-tiles path") from None
-        return self._file(poll_id, f"{log}/{relative}", IMMUTABLE, BINARY, "no such tile")
+        return await self._file(poll_id, f"{log}/{relative}", IMMUTABLE, BINARY, "no such tile")
 
     async def proof(self, request: Request) -> Response:
         """A receipt's leaf, index and inclusion proof against its lane's latest checkpoint."""
@@ -114,9 +114,7 @@ class LedgerRoutes:
         poll = await self._service.get_poll(poll_id)  # 404 for an unknown poll
         if lane >= poll.lanes or entry_id < 1:
             raise Problem(404, "not-found", f"poll {poll_id} has no lane {lane} entry {entry_id}")
-        proven = await asyncio.to_thread(
-            self._files.entry, poll_id, layout.lane_log(lane), entry_id - 1
-        )
+        proven = await self._files.entry(poll_id, layout.lane_log(lane), entry_id - 1)
         if proven is None:
             problem = Problem(
                 404,
@@ -127,17 +125,16 @@ class LedgerRoutes:
             raise problem
         return json_response(_proof_doc(poll_id, lane, entry_id, proven))
 
-    def _file(
+    async def _file(
         self, poll_id: str, relative: str, cache: str, media_type: str, missing: str
     ) -> Response:
-        data = self._files.read(poll_id, relative)
+        data = await self._files.read(poll_id, relative)
         if data is None:
             raise Problem(404, "not-found", missing)
         return Response(data, headers={"Cache-Control": cache}, media_type=media_type)
 
 
 def _proof_doc(poll_id: str, lane: int, entry_id: int, proven: ProvenEntry) -> dict[str, object]:
-    checkpoint = note_body(proven.checkpoint)
     text = InclusionProofText(proven.index, tuple(proven.proof), proven.checkpoint, proven.entry)
     return {
         "poll_id": poll_id,
@@ -146,8 +143,8 @@ def _proof_doc(poll_id: str, lane: int, entry_id: int, proven: ProvenEntry) -> d
         "index": proven.index,
         "leaf": base64.b64encode(proven.entry).decode(),
         "leaf_hash": leaf_hash(proven.entry).hex(),
-        "tree_size": checkpoint.size,
-        "root": base64.b64encode(checkpoint.root).decode(),
+        "tree_size": proven.tree_size,
+        "root": base64.b64encode(proven.root).decode(),
         "proof": [base64.b64encode(h).decode() for h in proven.proof],
         "checkpoint": proven.checkpoint.decode(),
         "tlog_proof": text.format().decode(),

@@ -1,6 +1,6 @@
 """Votes over the live WebSocket, with exactly the semantics, status codes and problem documents of
-`POST /v1/polls/{id}/votes`: the same Authenticator, VotingService.vote, vote_refusal and
-from_error, and the same metrics. Transport-agnostic: it turns frames into answer frames.
+`POST /v1/polls/{id}/votes`: both go through the same `Voting` (voting.py: authentication, the one
+intake, the outcome mapping, the metrics). Transport-agnostic: it turns frames into answer frames.
 
 Client -> server (text frames holding JSON):
     {"type": "auth", "token": "<jwt>"}          once; again to replace a token about to expire
@@ -8,7 +8,8 @@ Client -> server (text frames holding JSON):
 Server -> client:
     {"type": "auth_result", "status": 200}  |  {"type": "auth_result", "status": 401, "error": P}
     {"type": "vote_result", "request_id": R, "status": 201, "receipt": {...}}
-    {"type": "vote_result", "request_id": R, "status": 401|404|409|422|503, "error": P}
+    {"type": "vote_result", "request_id": R, "status": 202, "held": {"reason": ...}}
+    {"type": "vote_result", "request_id": R, "status": 401|404|409|422|428|429|503, "error": P}
     {"type": "error", "status": 400|415|422, "error": P}   the frame was not a message; nothing changed
 P is the problem document the HTTP vote would answer, byte for byte (its `instance` is the vote
 resource, /v1/polls/{id}/votes). The token is verified again for every vote (verifications are
@@ -18,21 +19,14 @@ never travel in the URL.
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 
-from tally.domain.votes import Accepted
-from tally.gateway.auth import Authenticator
-from tally.gateway.metrics import Metrics
-from tally.gateway.problems import Problem, as_problem, problem_body, vote_refusal
-from tally.gateway.render import receipt_doc
-from tally.service import Voter, VotingService
-
-log = logging.getLogger("tally.gateway")
+from tally.domain.admission import Evidence
+from tally.gateway.problems import Problem, problem_body
+from tally.gateway.voting import Voting
 
 
 class AuthMessage(msgspec.Struct, tag_field="type", tag="auth", forbid_unknown_fields=True):
@@ -82,38 +76,32 @@ def _with_problem(head: dict[str, Any], problem: Problem, instance: str) -> byte
 
 
 class LiveVoting:
-    def __init__(self, service: VotingService, auth: Authenticator, metrics: Metrics) -> None:
-        self._service = service
-        self._auth = auth
-        self._metrics = metrics
+    def __init__(self, voting: Voting) -> None:
+        self._voting = voting
 
     def authenticate(self, token: str, instance: str) -> tuple[bool, bytes]:
         """Check a token now (each vote checks it again); returns (valid, auth_result frame)."""
         try:
-            self._auth.principal(f"Bearer {token}")
+            self._voting.authenticate(f"Bearer {token}")
         except Problem as problem:
             return False, _with_problem({"type": "auth_result", "status": 401}, problem, instance)
         return True, orjson.dumps({"type": "auth_result", "status": 200})
 
-    async def vote(self, poll_id: str, token: str | None, message: VoteMessage) -> bytes:
+    async def vote(
+        self, poll_id: str, token: str | None, message: VoteMessage, evidence: Evidence
+    ) -> bytes:
         """Cast the vote as the HTTP route would; returns the vote_result frame."""
-        started = time.perf_counter()
-        head: dict[str, Any] = {"type": "vote_result", "request_id": message.request_id}
-        try:
-            principal = self._auth.principal(None if token is None else f"Bearer {token}")
-            voter = Voter(principal.issuer, principal.subject)
-            outcome = await self._service.vote(poll_id, voter, message.option)
-            refusal = vote_refusal(outcome)
-            if refusal is not None:
-                raise refusal
-            assert isinstance(outcome, Accepted)
-            frame = orjson.dumps({**head, "status": 201, "receipt": receipt_doc(outcome.receipt)})
-            label = "accepted"
-        except Exception as exc:  # every failure becomes the HTTP route's problem document
-            problem = as_problem(exc, log)
-            head["status"] = problem.status
-            frame = _with_problem(head, problem, f"/v1/polls/{poll_id}/votes")
-            label = problem.code
-        self._metrics.votes.inc(label)
-        self._metrics.vote_seconds.observe(time.perf_counter() - started)
-        return frame
+        authorization = None if token is None else f"Bearer {token}"
+
+        async def option() -> str:
+            return message.option
+
+        answer = await self._voting.vote(poll_id, authorization, option, evidence)
+        head: dict[str, Any] = {
+            "type": "vote_result",
+            "request_id": message.request_id,
+            "status": answer.status,
+        }
+        if answer.problem is None:
+            return orjson.dumps({**head, **(answer.document or {})})
+        return _with_problem(head, answer.problem, f"/v1/polls/{poll_id}/votes")

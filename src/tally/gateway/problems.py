@@ -19,7 +19,17 @@ from tally.domain.errors import (
     TallyError,
 )
 from tally.domain.polls import POLL_ID_PATTERN
-from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, UnknownOption, VoteOutcome
+from tally.domain.votes import (
+    Accepted,
+    AlreadyVoted,
+    ChallengeRequired,
+    HeldForReview,
+    NotOpen,
+    RateLimited,
+    Unauthenticated,
+    UnknownOption,
+    VoteOutcome,
+)
 from tally.gateway.render import receipt_doc
 
 MEDIA_TYPE = "application/problem+json"
@@ -36,6 +46,8 @@ TITLES: dict[str, str] = {
     "poll-not-open": "The poll is not open for votes",
     "already-voted": "This voter has already voted in this poll",
     "unknown-option": "The poll has no such option",
+    "challenge-required": "Solve the challenge and send its answer with the vote",
+    "rate-limited": "Too many requests; retry later",
     "unauthorized": "A valid bearer token is required",
     "forbidden": "The token does not allow this",
     "not-found": "No such resource",
@@ -125,10 +137,26 @@ def invalid_poll_id() -> Problem:
     return Problem(400, "invalid-poll-id", f"a poll id must match {POLL_ID_PATTERN}")
 
 
-def vote_refusal(outcome: VoteOutcome) -> Problem | None:
-    """The problem for a refused vote (None for Accepted); the same over HTTP and WebSocket."""
+def unauthorized(detail: str, reason: str) -> Problem:
+    """401, with the token's refusal code as `reason` (token-missing, token-expired, ...)."""
+    problem = Problem(401, "unauthorized", detail, reason=reason)
+    problem.headers["WWW-Authenticate"] = 'Bearer realm="tally"'
+    return problem
+
+
+def vote_answer(outcome: VoteOutcome) -> tuple[int, dict[str, Any] | None, Problem | None]:
+    """The single mapping of a vote's outcome to what the voter is told, over HTTP and the
+    WebSocket alike: (status, success document, None) or (status, None, problem)."""
     if isinstance(outcome, Accepted):
-        return None
+        return 201, {"receipt": receipt_doc(outcome.receipt)}, None
+    if isinstance(outcome, HeldForReview):
+        return 202, {"held": {"reason": outcome.reason}}, None
+    refusal = vote_refusal(outcome)
+    return refusal.status, None, refusal
+
+
+def vote_refusal(outcome: VoteOutcome) -> Problem:
+    """The problem for a vote that was not cast (every outcome but Accepted and HeldForReview)."""
     if isinstance(outcome, AlreadyVoted):
         return Problem(409, "already-voted", receipt=receipt_doc(outcome.receipt))
     if isinstance(outcome, NotOpen):
@@ -139,4 +167,17 @@ def vote_refusal(outcome: VoteOutcome) -> Problem | None:
         return Problem(
             422, "unknown-option", f"no option {outcome.option!r}", option=outcome.option
         )
-    raise AssertionError(f"unhandled outcome {outcome!r}")
+    if isinstance(outcome, Unauthenticated):
+        return unauthorized(outcome.detail, outcome.reason)
+    if isinstance(outcome, ChallengeRequired):
+        return Problem(428, "challenge-required", outcome.reason, challenge=outcome.challenge)
+    if isinstance(outcome, RateLimited):
+        limited = Problem(
+            429,
+            "rate-limited",
+            f"too many requests from this {outcome.scope}",
+            scope=outcome.scope,
+        )
+        limited.headers["Retry-After"] = str(outcome.retry_after_s)
+        return limited
+    raise AssertionError(f"no problem for outcome {outcome!r}")

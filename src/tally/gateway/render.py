@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from tally.domain.polls import Poll
 from tally.domain.results import Results
+from tally.domain.timestamps import iso_ms
 from tally.domain.votes import Receipt
 
-
-def iso_ms(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+__all__ = ["iso_ms", "poll_doc", "receipt_doc", "results_doc"]
 
 
 def poll_doc(poll: Poll) -> dict[str, Any]:

@@ -2,36 +2,23 @@
 
 It skips Starlette's Request/Response objects, middleware stack and exception-handler wrapping
 (together ~45% of the gateway's CPU per vote in a profile) but keeps the same contract: the same
-validation, the same problem documents (via problems.py), the same metrics.
+validation and problem documents (problems.py). Authentication, the intake, the outcome mapping
+and the metrics are the shared `Voting` (voting.py), as on the live WebSocket; this module only
+reads the HTTP request and writes the response.
 """
 
 from __future__ import annotations
-
-import logging
-import time
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tally.domain.admission import Evidence, Transport
 from tally.domain.errors import StoreUnavailable
-from tally.domain.polls import POLL_ID_RE
-from tally.domain.votes import Accepted
-from tally.gateway.auth import Authenticator
+from tally.domain.polls import is_poll_id
 from tally.gateway.bodies import VoteBody, check_content_type, check_declared_length, decode
-from tally.gateway.metrics import Metrics
-from tally.gateway.problems import (
-    MEDIA_TYPE,
-    Problem,
-    as_problem,
-    invalid_poll_id,
-    problem_body,
-    vote_refusal,
-)
-from tally.gateway.render import receipt_doc
-from tally.service import Voter, VotingService
-
-log = logging.getLogger("tally.gateway")
+from tally.gateway.problems import MEDIA_TYPE, Problem, invalid_poll_id, problem_body
+from tally.gateway.voting import Voting
 
 VOTE_BODY_LIMIT = 1024
 PREFIX = "/v1/polls/"
@@ -41,29 +28,12 @@ _PROBLEM = MEDIA_TYPE.encode()
 
 
 class VoteEndpoint:
-    def __init__(self, service: VotingService, auth: Authenticator, metrics: Metrics) -> None:
-        self._service = service
-        self._auth = auth
-        self._metrics = metrics
+    def __init__(self, voting: Voting) -> None:
+        self._voting = voting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, poll_id: str) -> None:
-        started = time.perf_counter()
-        try:
-            body = await self._vote(scope, receive, poll_id)
-            outcome, status, content_type, headers = "accepted", 201, _JSON, []
-        except Exception as exc:  # every failure becomes a problem document, as in app.py
-            problem = as_problem(exc, log)
-            outcome, status, content_type = problem.code, problem.status, _PROBLEM
-            body = problem_body(problem, scope["path"])
-            headers = [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
-        self._metrics.votes.inc(outcome)
-        self._metrics.vote_seconds.observe(time.perf_counter() - started)
-        headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _vote(self, scope: Scope, receive: Receive, poll_id: str) -> bytes:
         authorization = content_type = content_length = None
+        user_agent = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
@@ -71,20 +41,29 @@ class VoteEndpoint:
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 content_length = value.decode("latin-1")
-        principal = self._auth.principal(authorization)
-        if not POLL_ID_RE.fullmatch(poll_id):
-            raise invalid_poll_id()
-        check_content_type(content_type)
-        check_declared_length(content_length, VOTE_BODY_LIMIT)
-        vote = decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody)
-        outcome = await self._service.vote(
-            poll_id, Voter(principal.issuer, principal.subject), vote.option
-        )
-        refusal = vote_refusal(outcome)
-        if refusal is not None:
-            raise refusal
-        assert isinstance(outcome, Accepted)
-        return orjson.dumps({"receipt": receipt_doc(outcome.receipt)})
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+
+        async def option() -> str:
+            if not is_poll_id(poll_id):
+                raise invalid_poll_id()
+            check_content_type(content_type)
+            check_declared_length(content_length, VOTE_BODY_LIMIT)
+            return decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody).option
+
+        # No trusted proxies yet: the client is the socket's peer.
+        client = scope.get("client")
+        evidence = Evidence(Transport.HTTP, client[0] if client else "", user_agent)
+        answer = await self._voting.vote(poll_id, authorization, option, evidence)
+        headers: list[tuple[bytes, bytes]] = []
+        if answer.problem is None:
+            body, content_type_out = orjson.dumps(answer.document), _JSON
+        else:
+            body, content_type_out = problem_body(answer.problem, scope["path"]), _PROBLEM
+            headers = [(k.lower().encode(), v.encode()) for k, v in answer.problem.headers.items()]
+        headers += [(b"content-type", content_type_out), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

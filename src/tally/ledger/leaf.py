@@ -8,7 +8,7 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Vote record"); integers 
     2       1     P = poll id length    1..255
     3       P     poll id               UTF-8
     3+P     2     lane                  uint16
-    5+P     8     entry seq             uint64, >= 1: the lane stream entry id is "<seq>-0"
+    5+P     8     entry seq             uint64, >= 1: the vote's position in its lane (leaf index + 1)
     13+P    16    pseudonym             raw bytes
     29+P    1     O = option id length  1..255
     30+P    O     option id             UTF-8
@@ -22,9 +22,7 @@ valid UTF-8, every field in range; LeafError otherwise.
 
 from __future__ import annotations
 
-import re
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -38,16 +36,12 @@ __all__ = [
     "VoteStatus",
     "decode_leaf",
     "encode_leaf",
-    "record_from_stream",
     "vote_leaf_hash",
 ]
 
 PSEUDONYM_SIZE = 16
 _MAX_UINT16 = 0xFFFF
 _MAX_UINT64 = 2**64 - 1
-_ENTRY_ID_RE = re.compile(rb"([1-9][0-9]{0,19})-0")
-_DECIMAL_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
-_STREAM_FIELDS = frozenset({b"p", b"o", b"t"})
 _MID = struct.Struct(">HQ16s")  # lane, seq, pseudonym: between the poll id and the option id
 _TAIL = struct.Struct(">QB")  # accepted time, status
 _MIN_SIZE = 3 + _MID.size + 1 + _TAIL.size
@@ -191,32 +185,3 @@ def _decode_checked(data: bytes) -> VoteRecord:
 def vote_leaf_hash(record: VoteRecord) -> bytes:
     """Return the Merkle leaf hash of ``record``: SHA-256(0x00 || encode_leaf(record))."""
     return merkle.leaf_hash(encode_leaf(record))
-
-
-def record_from_stream(
-    poll_id: str, lane: int, entry_id: bytes, fields: Mapping[bytes, bytes]
-) -> VoteRecord:
-    """Build the record of one lane ledger stream entry (id ``<seq>-0``, fields p, o, t).
-
-    Strict: any other field, or a malformed id or value, raises LeafError rather than let a
-    vote reach the ledger half-read.
-    """
-    match = _ENTRY_ID_RE.fullmatch(entry_id)
-    if match is None:
-        raise LeafError(f"stream entry id must be <seq>-0, got {entry_id!r}")
-    if fields.keys() != _STREAM_FIELDS:
-        raise LeafError(f"stream entry {entry_id!r} has fields {sorted(fields)}, expected p, o, t")
-    if not _DECIMAL_RE.fullmatch(fields[b"t"]):
-        raise LeafError(f"stream entry {entry_id!r} has a malformed time {fields[b't']!r}")
-    try:
-        option_id = fields[b"o"].decode("utf-8")
-    except UnicodeDecodeError:
-        raise LeafError(f"stream entry {entry_id!r} has a non-UTF-8 option id") from None
-    return VoteRecord(
-        poll_id=poll_id,
-        lane=lane,
-        seq=int(match[1]),
-        pseudonym=fields[b"p"],
-        option_id=option_id,
-        accepted_ms=int(fields[b"t"]),
-    )

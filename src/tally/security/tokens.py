@@ -52,6 +52,7 @@ TokenErrorCode: TypeAlias = Literal[
 ]
 
 MAX_TOKEN_CHARS: Final = 8192
+DEFAULT_LEEWAY_S: Final = 30  # clock skew allowed on exp, nbf and iat
 MAX_SUBJECT_CHARS: Final = 256
 DEFAULT_ROLES: Final = frozenset({"voter"})
 _MAX_KNOWN_HEADERS: Final = 64
@@ -70,6 +71,7 @@ class Principal:
     subject: str
     roles: frozenset[str]
     expires_at: int  # unix seconds, the token's exp
+    issued_at: int | None = None  # unix seconds, the token's iat if it has one
 
     @property
     def is_admin(self) -> bool:
@@ -113,7 +115,7 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
-        leeway_s: int = 30,
+        leeway_s: int = DEFAULT_LEEWAY_S,
         cache_size: int = 65536,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -131,6 +133,10 @@ class TokenVerifier:
         # on the header and the (immutable) key set; remembering it skips a JSON parse per vote.
         # Only headers of correctly signed tokens are remembered, so junk cannot fill it.
         self._header_keys: dict[str, VerificationKey] = {}
+
+    @property
+    def leeway_s(self) -> int:
+        return self._leeway
 
     def verify(self, token: str) -> Principal:
         """The principal `token` speaks for; raises TokenError saying why it is refused."""
@@ -205,7 +211,14 @@ class TokenVerifier:
             moment = _numeric_date(claims, name)
             if moment is not None and moment > now + leeway:
                 raise TokenError("token-not-yet-valid", f"{name} is in the future")
-        principal = Principal(self._issuer, _subject(claims), _roles(claims), int(exp))
+        iat = _numeric_date(claims, "iat")
+        principal = Principal(
+            self._issuer,
+            _subject(claims),
+            _roles(claims),
+            int(exp),
+            None if iat is None else int(iat),
+        )
         return exp + leeway, principal
 
 

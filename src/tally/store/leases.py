@@ -5,14 +5,14 @@ through one, with `tally_lease` / `tally_release` (tally.lua) on their own key."
 
 from __future__ import annotations
 
-from tally.store.resp import Valkey
+from tally.ports import StoreClient
 
 
-async def take(client: Valkey, key: str, owner: str, ttl_ms: int) -> bool:
+async def take(client: StoreClient, key: str, owner: str, ttl_ms: int) -> bool:
     """Take or renew the lease for `ttl_ms`; False while another owner holds it."""
     return bool(await client.call("FCALL", "tally_lease", 1, key, owner, ttl_ms) == 1)
 
 
-async def release(client: Valkey, key: str, owner: str) -> bool:
+async def release(client: StoreClient, key: str, owner: str) -> bool:
     """Give the lease up if `owner` holds it; True if it did."""
     return bool(await client.call("FCALL", "tally_release", 1, key, owner) == 1)

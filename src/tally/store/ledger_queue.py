@@ -1,14 +1,28 @@
 """The ledger's queues in Valkey (implements ports.LedgerQueue): each lane's ledger stream and the
-poll's admin stream, read in seq order by the archiver and trimmed once archived."""
+poll's admin stream, read in seq order by the archiver and trimmed once archived.
+
+The stream format stays here: entry ids are `<seq>-0`; a vote entry has exactly the fields
+p (pseudonym), o (option id), t (accepted ms); an admin entry a (created | open | closed),
+t (ms), u (actor). Decoding is strict: anything else raises MalformedEntry, so nothing half-read
+reaches the ledger.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from tally.domain.errors import StoreUnavailable
-from tally.ports import QueuedEntry
+from tally.domain.polls import PollState
+from tally.domain.pseudonyms import PSEUDONYM_BYTES
+from tally.ports import MalformedEntry, QueuedAdminAction, QueuedEntry, QueuedVote, StoreClient
 from tally.store import keys, leases
-from tally.store.resp import Valkey, raise_first_error
+from tally.store.resp import raise_first_error
+
+_ENTRY_ID_RE = re.compile(rb"([1-9][0-9]{0,19})-0")
+_DECIMAL_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
+_VOTE_FIELDS = frozenset({b"p", b"o", b"t"})
+_ADMIN_FIELDS = frozenset({b"a", b"t", b"u"})
+_ADMIN_ACTIONS = {b"created": PollState.DRAFT, b"open": PollState.OPEN, b"closed": PollState.CLOSED}
 
 
 def _stream(poll_id: str, log: int | None) -> str:
@@ -16,7 +30,7 @@ def _stream(poll_id: str, log: int | None) -> str:
 
 
 class ValkeyLedgerQueue:
-    def __init__(self, client: Valkey) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self._client = client
 
     async def read(
@@ -29,7 +43,10 @@ class ValkeyLedgerQueue:
             ]
         )
         raise_first_error(replies)
-        return [_entries(reply) for reply in replies]
+        return [
+            [decode_admin_entry(i, f) if log is None else decode_vote_entry(i, f) for i, f in reply]
+            for log, reply in zip(logs, replies, strict=True)
+        ]
 
     async def trim(self, poll_id: str, logs: list[int | None], below_seqs: list[int]) -> None:
         replies = await self._client.pipeline(
@@ -47,11 +64,44 @@ class ValkeyLedgerQueue:
         await leases.release(self._client, keys.poll_archiver_lease(poll_id), owner)
 
 
-def _entries(reply: list[Any]) -> list[QueuedEntry]:
-    entries = []
-    for entry_id, flat in reply:
-        seq, _, sub = entry_id.partition(b"-")
-        if sub != b"0":
-            raise StoreUnavailable(f"ledger stream entry {entry_id!r} is not <seq>-0")
-        entries.append(QueuedEntry(int(seq), dict(zip(flat[::2], flat[1::2], strict=True))))
-    return entries
+def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
+    """A lane stream entry as the vote it records; MalformedEntry if it is not exactly one."""
+    seq, fields = _entry(entry_id, flat, _VOTE_FIELDS)
+    pseudonym = fields[b"p"]
+    if len(pseudonym) != PSEUDONYM_BYTES:
+        raise MalformedEntry(f"stream entry {entry_id!r} has a {len(pseudonym)}-byte pseudonym")
+    try:
+        option = fields[b"o"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedEntry(f"stream entry {entry_id!r} has a non-UTF-8 option id") from None
+    if not option:
+        raise MalformedEntry(f"stream entry {entry_id!r} has an empty option id")
+    return QueuedVote(seq, pseudonym, option, _decimal(entry_id, fields[b"t"]))
+
+
+def decode_admin_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdminAction:
+    """An admin stream entry as the poll move it records; MalformedEntry otherwise."""
+    seq, fields = _entry(entry_id, flat, _ADMIN_FIELDS)
+    state = _ADMIN_ACTIONS.get(fields[b"a"])
+    if state is None:
+        raise MalformedEntry(f"admin entry {entry_id!r} has an unknown action {fields[b'a']!r}")
+    return QueuedAdminAction(seq, state, _decimal(entry_id, fields[b"t"]), fields[b"u"])
+
+
+def _entry(entry_id: bytes, flat: list[bytes], expected: frozenset[bytes]) -> tuple[int, Any]:
+    match = _ENTRY_ID_RE.fullmatch(entry_id)
+    if match is None:
+        raise MalformedEntry(f"stream entry id must be <seq>-0, got {entry_id!r}")
+    if len(flat) % 2:
+        raise MalformedEntry(f"stream entry {entry_id!r} has an odd number of field items")
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    if len(fields) * 2 != len(flat) or fields.keys() != expected:
+        names = b", ".join(sorted(expected)).decode()
+        raise MalformedEntry(f"stream entry {entry_id!r} has fields {sorted(fields)}, not {names}")
+    return int(match[1]), fields
+
+
+def _decimal(entry_id: bytes, text: bytes) -> int:
+    if not _DECIMAL_RE.fullmatch(text):
+        raise MalformedEntry(f"stream entry {entry_id!r} has a malformed time {text!r}")
+    return int(text)

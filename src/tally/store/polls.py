@@ -7,8 +7,9 @@ import orjson
 from tally.domain.errors import InvalidInput, StoreUnavailable
 from tally.domain.polls import STATE_RANK, Option, Poll, PollState
 from tally.domain.results import LaneTally
+from tally.ports import StoreClient
 from tally.store import keys
-from tally.store.resp import Valkey, raise_first_error
+from tally.store.resp import raise_first_error
 
 FORMAT_VERSION = 1
 
@@ -52,7 +53,7 @@ def _earlier_states(target: PollState) -> list[str]:
 
 
 class ValkeyPolls:
-    def __init__(self, client: Valkey) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self._client = client
 
     async def create(self, poll: Poll, actor: str = "") -> None:

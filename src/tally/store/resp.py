@@ -8,6 +8,13 @@ callbacks) dominates the vote path; batching per tick on one connection measured
 Guarantees: replies resolve futures in the order commands were submitted; a lost connection fails
 every command still waiting with StoreUnavailable (the caller cannot know whether a write landed,
 which is why every Tally write is idempotent); the next command reconnects, with backoff.
+Implements ports.StoreClient.
+
+Durability belongs to the connection that confirms it: when the server is known to fsync before
+it replies (`appendfsync always`, no replicas required) a write's reply is the proof
+(`durability` None). Otherwise every tick's write that carries `durable()` commands ends with one
+`WAITAOF 1 <replicas> <timeout>`, and none of those commands' replies is handed out unless it
+confirms.
 """
 
 from __future__ import annotations
@@ -23,12 +30,32 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 from tally.domain.errors import StoreUnavailable
+from tally.ports import Arg
 
-Arg = bytes | str | int
+__all__ = ["Arg", "Endpoint", "ReplyError", "Valkey", "WaitAof", "raise_first_error"]
 
 
 class ReplyError(Exception):
     """The server answered a command with an error reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitAof:
+    """Confirm each batch of durable writes with `WAITAOF 1 <replicas> <timeout_ms>`."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> bytes:
+        return encode((b"WAITAOF", b"1", b"%d" % self.replicas, b"%d" % self.timeout_ms))
+
+    def check(self, reply: Any) -> StoreUnavailable | None:
+        """Why the reply does not confirm the batch, or None if it does."""
+        if isinstance(reply, ReplyError):
+            return StoreUnavailable(f"durability not confirmed: {reply}")
+        if reply[0] < 1 or reply[1] < self.replicas:
+            return StoreUnavailable(f"durability not confirmed: WAITAOF answered {reply}")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +151,12 @@ class Valkey:
         connect_timeout_s: float = 2.0,
         command_timeout_s: float = 5.0,
         on_connect: Callable[[Valkey], Awaitable[None]] | None = None,
+        durability: WaitAof | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # None: every reply already implies an fsync (see the module docstring).
+        self.durability = durability
+        self._durable: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
         self._on_connect = on_connect
@@ -173,6 +204,18 @@ class Valkey:
             asyncio.get_running_loop().call_soon(self._flush)
         return future
 
+    async def durable(self, args: Sequence[Arg]) -> Any:
+        """A write's raw reply, handed out only once the write is durable (module docstring);
+        StoreUnavailable if that cannot be confirmed."""
+        if not self.connected:
+            await self.connect()
+        reply = self.submit(args)
+        if self.durability is None:
+            return await reply
+        confirmed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._durable.append((reply, confirmed))
+        return await confirmed
+
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send commands back to back; return their raw replies (ReplyError objects included)."""
         if not self.connected:
@@ -200,10 +243,46 @@ class Valkey:
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
         protocol = self._protocol
+        if self._durable:
+            self._seal_durable_batch(protocol, outbox)
         if protocol is not None and protocol.transport is not None and outbox:
             protocol.transport.write(b"".join(outbox))
             if self.on_flush is not None:
                 self.on_flush(len(outbox))
+
+    def _seal_durable_batch(self, protocol: _Protocol | None, outbox: list[bytes]) -> None:
+        """End this tick's write with the WAITAOF that confirms its durable commands."""
+        assert self.durability is not None
+        batch, self._durable = self._durable, []
+        policy = self.durability
+        if protocol is None or protocol.transport is None:
+            lost = StoreUnavailable("connection to Valkey lost before durability was confirmed")
+            for _, confirmed in batch:
+                if not confirmed.done():
+                    confirmed.set_exception(lost)
+            return
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol.expect_reply(ack)
+        outbox.append(policy.command())
+
+        def release(ack: asyncio.Future[Any]) -> None:
+            # Replies come in order, so every command of the batch has its reply by now.
+            error = ack.exception() if not ack.cancelled() else StoreUnavailable("cancelled")
+            if error is None:
+                error = policy.check(ack.result())
+            for reply, confirmed in batch:
+                failed = reply.exception() if reply.done() and not reply.cancelled() else None
+                if confirmed.done():
+                    continue
+                failure = error or failed
+                if failure is not None:
+                    confirmed.set_exception(failure)
+                elif reply.done():
+                    confirmed.set_result(reply.result())
+                else:
+                    confirmed.set_exception(StoreUnavailable("no reply before WAITAOF's"))
+
+        ack.add_done_callback(release)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,72 +1,19 @@
 """Snapshots and the aggregator lease in Valkey (implements ports.SnapshotStore).
 
-The wire format is one JSON document, stored as the poll's latest snapshot and published on its
-live channel; WebSocket and SSE clients receive it verbatim:
-
-    {"type": "snapshot", "poll_id": "...", "seq": 7, "state": "open|closed|draft",
-     "counts": {"<option id>": 12, ...}, "total": 12, "ts": "2025-01-01T12:00:00.250Z"}
-
-`ts` is RFC 3339 UTC with milliseconds. Publishing goes through `tally_snapshot` (tally.lua), which
-checks the lease and the seq, stores and PUBLISHes in one atomic call.
+The wire document is `tally.domain.snapshots`' codec. Publishing goes through `tally_snapshot`
+(tally.lua), which checks the lease and the seq, stores and PUBLISHes in one atomic call.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-import orjson
-
 from tally.domain.errors import StoreUnavailable
-from tally.domain.polls import PollState
-from tally.domain.snapshots import Snapshot
-from tally.gateway.render import iso_ms
-from tally.ports import NotLeader, Published, PublishOutcome, Stale
+from tally.domain.snapshots import Snapshot, decode_snapshot, encode_snapshot
+from tally.ports import NotLeader, Published, PublishOutcome, Stale, StoreClient
 from tally.store import keys, leases
-from tally.store.resp import Valkey
-
-SNAPSHOT_TYPE = "snapshot"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def encode_snapshot(snapshot: Snapshot) -> bytes:
-    return orjson.dumps(
-        {
-            "type": SNAPSHOT_TYPE,
-            "poll_id": snapshot.poll_id,
-            "seq": snapshot.seq,
-            "state": snapshot.state.value,
-            "counts": snapshot.counts,
-            "total": snapshot.total,
-            "ts": iso_ms(snapshot.ts_ms),
-        }
-    )
-
-
-def decode_snapshot(document: bytes) -> Snapshot:
-    """The Snapshot a document describes; ValueError if it is not a snapshot document."""
-    try:
-        d = orjson.loads(document)
-        if d["type"] != SNAPSHOT_TYPE:
-            raise ValueError(f"not a snapshot document: type {d['type']!r}")
-        counts = {str(option): int(n) for option, n in d["counts"].items()}
-        moment = datetime.fromisoformat(d["ts"])
-        if moment.tzinfo is None:
-            raise ValueError("ts has no time zone")
-        return Snapshot(
-            poll_id=str(d["poll_id"]),
-            seq=int(d["seq"]),
-            state=PollState(d["state"]),
-            counts=counts,
-            total=int(d["total"]),
-            ts_ms=(moment - _EPOCH) // _MS,
-        )
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed snapshot document: {exc!r}") from None
 
 
 class ValkeySnapshots:
-    def __init__(self, client: Valkey) -> None:
+    def __init__(self, client: StoreClient) -> None:
         self._client = client
 
     async def acquire(self, poll_id: str, owner: str, ttl_ms: int) -> bool:

@@ -15,6 +15,7 @@ import contextlib
 
 from starlette.types import Receive, Scope, Send
 
+from tally.domain.admission import Evidence, Transport
 from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import is_poll_id
 from tally.gateway.live.host import LiveHost
@@ -59,7 +60,9 @@ class AsgiLiveSocket:
             await _deny(scope, send, problem)
             return
         await send({"type": "websocket.accept"})
-        connection = _AsgiConnection(gateway, send, scope["path_params"]["poll_id"])
+        user_agent = next((v for k, v in scope["headers"] if k == b"user-agent"), b"")
+        evidence = Evidence(Transport.WEBSOCKET, ip, user_agent.decode("latin-1"))
+        connection = _AsgiConnection(gateway, send, scope["path_params"]["poll_id"], evidence)
         gateway.opened(connection)
         try:
             await connection.run(receive)
@@ -84,10 +87,11 @@ async def _deny(scope: Scope, send: Send, problem: Problem) -> None:
 class _AsgiConnection:
     """One connection's state: the slot, the lifecycle, the token, the votes in flight."""
 
-    def __init__(self, gateway: LiveHost, send: Send, poll_id: str) -> None:
+    def __init__(self, gateway: LiveHost, send: Send, poll_id: str, evidence: Evidence) -> None:
         self._gateway = gateway
         self._send = send
         self._poll_id = poll_id
+        self._evidence = evidence
         self._instance = f"/v1/polls/{poll_id}/live"
         self._state = WatcherState.JOINING
         self._pending: LiveSnapshot | None = None
@@ -183,7 +187,9 @@ class _AsgiConnection:
 
     async def _vote(self, message: VoteMessage, token: str | None) -> None:
         try:
-            await self._text(await self._gateway.voting.vote(self._poll_id, token, message))
+            await self._text(
+                await self._gateway.voting.vote(self._poll_id, token, message, self._evidence)
+            )
         finally:
             self._room.release()
 

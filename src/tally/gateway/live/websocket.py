@@ -37,6 +37,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State as CoreState
 from websockets.server import ServerProtocol
 
+from tally.domain.admission import Evidence, Transport
 from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import is_poll_id
 from tally.gateway.live.host import LiveHost
@@ -99,6 +100,7 @@ class LiveSocket(asyncio.Protocol):
 
     __slots__ = (
         "_close_timer",
+        "_evidence",
         "_fragments",
         "_gateway",
         "_heard",
@@ -122,6 +124,7 @@ class LiveSocket(asyncio.Protocol):
         self._state = WatcherState.CONNECTING
         self._transport: asyncio.Transport | None = None
         self._ip = ""
+        self._evidence = Evidence(Transport.WEBSOCKET)
         self._poll_id = ""
         self._sent_seq = 0
         self._pending: LiveSnapshot | None = None
@@ -260,6 +263,8 @@ class LiveSocket(asyncio.Protocol):
         if problem is not None:
             self._ws.send_response(refusal(problem, request.path.partition("?")[0]))
             return
+        user_agent = request.headers.get("User-Agent", "")
+        self._evidence = Evidence(Transport.WEBSOCKET, self._ip, user_agent)
         assert match is not None
         response = self._ws.accept(request)
         if response.status_code != 101:  # not a valid WebSocket handshake
@@ -355,7 +360,7 @@ class LiveSocket(asyncio.Protocol):
 
     async def _vote(self, message: VoteMessage, token: str | None) -> None:
         try:
-            frame = await self._gateway.voting.vote(self._poll_id, token, message)
+            frame = await self._gateway.voting.vote(self._poll_id, token, message, self._evidence)
         finally:
             self._votes -= 1
         self._send(frame)

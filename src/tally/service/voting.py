@@ -1,6 +1,7 @@
-"""The application service: what the gateway (HTTP, WebSocket) and the CLI can ask of Tally.
+"""VotingService: polls (create, list, open, close, results, recovery) and the vote entry point.
 
-Handlers call one method here each; this module holds no transport and no Valkey detail.
+Handlers call one method here each; this module holds no transport and no Valkey detail. Votes
+go through the one intake (tally.service.intake).
 """
 
 from __future__ import annotations
@@ -9,27 +10,27 @@ import asyncio
 import base64
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from tally.domain.admission import INTERNAL, Voter, VoteRequest
 from tally.domain.errors import PollNotFound
 from tally.domain.polls import (
     DEFAULT_EXPECTED_VOTERS,
     DEFAULT_LANES,
-    POLL_ID_RE,
     STATE_RANK,
     OptionSpec,
     Poll,
     PollState,
+    is_poll_id,
     new_poll,
 )
-from tally.domain.pseudonyms import pseudonym
 from tally.domain.results import Results, sum_lanes
 from tally.domain.snapshots import Snapshot
-from tally.domain.votes import UnknownOption, VoteOutcome
-from tally.ports import BallotBox, PollStore, SnapshotStore
-
-MAX_CACHED_POLLS = 10_000
+from tally.domain.votes import VoteOutcome
+from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
+from tally.service.admission import AdmissionCheck, default_checks
+from tally.service.intake import VoteIntake
 
 
 def system_clock_ms() -> int:
@@ -38,14 +39,6 @@ def system_clock_ms() -> int:
 
 def new_poll_id() -> str:
     return base64.b32encode(secrets.token_bytes(10)).decode().lower()
-
-
-@dataclass(frozen=True, slots=True)
-class Voter:
-    """Who votes, as the identity provider said: never stored, only turned into a pseudonym."""
-
-    issuer: str
-    subject: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +58,25 @@ class VotingService:
         *,
         pseudonym_secret: bytes,
         snapshots: SnapshotStore | None = None,
+        ledger: LedgerReader | None = None,
+        checks: Sequence[AdmissionCheck] | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
         new_id: Callable[[], str] = new_poll_id,
     ) -> None:
+        """`ledger`: where archived votes are read back for repeat voters (none: such a repeat
+        is StoreUnavailable); `checks`: the admission chain (default_checks() if None)."""
         self._polls = polls
-        self._ballots = ballots
         self._snapshots = snapshots
-        self._secret = pseudonym_secret
         self._clock_ms = clock_ms
         self._new_id = new_id
-        # Definitions are immutable, so the vote path can cache them (and their option ids)
-        # forever, bounded.
-        self._definitions: dict[str, tuple[Poll, frozenset[str]]] = {}
+        self.intake = VoteIntake(
+            polls,
+            ballots,
+            pseudonym_secret=pseudonym_secret,
+            checks=default_checks() if checks is None else checks,
+            clock_ms=clock_ms,
+            ledger=ledger,
+        )
 
     async def create_poll(self, spec: NewPoll, actor: str = "") -> Poll:
         poll = new_poll(
@@ -106,18 +106,19 @@ class VotingService:
     async def close_poll(self, poll_id: str, actor: str = "") -> Poll:
         return await self._move(poll_id, PollState.CLOSED, actor)
 
+    async def submit(self, request: VoteRequest) -> VoteOutcome:
+        """The one service function every transport's vote calls (tally.service.intake)."""
+        return await self.intake.submit(request)
+
     async def vote(self, poll_id: str, voter: Voter, option: str) -> VoteOutcome:
-        poll, option_ids = await self._definition(poll_id)
-        if option not in option_ids:
-            return UnknownOption(option)
-        voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
-        return await self._ballots.cast(poll, voter_pseudonym, option)
+        """A vote from an in-process caller (the demo, tests, benchmarks): no network evidence."""
+        return await self.intake.submit(VoteRequest(poll_id, voter, option, INTERNAL))
 
     async def results(self, poll_id: str) -> Results:
         """The poll's latest snapshot, if it is current: a final one, or one an aggregator still
         maintains (its lease is held). Otherwise (a draft, no snapshot yet, no aggregator
         running) the lanes summed now, which costs two reads per lane instead of one round trip."""
-        if self._snapshots is not None and POLL_ID_RE.fullmatch(poll_id):
+        if self._snapshots is not None and is_poll_id(poll_id):
             snapshot, holder = await asyncio.gather(
                 self._snapshots.latest(poll_id), self._snapshots.holder(poll_id)
             )
@@ -157,19 +158,10 @@ class VotingService:
         return moved
 
     async def _load(self, poll_id: str) -> Poll:
-        poll = await self._polls.get(poll_id) if POLL_ID_RE.fullmatch(poll_id) else None
+        poll = await self._polls.get(poll_id) if is_poll_id(poll_id) else None
         if poll is None:
             raise PollNotFound(poll_id)
         return poll
-
-    async def _definition(self, poll_id: str) -> tuple[Poll, frozenset[str]]:
-        cached = self._definitions.get(poll_id)
-        if cached is None:
-            poll = await self._load(poll_id)
-            if len(self._definitions) >= MAX_CACHED_POLLS:
-                self._definitions.clear()
-            cached = self._definitions[poll_id] = (poll, poll.option_ids)
-        return cached
 
 
 def _from_snapshot(snapshot: Snapshot) -> Results:

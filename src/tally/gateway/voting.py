@@ -1,0 +1,72 @@
+"""A vote as every transport answers it: the one path from a bearer token and an option to an
+answer, shared by `POST /v1/polls/{id}/votes` (votes.py) and the live WebSocket (live_votes.py).
+
+    authenticate -> VoteRequest -> VotingService.submit (the one intake) -> answer -> metrics
+
+Each transport only parses its own framing and wraps the VoteAnswer in its own envelope (an HTTP
+response, a `vote_result` frame); the outcome -> status/problem mapping is problems.vote_answer,
+done once here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tally.domain.admission import Evidence, Voter, VoteRequest
+from tally.gateway.auth import Authenticator
+from tally.gateway.metrics import Metrics
+from tally.gateway.problems import Problem, as_problem, vote_answer
+from tally.service import VotingService
+
+log = logging.getLogger("tally.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class VoteAnswer:
+    """What the voter is told: `status`, and either `document` (the success body's fields:
+    `receipt` for 201, `held` for 202) or `problem`. `label` is the outcome in metrics."""
+
+    status: int
+    label: str
+    document: dict[str, Any] | None = None
+    problem: Problem | None = None
+
+
+class Voting:
+    def __init__(self, service: VotingService, auth: Authenticator, metrics: Metrics) -> None:
+        self._service = service
+        self._auth = auth
+        self._metrics = metrics
+
+    def authenticate(self, authorization: str | None) -> Voter:
+        """The voter behind an `Authorization: Bearer <jwt>` value, or a 401 Problem."""
+        principal = self._auth.principal(authorization)
+        return Voter(principal.issuer, principal.subject, principal.issued_at, principal.expires_at)
+
+    async def vote(
+        self,
+        poll_id: str,
+        authorization: str | None,
+        option: Callable[[], Awaitable[str]],
+        evidence: Evidence,
+    ) -> VoteAnswer:
+        """Authenticate, then read the option (`option` raises a Problem for a malformed
+        request: HTTP reads and checks its body only once the caller is known), submit, answer,
+        count. Never raises: every failure is an answer."""
+        started = time.perf_counter()
+        try:
+            voter = self.authenticate(authorization)
+            request = VoteRequest(poll_id, voter, await option(), evidence)
+            status, document, problem = vote_answer(await self._service.submit(request))
+            label = "accepted" if status == 201 else "held" if problem is None else problem.code
+            answer = VoteAnswer(status, label, document, problem)
+        except Exception as exc:  # every failure becomes a problem document
+            problem = as_problem(exc, log)
+            answer = VoteAnswer(problem.status, problem.code, problem=problem)
+        self._metrics.votes.inc(answer.label)
+        self._metrics.vote_seconds.observe(time.perf_counter() - started)
+        return answer

@@ -1,0 +1,106 @@
+"""The one vote intake: every vote, whatever carried it (HTTP, the live WebSocket, an in-process
+caller), gets in through `VoteIntake.submit`.
+
+    definition (cached) -> admission checks, in order -> pseudonym -> cast on the lane -> receipt
+
+The first check whose verdict is not Admit decides the outcome and nothing is cast: Challenge,
+Limit and Refuse become refusals, Hold becomes HeldForReview. An admitted vote is cast in one
+atomic, idempotent step (ports.BallotBox), so a retry of any request is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from tally.domain.admission import Admit, Challenge, Hold, Limit, Refuse, Verdict, VoteRequest
+from tally.domain.errors import PollNotFound
+from tally.domain.polls import Poll, is_poll_id
+from tally.domain.pseudonyms import pseudonym
+from tally.domain.votes import (
+    Accepted,
+    AlreadyVoted,
+    ChallengeRequired,
+    HeldForReview,
+    RateLimited,
+    VoteOutcome,
+)
+from tally.ports import AlreadyRecorded, BallotBox, LedgerReader, PollStore, Recorded
+from tally.service.admission import AdmissionCheck
+from tally.service.receipts import archived_receipt, receipt
+
+MAX_CACHED_POLLS = 10_000
+
+
+class VoteIntake:
+    def __init__(
+        self,
+        polls: PollStore,
+        ballots: BallotBox,
+        *,
+        pseudonym_secret: bytes,
+        checks: Sequence[AdmissionCheck],
+        clock_ms: Callable[[], int],
+        ledger: LedgerReader | None = None,
+    ) -> None:
+        self._polls = polls
+        self._ballots = ballots
+        self._secret = pseudonym_secret
+        self._checks = tuple(checks)
+        self._clock_ms = clock_ms
+        self._ledger = ledger
+        # Definitions are immutable, so the vote path caches them forever, bounded.
+        self._definitions: dict[str, Poll] = {}
+
+    async def submit(self, request: VoteRequest) -> VoteOutcome:
+        """Admit and cast one vote; raises PollNotFound, or StoreUnavailable (safe to retry)."""
+        poll = await self._definition(request.poll_id)
+        if self._checks:
+            now_ms = self._clock_ms()
+            for check in self._checks:
+                verdict = await check.check(request, poll, now_ms)
+                if not isinstance(verdict, Admit):
+                    return _outcome_of(verdict)
+        voter = request.voter
+        voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
+        cast = await self._ballots.cast(poll, voter_pseudonym, request.option)
+        if isinstance(cast, Recorded):
+            return Accepted(
+                receipt(
+                    poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
+                )
+            )
+        if isinstance(cast, AlreadyRecorded):
+            if cast.option is None or cast.accepted_ms is None:
+                return AlreadyVoted(
+                    await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq)
+                )
+            return AlreadyVoted(
+                receipt(
+                    poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option, cast.accepted_ms
+                )
+            )
+        return cast  # NotOpen | UnknownOption: refused by the lane itself
+
+    async def _definition(self, poll_id: str) -> Poll:
+        poll = self._definitions.get(poll_id)
+        if poll is None:
+            found = await self._polls.get(poll_id) if is_poll_id(poll_id) else None
+            if found is None:
+                raise PollNotFound(poll_id)
+            if len(self._definitions) >= MAX_CACHED_POLLS:
+                self._definitions.clear()
+            poll = self._definitions[poll_id] = found
+        return poll
+
+
+def _outcome_of(verdict: Verdict) -> VoteOutcome:
+    """What the voter is told when a check decided against the cast."""
+    if isinstance(verdict, Refuse):
+        return verdict.refusal
+    if isinstance(verdict, Challenge):
+        return ChallengeRequired(verdict.challenge, verdict.reason)
+    if isinstance(verdict, Limit):
+        return RateLimited(verdict.retry_after_s, verdict.scope)
+    if isinstance(verdict, Hold):
+        return HeldForReview(verdict.reason)
+    raise AssertionError(f"unhandled verdict {verdict!r}")

@@ -1,0 +1,41 @@
+"""A voter's receipt: built from what the store recorded, or read back from the published ledger
+once the vote was archived and trimmed from the store's queue.
+
+The leaf hash is the Merkle leaf hash of the vote's ledger record (tally.ledger.leaf), the same
+the archiver computes when it appends the vote, so a voter can check the published log later.
+"""
+
+from __future__ import annotations
+
+from tally.domain.errors import StoreUnavailable
+from tally.domain.votes import Receipt
+from tally.ledger import merkle
+from tally.ledger.leaf import LeafError, VoteRecord, decode_leaf, encode_leaf
+from tally.ports import LedgerReader
+
+
+def receipt(
+    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
+) -> Receipt:
+    """The receipt of a vote the store holds, with the leaf hash its ledger record will have."""
+    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms)
+    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))
+
+
+async def archived_receipt(
+    ledger: LedgerReader | None, poll_id: str, lane: int, seq: int
+) -> Receipt:
+    """The receipt of vote `seq` of a lane, read from the published ledger; StoreUnavailable if
+    it is neither there nor (as the caller found) in the store's queue."""
+    entry = None if ledger is None else await ledger.read_entry(poll_id, str(lane), seq - 1)
+    if entry is None:
+        raise StoreUnavailable(
+            f"vote {seq} of poll {poll_id} lane {lane} is neither in its stream nor archived"
+        )
+    try:
+        record = decode_leaf(entry)
+    except LeafError as exc:
+        raise StoreUnavailable(f"archived vote {seq} of lane {lane} is unreadable: {exc}") from None
+    return Receipt(
+        poll_id, lane, seq, record.option_id, record.accepted_ms, merkle.leaf_hash(entry)
+    )
