@@ -1,4 +1,4 @@
-"""`tally`: run the server, administer polls, vote, read results, audit the ledger, mint dev tokens,
+"""`tally`: run the server (or one role of it), administer polls, vote, read results, audit the ledger, mint dev tokens,
 benchmark.
 
 Server modules are imported only by the commands that need them: `tally audit` must run with the
@@ -63,20 +63,41 @@ def _parser() -> argparse.ArgumentParser:
     sub = _Subcommands(parser.add_subparsers(required=True, metavar="COMMAND"), common)
 
     serve = sub.add_parser(
-        "serve", help="run Tally (embedded Valkey unless TALLY_VALKEY_URL is set)"
+        "serve",
+        help="run every role in one process (embedded Valkey unless TALLY_VALKEY_URL is set)",
     )
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="gateway address (env TALLY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gateway port (env TALLY_PORT, default 8000)")
     serve.add_argument("--demo", action="store_true", help="open a demo poll and print how to vote")
     serve.set_defaults(run=_serve)
 
+    gateway = sub.add_parser(
+        "gateway", help="run only the gateway role: HTTP API and live (needs TALLY_VALKEY_URL)"
+    )
+    gateway.add_argument("--host", help="address (env TALLY_HOST, default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="port (env TALLY_PORT, default 8000)")
+    gateway.set_defaults(run=_gateway)
+
     aggregator = sub.add_parser(
-        "aggregator", help="run only the aggregator role (needs TALLY_VALKEY_URL)"
+        "aggregator",
+        help="run only the aggregator role and the deadline sweep (needs TALLY_VALKEY_URL)",
+    )
+    aggregator.add_argument(
+        "--host", help="ops server address (env TALLY_OPS_HOST, default 127.0.0.1)"
+    )
+    aggregator.add_argument(
+        "--port", type=int, help="ops server port (env TALLY_AGGREGATOR_PORT, default 8001)"
     )
     aggregator.set_defaults(run=_aggregator)
 
     archiver = sub.add_parser(
         "archiver", help="run only the archiver role (needs TALLY_VALKEY_URL and the ledger dir)"
+    )
+    archiver.add_argument(
+        "--host", help="ops server address (env TALLY_OPS_HOST, default 127.0.0.1)"
+    )
+    archiver.add_argument(
+        "--port", type=int, help="ops server port (env TALLY_ARCHIVER_PORT, default 8002)"
     )
     archiver.set_defaults(run=_archiver)
 
@@ -193,31 +214,37 @@ def _logged_settings(args: argparse.Namespace, **overrides: Any) -> config.Setti
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per WebSocket opened or closed is noise at 20k watchers; keep its warnings.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _logged_settings(args, host=args.host, port=args.port)
-    # One line per WebSocket opened or closed is noise at 20k watchers; keep its warnings.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
-    from tally.wiring import serve
+    from tally.wiring import commands
 
-    uvloop.run(serve(settings, demo=args.demo))
-    return 0
+    return uvloop.run(commands.serve(settings, demo=args.demo))
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    settings = _logged_settings(args, host=args.host, port=args.port)
+    from tally.wiring import commands
+
+    return uvloop.run(commands.gateway(settings))
 
 
 def _aggregator(args: argparse.Namespace) -> int:
-    from tally.wiring import run_aggregator
+    settings = _logged_settings(args, ops_host=args.host, aggregator_port=args.port)
+    from tally.wiring import commands
 
-    uvloop.run(run_aggregator(_logged_settings(args)))
-    return 0
+    return uvloop.run(commands.aggregator(settings))
 
 
 def _archiver(args: argparse.Namespace) -> int:
-    from tally.wiring import run_archiver
+    settings = _logged_settings(args, ops_host=args.host, archiver_port=args.port)
+    from tally.wiring import commands
 
-    uvloop.run(run_archiver(_logged_settings(args)))
-    return 0
+    return uvloop.run(commands.archiver(settings))
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -228,7 +255,7 @@ def _config_show(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from tally.wiring import dev_issuer
+    from tally.wiring.identity import dev_issuer
 
     issuer = dev_issuer(settings)
     if args.count is not None:
@@ -251,7 +278,8 @@ def _admin_client(args: argparse.Namespace) -> TallyClient:
     token = args.token
     if token is None:
         settings = _settings(args)
-        from tally.wiring import dev_issuer, keys_dir
+        from tally.security.keys import keys_dir
+        from tally.wiring.identity import dev_issuer
 
         if not keys_dir(settings.data_dir).is_dir():
             print(

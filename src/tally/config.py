@@ -54,6 +54,11 @@ class Settings:
     # written by `tally archiver` processes elsewhere).
     archiver: bool = True
     ledger_origin: str | None = None
+    # The ops server (/healthz, /readyz, /metrics) of `tally aggregator` and `tally archiver`:
+    # loopback by default, one port per role so both can run beside a gateway on :8000.
+    ops_host: str = "127.0.0.1"
+    aggregator_port: int = 8001
+    archiver_port: int = 8002
 
     @property
     def embedded(self) -> bool:
@@ -116,6 +121,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "ledger_origin": _get(source, "TALLY_LEDGER_ORIGIN", _origin_prefix, None),
         "archiver": _get(source, "TALLY_ARCHIVER", _switch, defaults.archiver),
+        "ops_host": _get(source, "TALLY_OPS_HOST", str, defaults.ops_host),
+        "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
+        "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields

@@ -1,8 +1,9 @@
-"""A real gateway in the test's own event loop, for the live tests: Tally's `wiring.start` (with
-its embedded valkey-server), a LiveGateway, and uvicorn on a free port serving /live natively
-(or, with `native=False`, through the plain ASGI route).
+"""A real gateway in the test's own event loop, for the live tests: Tally's gateway role as the
+composition root builds it (`tally.wiring.gateway`, on an embedded valkey-server from
+`tally.wiring.store`), and uvicorn on a free port serving /live natively (or, with
+`native=False`, through the plain ASGI route). No aggregator runs: tests publish snapshots.
 
-It assembles the parts the way `tally serve` is meant to; a test uses it as
+It assembles the parts the way `tally serve` does; a test uses it as
 `async with live_server(tmp_path) as server:` and so stops everything it started.
 """
 
@@ -23,12 +24,13 @@ from tally.domain.polls import OptionSpec
 from tally.domain.results import sum_lanes
 from tally.gateway.live.gateway import LiveGateway
 from tally.gateway.render import iso_ms
-from tally.gateway.server import server_config
+from tally.gateway.server import GatewayServer, server_config
 from tally.security.dev_issuer import DevIssuer
 from tally.service import NewPoll
 from tally.store import keys
 from tally.store.polls import ValkeyPolls
-from tally.wiring import GatewayServer, Runtime, start, stop
+from tally.wiring.gateway import Gateway, build_gateway
+from tally.wiring.store import open_store
 
 HOST = "127.0.0.1"
 AGGREGATOR = "test-aggregator"
@@ -36,7 +38,7 @@ AGGREGATOR = "test-aggregator"
 
 @dataclass
 class LiveServer:
-    runtime: Runtime
+    runtime: Gateway
     live: LiveGateway
     port: int
 
@@ -135,7 +137,12 @@ async def live_server(
         sse_keepalive_s=sse_keepalive_s,
         log_level="warning",
     )
-    runtime = await start(settings)  # the composition root builds the live gateway too
+    store = await open_store(settings, "serve", may_embed=True)
+    try:
+        runtime = await build_gateway(settings, store)
+    except BaseException:
+        await store.close(5)
+        raise
     live = runtime.live
     app = runtime.app
     port = free_port()
@@ -155,4 +162,4 @@ async def live_server(
         await live.shutdown(5)
         server.should_exit = True
         await task
-        await stop(runtime)
+        await store.close(5)

@@ -25,6 +25,11 @@ def test_defaults_without_any_variable() -> None:
     assert (settings.waitaof_replicas, settings.waitaof_timeout_ms) == (0, 1000)
     assert (settings.max_body_bytes, settings.shutdown_timeout_s) == (16384, 10.0)
     assert settings.log_level == "info"
+    assert (settings.ops_host, settings.aggregator_port, settings.archiver_port) == (
+        "127.0.0.1",
+        8001,
+        8002,
+    )
 
 
 PARSED = [
@@ -51,6 +56,9 @@ PARSED = [
     ("TALLY_CHECKPOINT_INTERVAL_MS", "200", "checkpoint_interval_ms", 200),
     ("TALLY_LEDGER_ORIGIN", "vote.example/ledger", "ledger_origin", "vote.example/ledger"),
     ("TALLY_ARCHIVER", "off", "archiver", False),
+    ("TALLY_OPS_HOST", "10.0.0.7", "ops_host", "10.0.0.7"),
+    ("TALLY_AGGREGATOR_PORT", "9101", "aggregator_port", 9101),
+    ("TALLY_ARCHIVER_PORT", "9102", "archiver_port", 9102),
 ]
 
 
@@ -126,6 +134,8 @@ INVALID = [
     ("TALLY_LEDGER_ORIGIN", "vote example"),
     ("TALLY_LEDGER_ORIGIN", "a+b"),
     ("TALLY_ARCHIVER", "maybe"),
+    ("TALLY_AGGREGATOR_PORT", "0"),
+    ("TALLY_ARCHIVER_PORT", "http"),
 ]
 
 

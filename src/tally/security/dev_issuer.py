@@ -5,8 +5,6 @@ ES256, RS256) kept in a directory, a public `jwks.json` beside them, and fast to
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tally.security.jwks import Algorithm, KeySet, b64url_encode, public_jwk, verification_key
+from tally.security.keys import read_or_create
 from tally.security.tokens import MAX_SUBJECT_CHARS
 
 __all__ = ["DevIssuer"]
@@ -176,36 +175,21 @@ def _generate(alg: Algorithm) -> DevPrivateKey:
 
 
 def _load_or_create_key(path: Path, alg: Algorithm) -> DevPrivateKey:
-    if not path.exists():
-        pem = _generate(alg).private_bytes(
+    def generate_pem() -> bytes:
+        return _generate(alg).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _create_exclusive(path, pem)
-    # Read back even after creating: a process racing us may have won, and its key is the one.
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+    # What is on disk, even right after creating it: a process racing us may have won.
+    key = serialization.load_pem_private_key(read_or_create(path, generate_pem), password=None)
     if (
         not isinstance(key, DevPrivateKey)
         or verification_key(path.name, key.public_key()).alg != alg
     ):
         raise ValueError(f"{path} does not hold a usable {alg} private key")
     return key
-
-
-def _create_exclusive(path: Path, data: bytes) -> None:
-    """Writes a 0600 file at `path` unless one appears first; never leaves a half-written file."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            os.fsync(file.fileno())
-        # A hard link never replaces an existing file, so racing first starts agree on one key.
-        with contextlib.suppress(FileExistsError):
-            path.hardlink_to(temporary)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _replace_if_changed(path: Path, data: bytes) -> None:

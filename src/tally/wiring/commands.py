@@ -1,0 +1,219 @@
+"""The long-running commands: which roles each process runs, its supervised duties, and its
+numbered shutdown. Each returns the process's exit status (0 after SIGINT/SIGTERM, 1 after a
+crash the supervisor would not restart).
+
+    command           roles                                    serves on
+    tally serve       gateway, aggregator, archiver, Valkey    TALLY_HOST:TALLY_PORT (8000)
+    tally gateway     gateway                                  TALLY_HOST:TALLY_PORT (8000)
+    tally aggregator  aggregator and deadline sweep            TALLY_OPS_HOST:TALLY_AGGREGATOR_PORT (8001)
+    tally archiver    archiver                                 TALLY_OPS_HOST:TALLY_ARCHIVER_PORT (8002)
+
+`tally serve` starts an embedded valkey-server unless TALLY_VALKEY_URL is set; the others need
+TALLY_VALKEY_URL. The gateway's port serves the API and /healthz, /readyz, /metrics; the
+aggregator's and the archiver's serve only those three (gateway.ops).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from tally.config import Settings
+from tally.demo import announce_demo
+from tally.gateway.metrics import Metrics
+from tally.gateway.ops import ReadinessCheck, ops_app
+from tally.gateway.server import GatewayServer, server_config
+from tally.store.resp import Valkey
+from tally.wiring.aggregator import build_aggregator, observe_aggregator
+from tally.wiring.archiver import build_archiver, observe_archiver
+from tally.wiring.gateway import Gateway, build_gateway
+from tally.wiring.store import Store, functions_ready, open_store
+from tally.wiring.supervisor import Duty, Step, Supervisor
+
+log = logging.getLogger("tally")
+
+# Extra time for a step whose parts have their own timeouts (uvicorn, the live side, SIGKILL).
+MARGIN_S = 5.0
+
+
+async def serve(settings: Settings, *, demo: bool = False) -> int:
+    """`tally serve`: every role in one process, on an embedded Valkey unless one is configured."""
+    store = await open_store(settings, "serve", may_embed=True)
+    try:
+        gateway = await build_gateway(settings, store, demo=demo)
+        aggregator = build_aggregator(store.client(), settings, gateway.service)
+        archiver = build_archiver(store.client(), settings)
+    except BaseException:
+        await store.close(settings.shutdown_timeout_s)
+        raise
+    observe_aggregator(gateway.metrics, aggregator.aggregator)
+    observe_archiver(gateway.metrics, archiver.archiver)  # flat with TALLY_ARCHIVER=off
+
+    async def started() -> None:
+        log.info("Tally listening on http://%s:%d", settings.host, settings.port)
+        if demo:
+            await announce_demo(gateway.service, settings, gateway.issuer)
+
+    server = gateway.http_server(after_startup=started)
+    t = settings.shutdown_timeout_s
+    duties = [gateway.http_duty(server), *aggregator.duties()]
+    loops = [duty.name for duty in duties[1:]]
+    releases = [aggregator.release_step(t)]
+    if settings.archiver:
+        duties += archiver.duties()
+        loops.append("archiver")
+        releases.insert(0, archiver.release_step(t))  # the order of today's docs: archiver first
+    if store.embedded is not None:
+        # A crash of the Valkey supervisor is fatal: nothing else would restart Valkey.
+        duties.append(Duty("valkey supervisor", store.embedded.supervise))
+        loops.append("valkey supervisor")
+    shutdown = [
+        # 1. Live connections first (1012, end of SSE), then uvicorn stops accepting and
+        #    finishes requests in flight, each within TALLY_SHUTDOWN_TIMEOUT_S.
+        stop_http(server, 2 * t + MARGIN_S),
+        # 2. The loops stop: deadline sweep, aggregator, archiver, Valkey supervisor.
+        Step("stop the background loops", t, ends=tuple(loops)),
+        # 3, 4. The archiver, then the aggregator, hand their leases over at once.
+        *releases,
+        # 5. Every Valkey connection closes.
+        Step("close the Valkey connections", t, then=store.close_clients),
+        # 6. The embedded valkey-server fsyncs and exits (SIGKILL after the timeout).
+        Step("stop the embedded valkey-server", t + MARGIN_S, then=lambda: store.stop_embedded(t)),
+    ]
+    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+
+
+async def gateway(settings: Settings) -> int:
+    """`tally gateway`: HTTP and live only, against TALLY_VALKEY_URL; no aggregator, archiver or
+    deadline sweep (run `tally aggregator` and `tally archiver` for those)."""
+    store = await open_store(settings, "gateway")
+    try:
+        role: Gateway = await build_gateway(settings, store)
+    except BaseException:
+        await store.close_clients()
+        raise
+
+    async def started() -> None:
+        log.info("Tally gateway listening on http://%s:%d", settings.host, settings.port)
+
+    server = role.http_server(after_startup=started)
+    t = settings.shutdown_timeout_s
+    shutdown = [
+        # 1. Live connections, then requests in flight (as in `tally serve`).
+        stop_http(server, 2 * t + MARGIN_S),
+        # 2. Its Valkey connections close.
+        Step("close the Valkey connections", t, then=store.close_clients),
+    ]
+    duties = [role.http_duty(server)]
+    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+
+
+async def aggregator(settings: Settings) -> int:
+    """`tally aggregator`: the aggregator and the deadline sweep, against TALLY_VALKEY_URL, with
+    /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_AGGREGATOR_PORT."""
+    store = await open_store(settings, "aggregator")
+    metrics = Metrics()
+    role = build_aggregator(_client(store, metrics), settings)
+    observe_aggregator(metrics, role.aggregator)
+    ready = functions_checker(store)
+    server = ops_server(settings, settings.aggregator_port, metrics, [ready])
+    log.info(
+        "aggregator %s running (tick %d ms, lease %d ms), ops on http://%s:%d",
+        role.aggregator.owner, settings.tick_ms, settings.lease_ttl_ms,
+        settings.ops_host, settings.aggregator_port,
+    )  # fmt: skip
+    t = settings.shutdown_timeout_s
+    shutdown = [
+        # 1. The ops server stops answering probes and scrapes.
+        stop_http(server, t + MARGIN_S, "ops http"),
+        # 2. The aggregator loop and the deadline sweep stop.
+        Step(
+            "stop the aggregator and the deadline sweep", t, ends=("aggregator", "deadline sweep")
+        ),
+        # 3. It hands its leases over at once.
+        role.release_step(t),
+        # 4. Its Valkey connections close.
+        Step("close the Valkey connections", t, then=store.close_clients),
+    ]
+    duties = [ops_duty(server), *role.duties()]
+    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+
+
+async def archiver(settings: Settings) -> int:
+    """`tally archiver`: the archiver, against TALLY_VALKEY_URL, writing TALLY_DATA_DIR/ledger,
+    with /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_ARCHIVER_PORT."""
+    store = await open_store(settings, "archiver")
+    metrics = Metrics()
+    role = build_archiver(_client(store, metrics), settings)
+    observe_archiver(metrics, role.archiver)
+    checks = [functions_checker(store), role.ledger_writable]
+    server = ops_server(settings, settings.archiver_port, metrics, checks)
+    log.info(
+        "archiver %s running (checkpoints every %d ms, ledger in %s), ops on http://%s:%d",
+        role.archiver.owner, settings.checkpoint_interval_ms, role.directory,
+        settings.ops_host, settings.archiver_port,
+    )  # fmt: skip
+    t = settings.shutdown_timeout_s
+    shutdown = [
+        # 1. The ops server stops answering probes and scrapes.
+        stop_http(server, t + MARGIN_S, "ops http"),
+        # 2. The archiver loop stops (file work already in its thread goes on).
+        Step("stop the archiver loop", t, ends=("archiver",)),
+        # 3. That file work finishes, then it releases its leases.
+        role.release_step(t),
+        # 4. Its Valkey connections close.
+        Step("close the Valkey connections", t, then=store.close_clients),
+    ]
+    duties = [ops_duty(server), *role.duties()]
+    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+
+
+def ops_duty(server: GatewayServer) -> Duty:
+    """The ops server's duty: not restarted, so a role whose probes cannot be answered stops
+    (exit 1) rather than look dead to its orchestrator while it runs."""
+    return Duty("ops http", server.serve)
+
+
+def stop_http(server: GatewayServer, timeout_s: float, name: str = "http") -> Step:
+    """End the server's duty: its `before_shutdown` (the gateway's live side) runs first, then
+    uvicorn stops accepting and finishes requests in flight."""
+
+    def ask() -> None:
+        server.should_exit = True
+
+    return Step(f"stop {name}: stop accepting, finish requests in flight", timeout_s, (name,), ask)
+
+
+def force_exit(server: GatewayServer) -> None:
+    """A second signal: stop waiting for requests in flight."""
+    server.force_exit = True
+
+
+def ops_server(
+    settings: Settings, port: int, metrics: Metrics, checks: Sequence[ReadinessCheck]
+) -> GatewayServer:
+    """/healthz, /readyz and /metrics for a role without the API (loopback by default)."""
+    config = server_config(
+        ops_app(metrics, checks),
+        settings.ops_host,
+        port,
+        graceful_timeout_s=settings.shutdown_timeout_s,
+    )
+    return GatewayServer(config)
+
+
+def functions_checker(store: Store) -> ReadinessCheck:
+    """Readiness of the store, on a connection of its own: a probe never waits behind a tick's
+    batch or a backlog read, and a busy role still tells the truth about its store."""
+    client = store.client()
+
+    async def check() -> str | None:
+        return await functions_ready(client)
+
+    return check
+
+
+def _client(store: Store, metrics: Metrics) -> Valkey:
+    client = store.client()
+    client.on_flush = metrics.batch_size.observe
+    return client

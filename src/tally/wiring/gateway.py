@@ -1,0 +1,154 @@
+"""The gateway role: the voting service, authentication, metrics, the HTTP app (REST API, votes,
+/ledger, pages) and the live side (WebSocket and SSE fan-out), served by one uvicorn.
+
+`tally gateway` runs this alone against TALLY_VALKEY_URL; `tally serve` runs it next to the
+aggregator and the archiver. Any number of gateways may share one Valkey if they share
+TALLY_PSEUDONYM_SECRET and the token keys (TALLY_JWKS, or one data dir's dev issuer keys), and
+read the ledger the archiver writes (the same data dir's `ledger/`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp
+
+from tally.archive.logs import LedgerDirectory, LedgerFiles
+from tally.archiver import ledger_dir
+from tally.config import Settings
+from tally.gateway.app import create_app
+from tally.gateway.auth import Authenticator
+from tally.gateway.demo_token import demo_token_routes
+from tally.gateway.ledger import LedgerRoutes
+from tally.gateway.live.endpoints import LiveEndpoints
+from tally.gateway.live.fanout import LiveHub
+from tally.gateway.live.gateway import LiveGateway
+from tally.gateway.live.limits import ConnectionLimits
+from tally.gateway.live_votes import LiveVoting
+from tally.gateway.metrics import Metrics
+from tally.gateway.routes import Handlers
+from tally.gateway.server import GatewayServer, server_config
+from tally.gateway.votes import VoteEndpoint
+from tally.gateway.voting import Voting
+from tally.security.dev_issuer import DevIssuer
+from tally.security.tokens import TokenVerifier
+from tally.service import VotingService
+from tally.service.admission import default_checks
+from tally.store.library import functions_loaded
+from tally.store.polls import ValkeyPolls
+from tally.store.pubsub import ValkeyLiveFeed
+from tally.store.resp import Valkey
+from tally.store.snapshots import ValkeySnapshots
+from tally.store.votes import ValkeyBallotBox
+from tally.wiring.identity import pseudonym_secret, token_verifier
+from tally.wiring.store import Store, durability
+from tally.wiring.supervisor import Duty
+
+log = logging.getLogger("tally")
+
+
+@dataclass
+class Gateway:
+    """One process's gateway role, assembled and connected, not yet serving."""
+
+    settings: Settings
+    client: Valkey
+    service: VotingService
+    verifier: TokenVerifier
+    issuer: DevIssuer | None
+    metrics: Metrics
+    live: LiveGateway
+    app: ASGIApp
+
+    def http_server(
+        self, *, after_startup: Callable[[], Awaitable[None]] | None = None
+    ) -> GatewayServer:
+        """uvicorn for the app, /live on the native WebSocket protocol; its shutdown closes the
+        live connections first (1012, end of SSE), then finishes requests in flight."""
+        settings = self.settings
+        config = server_config(
+            self.app, settings.host, settings.port, graceful_timeout_s=settings.shutdown_timeout_s
+        )
+        config.ws = self.live.websocket_protocol  # /live natively (~6 KB a socket); others ASGI
+
+        async def close_live() -> None:
+            await self.live.shutdown(settings.shutdown_timeout_s)
+
+        return GatewayServer(config, before_shutdown=close_live, after_startup=after_startup)
+
+    def http_duty(self, server: GatewayServer) -> Duty:
+        """Serve: the live side's upstream subscription and ping sweep, then uvicorn. Not
+        restarted: a gateway that cannot listen, or whose server dies, stops the process (exit 1)
+        for the orchestrator to restart it whole."""
+
+        async def serve() -> None:
+            self.live.start()
+            await server.serve()
+
+        return Duty("http", serve)
+
+
+async def build_gateway(settings: Settings, store: Store, *, demo: bool = False) -> Gateway:
+    """Connect to the store, check durability, finish interrupted poll moves, assemble the app."""
+    secret = pseudonym_secret(settings)  # first: without it nothing else is worth starting
+    metrics = Metrics()
+    client = store.client()
+    client.on_flush = metrics.batch_size.observe
+    await client.connect()
+    client.durability = await durability(client, settings)
+    verifier, issuer = token_verifier(settings)
+    ledger_files = LedgerFiles(ledger_dir(settings.data_dir))
+    service = VotingService(
+        ValkeyPolls(client),
+        ValkeyBallotBox(client),
+        pseudonym_secret=secret,
+        snapshots=ValkeySnapshots(client),
+        ledger=LedgerDirectory(ledger_files),  # receipts of votes already trimmed from Valkey
+        checks=default_checks(verifier.leeway_s),
+    )
+    repaired = await service.recover()
+    if repaired:
+        log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
+
+    async def ready() -> bool:
+        return await functions_loaded(client)
+
+    auth = Authenticator(verifier)
+    handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
+    voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
+    live = LiveGateway(
+        LiveHub(ValkeyLiveFeed(store.endpoint), ValkeySnapshots(client), service),
+        LiveVoting(voting),
+        ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
+        slow_client_s=settings.slow_client_s,
+        ping_interval_s=settings.ping_interval_s,
+        sse_keepalive_s=settings.sse_keepalive_s,
+    )
+    live_endpoints = LiveEndpoints.bound_to(live)
+    live.use_websocket_protocol(live_endpoints.websocket_protocol)
+    ledger = LedgerRoutes(
+        LedgerDirectory(ledger_files),
+        service,
+        retry_after_s=max(1, -(-settings.checkpoint_interval_ms // 1000)),
+    )
+    app = create_app(
+        handlers,
+        VoteEndpoint(voting),
+        demo_token_routes(issuer, enabled=demo and settings.embedded),
+        live=live_endpoints,
+        ledger=ledger.routes(),
+    )
+    observe_live(metrics, live)
+    return Gateway(settings, client, service, verifier, issuer, metrics, live, app)
+
+
+def observe_live(metrics: Metrics, live: LiveGateway) -> None:
+    """What /metrics reads from the live side at each scrape."""
+    metrics.sample(
+        "tally_live_connections",
+        "Open live connections (WebSocket and SSE).",
+        "gauge",
+        lambda: live.connection_count,
+    )

@@ -1,0 +1,37 @@
+"""Who may vote and how voters are named: the token verifier (the identity provider's JWKS, or the
+local dev issuer), and the pseudonym secret every gateway of a deployment must share."""
+
+from __future__ import annotations
+
+from tally.config import Settings, generate_secret
+from tally.security.dev_issuer import DevIssuer
+from tally.security.keys import keys_dir, pseudonym_secret_file, read_or_create
+from tally.security.tokens import KeySet, TokenVerifier
+
+
+def dev_issuer(settings: Settings) -> DevIssuer:
+    """The local identity provider whose keys live in the data dir (made on first use)."""
+    return DevIssuer.load_or_create(
+        keys_dir(settings.data_dir), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+
+
+def token_verifier(settings: Settings) -> tuple[TokenVerifier, DevIssuer | None]:
+    """The verifier for TALLY_JWKS, or for the dev issuer (returned too) when that is unset.
+    Gateways sharing a data dir's keys accept each other's dev tokens."""
+    issuer = dev_issuer(settings) if settings.jwks is None else None
+    keys = issuer.key_set() if issuer is not None else KeySet.load(settings.jwks or "")
+    verifier = TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    return verifier, issuer
+
+
+def pseudonym_secret(settings: Settings) -> bytes:
+    """The configured secret, or (embedded only) one generated once and kept in the data dir."""
+    if settings.pseudonym_secret is not None:
+        return settings.pseudonym_secret
+    if not settings.embedded:
+        raise SystemExit(
+            "TALLY_PSEUDONYM_SECRET is required with TALLY_VALKEY_URL: every gateway must share it, "
+            "or one voter could vote once per gateway"
+        )
+    return read_or_create(pseudonym_secret_file(settings.data_dir), generate_secret)

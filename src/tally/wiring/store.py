@@ -1,0 +1,82 @@
+"""Where a process's Valkey is: the configured endpoint, or (for `tally serve` without
+TALLY_VALKEY_URL) an embedded valkey-server in the data dir; the connections each role opens to
+it; and the durability check the vote path needs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from tally.config import Settings
+from tally.store.embedded import EmbeddedValkey
+from tally.store.library import functions_loaded, load_functions
+from tally.store.resp import Endpoint, ReplyError, Valkey, WaitAof
+
+log = logging.getLogger("tally")
+
+
+@dataclass
+class Store:
+    """The Valkey of one process, and every connection the process opened to it."""
+
+    endpoint: Endpoint
+    embedded: EmbeddedValkey | None = None
+    _clients: list[Valkey] = field(default_factory=list)
+
+    def client(self) -> Valkey:
+        """A new connection (connected lazily) that loads Tally's functions when it connects.
+        Each role gets its own, so one role's large batches never queue up another's."""
+        client = Valkey(self.endpoint, on_connect=load_functions)
+        self._clients.append(client)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+    async def stop_embedded(self, timeout_s: float) -> None:
+        """SIGTERM the embedded valkey-server (it fsyncs and exits), SIGKILL after `timeout_s`."""
+        if self.embedded is not None:
+            await self.embedded.stop(timeout_s)
+
+    async def close(self, timeout_s: float) -> None:
+        await self.close_clients()
+        await self.stop_embedded(timeout_s)
+
+
+def external_url(settings: Settings, command: str) -> str:
+    """TALLY_VALKEY_URL, which every role but `tally serve` needs (it alone embeds a Valkey)."""
+    if settings.valkey_url is None:
+        raise SystemExit(f"tally {command} needs TALLY_VALKEY_URL (tally serve runs its own)")
+    return settings.valkey_url
+
+
+async def open_store(settings: Settings, command: str, *, may_embed: bool = False) -> Store:
+    """The configured Valkey; with `may_embed` and no URL, a valkey-server started here."""
+    if may_embed and settings.embedded:
+        embedded = EmbeddedValkey(settings.data_dir)
+        await embedded.start()
+        return Store(embedded.endpoint, embedded)
+    return Store(Endpoint.from_url(external_url(settings, command)))
+
+
+async def durability(client: Valkey, settings: Settings) -> WaitAof | None:
+    """None when each reply already implies an fsync (appendfsync always, no replicas needed);
+    otherwise the WAITAOF every batch of durable writes (votes) on `client` must pass before any
+    of them is acknowledged (the client's `durability`)."""
+    if settings.waitaof_replicas == 0:
+        try:
+            reply = await client.execute("CONFIG", "GET", "appendfsync")
+        except ReplyError:  # managed services often disable CONFIG: confirm per batch instead
+            reply = []
+        if reply[1:2] == [b"always"]:
+            return None
+    return WaitAof(settings.waitaof_replicas, settings.waitaof_timeout_ms)
+
+
+async def functions_ready(client: Valkey) -> str | None:
+    """Readiness: None when the store answers and holds Tally's functions (raises
+    StoreUnavailable when it does not answer)."""
+    if await functions_loaded(client):
+        return None
+    return "Valkey is up but Tally's functions are not loaded"

@@ -1,0 +1,133 @@
+"""Role processes for the split-deployment tests: `tally gateway|aggregator|archiver` as real
+subprocesses against one external valkey-server, each in its own session with its log in a file,
+and always stopped by the context manager that started it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tally.bench.processes import free_port
+from tally.store.embedded import EmbeddedValkey
+
+HOST = "127.0.0.1"
+STARTUP_S = 60.0
+STOP_S = 20.0
+
+
+def valkey_url(server: EmbeddedValkey) -> str:
+    endpoint = server.endpoint
+    return f"redis://:{endpoint.password}@{endpoint.host}:{endpoint.port}"
+
+
+@dataclass
+class Role:
+    """A running `tally <command>`; `url` is its HTTP port (the API, or the ops server)."""
+
+    command: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5.0)
+
+    def terminate(self) -> int:
+        """SIGTERM, as an orchestrator stops it; the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_S)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as a crashed machine."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=STOP_S)
+
+
+def role_env(valkey: EmbeddedValkey, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment every role of one deployment shares."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    environment.update(
+        TALLY_VALKEY_URL=valkey_url(valkey),
+        TALLY_DATA_DIR=str(data_dir),
+        TALLY_LOG_LEVEL="info",
+        **extra,
+    )
+    return environment
+
+
+@contextlib.contextmanager
+def running_role(
+    command: str, env: Mapping[str, str], log_dir: Path, *, name: str | None = None
+) -> Iterator[Role]:
+    """`tally <command> --host 127.0.0.1 --port <free>`; yields once the port accepts
+    connections; on exit kills what still runs (its whole session) and reaps it."""
+    port = free_port()
+    log_path = log_dir / f"{name or command}.log"
+    argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    role = Role(command, process, port, log_path)
+    try:
+        wait_listening(role)
+        yield role
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_S)
+
+
+def wait_listening(role: Role) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        code = role.process.poll()
+        if code is not None:
+            raise RuntimeError(f"tally {role.command} exited {code} at start:\n{role.log()}")
+        try:
+            if role.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tally {role.command} not listening:\n{role.log()}")
+        time.sleep(0.05)
+
+
+def wait_for(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
+    """Ask `check()` again until it holds: the state lives in other processes."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
