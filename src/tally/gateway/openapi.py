@@ -116,6 +116,13 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "properties": {"receipt": {"$ref": "#/components/schemas/Receipt"}},
             },
+            "VoteHeld": {
+                "type": "object",
+                "description": "An admission check held the vote for review: not counted now.",
+                "properties": {
+                    "held": {"type": "object", "properties": {"reason": {"type": "string"}}}
+                },
+            },
             "Results": {
                 "type": "object",
                 "required": ["poll_id", "state", "counts", "total", "updated_at"],
@@ -191,7 +198,8 @@ def build() -> dict[str, Any]:
                     "Vote (once per voter and poll)",
                     {
                         "201": _json("VoteAccepted", "accepted"),
-                        **_problems(400, 401, 404, 409, 413, 415, 422, 503),
+                        "202": _json("VoteHeld", "held for review"),
+                        **_problems(400, 401, 404, 409, 413, 415, 422, 428, 429, 503),
                     },
                     body="VoteBody",
                     auth=True,
