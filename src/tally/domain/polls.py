@@ -114,8 +114,8 @@ def new_poll(
     expected_voters: int = DEFAULT_EXPECTED_VOTERS,
 ) -> Poll:
     """Validate a poll definition and return it as a draft. Raises InvalidInput naming the field."""
-    if not POLL_ID_RE.fullmatch(poll_id):
-        raise InvalidInput("id", "must match [a-z0-9][a-z0-9_-]{0,63}")
+    if not is_poll_id(poll_id):
+        raise InvalidInput("id", f"must match {POLL_ID_PATTERN}")
     clean_title = title.strip()
     if not clean_title or len(clean_title) > MAX_TITLE:
         raise InvalidInput("title", f"must be 1 to {MAX_TITLE} characters")
