@@ -11,6 +11,20 @@ crash the supervisor would not restart).
 `tally serve` starts an embedded valkey-server unless TALLY_VALKEY_URL is set; the others need
 TALLY_VALKEY_URL. The gateway's port serves the API and /healthz, /readyz, /metrics; the
 aggregator's and the archiver's serve only those three (gateway.ops).
+
+What the supervisor does when a duty crashes (supervisor.py):
+
+    duty               in                           on a crash
+    http               serve, gateway               exit 1: a gateway that cannot serve is no use
+    ops http           aggregator, archiver         exit 1: unprobed, the role would look dead
+    valkey supervisor  serve (embedded)             exit 1: nothing else would restart Valkey
+    aggregator         serve, aggregator            restart (3 a minute at most), then exit 1
+    deadline sweep     serve, aggregator            restart (3 a minute at most), then exit 1
+    archiver           serve (unless off), archiver restart (3 a minute at most), then exit 1
+
+The live side's own tasks (the pub/sub link, the ping sweep, each connection's work) belong to
+the LiveGateway (gateway.live), not to this supervisor: the HTTP duty starts them, and its
+shutdown step ends them.
 """
 
 from __future__ import annotations
@@ -57,29 +71,31 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     server = gateway.http_server(after_startup=started)
     t = settings.shutdown_timeout_s
     duties = [gateway.http_duty(server), *aggregator.duties()]
-    loops = [duty.name for duty in duties[1:]]
     releases = [aggregator.release_step(t)]
     if settings.archiver:
         duties += archiver.duties()
-        loops.append("archiver")
-        releases.insert(0, archiver.release_step(t))  # the order of today's docs: archiver first
+        releases.insert(0, archiver.release_step(t))  # the archiver hands its leases over first
     if store.embedded is not None:
-        # A crash of the Valkey supervisor is fatal: nothing else would restart Valkey.
         duties.append(Duty("valkey supervisor", store.embedded.supervise))
-        loops.append("valkey supervisor")
     shutdown = [
         # 1. Live connections first (1012, end of SSE), then uvicorn stops accepting and
         #    finishes requests in flight, each within TALLY_SHUTDOWN_TIMEOUT_S.
         stop_http(server, 2 * t + MARGIN_S),
-        # 2. The loops stop: deadline sweep, aggregator, archiver, Valkey supervisor.
-        Step("stop the background loops", t, ends=tuple(loops)),
-        # 3, 4. The archiver, then the aggregator, hand their leases over at once.
+        # 2. The loops stop: aggregator, deadline sweep, archiver, Valkey supervisor.
+        Step("stop the background loops", t, ends=tuple(d.name for d in duties[1:])),
+        # 3, 4. The archiver (after its file work), then the aggregator, release their leases,
+        #    so that another process takes their polls over at once rather than after the TTL.
         *releases,
         # 5. Every Valkey connection closes.
         Step("close the Valkey connections", t, then=store.close_clients),
-        # 6. The embedded valkey-server fsyncs and exits (SIGKILL after the timeout).
-        Step("stop the embedded valkey-server", t + MARGIN_S, then=lambda: store.stop_embedded(t)),
     ]
+    if store.embedded is not None:
+        # 6. The embedded valkey-server fsyncs and exits (SIGKILL after the timeout).
+        shutdown.append(
+            Step(
+                "stop the embedded valkey-server", t + MARGIN_S, then=lambda: store.stop_embedded(t)
+            )
+        )
     return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
 
 
