@@ -85,7 +85,11 @@ class Gateway:
 
         async def serve() -> None:
             self.live.start()
-            await server.serve()
+            try:
+                await server.serve()
+            finally:
+                if not server.started:  # uvicorn never listened, so it shuts nothing down
+                    await self.live.shutdown(self.settings.shutdown_timeout_s)
 
         return Duty("http", serve)
 
