@@ -181,3 +181,30 @@ def test_steps_must_name_known_duties() -> None:
     """A typo in the shutdown order fails at construction, not at the shutdown."""
     with pytest.raises(ValueError, match="unknown duties"):
         Supervisor([Duty("loop", forever)], [Step("stop", 1, ends=("lop",))])
+
+
+async def test_a_duty_cancelled_by_something_else_has_crashed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A CancelledError the shutdown did not cause (a future cancelled under the duty) is not
+    mistaken for the end of the process: it is logged and the duty restarted."""
+    loop = asyncio.get_running_loop()
+    waits: list[asyncio.Future[None]] = []
+    first_run, second_run = asyncio.Event(), asyncio.Event()
+
+    async def waits_on_a_future() -> None:
+        (second_run if waits else first_run).set()
+        waits.append(loop.create_future())
+        await waits[-1]
+
+    supervisor = Supervisor(
+        [Duty("loop", waits_on_a_future, QUICK)], [Step("stop", 1, ends=("loop",))]
+    )
+    running = asyncio.create_task(supervisor.run())
+    async with asyncio.timeout(5):
+        await first_run.wait()
+        waits[0].cancel()
+        await second_run.wait()
+    supervisor.request_stop()
+    assert await running == 0
+    assert "loop was cancelled from within" in [r.getMessage() for r in caplog.records]

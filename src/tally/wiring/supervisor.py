@@ -129,32 +129,14 @@ class Supervisor:
         """Run `duty` under its policy; return when it ends for the shutdown or fatally."""
         crashes: deque[float] = deque()
         backoff = duty.restart.backoff_s if duty.restart is not None else 0.0
-        while True:
-            try:
-                await duty.run()
-            except Exception as exc:
-                if (
-                    self._stop.is_set()
-                ):  # failing while being stopped: it ends anyway, but not cleanly
-                    log.error("%s failed while stopping", duty.name, exc_info=exc)
-                    self.exit_status = EXIT_CRASHED
-                    return
-                log.error("%s crashed", duty.name, exc_info=exc)
-            except SystemExit as exc:  # uvicorn exits this way when it cannot listen
-                if self._stop.is_set():
-                    return
-                log.error("%s exited (status %s)", duty.name, exc.code)
-            else:
-                if self._stop.is_set():
-                    return
-                log.error("%s returned while the process was running", duty.name)
+        while await self._crashed(duty):
             policy = duty.restart
             if policy is None:
                 self._fatal(f"{duty.name} is not restarted")
                 return
             now = time.monotonic()
             crashes.append(now)
-            while crashes and crashes[0] < now - policy.window_s:
+            while crashes[0] < now - policy.window_s:
                 crashes.popleft()
             if len(crashes) > policy.limit:
                 self._fatal(
@@ -172,6 +154,32 @@ class Supervisor:
             backoff = min(backoff * 2, policy.max_backoff_s)
             self.restarts[duty.name] += 1
             log.warning("%s restarted", duty.name)
+
+    async def _crashed(self, duty: Duty) -> bool:
+        """Run `duty` once: False when it ended because the process stops, True (logged, with
+        its traceback) when it crashed: raised, or returned while nobody asked it to."""
+        try:
+            await duty.run()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the shutdown (or the TaskGroup) ends it
+            log.error("%s was cancelled from within", duty.name)
+        except Exception as exc:
+            if self._stop.is_set():  # it ends anyway, but not cleanly
+                log.error("%s failed while stopping", duty.name, exc_info=exc)
+                self.exit_status = EXIT_CRASHED
+                return False
+            log.error("%s crashed", duty.name, exc_info=exc)
+        except SystemExit as exc:  # uvicorn exits this way when it cannot listen
+            if self._stop.is_set():
+                return False
+            log.error("%s exited (status %s)", duty.name, exc.code)
+        else:
+            if self._stop.is_set():
+                return False
+            log.error("%s returned while the process was running", duty.name)
+        return not self._stop.is_set()
 
     def _fatal(self, why: str) -> None:
         log.critical("%s: stopping the process (exit status %d)", why, EXIT_CRASHED)
