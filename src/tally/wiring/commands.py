@@ -191,13 +191,14 @@ def ops_duty(server: GatewayServer) -> Duty:
 
 
 def stop_http(server: GatewayServer, timeout_s: float, name: str = "http") -> Step:
-    """End the server's duty: its `before_shutdown` (the gateway's live side) runs first, then
+    """End the server's duty: its `before_shutdown` (a gateway's live side) runs first, then
     uvicorn stops accepting and finishes requests in flight."""
 
     def ask() -> None:
         server.should_exit = True
 
-    return Step(f"stop {name}: stop accepting, finish requests in flight", timeout_s, (name,), ask)
+    what = "close live connections, stop HTTP" if name == "http" else f"stop {name}"
+    return Step(f"{what}, finish requests in flight", timeout_s, (name,), ask)
 
 
 def force_exit(server: GatewayServer) -> None:
