@@ -4,24 +4,19 @@ it; and the durability check the vote path needs."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-
 from tally.config import Settings
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import functions_loaded, load_functions
 from tally.store.resp import Endpoint, ReplyError, Valkey, WaitAof
 
-log = logging.getLogger("tally")
 
-
-@dataclass
 class Store:
     """The Valkey of one process, and every connection the process opened to it."""
 
-    endpoint: Endpoint
-    embedded: EmbeddedValkey | None = None
-    _clients: list[Valkey] = field(default_factory=list)
+    def __init__(self, endpoint: Endpoint, embedded: EmbeddedValkey | None = None) -> None:
+        self.endpoint = endpoint
+        self.embedded = embedded  # started here, so stopped here too
+        self._clients: list[Valkey] = []
 
     def client(self) -> Valkey:
         """A new connection (connected lazily) that loads Tally's functions when it connects.
