@@ -5,10 +5,11 @@ place in the shutdown order.
 for a duty to fail. Then it shuts down in numbered `Step`s, each with its own timeout, logging
 the step it is at, the way uvicorn's `Server.shutdown` does; a step that fails or times out is
 logged, the next one runs anyway (stopping Valkey must not depend on a lease release), and the
-exit status becomes 1: the shutdown was not clean. A second signal calls the `force` hooks (uvicorn stops waiting for requests in flight).
+exit status becomes 1: the shutdown was not clean. A second signal calls the `force` hooks
+(uvicorn stops waiting for requests in flight).
 
-A duty that raises, or returns while nothing asked it to, has crashed. Its traceback is logged,
-and then its policy decides:
+A duty that raises (a CancelledError included, unless the shutdown caused it), or returns while
+nothing asked it to, has crashed. Its traceback is logged, and then its policy decides:
 
 - no `Restart` (the HTTP servers, the embedded Valkey's supervisor): the process shuts down in
   order and `run()` returns exit status 1;
@@ -73,6 +74,8 @@ class Step:
 
 
 class Supervisor:
+    """Owns a process's duties from start to exit status (module docstring)."""
+
     def __init__(
         self,
         duties: Sequence[Duty],
