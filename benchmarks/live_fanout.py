@@ -53,43 +53,27 @@ def raise_fd_limit() -> int:
 
 
 async def gateway(port: int, data_dir: Path, native: bool) -> None:
+    """The gateway role as the composition root builds it (tally.wiring.gateway), on an embedded
+    valkey-server; served natively (or through the ASGI route with `native` False)."""
     from tally.config import Settings
     from tally.domain.polls import OptionSpec
-    from tally.gateway.app import create_app
-    from tally.gateway.auth import Authenticator
-    from tally.gateway.live.endpoints import LiveEndpoints
-    from tally.gateway.live.fanout import LiveHub
-    from tally.gateway.live.gateway import LiveGateway
-    from tally.gateway.live.limits import ConnectionLimits
-    from tally.gateway.live_votes import LiveVoting
-    from tally.gateway.routes import Handlers
-    from tally.gateway.server import server_config
-    from tally.gateway.votes import VoteEndpoint
+    from tally.gateway.server import GatewayServer, server_config
     from tally.service import NewPoll
-    from tally.store.pubsub import ValkeyLatestSnapshots, ValkeyLiveFeed
-    from tally.wiring import GatewayServer, start, stop
+    from tally.wiring.gateway import build_gateway
+    from tally.wiring.store import open_store
 
-    settings = Settings(data_dir=data_dir, log_level="warning")
-    runtime = await start(settings)
-    assert runtime.embedded is not None
-    endpoint = runtime.embedded.endpoint
-    hub = LiveHub(ValkeyLiveFeed(endpoint), ValkeyLatestSnapshots(runtime.client), runtime.service)
-    auth = Authenticator(runtime.verifier)
-    live = LiveGateway(
-        hub,
-        LiveVoting(runtime.service, auth, runtime.metrics),
-        ConnectionLimits(100_000, 100_000),
-        slow_client_s=settings.slow_client_s,
+    settings = Settings(
+        data_dir=data_dir,
+        log_level="warning",
+        max_connections=100_000,
+        max_connections_per_ip=100_000,
     )
-    endpoints = LiveEndpoints.bound_to(live)
-    live.use_websocket_protocol(endpoints.websocket_protocol)
-
-    async def ready() -> bool:
-        return True
-
-    handlers = Handlers(runtime.service, auth, runtime.metrics, ready=ready, max_body_bytes=16384)
-    app = create_app(handlers, VoteEndpoint(runtime.service, auth, runtime.metrics), live=endpoints)
-    config = server_config(app, "127.0.0.1", port)
+    store = await open_store(settings, "serve", may_embed=True)
+    assert store.embedded is not None
+    endpoint = store.embedded.endpoint
+    runtime = await build_gateway(settings, store)
+    live = runtime.live
+    config = server_config(runtime.app, "127.0.0.1", port)
     if native:
         config.ws = live.websocket_protocol
     server = GatewayServer(config)
@@ -116,7 +100,7 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
     )
     await task
     await live.shutdown(5)
-    await stop(runtime)
+    await store.close(5)
 
 
 # --- client role --------------------------------------------------------------------------------

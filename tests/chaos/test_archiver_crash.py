@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tally.archive.logs import LedgerDirectory, LedgerFiles
+from tally.bench.processes import free_port
 from tally.domain.polls import OptionSpec
 from tally.domain.votes import Accepted, Receipt
 from tally.ledger import layout, merkle
@@ -57,7 +58,9 @@ def start_archiver(server: EmbeddedValkey, data_dir: Path) -> subprocess.Popen[b
         TALLY_LOG_LEVEL="warning",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "tally", "archiver"], env=env, stderr=subprocess.PIPE
+        [sys.executable, "-m", "tally", "archiver", "--port", str(free_port())],
+        env=env,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -18,7 +18,6 @@ from tally.domain.polls import OptionSpec, Poll, PollState
 from tally.domain.results import Results
 from tally.domain.votes import Accepted
 from tally.gateway.auth import Authenticator
-from tally.gateway.metrics import Metrics
 from tally.gateway.routes import Handlers
 from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import TokenVerifier
@@ -73,18 +72,12 @@ async def http(voting: VotingService, tmp_path: Path) -> AsyncIterator[httpx.Asy
     handlers = Handlers(
         voting,
         Authenticator(TokenVerifier(keys, issuer="tally-dev", audience="tally")),
-        Metrics(),
-        ready=lambda: _true(),
         max_body_bytes=1024,
     )
     app = Starlette(routes=[Route("/v1/polls/{poll_id}/results", handlers.results)])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://tally.test") as client:
         yield client
-
-
-async def _true() -> bool:
-    return True
 
 
 async def new_poll(voting: VotingService, *, open_it: bool = True) -> Poll:

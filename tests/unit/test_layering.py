@@ -27,7 +27,6 @@ STORE_MUST_NOT_IMPORT = (
 GATEWAY_MUST_NOT_IMPORT = ("tally.store", "tally.archive", "tally.wiring")
 
 
-
 def within(name: str, packages: Iterable[str]) -> bool:
     """Whether module `name` is one of `packages` or inside one."""
     return any(name == package or name.startswith(package + ".") for package in packages)

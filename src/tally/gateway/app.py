@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
 from tally.gateway.live.endpoints import LiveEndpoints
+from tally.gateway.ops import OpsRoutes
 from tally.gateway.pages import page_routes
 from tally.gateway.problems import Problem, from_error, problem_response
 from tally.gateway.routes import Handlers
@@ -27,6 +28,7 @@ log = logging.getLogger("tally.gateway")
 def create_app(
     handlers: Handlers,
     votes: VoteEndpoint,
+    ops: OpsRoutes,
     demo_routes: Sequence[BaseRoute] = (),
     *,
     live: LiveEndpoints | None = None,
@@ -44,9 +46,7 @@ def create_app(
         Route("/v1/polls/{poll_id}", handlers.get_poll, methods=["GET"]),
         Route("/v1/polls/{poll_id}/open", handlers.open_poll, methods=["POST"]),
         Route("/v1/polls/{poll_id}/close", handlers.close_poll, methods=["POST"]),
-        Route("/healthz", handlers.healthz, methods=["GET"]),
-        Route("/readyz", handlers.readyz, methods=["GET"]),
-        Route("/metrics", handlers.metrics, methods=["GET"]),
+        *ops.routes(),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *page_routes(),
         *ledger,

@@ -1,20 +1,19 @@
-"""HTTP handlers (all but the hot vote route, see votes.py): parse, call one service method, render. No Valkey, no rules of the domain."""
+"""HTTP handlers of the poll API (the hot vote route is votes.py; /healthz, /readyz and /metrics
+are ops.py, as on every role): parse, call one service method, render. No Valkey, no rules of
+the domain."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import is_poll_id
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
-from tally.gateway.metrics import Metrics
-from tally.gateway.problems import Problem, from_error, invalid_poll_id
+from tally.gateway.problems import invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
 from tally.security.tokens import Principal
 from tally.service import VotingService
@@ -29,19 +28,9 @@ def json_response(
 
 
 class Handlers:
-    def __init__(
-        self,
-        service: VotingService,
-        auth: Authenticator,
-        metrics: Metrics,
-        *,
-        ready: Callable[[], Awaitable[bool]],
-        max_body_bytes: int,
-    ) -> None:
+    def __init__(self, service: VotingService, auth: Authenticator, *, max_body_bytes: int) -> None:
         self._service = service
         self._auth = auth
-        self._metrics = metrics
-        self._ready = ready
         self._max_body = max_body_bytes
 
     async def polls(self, request: Request) -> Response:
@@ -85,23 +74,6 @@ class Handlers:
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers, media_type=JSON)
-
-    async def healthz(self, request: Request) -> Response:
-        return json_response({"status": "ok"})
-
-    async def readyz(self, request: Request) -> Response:
-        try:
-            ready = await self._ready()
-        except StoreUnavailable as exc:
-            raise from_error(exc) from exc
-        if not ready:
-            raise Problem(
-                503, "store-unavailable", "Valkey is up but Tally's functions are not loaded"
-            )
-        return json_response({"status": "ready"})
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
 
     def _admin(self, request: Request) -> Principal:
         return self._auth.admin(request.headers.get("authorization"))

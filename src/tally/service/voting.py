@@ -30,6 +30,7 @@ from tally.domain.snapshots import Snapshot
 from tally.domain.votes import VoteOutcome
 from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
 from tally.service.admission import AdmissionCheck, default_checks
+from tally.service.deadlines import close_expired
 from tally.service.intake import VoteIntake
 
 
@@ -130,13 +131,7 @@ class VotingService:
 
     async def close_expired(self) -> list[str]:
         """Formally close every open poll whose deadline has passed (votes already stopped)."""
-        now = self._clock_ms()
-        closed = []
-        for poll in await self._polls.recent(10_000):
-            if poll.state is PollState.OPEN and poll.effective_state(now) is PollState.CLOSED:
-                await self._polls.move(poll, PollState.CLOSED)
-                closed.append(poll.id)
-        return closed
+        return await close_expired(self._polls, self._clock_ms)
 
     async def recover(self) -> list[str]:
         """Finish transitions a crash interrupted: bring every lane and the poll record to the

@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tally.aggregator import Aggregator, new_owner_id
-from tally.config import Settings, generate_secret
+from tally.config import Settings
 from tally.domain.errors import StoreUnavailable
 from tally.gateway.metrics import Metrics
-from tally.service import VotingService
+from tally.service import VotingService, system_clock_ms
+from tally.service.deadlines import close_expired
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
-from tally.store.votes import ValkeyBallotBox
 from tally.wiring.supervisor import Duty, Restart, Step
 
 log = logging.getLogger("tally")
@@ -74,19 +74,12 @@ def build_aggregator(
     client: Valkey, settings: Settings, service: VotingService | None = None
 ) -> AggregatorRole:
     """The role on its own connection (a tick's batch must not queue behind votes). `service` is
-    the gateway's when both run in one process; otherwise the sweep gets a service of its own."""
+    the gateway's when both run in one process; otherwise the sweep moves polls itself."""
+    if service is not None:
+        return AggregatorRole(new_aggregator(client, settings), service.close_expired)
+    polls = ValkeyPolls(client)
     return AggregatorRole(
-        new_aggregator(client, settings), (service or _poll_service(client)).close_expired
-    )
-
-
-def _poll_service(client: Valkey) -> VotingService:
-    """The service for the sweep's poll moves in a process that takes no votes: its ballot box
-    and its secret (a throwaway one, so it can never name a real voter) are never used."""
-    return VotingService(
-        ValkeyPolls(client),
-        ValkeyBallotBox(client),
-        pseudonym_secret=generate_secret(),
+        new_aggregator(client, settings), lambda: close_expired(polls, system_clock_ms)
     )
 
 

@@ -70,7 +70,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
 
     server = gateway.http_server(after_startup=started)
     t = settings.shutdown_timeout_s
-    duties = [gateway.http_duty(server), *aggregator.duties()]
+    duties = [gateway.live_duty(), gateway.http_duty(server), *aggregator.duties()]
     releases = [aggregator.release_step(t)]
     if settings.archiver:
         duties += archiver.duties()
@@ -80,9 +80,9 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     shutdown = [
         # 1. Live connections first (1012, end of SSE), then uvicorn stops accepting and
         #    finishes requests in flight, each within TALLY_SHUTDOWN_TIMEOUT_S.
-        stop_http(server, 2 * t + MARGIN_S),
+        stop_http(server, 2 * t + MARGIN_S, also=("live",)),
         # 2. The loops stop: aggregator, deadline sweep, archiver, Valkey supervisor.
-        Step("stop the background loops", t, ends=tuple(d.name for d in duties[1:])),
+        Step("stop the background loops", t, ends=tuple(d.name for d in duties[2:])),
         # 3, 4. The archiver (after its file work), then the aggregator, release their leases,
         #    so that another process takes their polls over at once rather than after the TTL.
         *releases,
@@ -116,11 +116,11 @@ async def gateway(settings: Settings) -> int:
     t = settings.shutdown_timeout_s
     shutdown = [
         # 1. Live connections, then requests in flight (as in `tally serve`).
-        stop_http(server, 2 * t + MARGIN_S),
+        stop_http(server, 2 * t + MARGIN_S, also=("live",)),
         # 2. Its Valkey connections close.
         Step("close the Valkey connections", t, then=store.close_clients),
     ]
-    duties = [role.http_duty(server)]
+    duties = [role.live_duty(), role.http_duty(server)]
     return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
 
 
@@ -190,15 +190,18 @@ def ops_duty(server: GatewayServer) -> Duty:
     return Duty("ops http", server.serve)
 
 
-def stop_http(server: GatewayServer, timeout_s: float, name: str = "http") -> Step:
-    """End the server's duty: its `before_shutdown` (a gateway's live side) runs first, then
-    uvicorn stops accepting and finishes requests in flight."""
+def stop_http(
+    server: GatewayServer, timeout_s: float, name: str = "http", also: tuple[str, ...] = ()
+) -> Step:
+    """End the server's duty: its `before_shutdown` (a gateway's live side, which ends the
+    duties named in `also`) runs first, then uvicorn stops accepting and finishes requests in
+    flight."""
 
     def ask() -> None:
         server.should_exit = True
 
     what = "close live connections, stop HTTP" if name == "http" else f"stop {name}"
-    return Step(f"{what}, finish requests in flight", timeout_s, (name,), ask)
+    return Step(f"{what}, finish requests in flight", timeout_s, (name, *also), ask)
 
 
 def force_exit(server: GatewayServer) -> None:

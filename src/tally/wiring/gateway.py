@@ -28,6 +28,7 @@ from tally.gateway.live.gateway import LiveGateway
 from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live_votes import LiveVoting
 from tally.gateway.metrics import Metrics
+from tally.gateway.ops import OpsRoutes
 from tally.gateway.routes import Handlers
 from tally.gateway.server import GatewayServer, server_config
 from tally.gateway.votes import VoteEndpoint
@@ -36,14 +37,13 @@ from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import TokenVerifier
 from tally.service import VotingService
 from tally.service.admission import default_checks
-from tally.store.library import functions_loaded
 from tally.store.polls import ValkeyPolls
 from tally.store.pubsub import ValkeyLiveFeed
 from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
-from tally.wiring.store import Store, durability
+from tally.wiring.store import Store, durability, functions_ready
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -79,12 +79,10 @@ class Gateway:
         return GatewayServer(config, before_shutdown=close_live, after_startup=after_startup)
 
     def http_duty(self, server: GatewayServer) -> Duty:
-        """Serve: the live side's upstream subscription and ping sweep, then uvicorn. Not
-        restarted: a gateway that cannot listen, or whose server dies, stops the process (exit 1)
-        for the orchestrator to restart it whole."""
+        """Serve uvicorn. Not restarted: a gateway that cannot listen, or whose server dies,
+        stops the process (exit 1) for the orchestrator to restart it whole."""
 
         async def serve() -> None:
-            self.live.start()
             try:
                 await server.serve()
             finally:
@@ -92,6 +90,13 @@ class Gateway:
                     await self.live.shutdown(self.settings.shutdown_timeout_s)
 
         return Duty("http", serve)
+
+    def live_duty(self) -> Duty:
+        """The live side's upstream subscription and keepalive sweep (LiveGateway.run). Not
+        restarted: live connections without pings or snapshots are a broken gateway; the
+        subscription itself reconnects on its own. It ends when the HTTP step closes the live
+        side."""
+        return Duty("live", self.live.run)
 
 
 async def build_gateway(settings: Settings, store: Store, *, demo: bool = False) -> Gateway:
@@ -116,11 +121,9 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     if repaired:
         log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
 
-    async def ready() -> bool:
-        return await functions_loaded(client)
-
     auth = Authenticator(verifier)
-    handlers = Handlers(service, auth, metrics, ready=ready, max_body_bytes=settings.max_body_bytes)
+    handlers = Handlers(service, auth, max_body_bytes=settings.max_body_bytes)
+    ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
     live = LiveGateway(
         LiveHub(ValkeyLiveFeed(store.endpoint), ValkeySnapshots(client), service),
@@ -140,6 +143,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     app = create_app(
         handlers,
         VoteEndpoint(voting),
+        ops,
         demo_token_routes(issuer, enabled=demo and settings.embedded),
         live=live_endpoints,
         ledger=ledger.routes(),

@@ -13,7 +13,7 @@ the composition root builds the transports on it and hands them over (all on the
     )
     endpoints = LiveEndpoints.bound_to(live)      # EventStreams, AsgiLiveSocket, uvicorn_protocol
     live.use_websocket_protocol(endpoints.websocket_protocol)
-    live.start()                                   # connects the feed in the background
+    supervise(live.run())                          # the feed, the keepalive sweep (or start())
     app = create_app(handlers, votes, demo_routes, live=endpoints)
     config = server_config(app, host, port, ...)
     config.ws = live.websocket_protocol            # /live natively; other paths stay ASGI
@@ -86,11 +86,23 @@ class LiveGateway:
         return len(self._connections)
 
     def start(self) -> None:
-        """Start the upstream subscription and the keepalive sweep (on the running loop)."""
+        """`run()` in a task of its own, for callers without a supervisor (tests, benchmarks);
+        a crash is logged."""
+        task = asyncio.get_running_loop().create_task(self.run(), name="tally-live")
+        task.add_done_callback(self._finished)
+
+    async def run(self) -> None:
+        """The live side's own work, for a supervisor to own: start the upstream subscription
+        (it reconnects by itself) and ping every connection once per interval, until `shutdown`
+        stops it. A crash propagates to the caller."""
         self.hub.start()
-        self._sweeper = asyncio.get_running_loop().create_task(
-            self._sweep(), name="tally-live-ping"
-        )
+        self._sweeper = asyncio.current_task()
+        try:
+            await self._sweep()
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            # shutdown() stopped the sweep: a normal end
 
     def opened(self, connection: LiveConnection) -> None:
         """A connection was admitted (its limits slot taken)."""
