@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from tally.archive.durable import LedgerConflict
@@ -212,7 +211,3 @@ class Archiver:
     def _publish_key(self) -> None:
         """Serve the verifier key at /ledger/keys (auditors should get it out of band too)."""
         self._files.publish_key(str(self._signer.verifier))
-
-
-def ledger_dir(data_dir: Path) -> Path:
-    return data_dir / "ledger"

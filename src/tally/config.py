@@ -64,6 +64,11 @@ class Settings:
     def embedded(self) -> bool:
         return self.valkey_url is None
 
+    @property
+    def ledger_dir(self) -> Path:
+        """Where the archiver publishes the ledger and gateways read it."""
+        return self.data_dir / "ledger"
+
     def public_view(self) -> dict[str, str]:
         """Every setting as text, secrets masked (passwords in URLs too)."""
         view: dict[str, str] = {}

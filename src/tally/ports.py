@@ -4,12 +4,14 @@ rely on. They speak the domain's values: no Valkey field names, stream ids or fi
 Only the composition root (tally.wiring) knows the concrete classes (today: Valkey, in
 tally.store; the ledger directory, in tally.archive).
 
-    StoreClient      one connection (or a cluster of them) that runs RESP commands
+    StoreClient      RESP commands, pipelined, durable writes (store.resp.Valkey)
     PollStore        poll definitions and lifecycle           (store.polls.ValkeyPolls)
     BallotBox        casting a vote, once, durably            (store.votes.ValkeyBallotBox)
     SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
     LedgerQueue      votes and admin actions not yet archived (store.ledger_queue.ValkeyLedgerQueue)
-    LedgerReader     the published ledger, read-only          (archive.logs.LedgerFiles)
+    LedgerReader     the published ledger, read-only, async   (archive.logs.LedgerDirectory)
+    LedgerStore      where the archiver publishes the ledger  (archive.logs.LedgerFiles)
+    PollFiles        one poll's ledger files, write-once      (archive.durable.DurableFiles)
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from tally.domain.snapshots import Snapshot
 from tally.domain.votes import NotOpen, UnknownOption
 
 Arg = bytes | str | int
+
+
+class ReplyError(Exception):
+    """The store answered a command with an error reply (StoreClient's error reply type: raw
+    replies hold it as a value, `execute` raises it)."""
 
 
 class StoreClient(Protocol):
@@ -59,7 +66,7 @@ class StoreClient(Protocol):
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Commands back to back; their raw replies (error replies as values)."""
 
-    async def durable(self, args: Sequence[Arg]) -> Any:
+    def durable(self, args: Sequence[Arg]) -> Awaitable[Any]:
         """A write's raw reply, once the write is durable (see the class docstring)."""
 
 

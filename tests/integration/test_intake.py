@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
+import httpx
+import orjson
 import pytest
+from starlette.applications import Starlette
 
 from tally.domain.admission import (
     ADMIT,
@@ -30,6 +34,13 @@ from tally.domain.votes import (
     Unauthenticated,
     UnknownOption,
 )
+from tally.gateway.auth import Authenticator
+from tally.gateway.live_votes import LiveVoting, VoteMessage
+from tally.gateway.metrics import Metrics
+from tally.gateway.votes import HotPathRouter, VoteEndpoint
+from tally.gateway.voting import Voting
+from tally.security.dev_issuer import DevIssuer
+from tally.security.tokens import TokenVerifier
 from tally.service import NewPoll, VotingService
 from tally.service.admission import AdmissionCheck, OptionCheck, TokenCheck, default_checks
 from tally.store.polls import ValkeyPolls
@@ -37,7 +48,6 @@ from tally.store.resp import Valkey
 from tally.store.votes import ValkeyBallotBox
 
 SECRET = b"k" * 32
-NOW_S = int(time.time())
 
 
 class Fixed:
@@ -99,7 +109,8 @@ async def test_checks_run_in_order_and_stop_at_the_first_verdict(valkey: Valkey)
 async def test_with_every_check_admitting_the_vote_is_cast(valkey: Valkey) -> None:
     """The default chain (token, option) admits a current token and a known option."""
     service, poll_id = await open_poll(valkey, default_checks())
-    outcome = await service.submit(request(poll_id, issued_at=NOW_S, expires_at=NOW_S + 60))
+    now_s = int(time.time())
+    outcome = await service.submit(request(poll_id, issued_at=now_s, expires_at=now_s + 60))
     assert isinstance(outcome, Accepted)
     assert (await service.results(poll_id)).total == 1
 
@@ -109,18 +120,53 @@ async def test_the_token_check_refuses_a_token_that_expired_before_admission(
 ) -> None:
     """Past exp plus the leeway: 401 token-expired, nothing cast; within the leeway: cast."""
     service, poll_id = await open_poll(valkey, [TokenCheck(leeway_s=30)])
-    stale = request(poll_id, issued_at=NOW_S - 600, expires_at=NOW_S - 60)
+    now_s = int(time.time())
+    stale = request(poll_id, issued_at=now_s - 600, expires_at=now_s - 60)
     assert await service.submit(stale) == Unauthenticated("token-expired", "token has expired")
-    future = request(poll_id, issued_at=NOW_S + 600, expires_at=NOW_S + 900)
+    future = request(poll_id, issued_at=now_s + 600, expires_at=now_s + 900)
     refused = await service.submit(future)
     assert isinstance(refused, Unauthenticated)
     assert refused.reason == "token-not-yet-valid"
     assert (await service.results(poll_id)).total == 0
-    lenient = request(poll_id, issued_at=NOW_S - 600, expires_at=NOW_S - 10)
+    lenient = request(poll_id, issued_at=now_s - 600, expires_at=now_s - 10)
     assert isinstance(await service.submit(lenient), Accepted)
 
 
 async def test_the_option_check_refuses_an_option_the_poll_lacks(valkey: Valkey) -> None:
     service, poll_id = await open_poll(valkey, [OptionCheck()])
     assert await service.submit(request(poll_id, "green")) == UnknownOption("green")
+    assert (await service.results(poll_id)).total == 0
+
+
+async def test_both_transports_answer_a_limit_alike_with_when_to_retry(
+    valkey: Valkey, tmp_path: Path
+) -> None:
+    """A Limit verdict over HTTP is 429 rate-limited with Retry-After; over the WebSocket the
+    vote_result frame carries the same problem and the same delay as `retry_after`."""
+    service, poll_id = await open_poll(valkey, [Fixed(Limit(7, "address"))])
+    issuer = DevIssuer.load_or_create(tmp_path / "keys")
+    verifier = TokenVerifier(issuer.key_set(), issuer="tally-dev", audience="tally")
+    voting = Voting(service, Authenticator(verifier), Metrics())
+    token = issuer.mint("limited-voter")
+
+    frame = orjson.loads(
+        await LiveVoting(voting).vote(
+            poll_id,
+            token,
+            VoteMessage(request_id="r1", option="red"),
+            Evidence(Transport.WEBSOCKET, "192.0.2.9"),
+        )
+    )
+    app = HotPathRouter(Starlette(), VoteEndpoint(voting))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tally.test") as http:
+        reply = await http.post(
+            f"/v1/polls/{poll_id}/votes",
+            json={"option": "red"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert (reply.status_code, reply.headers["Retry-After"]) == (429, "7")
+    assert (frame["status"], frame["retry_after"]) == (429, 7)
+    assert frame["error"] == reply.json()
+    assert reply.json()["code"] == "rate-limited"
     assert (await service.results(poll_id)).total == 0

@@ -10,6 +10,7 @@ Server -> client:
     {"type": "vote_result", "request_id": R, "status": 201, "receipt": {...}}
     {"type": "vote_result", "request_id": R, "status": 202, "held": {"reason": ...}}
     {"type": "vote_result", "request_id": R, "status": 401|404|409|422|428|429|503, "error": P}
+        (429 and 503 also carry "retry_after": seconds, the HTTP answer's Retry-After header)
     {"type": "error", "status": 400|415|422, "error": P}   the frame was not a message; nothing changed
 P is the problem document the HTTP vote would answer, byte for byte (its `instance` is the vote
 resource, /v1/polls/{id}/votes). The token is verified again for every vote (verifications are
@@ -104,4 +105,7 @@ class LiveVoting:
         }
         if answer.problem is None:
             return orjson.dumps({**head, **(answer.document or {})})
+        retry_after = answer.problem.headers.get("Retry-After")
+        if retry_after is not None:  # what HTTP says in a header, the frame says in a field
+            head["retry_after"] = int(retry_after)
         return _with_problem(head, answer.problem, f"/v1/polls/{poll_id}/votes")

@@ -30,13 +30,9 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 from tally.domain.errors import StoreUnavailable
-from tally.ports import Arg
+from tally.ports import Arg, ReplyError
 
 __all__ = ["Arg", "Endpoint", "ReplyError", "Valkey", "WaitAof", "raise_first_error"]
-
-
-class ReplyError(Exception):
-    """The server answered a command with an error reply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,17 +200,22 @@ class Valkey:
             asyncio.get_running_loop().call_soon(self._flush)
         return future
 
-    async def durable(self, args: Sequence[Arg]) -> Any:
+    def durable(self, args: Sequence[Arg]) -> Awaitable[Any]:
         """A write's raw reply, handed out only once the write is durable (module docstring);
-        StoreUnavailable if that cannot be confirmed."""
+        StoreUnavailable if that cannot be confirmed. On the vote path, connected and with
+        replies that imply an fsync, this is the reply's own future: no coroutine in between."""
         if not self.connected:
-            await self.connect()
+            return self._durable_after_connect(args)
         reply = self.submit(args)
         if self.durability is None:
-            return await reply
+            return reply
         confirmed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._durable.append((reply, confirmed))
-        return await confirmed
+        return confirmed
+
+    async def _durable_after_connect(self, args: Sequence[Arg]) -> Any:
+        await self.connect()
+        return await self.durable(args)
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send commands back to back; return their raw replies (ReplyError objects included)."""

@@ -14,9 +14,8 @@ from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import Poll, PollState
 from tally.domain.pseudonyms import bucket_of, index_field, lane_of
 from tally.domain.votes import NotOpen, UnknownOption
-from tally.ports import AlreadyRecorded, CastResult, Recorded, StoreClient
+from tally.ports import AlreadyRecorded, CastResult, Recorded, ReplyError, StoreClient
 from tally.store import keys
-from tally.store.resp import ReplyError
 
 MAX_CACHED_POLLS = 10_000
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tally.aggregator import new_owner_id
 from tally.archive.logs import LedgerFiles
-from tally.archiver import STOP_WAIT_S, Archiver, ledger_dir
+from tally.archiver import STOP_WAIT_S, Archiver
 from tally.config import Settings
 from tally.gateway.metrics import Metrics
 from tally.ledger import note
@@ -49,7 +49,7 @@ class ArchiverRole:
 
 def build_archiver(client: Valkey, settings: Settings) -> ArchiverRole:
     """The role on its own connection: a backlog read is megabytes, which must not delay others."""
-    directory = ledger_dir(settings.data_dir)
+    directory = settings.ledger_dir
     archiver = Archiver(
         ValkeyPolls(client),
         ValkeyLedgerQueue(client),

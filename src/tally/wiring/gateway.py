@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp
 
 from tally.archive.logs import LedgerDirectory, LedgerFiles
-from tally.archiver import ledger_dir
 from tally.config import Settings
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
@@ -108,7 +107,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     await client.connect()
     client.durability = await durability(client, settings)
     verifier, issuer = token_verifier(settings)
-    ledger_files = LedgerFiles(ledger_dir(settings.data_dir))
+    ledger_files = LedgerFiles(settings.ledger_dir)
     service = VotingService(
         ValkeyPolls(client),
         ValkeyBallotBox(client),

@@ -7,7 +7,7 @@ the composition root builds the transports on it and hands them over (all on the
     hub = LiveHub(ValkeyLiveFeed(endpoint), ValkeySnapshots(client), service)
     live = LiveGateway(
         hub,
-        LiveVoting(service, auth, metrics),
+        LiveVoting(voting),                        # gateway.voting.Voting: the vote path
         ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
         slow_client_s=settings.slow_client_s,
     )
