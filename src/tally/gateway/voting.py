@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tally.domain.admission import Evidence, Voter, VoteRequest
 from tally.gateway.auth import Authenticator
@@ -25,8 +24,7 @@ from tally.service import VotingService
 log = logging.getLogger("tally.gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class VoteAnswer:
+class VoteAnswer(NamedTuple):
     """What the voter is told: `status`, and either `document` (the success body's fields:
     `receipt` for 201, `held` for 202) or `problem`. `label` is the outcome in metrics."""
 

@@ -29,6 +29,7 @@ shutdown step ends them.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 
@@ -96,7 +97,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
                 "stop the embedded valkey-server", t + MARGIN_S, then=lambda: store.stop_embedded(t)
             )
         )
-    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+    return await supervise(duties, shutdown, server)
 
 
 async def gateway(settings: Settings) -> int:
@@ -121,7 +122,7 @@ async def gateway(settings: Settings) -> int:
         Step("close the Valkey connections", t, then=store.close_clients),
     ]
     duties = [role.live_duty(), role.http_duty(server)]
-    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+    return await supervise(duties, shutdown, server)
 
 
 async def aggregator(settings: Settings) -> int:
@@ -152,7 +153,7 @@ async def aggregator(settings: Settings) -> int:
         Step("close the Valkey connections", t, then=store.close_clients),
     ]
     duties = [ops_duty(server), *role.duties()]
-    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+    return await supervise(duties, shutdown, server)
 
 
 async def archiver(settings: Settings) -> int:
@@ -181,6 +182,16 @@ async def archiver(settings: Settings) -> int:
         Step("close the Valkey connections", t, then=store.close_clients),
     ]
     duties = [ops_duty(server), *role.duties()]
+    return await supervise(duties, shutdown, server)
+
+
+async def supervise(duties: Sequence[Duty], shutdown: Sequence[Step], server: GatewayServer) -> int:
+    """Run the role's duties until it stops; the exit status.
+
+    Everything built until now (modules, the app, caches) lives as long as the process, so
+    `gc.freeze()` moves it out of the collector's reach: full collections no longer traverse
+    it, which took ~19k instructions off every vote (BENCHMARKS.md, the seams refactor)."""
+    gc.freeze()
     return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
 
 
