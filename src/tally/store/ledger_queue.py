@@ -9,6 +9,7 @@ reaches the ledger.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -43,10 +44,9 @@ class ValkeyLedgerQueue:
             ]
         )
         raise_first_error(replies)
-        return [
-            [decode_admin_entry(i, f) if log is None else decode_vote_entry(i, f) for i, f in reply]
-            for log, reply in zip(logs, replies, strict=True)
-        ]
+        # A full read is up to `count` entries per log: decoded in a worker thread, so that the
+        # event loop (shared with the gateway in `tally serve`) keeps answering votes meanwhile.
+        return await asyncio.to_thread(_decode_logs, logs, replies)
 
     async def trim(self, poll_id: str, logs: list[int | None], below_seqs: list[int]) -> None:
         replies = await self._client.pipeline(
@@ -62,6 +62,13 @@ class ValkeyLedgerQueue:
 
     async def release(self, poll_id: str, owner: str) -> None:
         await leases.release(self._client, keys.poll_archiver_lease(poll_id), owner)
+
+
+def _decode_logs(logs: list[int | None], replies: list[Any]) -> list[list[QueuedEntry]]:
+    return [
+        [decode_admin_entry(i, f) if log is None else decode_vote_entry(i, f) for i, f in reply]
+        for log, reply in zip(logs, replies, strict=True)
+    ]
 
 
 def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
