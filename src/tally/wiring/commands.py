@@ -57,12 +57,15 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     try:
         gateway = await build_gateway(settings, store, demo=demo)
         aggregator = build_aggregator(store.client(), settings, gateway.service)
-        archiver = build_archiver(store.client(), settings)
+        # With TALLY_ARCHIVER=off another process writes the ledger: none is built here (nor
+        # its key made), and /metrics has no archiver samples.
+        archiver = build_archiver(store.client(), settings) if settings.archiver else None
     except BaseException:
         await store.close(settings.shutdown_timeout_s)
         raise
     observe_aggregator(gateway.metrics, aggregator.aggregator)
-    observe_archiver(gateway.metrics, archiver.archiver)  # flat with TALLY_ARCHIVER=off
+    if archiver is not None:
+        observe_archiver(gateway.metrics, archiver.archiver)
 
     async def started() -> None:
         log.info("Tally listening on http://%s:%d", settings.host, settings.port)
@@ -73,7 +76,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     t = settings.shutdown_timeout_s
     duties = [gateway.live_duty(), gateway.http_duty(server), *aggregator.duties()]
     releases = [aggregator.release_step(t)]
-    if settings.archiver:
+    if archiver is not None:
         duties += archiver.duties()
         releases.insert(0, archiver.release_step(t))  # the archiver hands its leases over first
     if store.embedded is not None:
@@ -129,7 +132,7 @@ async def aggregator(settings: Settings) -> int:
     """`tally aggregator`: the aggregator and the deadline sweep, against TALLY_VALKEY_URL, with
     /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_AGGREGATOR_PORT."""
     store = await open_store(settings, "aggregator")
-    metrics = Metrics()
+    metrics = Metrics(vote_path=False)
     role = build_aggregator(_client(store, metrics), settings)
     observe_aggregator(metrics, role.aggregator)
     ready = functions_checker(store)
@@ -160,7 +163,7 @@ async def archiver(settings: Settings) -> int:
     """`tally archiver`: the archiver, against TALLY_VALKEY_URL, writing TALLY_DATA_DIR/ledger,
     with /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_ARCHIVER_PORT."""
     store = await open_store(settings, "archiver")
-    metrics = Metrics()
+    metrics = Metrics(vote_path=False)
     role = build_archiver(_client(store, metrics), settings)
     observe_archiver(metrics, role.archiver)
     checks = [functions_checker(store), role.ledger_writable]
