@@ -68,8 +68,8 @@ class Sampled:
 
 class Metrics:
     def __init__(self, *, vote_path: bool = True) -> None:
-        """`vote_path`: render the vote families (votes, their durations, Valkey batch sizes);
-        off for the roles that take no votes (the aggregator, the archiver)."""
+        """`vote_path`: render the vote families (votes and their durations); off for the roles
+        that take no votes (the aggregator, the archiver)."""
         self._vote_path = vote_path
         self.votes = Counter("tally_votes_total", "Votes by outcome.", "outcome")
         self.vote_seconds = Histogram(
@@ -92,7 +92,8 @@ class Metrics:
     def render(self) -> str:
         lines: list[str] = []
         if self._vote_path:
-            lines += self.votes.render() + self.vote_seconds.render() + self.batch_size.render()
+            lines += self.votes.render() + self.vote_seconds.render()
+        lines += self.batch_size.render()
         for sampled in self.sampled:
             lines += sampled.render()
         return "\n".join(lines) + "\n"
