@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from tally.bench.loadgen import build_request
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
@@ -74,6 +76,24 @@ class RunningTally:
 
 
 StartTally = Callable[..., RunningTally]
+OPTIONS = ("red", "green", "blue")
+
+
+def vote_requests(t: RunningTally, poll_id: str, tokens: list[str], shift: int) -> list[bytes]:
+    """Raw HTTP vote requests for the load generator: voter i votes OPTIONS[(i + shift) % 3], so
+    a repeat with another shift picks another option."""
+    return [
+        build_request(
+            "POST",
+            f"/v1/polls/{poll_id}/votes",
+            host=f"{t.host}:{t.port}",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            body=orjson.dumps({"option": OPTIONS[(i + shift) % len(OPTIONS)]}),
+        )
+        for i, token in enumerate(tokens)
+    ]
+
+
 SETTLE_S = 0.6  # more than two aggregator ticks at the default TALLY_TICK_MS of 250
 
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import orjson
 
-from conftest import RunningTally, serving
+from conftest import OPTIONS, RunningTally, serving, vote_requests
 from tally.bench.loadgen import Reply, build_request, run_requests
 from tally.store import keys
 from tally.store.embedded import EmbeddedValkey
 from tally.store.resp import Valkey
 
-OPTIONS = ("red", "green", "blue")
 LANES = 4
 ARCHIVED_VOTERS = 240  # cast, then waited for until a checkpoint covers them and they are trimmed
 LATE_VOTERS = 60  # cast just before the stop: in the streams, or archived, whichever came first
@@ -32,20 +31,6 @@ NEW_VOTERS = 20  # cast after the restore
 # Short cycles, so checkpoints and trims come within the test's time budget.
 ENV = {"TALLY_CHECKPOINT_INTERVAL_MS": "200"}
 WAIT_S = 20.0
-
-
-def vote_requests(t: RunningTally, poll_id: str, tokens: list[str], shift: int) -> list[bytes]:
-    """Voter i votes OPTIONS[(i + shift) % 3]."""
-    return [
-        build_request(
-            "POST",
-            f"/v1/polls/{poll_id}/votes",
-            host=f"{t.host}:{t.port}",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            body=orjson.dumps({"option": OPTIONS[(i + shift) % len(OPTIONS)]}),
-        )
-        for i, token in enumerate(tokens)
-    ]
 
 
 async def send(t: RunningTally, requests: list[bytes]) -> list[Reply]:

@@ -12,11 +12,10 @@ from typing import Any
 
 import orjson
 
-from conftest import RunningTally, StartTally, is_running
+from conftest import OPTIONS, RunningTally, StartTally, is_running, vote_requests
 from tally.bench.loadgen import Reply, build_request, run_requests
 from tally.client import ApiError
 
-OPTIONS = ("red", "green", "blue")
 VOTERS = 3000
 IN_FLIGHT = 50
 CHUNK = 100  # the stream goes out in chunks, so it can pace itself
@@ -25,20 +24,6 @@ KILL_AFTER = 1000
 # outage and resumes against the restarted valkey-server.
 BACKOFF_S = 0.2
 READY_WITHIN_S = 30.0
-
-
-def vote_requests(t: RunningTally, poll_id: str, tokens: list[str], shift: int) -> list[bytes]:
-    """Voter i votes OPTIONS[(i + shift) % 3]; a repeat with another shift picks another option."""
-    return [
-        build_request(
-            "POST",
-            f"/v1/polls/{poll_id}/votes",
-            host=f"{t.host}:{t.port}",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            body=orjson.dumps({"option": OPTIONS[(i + shift) % len(OPTIONS)]}),
-        )
-        for i, token in enumerate(tokens)
-    ]
 
 
 async def stream(t: RunningTally, requests: list[bytes]) -> list[Reply | None]:
