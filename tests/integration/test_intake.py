@@ -35,7 +35,7 @@ from tally.domain.votes import (
     UnknownOption,
 )
 from tally.gateway.auth import Authenticator
-from tally.gateway.live_votes import LiveVoting, VoteMessage
+from tally.gateway.live.votes import LiveVoting, VoteMessage
 from tally.gateway.metrics import Metrics
 from tally.gateway.votes import HotPathRouter, VoteEndpoint
 from tally.gateway.voting import Voting

@@ -1,5 +1,5 @@
 """A vote as every transport answers it: the one path from a bearer token and an option to an
-answer, shared by `POST /v1/polls/{id}/votes` (votes.py) and the live WebSocket (live_votes.py).
+answer, shared by `POST /v1/polls/{id}/votes` (votes.py) and the live WebSocket (live/votes.py).
 
     authenticate -> VoteRequest -> VotingService.submit (the one intake) -> answer -> metrics
 

@@ -25,7 +25,7 @@ from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.gateway import LiveGateway
 from tally.gateway.live.limits import ConnectionLimits
-from tally.gateway.live_votes import LiveVoting
+from tally.gateway.live.votes import LiveVoting
 from tally.gateway.metrics import Metrics
 from tally.gateway.ops import OpsRoutes
 from tally.gateway.routes import Handlers

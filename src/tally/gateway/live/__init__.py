@@ -7,6 +7,7 @@
     uvicorn_ws.py   uvicorn's `ws=` class: /live natively, other paths to uvicorn's ASGI protocol
     asgi_socket.py  AsgiLiveSocket: the same WebSocket over ASGI (fallback)
     sse.py          EventStreams: GET /v1/polls/{poll_id}/events
+    votes.py        LiveVoting: auth and vote messages, answered through the shared Voting
     fanout.py       LiveHub: one upstream subscription per watched poll
     limits.py       ConnectionLimits and the refusals the transports share
     snapshot.py     LiveSnapshot: a published document with its frame and event, encoded once

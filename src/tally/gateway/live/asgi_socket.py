@@ -27,14 +27,14 @@ from tally.gateway.live.limits import (
 )
 from tally.gateway.live.snapshot import LiveSnapshot
 from tally.gateway.live.state import WatcherState, moved
-from tally.gateway.live.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
-from tally.gateway.live_votes import (
+from tally.gateway.live.votes import (
     AuthMessage,
     VoteMessage,
     error_frame,
     parse_message,
     request_id_of,
 )
+from tally.gateway.live.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
 from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
 
 

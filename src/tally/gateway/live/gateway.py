@@ -34,7 +34,7 @@ from typing import Any
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.host import LiveConnection
 from tally.gateway.live.limits import ConnectionLimits
-from tally.gateway.live_votes import LiveVoting
+from tally.gateway.live.votes import LiveVoting
 
 log = logging.getLogger("tally.live")
 

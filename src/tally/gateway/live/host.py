@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.limits import ConnectionLimits
-from tally.gateway.live_votes import LiveVoting
+from tally.gateway.live.votes import LiveVoting
 
 
 class LiveConnection(Protocol):

@@ -49,7 +49,7 @@ from tally.gateway.live.limits import (
 )
 from tally.gateway.live.snapshot import LiveSnapshot
 from tally.gateway.live.state import WatcherState, moved
-from tally.gateway.live_votes import (
+from tally.gateway.live.votes import (
     AuthMessage,
     VoteMessage,
     error_frame,
