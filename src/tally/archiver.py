@@ -31,6 +31,7 @@ from tally.ledger.note import Signer
 from tally.ports import LedgerQueue, LedgerStore, PollStore, QueuedAdminAction
 
 log = logging.getLogger("tally.archiver")
+DRAFT = PollState.DRAFT  # the state a poll enters with 'created', its admin log's first entry
 
 MAX_POLLS = 10_000
 # Entries read per log and round trip; a backlog is read in as many rounds as it needs.
@@ -177,8 +178,7 @@ class Archiver:
         the archiver trims it; a poll made before the ledger existed has no such entry."""
         [admin] = await self._queue.read(poll.id, [None], [1], 1)
         first = admin[0] if admin else None
-        created = isinstance(first, QueuedAdminAction) and first.state is PollState.DRAFT
-        if first is None or first.seq != 1 or not created:
+        if not (isinstance(first, QueuedAdminAction) and first.seq == 1 and first.state is DRAFT):
             raise PreLedgerPoll(poll.id)
 
     async def _drain(self, logs: PollLogs) -> None:

@@ -84,13 +84,19 @@ class VoteIntake:
     async def _definition(self, poll_id: str) -> Poll:
         poll = self._definitions.get(poll_id)
         if poll is None:
-            found = await self._polls.get(poll_id) if is_poll_id(poll_id) else None
-            if found is None:
-                raise PollNotFound(poll_id)
+            found = await load_poll(self._polls, poll_id)
             if len(self._definitions) >= MAX_CACHED_POLLS:
                 self._definitions.clear()
             poll = self._definitions[poll_id] = found
         return poll
+
+
+async def load_poll(polls: PollStore, poll_id: str) -> Poll:
+    """The poll as stored; PollNotFound for an id that cannot exist or does not."""
+    poll = await polls.get(poll_id) if is_poll_id(poll_id) else None
+    if poll is None:
+        raise PollNotFound(poll_id)
+    return poll
 
 
 def _outcome_of(verdict: Verdict) -> VoteOutcome:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tally.domain.admission import INTERNAL, Voter, VoteRequest
-from tally.domain.errors import PollNotFound
 from tally.domain.polls import (
     DEFAULT_EXPECTED_VOTERS,
     DEFAULT_LANES,
@@ -32,7 +31,7 @@ from tally.domain.votes import VoteOutcome
 from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
 from tally.service.admission import AdmissionCheck, default_checks
 from tally.service.deadlines import close_expired
-from tally.service.intake import VoteIntake
+from tally.service.intake import VoteIntake, load_poll
 
 
 def system_clock_ms() -> int:
@@ -155,10 +154,7 @@ class VotingService:
         return moved
 
     async def _load(self, poll_id: str) -> Poll:
-        poll = await self._polls.get(poll_id) if is_poll_id(poll_id) else None
-        if poll is None:
-            raise PollNotFound(poll_id)
-        return poll
+        return await load_poll(self._polls, poll_id)
 
 
 def _from_snapshot(snapshot: Snapshot) -> Results:
