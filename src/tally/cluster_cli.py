@@ -1,0 +1,95 @@
+"""`tally cluster up|down`: a local Valkey Cluster for development, tests and benchmarks.
+
+`up` starts and forms the cluster, prints its URL and returns while the nodes keep running;
+`down` (from any shell) stops the cluster recorded in the same directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tally.store.local_cluster import STATE_FILE, ClusterError, LocalCluster, down
+
+DEFAULT_DIR = Path("data/cluster")
+
+
+def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `cluster up|down` to subparsers (anything with argparse's `add_parser`)."""
+    cluster = subparsers.add_parser("cluster", help="start or stop a local Valkey Cluster")
+    actions = cluster.add_subparsers(required=True, metavar="ACTION", dest="cluster_action")
+    up = actions.add_parser(
+        "up", help="start a local cluster, print its URL (the nodes keep running)"
+    )
+    up.add_argument("--primaries", type=_positive, default=3, help="primaries (default 3)")
+    up.add_argument(
+        "--replicas", type=_non_negative, default=1, help="replicas per primary (default 1)"
+    )
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"default ./{DEFAULT_DIR}")
+    up.add_argument(
+        "--node-timeout-ms",
+        type=_positive,
+        default=1000,
+        help="cluster-node-timeout: how soon a dead primary is failed over (default 1000)",
+    )
+    up.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for a healthy cluster"
+    )
+    stop = actions.add_parser("down", help="stop the local cluster recorded in --dir")
+    stop.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"default ./{DEFAULT_DIR}")
+    for parser in (cluster, up, stop):
+        parser.set_defaults(run=run_cluster)
+    cluster_parser: argparse.ArgumentParser = cluster
+    return cluster_parser
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    try:
+        if args.cluster_action == "up":
+            cluster = LocalCluster(
+                args.dir,
+                primaries=args.primaries,
+                replicas=args.replicas,
+                node_timeout_ms=args.node_timeout_ms,
+            )
+            cluster.up(timeout_s=args.timeout)
+            print(cluster.url)
+            print(f"export TALLY_VALKEY_URL='{cluster.url}'")
+            return 0
+        if not (args.dir / STATE_FILE).exists():
+            print(f"no cluster recorded in {args.dir}; nothing to stop")
+            return 0
+        stopped = down(args.dir)
+        print(f"stopped {len(stopped.nodes)} nodes in {stopped.dir}")
+        return 0
+    except ClusterError as exc:
+        print(f"tally cluster: {exc}", file=sys.stderr)
+        return 1
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tally.cluster_cli cluster up|down ...`, until `tally cluster` is wired in."""
+    parser = argparse.ArgumentParser(prog="tally")
+    add_cluster_parser(parser.add_subparsers(required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return run_cluster(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

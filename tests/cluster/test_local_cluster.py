@@ -1,0 +1,198 @@
+"""The local Valkey Cluster launcher: a real 3x1 cluster formed without valkey-cli, locked down
+(password, loopback, private files), durable, and stopped without leftovers."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tally.cluster_cli import add_cluster_parser, run_cluster
+from tally.ports import ReplyError
+from tally.store.local_cluster import (
+    SLOTS,
+    ClusterError,
+    LocalCluster,
+    cluster_url,
+)
+from tally.store.resp import Valkey
+
+CLI = [sys.executable, "-m", "tally.cluster_cli", "cluster"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    started = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        started.up()
+        yield started
+    finally:
+        started.stop()
+
+
+def test_every_slot_is_served_by_three_primaries_each_with_a_replica_in_sync(
+    cluster: LocalCluster,
+) -> None:
+    primaries = [n for n in cluster.nodes if n.role == "primary"]
+    replicas = [n for n in cluster.nodes if n.role == "replica"]
+    assert len(primaries) == 3
+    assert sorted(r.primary_port or 0 for r in replicas) == sorted(p.port for p in primaries)
+    assert cluster.topology() == sorted(cluster.nodes, key=lambda n: n.port)
+
+    for node in cluster.nodes:
+        info = cluster.call(node.port, "CLUSTER", "INFO")
+        assert "cluster_state:ok" in info
+        assert f"cluster_slots_assigned:{SLOTS}" in info
+        assert "cluster_known_nodes:6" in info
+    slots = cluster.call(primaries[0].port, "CLUSTER", "SLOTS")
+    covered = sorted((int(entry[0]), int(entry[1])) for entry in slots)
+    assert covered[0][0] == 0
+    assert covered[-1][1] == SLOTS - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(covered))
+    assert {int(entry[2][1]) for entry in slots} == {p.port for p in primaries}
+
+    for replica in replicas:
+        replication = cluster.call(replica.port, "INFO", "replication")
+        assert "role:slave" in replication
+        assert "master_link_status:up" in replication
+        assert f"master_port:{replica.primary_port}" in replication
+
+
+def test_the_url_lists_the_primaries_and_the_password(cluster: LocalCluster) -> None:
+    ports = [n.port for n in cluster.nodes if n.role == "primary"]
+    assert cluster.url == cluster_url(cluster.password, ports)
+    assert cluster.url.startswith(f"valkey+cluster://:{cluster.password}@127.0.0.1:")
+    assert cluster.url.count(",") == 2
+
+
+def test_every_node_requires_the_password_and_listens_on_loopback_only(
+    cluster: LocalCluster,
+) -> None:
+    for node in cluster.nodes:
+        with (
+            cluster.connect(node.port, authenticate=False) as conn,
+            pytest.raises(ReplyError, match="NOAUTH"),
+        ):
+            conn.call("GET", "x")
+        assert cluster.call(node.port, "CONFIG", "GET", "bind")[1] == "127.0.0.1"
+        assert cluster.call(node.port, "CONFIG", "GET", "protected-mode")[1] == "yes"
+        assert cluster.call(node.port, "CONFIG", "GET", "appendfsync")[1] == "always"
+        assert cluster.call(node.port, "CONFIG", "GET", "appendonly")[1] == "yes"
+        with (
+            cluster.connect(node.port, authenticate=False) as conn,
+            pytest.raises(ReplyError, match="WRONGPASS"),
+        ):
+            conn.call("AUTH", "not-the-password")
+
+
+def test_the_password_lives_only_in_private_files(cluster: LocalCluster) -> None:
+    assert _mode(cluster.dir) == 0o700
+    assert _mode(cluster.state_file) == 0o600
+    assert cluster.password in cluster.state_file.read_text()
+    for node in cluster.nodes:
+        node_dir = cluster.node_dir(node.port)
+        assert _mode(node_dir) == 0o700
+        assert _mode(node_dir / "valkey.conf") == 0o600
+        assert _mode(node_dir / "nodes.conf") & 0o077 == 0
+        cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
+        assert cluster.password.encode() not in cmdline
+
+
+async def test_a_write_lands_on_the_owning_primary_and_reaches_its_replica(
+    cluster: LocalCluster,
+) -> None:
+    key = "poll:{p1}:total"
+    port = cluster.primary_of_key(key)
+    assert cluster.slot_of(key) == cluster.slot_of("{p1}")
+    client = Valkey(cluster.endpoint(port))
+    try:
+        assert await client.execute("SET", key, "42") == b"OK"
+        assert await client.execute("GET", key) == b"42"
+        assert await client.execute("WAIT", 1, 5000) == 1
+    finally:
+        await client.close()
+    other = next(n.port for n in cluster.nodes if n.role == "primary" and n.port != port)
+    with pytest.raises(ReplyError, match="MOVED"):
+        cluster.call(other, "GET", key)
+    (replica,) = cluster.replicas_of(port)
+    with cluster.connect(replica) as conn:
+        assert conn.call("READONLY") == "OK"
+        assert conn.call("GET", key) == "42"
+
+
+def test_up_refuses_a_directory_whose_cluster_is_running(cluster: LocalCluster) -> None:
+    with pytest.raises(ClusterError, match="already running") as raised:
+        LocalCluster(cluster.dir).up()
+    assert cluster.url in str(raised.value)
+    assert all(_alive(n.pid) for n in cluster.nodes)
+
+
+def test_a_killed_primary_is_failed_over_and_rejoins_as_a_replica(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path, primaries=3, replicas=1) as cluster:
+        key = "k"
+        old = cluster.primary_of_key(key)
+        cluster.call(old, "SET", key, "v")
+        cluster.call(old, "WAIT", 1, 5000)
+        (heir,) = cluster.replicas_of(old)
+        cluster.kill(old, signal.SIGKILL)
+        cluster.wait_healthy(timeout_s=30)
+        assert cluster.primary_of_key(key) == heir
+        assert cluster.call(heir, "GET", key) == "v"
+        cluster.restart(old)
+        cluster.wait_healthy(timeout_s=30, replicas_in_sync=True)
+        (rejoined,) = (n for n in cluster.topology() if n.port == old)
+        assert rejoined.role == "replica"
+        assert rejoined.primary_port == heir
+        pids = [n.pid for n in cluster.nodes]
+    assert not any(_alive(pid) for pid in pids)
+    assert not cluster.state_file.exists()
+
+
+def test_the_cli_brings_a_cluster_up_that_outlives_it_and_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "cluster"
+    up = [*CLI, "up", "--dir", str(directory), "--primaries", "2", "--replicas", "0"]
+    pids: list[int] = []
+    try:
+        done = subprocess.run(up, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        url = LocalCluster.attach(directory).url
+        assert done.stdout.splitlines() == [url, f"export TALLY_VALKEY_URL='{url}'"]
+        pids = [n.pid for n in LocalCluster.attach(directory).nodes]
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)  # `up` has exited; the nodes run on
+
+        again = subprocess.run(up, capture_output=True, text=True, timeout=60, check=False)
+        assert again.returncode == 1
+        assert "already running" in again.stderr
+        assert url in again.stderr
+    finally:
+        if (directory / "cluster.json").exists():
+            parser = argparse.ArgumentParser(prog="tally")
+            add_cluster_parser(parser.add_subparsers(required=True))
+            stop = parser.parse_args(["cluster", "down", "--dir", str(directory)])
+            assert stop.run(stop) == 0
+    assert "stopped 2 nodes" in capsys.readouterr().out
+    assert not any(_alive(pid) for pid in pids)
+    assert not (directory / "cluster.json").exists()
+    assert run_cluster(stop) == 0  # nothing recorded: nothing to do
