@@ -20,6 +20,7 @@ import uvloop
 from tally import config
 from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
+from tally.cluster_cli import add_cluster_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -100,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, help="ops server port (env TALLY_ARCHIVER_PORT, default 8002)"
     )
     archiver.set_defaults(run=_archiver)
+
+    add_cluster_parser(sub)  # tally cluster up|down: a local Valkey Cluster (tally.cluster_cli)
 
     audit = sub.add_parser(
         "audit", help="verify a poll's published ledger, check a receipt, export a ledger"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from tally.store.cluster import CLUSTER_SCHEMES, ClusterSeeds
+
 T = TypeVar("T")
 
 
@@ -34,7 +36,8 @@ class Settings:
     jwks: str | None = None
     jwt_issuer: str = "tally-dev"
     jwt_audience: str = "tally"
-    waitaof_replicas: int = 0
+    # Replicas that must confirm each batch of votes (WAITAOF 1 N); None: 1 on a cluster, else 0.
+    waitaof_replicas: int | None = None
     waitaof_timeout_ms: int = 1000
     max_body_bytes: int = 16384
     shutdown_timeout_s: float = 10.0
@@ -63,6 +66,19 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.valkey_url is None
+
+    @property
+    def cluster(self) -> bool:
+        """TALLY_VALKEY_URL names a Valkey Cluster (`valkey+cluster://host:port,...`)."""
+        return self.valkey_url is not None and "+cluster://" in self.valkey_url
+
+    @property
+    def replicas_to_confirm(self) -> int:
+        """TALLY_WAITAOF_REPLICAS, or its default: 1 on a cluster (a vote survives losing its
+        primary), 0 on one node."""
+        if self.waitaof_replicas is not None:
+            return self.waitaof_replicas
+        return 1 if self.cluster else 0
 
     @property
     def ledger_dir(self) -> Path:
@@ -99,7 +115,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "jwks": _get(source, "TALLY_JWKS", str, None),
         "jwt_issuer": _get(source, "TALLY_JWT_ISSUER", _nonempty, defaults.jwt_issuer),
         "jwt_audience": _get(source, "TALLY_JWT_AUDIENCE", _nonempty, defaults.jwt_audience),
-        "waitaof_replicas": _get(source, "TALLY_WAITAOF_REPLICAS", _non_negative, 0),
+        "waitaof_replicas": _get(source, "TALLY_WAITAOF_REPLICAS", _non_negative, None),
         "waitaof_timeout_ms": _get(source, "TALLY_WAITAOF_TIMEOUT_MS", _positive, 1000),
         "max_body_bytes": _get(source, "TALLY_MAX_BODY_BYTES", _positive, defaults.max_body_bytes),
         "shutdown_timeout_s": _get(source, "TALLY_SHUTDOWN_TIMEOUT_S", _positive_float, 10.0),
@@ -206,9 +222,15 @@ def _secret(raw: str) -> bytes:
 
 
 def _valkey_url(raw: str) -> str:
+    if raw.partition("://")[0] in CLUSTER_SCHEMES:
+        ClusterSeeds.from_url(raw)  # raises ValueError naming what is wrong
+        return raw
     parts = urlsplit(raw)
     if parts.scheme not in ("redis", "rediss", "valkey", "valkeys"):
-        raise ValueError("scheme must be redis://, rediss://, valkey:// or valkeys://")
+        raise ValueError(
+            "scheme must be redis://, rediss://, valkey:// or valkeys:// (one node), or "
+            "valkey+cluster://host:port,host:port... (a cluster)"
+        )
     if not parts.hostname:
         raise ValueError("must name a host")
     _ = parts.port  # raises ValueError on a malformed port
@@ -240,6 +262,11 @@ def _log_level(raw: str) -> str:
 
 
 def _mask_url(url: str) -> str:
+    if url.partition("://")[0] in CLUSTER_SCHEMES:
+        scheme, _, rest = url.partition("://")
+        credentials, at, hosts = rest.rpartition("@")
+        user, colon, _secret = credentials.partition(":")
+        return f"{scheme}://{user}:********@{hosts}" if at and colon else url
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -1,4 +1,4 @@
-"""A live-channel subscriber on a raw RESP connection (asyncio.open_connection + SUBSCRIBE), so
+"""A live-channel subscriber on a raw RESP connection (asyncio.open_connection + SSUBSCRIBE), so
 tests see exactly what Valkey delivers, with no Tally code in between."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Subscriber:
         """The next message on the channel; TimeoutError if none comes in time."""
         async with asyncio.timeout(timeout_s):
             kind, _, payload = await self.reply()
-        assert kind == b"message", kind
+        assert kind == b"smessage", kind
         return Delivery(payload, asyncio.get_running_loop().time())
 
     async def drain(self, quiet_s: float = 0.2) -> list[Delivery]:
@@ -62,8 +62,8 @@ async def subscribed(endpoint: Endpoint, poll_id: str) -> AsyncIterator[Subscrib
         if endpoint.password is not None:
             writer.write(encode(["AUTH", endpoint.password]))
             assert await subscriber.reply() == b"OK"
-        writer.write(encode(["SUBSCRIBE", keys.live_channel(poll_id)]))
-        assert (await subscriber.reply())[0] == b"subscribe"
+        writer.write(encode(["SSUBSCRIBE", keys.live_channel(poll_id)]))
+        assert (await subscriber.reply())[0] == b"ssubscribe"
         yield subscriber
     finally:
         writer.close()
@@ -76,7 +76,7 @@ UNSUBSCRIBE_WAIT_S = 5.0
 
 async def subscribers(valkey: Valkey, poll_id: str) -> int:
     """How many connections Valkey counts on the poll's live channel."""
-    return int((await valkey.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id)))[1])
+    return int((await valkey.execute("PUBSUB", "SHARDNUMSUB", keys.live_channel(poll_id)))[1])
 
 
 async def until_unsubscribed(valkey: Valkey, poll_id: str) -> None:

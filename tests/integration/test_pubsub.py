@@ -1,4 +1,4 @@
-"""ValkeyLiveFeed against a real valkey-server: one SUBSCRIBE connection for every poll, confirmed
+"""ValkeyLiveFeed against a real valkey-server: one SSUBSCRIBE connection for every poll, confirmed
 subscriptions, ordered messages, and reconnection that reports what may have been missed."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def test_a_confirmed_subscription_gets_every_later_message_in_order(
     (poll_id,) = poll_ids(1)
     await live_feed.subscribe(poll_id)
     for n in range(50):
-        await valkey.execute("PUBLISH", keys.live_channel(poll_id), b"m%d" % n)
+        await valkey.execute("SPUBLISH", keys.live_channel(poll_id), b"m%d" % n)
     await recorder.until(lambda: len(recorder.messages.get(poll_id, [])) == 50)
     assert recorder.messages[poll_id] == [b"m%d" % n for n in range(50)]
 
@@ -75,13 +75,13 @@ async def test_a_confirmed_subscription_gets_every_later_message_in_order(
 async def test_one_connection_carries_every_poll(
     feed: tuple[ValkeyLiveFeed, Recorder], valkey: Valkey
 ) -> None:
-    """Three polls, one SUBSCRIBE-mode connection; each message reaches its own poll."""
+    """Three polls, one SSUBSCRIBE-mode connection; each message reaches its own poll."""
     live_feed, recorder = feed
     polls = poll_ids(3)
     for poll_id in polls:
         await live_feed.subscribe(poll_id)
     for poll_id in polls:
-        await valkey.execute("PUBLISH", keys.live_channel(poll_id), poll_id.encode())
+        await valkey.execute("SPUBLISH", keys.live_channel(poll_id), poll_id.encode())
     await recorder.until(lambda: len(recorder.messages) == 3)
     assert recorder.messages == {poll_id: [poll_id.encode()] for poll_id in polls}
     clients = (await valkey.execute("CLIENT", "LIST", "TYPE", "pubsub")).decode()
@@ -98,7 +98,7 @@ async def test_unsubscribe_releases_the_channel(
     assert await subscribers(valkey, poll_id) == 1
     live_feed.unsubscribe(poll_id)
     await until_unsubscribed(valkey, poll_id)
-    await valkey.execute("PUBLISH", keys.live_channel(poll_id), b"late")
+    await valkey.execute("SPUBLISH", keys.live_channel(poll_id), b"late")
     await asyncio.sleep(0.1)
     assert poll_id not in recorder.messages
 
@@ -115,7 +115,7 @@ async def test_a_killed_connection_is_reestablished_resubscribed_and_reported(
     await valkey.execute("CLIENT", "KILL", "TYPE", "pubsub")
     await recorder.until(lambda: recorder.resubscribed)
     assert recorder.resubscribed == [sorted(polls)]
-    await valkey.execute("PUBLISH", keys.live_channel(polls[0]), b"after")
+    await valkey.execute("SPUBLISH", keys.live_channel(polls[0]), b"after")
     await recorder.until(lambda: recorder.messages.get(polls[0]) == [b"after"])
 
 

@@ -119,7 +119,7 @@ async def test_only_newer_snapshots_are_forwarded(
     await hub.join(poll_id, watcher)
     channel = keys.live_channel(poll_id)
     for seq in (3, 1, 3, 2, 5, 4):
-        await valkey.execute("PUBLISH", channel, document(poll_id, seq))
+        await valkey.execute("SPUBLISH", channel, document(poll_id, seq))
     await watcher.until_seq(5)
     assert watcher.seqs == [3, 5]
 

@@ -112,7 +112,7 @@ class LiveServer:
 
     async def subscriptions(self, poll_id: str) -> int:
         """How many connections Valkey has subscribed to the poll's live channel."""
-        reply = await self.runtime.client.execute("PUBSUB", "NUMSUB", keys.live_channel(poll_id))
+        reply = await self.runtime.client.execute("PUBSUB", "SHARDNUMSUB", keys.live_channel(poll_id))
         return int(reply[1])
 
 

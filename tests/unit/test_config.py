@@ -22,7 +22,7 @@ def test_defaults_without_any_variable() -> None:
     assert settings.valkey_url is None
     assert settings.pseudonym_secret is None
     assert (settings.jwt_issuer, settings.jwt_audience) == ("tally-dev", "tally")
-    assert (settings.waitaof_replicas, settings.waitaof_timeout_ms) == (0, 1000)
+    assert (settings.replicas_to_confirm, settings.waitaof_timeout_ms) == (0, 1000)
     assert (settings.max_body_bytes, settings.shutdown_timeout_s) == (16384, 10.0)
     assert settings.log_level == "info"
     assert (settings.ops_host, settings.aggregator_port, settings.archiver_port) == (

@@ -147,6 +147,16 @@ def new_poll(
     )
 
 
+LANES_PER_PRIMARY = 4
+
+
+def lanes_for(primaries: int) -> int:
+    """The default lane count for a store with `primaries` primaries: at least LANES_PER_PRIMARY
+    lanes on each (a power of two, never under DEFAULT_LANES), so that a hot poll's votes spread
+    over every primary however the lanes' hash slots happen to fall."""
+    return min(MAX_LANES, max(DEFAULT_LANES, _next_power_of_two(LANES_PER_PRIMARY * primaries)))
+
+
 def _next_power_of_two(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 

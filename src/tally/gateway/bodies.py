@@ -26,7 +26,7 @@ class OptionBody(msgspec.Struct, forbid_unknown_fields=True):
 class CreatePollBody(msgspec.Struct, forbid_unknown_fields=True):
     title: str
     options: list[str | OptionBody]
-    lanes: int = 16
+    lanes: int | None = None  # None: the server's default (lanes_for its store's primaries)
     closes_at: str | None = None
     expected_voters: int = 1_000_000
 

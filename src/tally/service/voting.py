@@ -46,7 +46,7 @@ def new_poll_id() -> str:
 class NewPoll:
     title: str
     options: list[OptionSpec]
-    lanes: int = DEFAULT_LANES
+    lanes: int | None = None  # None: the service's default (it follows the store's primaries)
     closes_at_ms: int | None = None
     expected_voters: int = DEFAULT_EXPECTED_VOTERS
 
@@ -63,13 +63,16 @@ class VotingService:
         checks: Sequence[AdmissionCheck] | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
         new_id: Callable[[], str] = new_poll_id,
+        default_lanes: int = DEFAULT_LANES,
     ) -> None:
         """`ledger`: where archived votes are read back for repeat voters (none: such a repeat
-        is StoreUnavailable); `checks`: the admission chain (default_checks() if None)."""
+        is StoreUnavailable); `checks`: the admission chain (default_checks() if None);
+        `default_lanes`: for a poll created without a lane count (domain.polls.lanes_for)."""
         self._polls = polls
         self._snapshots = snapshots
         self._clock_ms = clock_ms
         self._new_id = new_id
+        self.default_lanes = default_lanes
         self.intake = VoteIntake(
             polls,
             ballots,
@@ -85,7 +88,7 @@ class VotingService:
             title=spec.title,
             options=spec.options,
             now_ms=self._clock_ms(),
-            lanes=spec.lanes,
+            lanes=self.default_lanes if spec.lanes is None else spec.lanes,
             closes_at_ms=spec.closes_at_ms,
             expected_voters=spec.expected_voters,
         )

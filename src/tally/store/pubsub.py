@@ -1,6 +1,11 @@
-"""How a gateway process hears about snapshots: one Valkey connection in SUBSCRIBE mode for every
-poll it watches (`keys.live_channel`), and the stored latest snapshot for when it may have missed
-some. Both implement the ports in `tally.gateway.fanout`.
+"""How a gateway process hears about snapshots: one Valkey connection in sharded-subscribe mode
+(SSUBSCRIBE) for every poll it watches (`keys.live_channel`), and the stored latest snapshot for
+when it may have missed some. Both implement the ports in `tally.gateway.fanout`.
+
+Snapshots are published with SPUBLISH on the poll's own slot (tally_snapshot in tally.lua): on a
+single node that is plain pub/sub; on a cluster the message stays on the shard that owns the
+poll instead of crossing the whole cluster bus, and `ClusterLiveFeed` (store.cluster_pubsub)
+keeps one of these feeds per primary.
 
 Guarantees of `ValkeyLiveFeed` (what the fan-out hub relies on):
 - `subscribe(poll_id)` returns only once the server has confirmed the subscription, so every
@@ -11,9 +16,10 @@ Guarantees of `ValkeyLiveFeed` (what the fan-out hub relies on):
   with backoff, every wanted channel is subscribed again, and then `on_resubscribed` is called:
   messages published while disconnected are lost, so the caller must re-read stored state.
 
-One connection multiplexes every channel: RESP2 subscribe mode answers SUBSCRIBE, UNSUBSCRIBE and
-PING with pushes, in the order the commands were sent, so confirmations are matched in FIFO order;
-`message` pushes interleave freely.
+One connection multiplexes every channel: RESP2 subscribe mode answers SSUBSCRIBE, SUNSUBSCRIBE
+and PING with pushes, in the order the commands were sent, so confirmations are matched in FIFO
+order; `smessage` pushes interleave freely. A `sunsubscribe` nobody asked for (a cluster moved the
+channel's slot to another node) is told to `on_dropped`.
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ log = logging.getLogger("tally.pubsub")
 
 OnMessage = Callable[[str, bytes], None]
 OnResubscribed = Callable[[list[str]], None]
+OnDropped = Callable[[str], None]
 
-_MESSAGE = b"message"
+_MESSAGE = b"smessage"
+_SUBSCRIBE = b"ssubscribe"
+_UNSUBSCRIBE = b"sunsubscribe"
 _MIN_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
 
@@ -46,11 +55,13 @@ _MAX_BACKOFF_S = 2.0
 class _SubscribeProtocol(asyncio.Protocol):
     """The wire: replies and confirmations resolve futures in order, messages go to a callback."""
 
-    def __init__(self, on_message: OnMessage) -> None:
+    def __init__(self, on_message: OnMessage, on_dropped: OnDropped) -> None:
         self.reader = hiredis.Reader(replyError=ReplyError)
-        # One entry per reply owed, in order; None where nobody waits for it (UNSUBSCRIBE).
-        self.waiting: deque[asyncio.Future[Any] | None] = deque()
+        # One entry per reply owed, in order: the command's name, and its future (None where
+        # nobody waits for it: SUNSUBSCRIBE).
+        self.waiting: deque[tuple[bytes, asyncio.Future[Any] | None]] = deque()
         self.on_message = on_message
+        self.on_dropped = on_dropped
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -69,26 +80,31 @@ class _SubscribeProtocol(asyncio.Protocol):
     def _write(self, args: Iterable[Arg], future: asyncio.Future[Any] | None) -> None:
         if self.transport is None or self.transport.is_closing():
             raise StoreUnavailable("the pub/sub connection to Valkey is down")
-        self.waiting.append(future)
-        self.transport.write(encode(list(args)))
+        command = list(args)
+        name = command[0] if isinstance(command[0], bytes) else str(command[0]).encode()
+        self.waiting.append((name.lower(), future))
+        self.transport.write(encode(command))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == _MESSAGE:
+            push = reply[0] if isinstance(reply, list) and len(reply) == 3 else None
+            if push == _MESSAGE:
                 try:
                     self.on_message(reply[1].decode(), reply[2])
                 except Exception:  # one bad listener must not take the connection down
                     log.exception("live message handler failed")
+            elif push == _UNSUBSCRIBE and (not self.waiting or self.waiting[0][0] != push):
+                self.on_dropped(reply[1].decode())  # the server dropped it: its slot moved
             elif self.waiting:
-                future = self.waiting.popleft()
+                _, future = self.waiting.popleft()
                 if future is not None and not future.done():
                     future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         while self.waiting:
-            future = self.waiting.popleft()
+            _, future = self.waiting.popleft()
             if future is not None and not future.done():
                 future.set_exception(StoreUnavailable(f"pub/sub connection lost: {exc}"))
         if not self.closed.done():
@@ -96,7 +112,7 @@ class _SubscribeProtocol(asyncio.Protocol):
 
 
 class ValkeyLiveFeed:
-    """One SUBSCRIBE-mode connection per process, shared by every watched poll (module docstring)."""
+    """One SSUBSCRIBE-mode connection per node, shared by every watched poll (module docstring)."""
 
     def __init__(
         self,
@@ -104,8 +120,12 @@ class ValkeyLiveFeed:
         *,
         connect_timeout_s: float = 2.0,
         ping_interval_s: float = 5.0,
+        on_dropped: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # Told the poll id when the server drops a subscription by itself (a cluster moved its
+        # slot); the feed forgets the poll, and the caller subscribes it where it now lives.
+        self._on_dropped = on_dropped
         self._connect_timeout_s = connect_timeout_s
         self._ping_interval_s = ping_interval_s
         self._wanted: dict[str, str] = {}  # channel -> poll id
@@ -138,22 +158,27 @@ class ValkeyLiveFeed:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await self._up.wait()
-                reply = await self._live().send(("SUBSCRIBE", channel))
+                reply = await self._live().send(("SSUBSCRIBE", channel))
         except TimeoutError:
             raise StoreUnavailable("Valkey did not confirm a subscription in time") from None
-        _check(reply, b"subscribe")
+        _check(reply, _SUBSCRIBE)
+
+    @property
+    def polls(self) -> list[str]:
+        """The polls this feed is asked to deliver."""
+        return list(self._wanted.values())
 
     def unsubscribe(self, poll_id: str) -> None:
         """Stop listening to the poll (the confirmation is not awaited: nothing depends on it).
 
-        Safe to call for a poll whose subscribe is still under way or failed: an UNSUBSCRIBE
-        follows any SUBSCRIBE already sent on the same connection, so the server ends up clean."""
+        Safe to call for a poll whose subscribe is still under way or failed: an SUNSUBSCRIBE
+        follows any SSUBSCRIBE already sent on the same connection, so the server ends up clean."""
         channel = keys.live_channel(poll_id)
         self._wanted.pop(channel, None)
         protocol = self._protocol
         if self._up.is_set() and protocol is not None:
             with contextlib.suppress(StoreUnavailable):
-                protocol.send_ignoring_reply(("UNSUBSCRIBE", channel))
+                protocol.send_ignoring_reply(("SUNSUBSCRIBE", channel))
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection."""
@@ -169,6 +194,13 @@ class ValkeyLiveFeed:
         if poll_id is not None:  # else a late message for a poll nobody watches any more
             self._on_message(poll_id, payload)
 
+    def _dropped(self, channel: str) -> None:
+        poll_id = self._wanted.pop(channel, None)
+        if poll_id is not None:
+            log.info("Valkey dropped the live channel of poll %s (its slot moved)", poll_id)
+            if self._on_dropped is not None:
+                self._on_dropped(poll_id)
+
     def _live(self) -> _SubscribeProtocol:
         if self._protocol is None:
             raise StoreUnavailable("the pub/sub connection to Valkey is down")
@@ -181,9 +213,11 @@ class ValkeyLiveFeed:
             try:
                 protocol = await self._connect()
                 channels = sorted(self._wanted)
-                replies = await asyncio.gather(*(protocol.send(("SUBSCRIBE", c)) for c in channels))
+                replies = await asyncio.gather(
+                    *(protocol.send(("SSUBSCRIBE", c)) for c in channels)
+                )
                 for reply in replies:
-                    _check(reply, b"subscribe")
+                    _check(reply, _SUBSCRIBE)
                 self._up.set()
                 backoff = _MIN_BACKOFF_S
                 if not first:
@@ -208,7 +242,7 @@ class ValkeyLiveFeed:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, protocol = await loop.create_connection(
-                    lambda: _SubscribeProtocol(self._message),
+                    lambda: _SubscribeProtocol(self._message, self._dropped),
                     ep.host,
                     ep.port,
                     ssl=ssl.create_default_context() if ep.tls else None,

@@ -14,7 +14,7 @@ Durability belongs to the connection that confirms it: when the server is known 
 it replies (`appendfsync always`, no replicas required) a write's reply is the proof
 (`durability` None). Otherwise every tick's write that carries `durable()` commands ends with one
 `WAITAOF 1 <replicas> <timeout>`, and none of those commands' replies is handed out unless it
-confirms.
+confirms. With replicas, a `WAIT <replicas>` goes first, in the same write (WaitAof.commands).
 """
 
 from __future__ import annotations
@@ -37,13 +37,28 @@ __all__ = ["Arg", "Endpoint", "ReplyError", "Valkey", "WaitAof", "raise_first_er
 
 @dataclass(frozen=True, slots=True)
 class WaitAof:
-    """Confirm each batch of durable writes with `WAITAOF 1 <replicas> <timeout_ms>`."""
+    """Confirm each batch of durable writes with `WAITAOF 1 <replicas> <timeout_ms>`.
+
+    With replicas, `WAIT <replicas>` comes first in the same write. Why: a replica reports its
+    fsynced offset only when the primary asks (once per blocked WAIT/WAITAOF) or once a second,
+    and when asked together with the write it has not fsynced it yet, so a lone WAITAOF took
+    ~1 s (Valkey 9.1). WAIT returns once the replica has the write, which it fsyncs before its
+    answer leaves (appendfsync always); the WAITAOF then asks again and is answered at once:
+    ~0.6 ms on loopback (BENCHMARKS.md). The timeout is split between the two."""
 
     replicas: int
     timeout_ms: int
 
-    def command(self) -> bytes:
-        return encode((b"WAITAOF", b"1", b"%d" % self.replicas, b"%d" % self.timeout_ms))
+    def commands(self) -> list[bytes]:
+        """What ends a batch: the last reply is the one `check` reads."""
+        if self.replicas == 0:
+            return [encode((b"WAITAOF", b"1", b"0", b"%d" % self.timeout_ms))]
+        wait_ms = max(1, self.timeout_ms // 2)
+        replicas = b"%d" % self.replicas
+        return [
+            encode((b"WAIT", replicas, b"%d" % wait_ms)),
+            encode((b"WAITAOF", b"1", replicas, b"%d" % max(1, self.timeout_ms - wait_ms))),
+        ]
 
     def check(self, reply: Any) -> StoreUnavailable | None:
         """Why the reply does not confirm the batch, or None if it does."""
@@ -262,9 +277,15 @@ class Valkey:
                 if not confirmed.done():
                     confirmed.set_exception(lost)
             return
-        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[Any] = loop.create_future()
+        confirming = policy.commands()
+        for _ in confirming[:-1]:  # WAIT: its reply only paces the WAITAOF
+            pace: asyncio.Future[Any] = loop.create_future()
+            pace.add_done_callback(_ignore_outcome)
+            protocol.expect_reply(pace)
         protocol.expect_reply(ack)
-        outbox.append(policy.command())
+        outbox.extend(confirming)
 
         def release(ack: asyncio.Future[Any]) -> None:
             # Replies come in order, so every command of the batch has its reply by now.
@@ -332,6 +353,12 @@ class Valkey:
         if isinstance(reply, ReplyError):
             raise StoreUnavailable(f"Valkey refused {args[0]!r}: {reply}")
         return reply
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome read, so a lost connection's error is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def raise_first_error(replies: list[Any]) -> None:

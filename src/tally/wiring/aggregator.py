@@ -20,8 +20,8 @@ from tally.gateway.metrics import Metrics
 from tally.service import VotingService, system_clock_ms
 from tally.service.deadlines import close_expired
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
+from tally.wiring.store import StoreConnection
 from tally.wiring.supervisor import Duty, Restart, Step
 
 log = logging.getLogger("tally")
@@ -60,7 +60,7 @@ class AggregatorRole:
                 log.warning("deadline sweep skipped: %s", exc)
 
 
-def new_aggregator(client: Valkey, settings: Settings) -> Aggregator:
+def new_aggregator(client: StoreConnection, settings: Settings) -> Aggregator:
     return Aggregator(
         ValkeyPolls(client),
         ValkeySnapshots(client),
@@ -71,7 +71,7 @@ def new_aggregator(client: Valkey, settings: Settings) -> Aggregator:
 
 
 def build_aggregator(
-    client: Valkey, settings: Settings, service: VotingService | None = None
+    client: StoreConnection, settings: Settings, service: VotingService | None = None
 ) -> AggregatorRole:
     """The role on its own connection (a tick's batch must not queue behind votes). `service` is
     the gateway's when both run in one process; otherwise the sweep moves polls itself."""

@@ -17,8 +17,8 @@ from tally.ledger import note
 from tally.security.keys import ledger_key_file, read_or_create
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Valkey
 from tally.wiring.aggregator import LOOP_RESTARTS
+from tally.wiring.store import StoreConnection
 from tally.wiring.supervisor import Duty, Step
 
 DEFAULT_LEDGER_ORIGIN = "tally.localhost/ledger"
@@ -47,7 +47,7 @@ class ArchiverRole:
         return await asyncio.to_thread(_writable, self.directory)
 
 
-def build_archiver(client: Valkey, settings: Settings) -> ArchiverRole:
+def build_archiver(client: StoreConnection, settings: Settings) -> ArchiverRole:
     """The role on its own connection: a backlog read is megabytes, which must not delay others."""
     directory = settings.ledger_dir
     archiver = Archiver(

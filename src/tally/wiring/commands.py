@@ -38,11 +38,10 @@ from tally.demo import announce_demo
 from tally.gateway.metrics import Metrics
 from tally.gateway.ops import ReadinessCheck, ops_app
 from tally.gateway.server import GatewayServer, server_config
-from tally.store.resp import Valkey
 from tally.wiring.aggregator import build_aggregator, observe_aggregator
 from tally.wiring.archiver import build_archiver, observe_archiver
 from tally.wiring.gateway import Gateway, build_gateway
-from tally.wiring.store import Store, functions_ready, open_store
+from tally.wiring.store import Store, StoreConnection, functions_ready, open_store
 from tally.wiring.supervisor import Duty, Step, Supervisor
 
 log = logging.getLogger("tally")
@@ -247,7 +246,7 @@ def functions_checker(store: Store) -> ReadinessCheck:
     return check
 
 
-def _client(store: Store, metrics: Metrics) -> Valkey:
+def _client(store: Store, metrics: Metrics) -> StoreConnection:
     client = store.client()
     client.on_flush = metrics.batch_size.observe
     return client

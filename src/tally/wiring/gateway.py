@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.config import Settings
+from tally.domain.polls import DEFAULT_LANES, lanes_for
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
 from tally.gateway.demo_token import demo_token_routes
@@ -36,13 +37,12 @@ from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import TokenVerifier
 from tally.service import VotingService
 from tally.service.admission import default_checks
+from tally.store.cluster import ValkeyCluster
 from tally.store.polls import ValkeyPolls
-from tally.store.pubsub import ValkeyLiveFeed
-from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
-from tally.wiring.store import Store, durability, functions_ready
+from tally.wiring.store import Store, StoreConnection, durability, functions_ready
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -53,7 +53,7 @@ class Gateway:
     """One process's gateway role, assembled and connected, not yet serving."""
 
     settings: Settings
-    client: Valkey
+    client: StoreConnection
     service: VotingService
     verifier: TokenVerifier
     issuer: DevIssuer | None
@@ -115,6 +115,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         snapshots=ValkeySnapshots(client),
         ledger=LedgerDirectory(ledger_files),  # receipts of votes already trimmed from Valkey
         checks=default_checks(verifier.leeway_s),
+        default_lanes=lanes_for(len(client.shards)) if isinstance(client, ValkeyCluster) else DEFAULT_LANES,
     )
     repaired = await service.recover()
     if repaired:
@@ -125,7 +126,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
     live = LiveGateway(
-        LiveHub(ValkeyLiveFeed(store.endpoint), ValkeySnapshots(client), service),
+        LiveHub(store.live_feed(client), ValkeySnapshots(client), service),
         LiveVoting(voting),
         ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
         slow_client_s=settings.slow_client_s,

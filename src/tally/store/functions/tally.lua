@@ -177,7 +177,7 @@ local function snapshot(keys, args)
     return {'stale', stored}
   end
   redis.call('HSET', keys[1], 'seq', args[2], 'doc', args[3])
-  redis.call('PUBLISH', args[4], args[3])
+  redis.call('SPUBLISH', args[4], args[3])
   return {'published', seq}
 end
 
