@@ -12,7 +12,7 @@ vote-path command ever touches two lanes' keys.
 | tally:poll:{<poll>}:archiver         | string | id of the archiver holding the poll's lease (PX ttl) |
 | tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
 | tally:poll:{<poll>}:aggregator      | string | id of the aggregator holding the lease (PX ttl)   |
-| tally:live:{<poll>}  (pub/sub)       | channel| every published snapshot document                 |
+| tally:live:{<poll>}  (SPUBLISH)      | channel| every published snapshot document (sharded pub/sub) |
 | tally:{<poll>.<lane>}:lane           | hash   | `state`, `closes_at` (ms or ""), `seq`, `at`       |
 | tally:{<poll>.<lane>}:counts         | hash   | option id -> accepted votes (every option present) |
 | tally:{<poll>.<lane>}:ledger         | stream | one entry per accepted vote, id `<seq>-0`          |
