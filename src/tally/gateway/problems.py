@@ -115,7 +115,10 @@ def from_error(error: TallyError) -> Problem:
         return Problem(409, "invalid-transition", str(error), state=error.current)
     if isinstance(error, StoreUnavailable):
         unavailable = Problem(
-            503, "store-unavailable", "the vote store is unavailable; the request is safe to retry"
+            503,
+            "store-unavailable",
+            "the vote store did not confirm this request, so its outcome is unknown until it is "
+            "retried; a retry is safe and never counts a vote twice",
         )
         unavailable.headers["Retry-After"] = "1"
         return unavailable
