@@ -16,8 +16,12 @@ Guarantees (on top of StoreClient's):
   a redirect never counts a vote twice.
 - A node that cannot be reached, or that answers CLUSTERDOWN/READONLY/TRYAGAIN, fails only the
   commands routed to it (StoreUnavailable or the error reply) and schedules a topology refresh
-  (`CLUSTER SHARDS` from any node that answers), so after a failover the promoted replica is
-  found and used; its connection loads Tally's functions when it connects (`on_connect`).
+  (`CLUSTER SHARDS` from any node that answers within twice the connect timeout), so after a
+  failover the promoted replica is found and used; its connection loads Tally's functions when
+  it connects (`on_connect`). Refreshes run one at a time and at most one every
+  _MIN_REFRESH_INTERVAL_S: a request made sooner is deferred, never dropped, and one made while a
+  refresh is under way runs another after it. A topology that leaves slots without an online
+  primary (mid-failover) is not applied: routing stays as it was until the promotion is seen.
 - Commands without a key (FUNCTION LOAD, CONFIG, PING...) go to every primary or to one, per
   `_EVERY_PRIMARY`.
 """
@@ -109,13 +113,15 @@ class ClusterSeeds:
         scheme, sep, rest = url.partition("://")
         if not sep or scheme not in CLUSTER_SCHEMES:
             raise ValueError(f"not a cluster URL (want {CLUSTER_SCHEMES[0]}://host:port,...)")
-        rest = rest.split("/", 1)[0]
+        # Credentials first: a password may hold '/' (and then no part of it may be quoted
+        # back in an error about the hosts).
         credentials, at, hosts = rest.rpartition("@")
+        hosts = hosts.split("/", 1)[0]
         username = password = None
         if at:
             user, colon, secret = credentials.partition(":")
             username = unquote(user) or None
-            password = unquote(secret) if colon else None
+            password = (unquote(secret) or None) if colon else None
         nodes = []
         for part in hosts.split(","):
             host, colon, port = part.strip().rpartition(":")
@@ -164,6 +170,10 @@ def parse_shards(reply: Any) -> list[Shard]:
     return shards
 
 
+def _layout(shards: list[Shard]) -> set[tuple[tuple[str, int], tuple[tuple[int, int], ...]]]:
+    return {(shard.primary, tuple(sorted(shard.ranges))) for shard in shards}
+
+
 def _pairs(flat: Any) -> dict[bytes, Any]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
@@ -190,9 +200,12 @@ class ValkeyCluster:
         self._shards: list[Shard] = []
         self._slot_of: dict[bytes, int] = {}
         self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_wanted = False
+        self._retiring: set[asyncio.Task[None]] = set()  # connections of former primaries
         self._refreshed_at = -1.0
         self._topology_version = 0
-        self.topology_changed: asyncio.Event | None = None  # set after every refresh
+        # Set when a refresh finds a slot served by another primary than before.
+        self.topology_changed: asyncio.Event | None = None
         self._on_flush: Callable[[int], None] | None = None
 
     # --- what the roles configure -------------------------------------------------------
@@ -252,10 +265,12 @@ class ValkeyCluster:
 
     async def close(self) -> None:
         task, self._refreshing = self._refreshing, None
-        if task is not None and not task.done():
+        if task is not None:
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         nodes = list(self._nodes.values())
         await asyncio.gather(*(node.close() for node in nodes), return_exceptions=True)
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def execute(self, *args: Arg) -> Any:
         reply = await self._routed(args, durable=False)
@@ -315,31 +330,37 @@ class ValkeyCluster:
 
     # --- topology ---------------------------------------------------------------------------
 
-    async def refresh(self, *, force: bool = False) -> None:
-        """Read CLUSTER SHARDS from the first node that answers (known primaries, their
-        replicas, then the seeds) and route by it. One refresh at a time; at most one every
-        _MIN_REFRESH_INTERVAL_S unless forced."""
+    async def refresh(
+        self, *, force: bool = False, ask_first: tuple[str, int] | None = None
+    ) -> None:
+        """Read CLUSTER SHARDS from the first node that answers (`ask_first`, e.g. a node that
+        just said a slot moved away from it, then known primaries, their replicas, then the
+        seeds) and route by it. One refresh at a time; at most one every _MIN_REFRESH_INTERVAL_S
+        unless forced (a forced one also runs after one already under way, which may have read
+        the topology before the change the caller saw)."""
         loop = asyncio.get_running_loop()
         if self._refreshing is not None and not self._refreshing.done():
             await asyncio.shield(self._refreshing)
-            return
+            if not force:
+                return
         if not force and loop.time() - self._refreshed_at < _MIN_REFRESH_INTERVAL_S:
             return
-        self._refreshing = loop.create_task(self._refresh())
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = loop.create_task(self._refresh(ask_first))
         await asyncio.shield(self._refreshing)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, ask_first: tuple[str, int] | None = None) -> None:
         self._refreshed_at = asyncio.get_running_loop().time()
-        candidates: list[tuple[str, int]] = []
+        candidates: list[tuple[str, int]] = [] if ask_first is None else [ask_first]
         for shard in self._shards:
-            candidates += [shard.primary, *shard.replicas]
+            candidates += [a for a in (shard.primary, *shard.replicas) if a not in candidates]
         candidates += [n for n in self.seeds.nodes if n not in candidates]
         errors = []
         for address in candidates:
             try:
                 reply = await self._ask_topology(address)
             except (StoreUnavailable, OSError, TimeoutError) as exc:
-                errors.append(f"{address[0]}:{address[1]}: {exc}")
+                errors.append(f"{address[0]}:{address[1]}: {exc or 'no answer in time'}")
                 continue
             except ReplyError as exc:
                 if "cluster support disabled" in str(exc).lower():
@@ -353,19 +374,22 @@ class ValkeyCluster:
         raise ClusterTopologyError("no cluster node answered: " + "; ".join(errors))
 
     async def _ask_topology(self, address: tuple[str, int]) -> Any:
-        node = self._nodes.get(address)
-        if node is not None and node.connected:
-            return await node.execute("CLUSTER", "SHARDS")
-        probe = Valkey(
-            self.seeds.endpoint(*address),
-            connect_timeout_s=self._connect_timeout_s,
-            command_timeout_s=self._command_timeout_s,
-        )
-        try:
-            await probe.connect()
-            return await probe.execute("CLUSTER", "SHARDS")
-        finally:
-            await probe.close()
+        """CLUSTER SHARDS from one node; TimeoutError if it does not answer within twice the
+        connect timeout (a hung node must not hold the refresh for the command timeout)."""
+        async with asyncio.timeout(2 * self._connect_timeout_s):
+            node = self._nodes.get(address)
+            if node is not None and node.connected:
+                return await node.execute("CLUSTER", "SHARDS")
+            probe = Valkey(
+                self.seeds.endpoint(*address),
+                connect_timeout_s=self._connect_timeout_s,
+                command_timeout_s=self._command_timeout_s,
+            )
+            try:
+                await probe.connect()
+                return await probe.execute("CLUSTER", "SHARDS")
+            finally:
+                await probe.close()
 
     def _apply(self, shards: list[Shard]) -> None:
         owner: list[Valkey | None] = [None] * SLOTS
@@ -381,8 +405,12 @@ class ValkeyCluster:
         primaries = {shard.primary for shard in shards}
         for address in [a for a in self._nodes if a not in primaries]:
             stale = self._nodes.pop(address)  # a failed or demoted primary
-            asyncio.get_running_loop().create_task(stale.close())
-        changed = [s.primary for s in shards] != [s.primary for s in self._shards]
+            closing = asyncio.get_running_loop().create_task(stale.close())
+            self._retiring.add(closing)
+            closing.add_done_callback(self._retiring.discard)
+        # Any slot served by another primary than before (CLUSTER SHARDS lists shards, and may
+        # list ranges, in no fixed order).
+        changed = _layout(shards) != _layout(self._shards)
         self._owner = owner
         self._shards = shards
         if changed:
@@ -395,13 +423,23 @@ class ValkeyCluster:
                 self.topology_changed.set()
 
     def _schedule_refresh(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Refresh in the background: now, or once _MIN_REFRESH_INTERVAL_S has passed since the
+        last one (a request is deferred, never dropped); a request made while a refresh is under
+        way runs another after it, since that one may have read the topology before the change."""
+        self._refresh_wanted = True
         if self._refreshing is not None and not self._refreshing.done():
             return
-        if loop.time() - self._refreshed_at < _MIN_REFRESH_INTERVAL_S:
-            return
-        self._refreshing = loop.create_task(self._refresh())
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh_when_due())
         self._refreshing.add_done_callback(_log_refresh_failure)
+
+    async def _refresh_when_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._refresh_wanted:
+            self._refresh_wanted = False
+            delay = self._refreshed_at + _MIN_REFRESH_INTERVAL_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._refresh()
 
     def _node_at(self, address: tuple[str, int]) -> Valkey:
         node = self._nodes.get(address)
@@ -448,8 +486,8 @@ class ValkeyCluster:
             try:
                 if not node.connected:
                     await node.connect()
-                if asking:
-                    node.submit((b"ASKING",))
+                if asking:  # its reply only matters through the command's
+                    node.submit((b"ASKING",)).add_done_callback(_ignore_outcome)
                 reply = await (node.durable(args) if durable else node.submit(args))
             except StoreUnavailable:
                 self._schedule_refresh()
@@ -525,6 +563,12 @@ def _redirect(message: str) -> tuple[int, tuple[str, int]]:
     _, slot, address = message.split()[:3]
     host, _, port = address.rpartition(":")
     return int(slot), (host.strip("[]"), int(port))
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome read (a lost connection fails the command that follows it too)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _log_refresh_failure(task: asyncio.Task[None]) -> None:
