@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     gateway.add_argument("--host", help="address (env TALLY_HOST, default 127.0.0.1)")
     gateway.add_argument("--port", type=int, help="port (env TALLY_PORT, default 8000)")
+    gateway.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the port (env TALLY_WORKERS, default one per core)",
+    )
     gateway.set_defaults(run=_gateway)
 
     aggregator = sub.add_parser(
@@ -230,10 +235,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    settings = _logged_settings(args, host=args.host, port=args.port)
-    from tally.wiring import commands
+    settings = _logged_settings(args, host=args.host, port=args.port, workers=args.workers)
+    from tally.wiring import workers
 
-    return uvloop.run(commands.gateway(settings))
+    return workers.gateway(settings)
 
 
 def _aggregator(args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ class ConfigError(ValueError):
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # Gateway processes `tally gateway` runs on that one port; None: one per core.
+    workers: int | None = None
     data_dir: Path = Path("data")
     # None: start and supervise an embedded valkey-server in data_dir.
     valkey_url: str | None = None
@@ -92,6 +94,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "pseudonym_secret":
                 text = "(generated in data dir)" if value is None else "********"
+            elif f.name == "workers":
+                text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
                 text = "(the ledger key's name)" if value is None else value
             elif f.name == "valkey_url":
@@ -109,6 +113,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "host": _get(source, "TALLY_HOST", str, defaults.host),
         "port": _get(source, "TALLY_PORT", _port, defaults.port),
+        "workers": _get(source, "TALLY_WORKERS", _positive, None),
         "data_dir": _get(source, "TALLY_DATA_DIR", Path, defaults.data_dir),
         "valkey_url": _get(source, "TALLY_VALKEY_URL", _valkey_url, None),
         "pseudonym_secret": _get(source, "TALLY_PSEUDONYM_SECRET", _secret, None),

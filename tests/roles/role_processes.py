@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +73,18 @@ def role_env(valkey: EmbeddedValkey, data_dir: Path, **extra: str) -> dict[str, 
 
 @contextlib.contextmanager
 def running_role(
-    command: str, env: Mapping[str, str], log_dir: Path, *, name: str | None = None
+    command: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    name: str | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[Role]:
-    """`tally <command> --host 127.0.0.1 --port <free>`; yields once the port accepts
+    """`tally <command> --host 127.0.0.1 --port <free> [args]`; yields once the port accepts
     connections; on exit kills what still runs (its whole session) and reaps it."""
     port = free_port()
     log_path = log_dir / f"{name or command}.log"
-    argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port)]
+    argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port), *args]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             argv,

@@ -35,6 +35,7 @@ def test_defaults_without_any_variable() -> None:
 PARSED = [
     ("TALLY_HOST", "0.0.0.0", "host", "0.0.0.0"),  # noqa: S104  # a value under test, never bound
     ("TALLY_PORT", "9000", "port", 9000),
+    ("TALLY_WORKERS", "4", "workers", 4),
     ("TALLY_DATA_DIR", "/var/lib/tally", "data_dir", Path("/var/lib/tally")),
     ("TALLY_VALKEY_URL", "rediss://cache.example/1", "valkey_url", "rediss://cache.example/1"),
     ("TALLY_PSEUDONYM_SECRET", SECRET_HEX, "pseudonym_secret", bytes.fromhex(SECRET_HEX)),
@@ -136,6 +137,7 @@ INVALID = [
     ("TALLY_ARCHIVER", "maybe"),
     ("TALLY_AGGREGATOR_PORT", "0"),
     ("TALLY_ARCHIVER_PORT", "http"),
+    ("TALLY_WORKERS", "0"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 
 class Counter:
@@ -84,10 +84,18 @@ class Metrics:
         )
 
         self.sampled: list[Sampled] = []
+        # What a scrape of /metrics answers, given this process's text: that text, or for a
+        # worker of `tally gateway --workers N` the sum over every worker's (wiring.workers).
+        self.combine: Callable[[str], Awaitable[str]] | None = None
 
     def sample(self, name: str, help_text: str, kind: str, read: Callable[[], float]) -> None:
         """Report `read()` under `name` at every scrape (kind: gauge or counter)."""
         self.sampled.append(Sampled(name, help_text, kind, read))
+
+    async def scrape(self) -> str:
+        """The answer to GET /metrics."""
+        text = self.render()
+        return text if self.combine is None else await self.combine(text)
 
     def render(self) -> str:
         lines: list[str] = []

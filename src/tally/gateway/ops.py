@@ -54,7 +54,7 @@ class OpsRoutes:
         return json_response({"status": "ready"})
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self._metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(await self._metrics.scrape(), media_type="text/plain; version=0.0.4")
 
 
 def ops_app(metrics: Metrics, checks: Sequence[ReadinessCheck]) -> ASGIApp:

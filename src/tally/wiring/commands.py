@@ -32,6 +32,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tally.config import Settings
 from tally.demo import announce_demo
@@ -43,6 +44,9 @@ from tally.wiring.archiver import build_archiver, observe_archiver
 from tally.wiring.gateway import Gateway, build_gateway
 from tally.wiring.store import Store, StoreConnection, functions_ready, open_store
 from tally.wiring.supervisor import Duty, Step, Supervisor
+
+if TYPE_CHECKING:
+    from tally.wiring.workers import GatewayWorker
 
 log = logging.getLogger("tally")
 
@@ -102,15 +106,20 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     return await supervise(duties, shutdown, server)
 
 
-async def gateway(settings: Settings) -> int:
+async def gateway(settings: Settings, worker: GatewayWorker | None = None) -> int:
     """`tally gateway`: HTTP and live only, against TALLY_VALKEY_URL; no aggregator, archiver or
-    deadline sweep (run `tally aggregator` and `tally archiver` for those)."""
+    deadline sweep (run `tally aggregator` and `tally archiver` for those).
+
+    With `worker`, the process is one of `tally gateway --workers N` (wiring.workers): it serves
+    the socket its parent bound, and its /metrics sums every worker's."""
     store = await open_store(settings, "gateway")
     try:
         role: Gateway = await build_gateway(settings, store)
     except BaseException:
         await store.close_clients()
         raise
+    if worker is not None:
+        role.metrics.combine = worker.scrape  # /metrics: the sum over every worker
 
     async def started() -> None:
         log.info("Tally gateway listening on http://%s:%d", settings.host, settings.port)
@@ -124,6 +133,14 @@ async def gateway(settings: Settings) -> int:
         Step("close the Valkey connections", t, then=store.close_clients),
     ]
     duties = [role.live_duty(), role.http_duty(server)]
+    if worker is not None:
+        duties = [
+            role.live_duty(),
+            worker.http_duty(role, server),
+            worker.metrics_duty(role.metrics),
+        ]
+        # 2. (then 3. the Valkey connections) It stops answering its siblings' scrapes.
+        shutdown.insert(1, worker.metrics_step(t))
     return await supervise(duties, shutdown, server)
 
 
