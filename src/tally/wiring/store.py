@@ -84,7 +84,13 @@ async def open_store(settings: Settings, command: str, *, may_embed: bool = Fals
     url = external_url(settings, command)
     if not settings.cluster:
         return Store(Endpoint.from_url(url))
-    seeds = ClusterSeeds.from_url(url)
+    return Store(await check_cluster(settings))
+
+
+async def check_cluster(settings: Settings) -> ClusterSeeds:
+    """The seeds of the cluster TALLY_VALKEY_URL names, once its topology has been read and
+    serves every slot; SystemExit naming the setting otherwise."""
+    seeds = ClusterSeeds.from_url(external_url(settings, "gateway"))
     probe = ValkeyCluster(seeds)
     try:
         await probe.refresh(force=True)
@@ -92,7 +98,7 @@ async def open_store(settings: Settings, command: str, *, may_embed: bool = Fals
         raise SystemExit(f"TALLY_VALKEY_URL does not name a usable Valkey Cluster: {exc}") from None
     finally:
         await probe.close()
-    return Store(seeds)
+    return seeds
 
 
 async def durability(client: StoreConnection, settings: Settings) -> WaitAof | None:

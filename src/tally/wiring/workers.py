@@ -77,7 +77,7 @@ from tally.gateway.server import GatewayServer
 from tally.wiring import commands
 from tally.wiring.gateway import Gateway
 from tally.wiring.identity import dev_issuer, pseudonym_secret
-from tally.wiring.store import external_url
+from tally.wiring.store import check_cluster, external_url
 from tally.wiring.supervisor import Duty, Restart, Step, Supervisor
 
 log = logging.getLogger("tally.workers")
@@ -297,6 +297,8 @@ class WorkerPool:
         """What would stop every worker at its start stops the parent instead, once."""
         external_url(self.settings, "gateway")
         pseudonym_secret(self.settings)
+        if self.settings.cluster:  # a bad cluster URL stops the start once, naming the setting
+            asyncio.run(check_cluster(self.settings))
         if self.settings.jwks is None:
             dev_issuer(self.settings)  # made here once, not by N workers at the same moment
 
