@@ -216,8 +216,14 @@ class ValkeyLiveFeed:
                 replies = await asyncio.gather(
                     *(protocol.send(("SSUBSCRIBE", c)) for c in channels)
                 )
-                for reply in replies:
+                for channel, reply in zip(channels, replies, strict=True):
+                    if isinstance(reply, ReplyError) and str(reply).startswith("MOVED "):
+                        # The slot lives elsewhere now (a cluster failover or migration): one
+                        # refused channel must not fail every other poll on this node.
+                        self._dropped(channel)
+                        continue
                     _check(reply, _SUBSCRIBE)
+                channels = [c for c in channels if c in self._wanted]
                 self._up.set()
                 backoff = _MIN_BACKOFF_S
                 if not first:
