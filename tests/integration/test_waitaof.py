@@ -60,3 +60,28 @@ async def test_an_unconfirmed_batch_fails_closed_and_a_retry_returns_the_receipt
     retry = await box.cast(poll, voter, "green")
     assert isinstance(retry, AlreadyRecorded)
     assert retry.option == "green"
+
+
+async def test_unconfirmed_batches_do_not_queue_up_behind_each_other(valkey: Valkey) -> None:
+    """While no replica confirms, votes in many ticks each fail within twice the timeout: one
+    WAIT/WAITAOF in flight per connection, the votes meanwhile confirmed by the next one, not
+    a blocking WAIT per tick, each answered a timeout after the one before."""
+    poll = await _open_poll(valkey)
+    box = ValkeyBallotBox(valkey)
+    valkey.durability = WaitAof(replicas=1, timeout_ms=200)  # no replica will ever confirm
+    loop = asyncio.get_running_loop()
+
+    async def timed_cast(delay_s: float) -> float:
+        await asyncio.sleep(delay_s)
+        started = loop.time()
+        with pytest.raises(StoreUnavailable, match="durability not confirmed"):
+            await box.cast(poll, secrets.token_bytes(16), "red")
+        return loop.time() - started
+
+    try:
+        waits = await asyncio.gather(*(timed_cast(0.02 * n) for n in range(15)))
+    finally:
+        valkey.durability = None
+    # Valkey times out blocked clients on its 100 ms timer (hz 10): WAIT and WAITAOF may each
+    # overrun their 100 ms by up to that much. One after the other, 15 would take 3 s at least.
+    assert max(waits) < 2 * (0.2 + 0.2) + 0.2, waits

@@ -15,6 +15,12 @@ it replies (`appendfsync always`, no replicas required) a write's reply is the p
 (`durability` None). Otherwise every tick's write that carries `durable()` commands ends with one
 `WAITAOF 1 <replicas> <timeout>`, and none of those commands' replies is handed out unless it
 confirms. With replicas, a `WAIT <replicas>` goes first, in the same write (WaitAof.commands).
+One confirmation is in flight per connection at a time: durable writes made while one is under
+way go out at once but are confirmed together by the next WAIT/WAITAOF, sent when the current
+one answers. Both block the connection on the server until they are answered, so a
+confirmation per tick would queue up behind each other while a replica cannot confirm (a
+partition), and the n-th vote would wait n timeouts; this way a vote waits at most for the
+confirmation in flight and then its own: twice the WAITAOF timeout.
 """
 
 from __future__ import annotations
@@ -108,6 +114,8 @@ class _Protocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.command_timeout_s = command_timeout_s
+        # A WAIT/WAITAOF confirming a batch of durable writes is waiting for its reply.
+        self.confirming = False
         # A server that stops answering (hung, SIGSTOPped, partitioned) must not hang every vote:
         # when replies are owed and none has come for command_timeout_s, drop the connection,
         # which fails every waiting command with StoreUnavailable. One timer per connection,
@@ -259,7 +267,8 @@ class Valkey:
         self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
         protocol = self._protocol
-        if self._durable:
+        # While a confirmation is in flight the durable writes wait for the next (docstring).
+        if self._durable and (protocol is None or not protocol.confirming):
             self._seal_durable_batch(protocol, outbox)
         if protocol is not None and protocol.transport is not None and outbox:
             protocol.transport.write(b"".join(outbox))
@@ -285,9 +294,14 @@ class Valkey:
             pace.add_done_callback(_ignore_outcome)
             protocol.expect_reply(pace)
         protocol.expect_reply(ack)
+        protocol.confirming = True
         outbox.extend(confirming)
 
         def release(ack: asyncio.Future[Any]) -> None:
+            protocol.confirming = False
+            if self._durable and not self._flush_scheduled:  # writes that waited for this one
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
             # Replies come in order, so every command of the batch has its reply by now.
             error = ack.exception() if not ack.cancelled() else StoreUnavailable("cancelled")
             if error is None:
