@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test test-cluster lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The vote, realtime and ledger suites again, on a local 3-primary/3-replica Valkey Cluster
+# (TALLY_TEST_STORE=cluster, tests/conftest.py); bounded, and SIGTERM stops the clusters too.
+CLUSTER_SUITES := tests/api tests/live tests/integration tests/audit tests/e2e tests/roles tests/chaos
+test-cluster: $(STAMP)
+	TALLY_TEST_STORE=cluster timeout --kill-after=60 1800 $(BIN)/pytest $(CLUSTER_SUITES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import StoreUnderTest, own_store
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.bench.processes import free_port
 from tally.domain.polls import OptionSpec
@@ -29,10 +30,7 @@ from tally.ledger.certificate import certificate_origin, open_certificate
 from tally.ledger.note import Verifier
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
-from tally.store.embedded import EmbeddedValkey
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Valkey
 from tally.store.votes import ValkeyBallotBox
 
 SECRET = b"crash-test-pseudonym-secret-32by"
@@ -41,18 +39,15 @@ LANES = 4
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[EmbeddedValkey]:
-    valkey = EmbeddedValkey(tmp_path / "valkey")
-    await valkey.start()
-    yield valkey
-    await valkey.stop()
+async def server(tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
+    async with own_store(tmp_path / "valkey") as store:
+        yield store
 
 
-def start_archiver(server: EmbeddedValkey, data_dir: Path) -> subprocess.Popen[bytes]:
-    endpoint = server.endpoint
+def start_archiver(server: StoreUnderTest, data_dir: Path) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
-        TALLY_VALKEY_URL=f"redis://:{endpoint.password}@{endpoint.host}:{endpoint.port}",
+        TALLY_VALKEY_URL=server.url,
         TALLY_DATA_DIR=str(data_dir),
         TALLY_CHECKPOINT_INTERVAL_MS="50",
         TALLY_LOG_LEVEL="warning",
@@ -64,10 +59,10 @@ def start_archiver(server: EmbeddedValkey, data_dir: Path) -> subprocess.Popen[b
     )
 
 
-async def test_kill_9_the_archiver_repeatedly(server: EmbeddedValkey, tmp_path: Path) -> None:
+async def test_kill_9_the_archiver_repeatedly(server: StoreUnderTest, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     files = LedgerFiles(data_dir / "ledger")
-    client = Valkey(server.endpoint, on_connect=load_functions)
+    client = server.client()
     await client.connect()
     service = VotingService(
         ValkeyPolls(client),

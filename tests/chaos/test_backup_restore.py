@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from conftest import OPTIONS, RunningTally, serving, vote_requests
 from tally.bench.loadgen import Reply, build_request, run_requests
@@ -146,6 +147,10 @@ def audit(data_dir: Path, poll_id: str) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.single_node(
+    "the documented backup is a copy of the data dir, which holds the embedded valkey-server's "
+    "AOF; a cluster's data lives in its nodes (backed up as Valkey's own docs say)"
+)
 async def test_a_backup_of_a_stopped_tally_restores_every_vote_and_receipt(tmp_path: Path) -> None:
     """Stop, archive the data dir, destroy it, unpack elsewhere, start: votes, receipts and the
     ledger are all back, including votes that only the ledger files still held."""

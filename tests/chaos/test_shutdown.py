@@ -103,6 +103,10 @@ def cast(demo: Demo, subject: str, option: str) -> dict[str, object]:
     )
 
 
+@pytest.mark.single_node(
+    "Ctrl-C of `tally serve --demo` must stop its embedded valkey-server (read from its pid "
+    "file) too; an external store outlives the server"
+)
 def test_ctrl_c_exits_0_stops_valkey_and_the_next_start_keeps_the_demo_votes(
     tmp_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conftest import store_env
 from tally.bench.processes import free_port, running
 from tally.client import ApiError, TallyClient
 from tally.demo import DEMO_TITLE
@@ -49,7 +50,10 @@ def demo_tally(data_dir: Path, *, demo: bool = True) -> Iterator[DemoTally]:
     argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
     if demo:
         argv.append("--demo")
-    with running(argv, host=HOST, port=port, env=environment, timeout_s=60):
+    with (
+        store_env(data_dir) as store,  # cluster mode: the data dir's own cluster
+        running(argv, host=HOST, port=port, env={**environment, **store}, timeout_s=60),
+    ):
         url = f"http://{HOST}:{port}"
         poll = _wait_for_demo_poll(TallyClient(url)) if demo else {}
         yield DemoTally(url, data_dir, DevIssuer.load_or_create(data_dir / "keys"), poll)

@@ -76,6 +76,10 @@ def test_the_demo_poll_is_shown_with_its_four_options(demo: DemoTally, page: Pag
         expect(page.get_by_role("button", name=f"Vote for {label}")).to_be_enabled()
 
 
+@pytest.mark.single_node(
+    "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
+    "valkey-server (gateway/demo_token.py); on an external store it is a 404"
+)
 def test_a_demo_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receipt(
     demo: DemoTally, page: Page
 ) -> None:

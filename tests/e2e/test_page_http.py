@@ -19,6 +19,10 @@ STATIC = {
     "icon.svg": "image/svg+xml",
 }
 PAGE_BUDGET_BYTES = 30 * 1024
+DEMO_TOKENS = pytest.mark.single_node(
+    "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
+    "valkey-server (gateway/demo_token.py); on an external store it is a 404"
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,7 @@ def test_the_page_and_its_files_stay_small(http: httpx.Client) -> None:
     assert total < PAGE_BUDGET_BYTES
 
 
+@DEMO_TOKENS
 def test_a_loopback_client_gets_fresh_demo_voter_tokens(
     demo: DemoTally, http: httpx.Client
 ) -> None:
@@ -100,6 +105,7 @@ def test_a_loopback_client_gets_fresh_demo_voter_tokens(
     assert vote.status_code == 201
 
 
+@DEMO_TOKENS
 @pytest.mark.parametrize("host", ["tally.example", "tally.example:8000", "192.0.2.1", "[::1"])
 def test_a_foreign_host_header_gets_no_demo_token(http: httpx.Client, host: str) -> None:
     """A Host that is not loopback (say, a rebinding DNS name) gets 404, as if there were no route."""
@@ -109,6 +115,7 @@ def test_a_foreign_host_header_gets_no_demo_token(http: httpx.Client, host: str)
         assert answer.json()["code"] == "not-found"
 
 
+@DEMO_TOKENS
 @pytest.mark.parametrize("host", ["localhost:1", "127.0.0.1", "[::1]:8000"])
 def test_loopback_host_names_are_accepted(http: httpx.Client, host: str) -> None:
     """localhost and loopback address literals, with or without a port, are loopback hosts."""

@@ -11,7 +11,9 @@ from typing import Any
 
 import hiredis
 
+from conftest import channel_subscribers
 from tally.store import keys
+from tally.store.cluster import ValkeyCluster
 from tally.store.resp import Endpoint, Valkey, encode
 
 
@@ -74,12 +76,12 @@ async def subscribed(endpoint: Endpoint, poll_id: str) -> AsyncIterator[Subscrib
 UNSUBSCRIBE_WAIT_S = 5.0
 
 
-async def subscribers(valkey: Valkey, poll_id: str) -> int:
+async def subscribers(valkey: Valkey | ValkeyCluster, poll_id: str) -> int:
     """How many connections Valkey counts on the poll's live channel."""
-    return int((await valkey.execute("PUBSUB", "SHARDNUMSUB", keys.live_channel(poll_id)))[1])
+    return await channel_subscribers(valkey, poll_id)
 
 
-async def until_unsubscribed(valkey: Valkey, poll_id: str) -> None:
+async def until_unsubscribed(valkey: Valkey | ValkeyCluster, poll_id: str) -> None:
     """Wait until Valkey counts no subscriber of the poll's channel (it notifies nobody)."""
     async with asyncio.timeout(UNSUBSCRIBE_WAIT_S):
         while await subscribers(valkey, poll_id):  # noqa: ASYNC110  # Valkey must be asked

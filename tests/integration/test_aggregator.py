@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from live_subscriber import Delivery, Subscriber, subscribed
 
+from conftest import StoreConnection, StoreUnderTest, own_store
 from tally.aggregator import DEADLINE_GRACE_MS, Aggregator
 from tally.domain.polls import OptionSpec, Poll, PollState
 from tally.domain.snapshots import Snapshot, decode_snapshot
 from tally.domain.votes import Accepted
 from tally.ports import Published
 from tally.service import NewPoll, Voter, VotingService, system_clock_ms
-from tally.store.embedded import EmbeddedValkey
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Endpoint, Valkey
 from tally.store.snapshots import ValkeySnapshots
@@ -37,22 +36,18 @@ FAST_TTL_MS = 300
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[EmbeddedValkey]:
-    valkey = EmbeddedValkey(tmp_path)
-    await valkey.start()
-    yield valkey
-    await valkey.stop()
+async def server(tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
+    async with own_store(tmp_path) as store:
+        yield store
 
 
 @pytest.fixture
-async def connect(server: EmbeddedValkey) -> AsyncIterator[Callable[..., Valkey]]:
+async def connect(server: StoreUnderTest) -> AsyncIterator[Callable[..., StoreConnection]]:
     """A factory of clients of the test's server (one per aggregator, as in production)."""
-    clients: list[Valkey] = []
+    clients: list[StoreConnection] = []
 
-    def new(command_timeout_s: float = 5.0) -> Valkey:
-        client = Valkey(
-            server.endpoint, on_connect=load_functions, command_timeout_s=command_timeout_s
-        )
+    def new(command_timeout_s: float = 5.0) -> StoreConnection:
+        client = server.client(command_timeout_s=command_timeout_s)
         clients.append(client)
         return client
 
@@ -62,13 +57,13 @@ async def connect(server: EmbeddedValkey) -> AsyncIterator[Callable[..., Valkey]
 
 
 @pytest.fixture
-def voting(connect: Callable[..., Valkey]) -> VotingService:
+def voting(connect: Callable[..., StoreConnection]) -> VotingService:
     client = connect()
     return VotingService(ValkeyPolls(client), ValkeyBallotBox(client), pseudonym_secret=SECRET)
 
 
 def aggregator(
-    client: Valkey,
+    client: StoreConnection,
     owner: str,
     *,
     tick_ms: int = FAST_TICK_MS,
@@ -119,12 +114,12 @@ async def ticks(agg: Aggregator, n: int) -> None:
 
 
 async def test_a_snapshot_is_published_once_per_change_and_never_without_one(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """An open poll gets a first snapshot; idle ticks publish nothing; a vote publishes one more."""
     poll = await open_poll(voting)
     agg = aggregator(connect(), "agg-a")
-    async with subscribed(server.endpoint, poll.id) as channel:
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel:
         await ticks(agg, 5)
         first = snapshots_of(await channel.drain())
         await vote(voting, poll, "v1", "green")
@@ -138,14 +133,14 @@ async def test_a_snapshot_is_published_once_per_change_and_never_without_one(
 
 
 async def test_seq_strictly_increases_and_every_document_arrives_in_order(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """Votes trickling in while the aggregator runs: seq goes 1, 2, 3... with totals never
     falling, and the last document delivered is the stored latest snapshot."""
     poll = await open_poll(voting)
     snapshots = ValkeySnapshots(connect())
     agg = aggregator(connect(), "agg-a")
-    async with subscribed(server.endpoint, poll.id) as channel, running(agg):
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel, running(agg):
         for n in range(40):
             await vote(voting, poll, f"v{n}", ("red", "green")[n % 2])
             await asyncio.sleep(0.01)
@@ -162,14 +157,14 @@ async def test_seq_strictly_increases_and_every_document_arrives_in_order(
 
 
 async def test_closing_publishes_a_final_snapshot_and_nothing_after(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """The tick after a close publishes 'closed' with the final counts; then the poll is no
     longer watched and its lease is released."""
     poll = await open_poll(voting)
     snapshots = ValkeySnapshots(connect())
     agg = aggregator(connect(), "agg-a")
-    async with subscribed(server.endpoint, poll.id) as channel:
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel:
         await agg.tick()
         await vote(voting, poll, "v1")
         # A close is noticed through the poll record's updated_at (ms): one in the very
@@ -190,7 +185,7 @@ async def test_closing_publishes_a_final_snapshot_and_nothing_after(
 
 
 async def test_a_poll_past_its_deadline_is_published_closed_then_left_after_a_grace(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """At the deadline (by the aggregator's clock) watchers get 'closed' at once; the poll stays
     watched for a grace period (late clocks), then is left even if nobody closed its record."""
@@ -198,7 +193,7 @@ async def test_a_poll_past_its_deadline_is_published_closed_then_left_after_a_gr
     now = [closes_at - 1]
     poll = await open_poll(voting, closes_at_ms=closes_at)
     agg = aggregator(connect(), "agg-a", clock_ms=lambda: now[0])
-    async with subscribed(server.endpoint, poll.id) as channel:
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel:
         await agg.tick()
         now[0] = closes_at
         await agg.tick()
@@ -212,13 +207,17 @@ async def test_a_poll_past_its_deadline_is_published_closed_then_left_after_a_gr
 
 
 async def test_of_two_aggregators_on_one_poll_only_one_publishes(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """Both running side by side: one holds the lease and publishes everything, the other
     publishes nothing, and the channel sees each seq once."""
     poll = await open_poll(voting)
     a, b = aggregator(connect(), "agg-a"), aggregator(connect(), "agg-b")
-    async with subscribed(server.endpoint, poll.id) as channel, running(a), running(b):
+    async with (
+        subscribed(server.live_endpoint(poll.id), poll.id) as channel,
+        running(a),
+        running(b),
+    ):
         for n in range(10):
             await vote(voting, poll, f"v{n}")
             await asyncio.sleep(0.06)
@@ -231,7 +230,7 @@ async def test_of_two_aggregators_on_one_poll_only_one_publishes(
 
 
 async def test_when_the_active_aggregator_dies_another_resumes_within_two_seconds(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """With the default tick and lease TTL, killing the leader (no release) lets the standby
     publish again within 2 s, with seqs that continue after the dead one's and never repeat."""
@@ -241,7 +240,10 @@ async def test_when_the_active_aggregator_dies_another_resumes_within_two_second
     snapshots = ValkeySnapshots(connect())
     voters = asyncio.create_task(keep_voting(voting, poll, every_s=0.05))
     try:
-        async with subscribed(server.endpoint, poll.id) as channel, running(a) as a_task:
+        async with (
+            subscribed(server.live_endpoint(poll.id), poll.id) as channel,
+            running(a) as a_task,
+        ):
             before = [await channel.next()]
             async with running(b):
                 while len(before) < 4:
@@ -274,14 +276,14 @@ async def keep_voting(voting: VotingService, poll: Poll, every_s: float) -> None
 
 
 async def test_after_a_stale_publish_the_aggregator_continues_after_the_stored_seq(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """Another owner published seq 10 during a lease gap this aggregator never noticed: its next
     publish is refused as stale, and the one after that is seq 11 with the true counts."""
     poll = await open_poll(voting)
     agg = aggregator(connect(), "agg-a")
     other = ValkeySnapshots(connect())
-    async with subscribed(server.endpoint, poll.id) as channel:
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel:
         await agg.tick()
         assert await other.release(poll.id, "agg-a")  # as if agg-a's lease had expired
         assert await other.acquire(poll.id, "agg-b", FAST_TTL_MS)
@@ -298,21 +300,27 @@ async def test_after_a_stale_publish_the_aggregator_continues_after_the_stored_s
     ]
 
 
+@pytest.mark.single_node(
+    "freezes the one valkey-server with SIGSTOP; frozen cluster nodes are failed over, which "
+    "the cluster's failover tests drill"
+)
 async def test_ticks_survive_a_store_that_stops_answering(
-    voting: VotingService, connect: Callable[..., Valkey], server: EmbeddedValkey
+    voting: VotingService, connect: Callable[..., StoreConnection], server: StoreUnderTest
 ) -> None:
     """While Valkey is frozen every tick fails with StoreUnavailable; the aggregator keeps going
     and publishes the next change once Valkey answers again."""
     poll = await open_poll(voting)
     agg = aggregator(connect(command_timeout_s=0.3), "agg-a")
-    assert server.pid is not None
-    async with subscribed(server.endpoint, poll.id) as channel, running(agg) as task:
+    assert server.server is not None
+    pid = server.server.pid
+    assert pid is not None
+    async with subscribed(server.live_endpoint(poll.id), poll.id) as channel, running(agg) as task:
         first = decode_snapshot((await channel.next()).document)
-        os.kill(server.pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGSTOP)
         try:
             await asyncio.sleep(1.0)
         finally:
-            os.kill(server.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         assert agg.stats.store_errors > 0
         await vote(voting, poll, "after-the-freeze")
         resumed = await wait_for_total(channel, 1)

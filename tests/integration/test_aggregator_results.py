@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from conftest import StoreConnection, own_store
 from tally.aggregator import Aggregator
 from tally.domain.polls import OptionSpec, Poll, PollState
 from tally.domain.results import Results
@@ -22,8 +23,6 @@ from tally.gateway.routes import Handlers
 from tally.security.dev_issuer import DevIssuer
 from tally.security.tokens import TokenVerifier
 from tally.service import NewPoll, Voter, VotingService
-from tally.store.embedded import EmbeddedValkey
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
@@ -35,16 +34,14 @@ RESULT_FIELDS = {"poll_id", "state", "counts", "total", "updated_at"}
 
 
 @pytest.fixture
-async def valkey(tmp_path: Path) -> AsyncIterator[Valkey]:
-    """A valkey-server of the test's own: the aggregator watches every poll there is."""
-    server = EmbeddedValkey(tmp_path / "valkey")
-    await server.start()
-    client = Valkey(server.endpoint, on_connect=load_functions)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await server.stop()
+async def valkey(tmp_path: Path) -> AsyncIterator[StoreConnection]:
+    """A store of the test's own: the aggregator watches every poll there is."""
+    async with own_store(tmp_path / "valkey") as store:
+        client = store.client()
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import uuid
 import pytest
 from live_subscriber import subscribed
 
+from conftest import StoreUnderTest
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import PollState
 from tally.domain.snapshots import Snapshot, decode_snapshot, encode_snapshot
 from tally.ports import NotLeader, Published, Stale
 from tally.store import keys
-from tally.store.embedded import EmbeddedValkey
 from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
 
@@ -67,12 +67,12 @@ async def test_a_lease_nobody_renews_expires_after_its_ttl(
 
 
 async def test_publishing_stores_the_latest_and_sends_the_document_on_the_channel(
-    store: ValkeySnapshots, poll_id: str, valkey_server: EmbeddedValkey
+    store: ValkeySnapshots, poll_id: str, store_server: StoreUnderTest
 ) -> None:
     """A published snapshot is what `latest` returns, and its exact document reaches subscribers."""
     assert await store.latest(poll_id) is None
     first = snapshot(poll_id, 1, red=3)
-    async with subscribed(valkey_server.endpoint, poll_id) as channel:
+    async with subscribed(store_server.live_endpoint(poll_id), poll_id) as channel:
         assert await store.acquire(poll_id, "a", TTL_MS)
         assert await store.publish(poll_id, "a", first) == Published(1)
         delivered = await channel.next()
@@ -82,10 +82,10 @@ async def test_publishing_stores_the_latest_and_sends_the_document_on_the_channe
 
 
 async def test_a_publisher_without_the_lease_is_refused(
-    store: ValkeySnapshots, poll_id: str, valkey_server: EmbeddedValkey
+    store: ValkeySnapshots, poll_id: str, store_server: StoreUnderTest
 ) -> None:
     """Without the lease nothing is stored and nothing is sent, whoever else holds it."""
-    async with subscribed(valkey_server.endpoint, poll_id) as channel:
+    async with subscribed(store_server.live_endpoint(poll_id), poll_id) as channel:
         assert await store.publish(poll_id, "a", snapshot(poll_id, 1)) == NotLeader()
         assert await store.acquire(poll_id, "b", TTL_MS)
         assert await store.publish(poll_id, "a", snapshot(poll_id, 2)) == NotLeader()
@@ -94,11 +94,11 @@ async def test_a_publisher_without_the_lease_is_refused(
 
 
 async def test_a_seq_that_does_not_move_forward_is_stale(
-    store: ValkeySnapshots, poll_id: str, valkey_server: EmbeddedValkey
+    store: ValkeySnapshots, poll_id: str, store_server: StoreUnderTest
 ) -> None:
     """A repeated or older seq is refused with the stored seq; only a larger one is published."""
     assert await store.acquire(poll_id, "a", TTL_MS)
-    async with subscribed(valkey_server.endpoint, poll_id) as channel:
+    async with subscribed(store_server.live_endpoint(poll_id), poll_id) as channel:
         assert await store.publish(poll_id, "a", snapshot(poll_id, 5, red=5)) == Published(5)
         assert await store.publish(poll_id, "a", snapshot(poll_id, 5, red=6)) == Stale(5)
         assert await store.publish(poll_id, "a", snapshot(poll_id, 3, red=7)) == Stale(5)

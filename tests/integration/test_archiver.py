@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import StoreConnection, own_store
 from tally.archive.logs import LedgerDirectory, LedgerFiles, note_body
 from tally.archiver import Archiver
 from tally.domain.polls import OptionSpec, Poll
@@ -21,9 +22,7 @@ from tally.ledger.checkpoint import lane_origin, open_checkpoint
 from tally.ledger.leaf import decode_leaf
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
-from tally.store.embedded import EmbeddedValkey
 from tally.store.ledger_queue import ValkeyLedgerQueue
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
 from tally.store.votes import ValkeyBallotBox
@@ -33,14 +32,13 @@ PREFIX = "tally.test/ledger"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Valkey]:
-    server = EmbeddedValkey(tmp_path / "valkey")
-    await server.start()
-    valkey = Valkey(server.endpoint, on_connect=load_functions)
-    await valkey.connect()
-    yield valkey
-    await valkey.close()
-    await server.stop()
+async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
+    """A store of the test's own: the archiver archives every poll there is."""
+    async with own_store(tmp_path / "valkey") as store:
+        valkey = store.client()
+        await valkey.connect()
+        yield valkey
+        await valkey.close()
 
 
 def make_signer() -> note.Signer:

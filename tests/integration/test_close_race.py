@@ -6,12 +6,11 @@ import asyncio
 
 import pytest
 
+from conftest import StoreConnection, StoreUnderTest
 from tally.domain.polls import OptionSpec, PollState
 from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, VoteOutcome
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
-from tally.store.embedded import EmbeddedValkey
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
 from tally.store.votes import ValkeyBallotBox
@@ -24,7 +23,7 @@ IN_FLIGHT = 40
 CLOSE_AFTER = VOTERS // 4
 
 
-def service_on(client: Valkey) -> VotingService:
+def service_on(client: StoreConnection) -> VotingService:
     return VotingService(ValkeyPolls(client), ValkeyBallotBox(client), pseudonym_secret=SECRET)
 
 
@@ -65,14 +64,14 @@ async def stream_votes_and_close(
 
 
 async def race_a_close(
-    voting: VotingService, valkey_server: EmbeddedValkey, lanes: int
+    voting: VotingService, store_server: StoreUnderTest, lanes: int
 ) -> tuple[str, list[VoteOutcome]]:
     """Open a poll, stream votes at it and close it mid-stream from a second connection."""
     poll = await voting.create_poll(
         NewPoll("race", [OptionSpec(label=o, id=o) for o in OPTIONS], lanes=lanes)
     )
     await voting.open_poll(poll.id)
-    closing_client = Valkey(valkey_server.endpoint, on_connect=load_functions)
+    closing_client = store_server.client()
     try:
         return poll.id, await stream_votes_and_close(voting, service_on(closing_client), poll.id)
     finally:
@@ -81,11 +80,11 @@ async def race_a_close(
 
 @pytest.mark.parametrize("lanes", [1, 16])
 async def test_every_vote_racing_a_close_is_counted_or_refused(
-    valkey: Valkey, valkey_server: EmbeddedValkey, lanes: int
+    valkey: Valkey, store_server: StoreUnderTest, lanes: int
 ) -> None:
     """Votes racing a close are Accepted or NotOpen, and the counts equal the Accepted ones."""
     voting = service_on(valkey)
-    poll_id, outcomes = await race_a_close(voting, valkey_server, lanes)
+    poll_id, outcomes = await race_a_close(voting, store_server, lanes)
 
     accepted = {v: o.receipt for v, o in enumerate(outcomes) if isinstance(o, Accepted)}
     refused = [v for v, o in enumerate(outcomes) if o == NotOpen(PollState.CLOSED)]
@@ -111,11 +110,11 @@ async def test_every_vote_racing_a_close_is_counted_or_refused(
 
 @pytest.mark.parametrize("lanes", [1, 16])
 async def test_after_a_raced_close_retries_find_exactly_the_accepted_votes(
-    valkey: Valkey, valkey_server: EmbeddedValkey, lanes: int
+    valkey: Valkey, store_server: StoreUnderTest, lanes: int
 ) -> None:
     """A retry gets the original receipt if the vote was accepted, NotOpen if it was refused."""
     voting = service_on(valkey)
-    poll_id, outcomes = await race_a_close(voting, valkey_server, lanes)
+    poll_id, outcomes = await race_a_close(voting, store_server, lanes)
 
     retries = await asyncio.gather(
         *(voting.vote(poll_id, Voter(ISSUER, f"v{v}"), OPTIONS[0]) for v in range(VOTERS))

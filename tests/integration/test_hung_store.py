@@ -14,6 +14,10 @@ from tally.store.embedded import EmbeddedValkey
 from tally.store.resp import Valkey
 
 
+@pytest.mark.single_node(
+    "freezes the one valkey-server with SIGSTOP (a frozen cluster node is failed over: the "
+    "cluster's failover tests)"
+)
 async def test_a_stopped_server_fails_waiting_commands_after_the_timeout(tmp_path: Path) -> None:
     """SIGSTOP the server: a command owed a reply fails within ~the command timeout, then works again after SIGCONT."""
     server = EmbeddedValkey(tmp_path)

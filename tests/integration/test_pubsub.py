@@ -20,6 +20,12 @@ from tally.store.pubsub import ValkeyLiveFeed
 from tally.store.resp import Endpoint, Valkey
 
 WAIT_S = 5.0
+# The feed under test is the one-node feed; a cluster's gateway runs one per primary
+# (ClusterLiveFeed, which test_pubsub_hub drives in cluster mode).
+ONE_NODE_FEED = pytest.mark.single_node(
+    "ValkeyLiveFeed carries every poll's channel on one SSUBSCRIBE connection to one node; a "
+    "cluster node refuses the channels of other nodes' slots"
+)
 
 
 class Recorder:
@@ -59,6 +65,7 @@ async def feed(valkey_server: EmbeddedValkey) -> AsyncIterator[tuple[ValkeyLiveF
     await live_feed.close()
 
 
+@ONE_NODE_FEED
 async def test_a_confirmed_subscription_gets_every_later_message_in_order(
     feed: tuple[ValkeyLiveFeed, Recorder], valkey: Valkey
 ) -> None:
@@ -72,6 +79,7 @@ async def test_a_confirmed_subscription_gets_every_later_message_in_order(
     assert recorder.messages[poll_id] == [b"m%d" % n for n in range(50)]
 
 
+@ONE_NODE_FEED
 async def test_one_connection_carries_every_poll(
     feed: tuple[ValkeyLiveFeed, Recorder], valkey: Valkey
 ) -> None:
@@ -88,6 +96,7 @@ async def test_one_connection_carries_every_poll(
     assert sum("name=tally-live " in line for line in clients.splitlines()) == 1
 
 
+@ONE_NODE_FEED
 async def test_unsubscribe_releases_the_channel(
     feed: tuple[ValkeyLiveFeed, Recorder], valkey: Valkey
 ) -> None:
@@ -103,6 +112,7 @@ async def test_unsubscribe_releases_the_channel(
     assert poll_id not in recorder.messages
 
 
+@ONE_NODE_FEED
 async def test_a_killed_connection_is_reestablished_resubscribed_and_reported(
     feed: tuple[ValkeyLiveFeed, Recorder], valkey: Valkey
 ) -> None:
@@ -132,6 +142,7 @@ async def test_subscribe_fails_fast_when_valkey_is_unreachable() -> None:
         await live_feed.close()
 
 
+@pytest.mark.single_node("freezes the one valkey-server with SIGSTOP")
 async def test_a_silent_server_is_dropped_and_the_feed_recovers_when_it_answers(
     tmp_path: Path,
 ) -> None:

@@ -12,15 +12,14 @@ import orjson
 import pytest
 from live_subscriber import subscribers, until_unsubscribed
 
+from conftest import StoreUnderTest
 from tally.domain.errors import PollNotFound
 from tally.domain.polls import OptionSpec
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.snapshot import LiveSnapshot
 from tally.service import NewPoll, VotingService
 from tally.store import keys
-from tally.store.embedded import EmbeddedValkey
 from tally.store.polls import ValkeyPolls
-from tally.store.pubsub import ValkeyLiveFeed
 from tally.store.resp import Valkey
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
@@ -59,9 +58,10 @@ async def service(valkey: Valkey) -> VotingService:
 
 @pytest.fixture
 async def hub(
-    valkey_server: EmbeddedValkey, valkey: Valkey, service: VotingService
+    store_server: StoreUnderTest, valkey: Valkey, service: VotingService
 ) -> AsyncIterator[LiveHub]:
-    live_hub = LiveHub(ValkeyLiveFeed(valkey_server.endpoint), ValkeySnapshots(valkey), service)
+    """The hub on the store's feed: one SSUBSCRIBE connection, or one per primary on a cluster."""
+    live_hub = LiveHub(store_server.live_feed(valkey), ValkeySnapshots(valkey), service)
     live_hub.start()
     yield live_hub
     await live_hub.close()
@@ -125,7 +125,7 @@ async def test_only_newer_snapshots_are_forwarded(
 
 
 async def test_after_a_reconnect_the_hub_rereads_the_stored_latest_snapshot(
-    hub: LiveHub, service: VotingService, valkey: Valkey
+    hub: LiveHub, service: VotingService, valkey: Valkey, store_server: StoreUnderTest
 ) -> None:
     """A snapshot stored while the subscriber was away (so never heard) reaches watchers once
     the subscriber is back."""
@@ -135,7 +135,7 @@ async def test_after_a_reconnect_the_hub_rereads_the_stored_latest_snapshot(
     await hub.join(poll_id, watcher)
     # Stored but not published: as if PUBLISHed while the subscriber was disconnected.
     await valkey.execute("HSET", keys.poll_snapshot(poll_id), "seq", 2, "doc", document(poll_id, 2))
-    await valkey.execute("CLIENT", "KILL", "TYPE", "pubsub")
+    await store_server.on_every_primary("CLIENT", "KILL", "TYPE", "pubsub")
     await watcher.until_seq(2)
     assert watcher.seqs == [1, 2]
 

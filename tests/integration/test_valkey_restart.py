@@ -10,6 +10,8 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tally.domain.errors import StoreUnavailable
 from tally.store.embedded import EmbeddedValkey
 from tally.store.library import load_functions
@@ -20,6 +22,10 @@ KEYS = 200_000
 BATCH = 10_000
 
 
+@pytest.mark.single_node(
+    "kill -9 and restart of the one valkey-server while it loads its AOF (a killed cluster "
+    "primary is failed over instead: the cluster's failover tests)"
+)
 async def test_a_client_reconnecting_while_the_server_loads_its_data_sees_store_unavailable(
     tmp_path: Path,
 ) -> None:

@@ -35,15 +35,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from conftest import StoreUnderTest
 from tally.domain.errors import IllegalTransition
 from tally.domain.polls import OptionSpec, Poll, PollState
 from tally.domain.pseudonyms import lane_of, pseudonym
 from tally.domain.votes import Accepted, AlreadyVoted, NotOpen, Receipt, UnknownOption, VoteOutcome
 from tally.service import NewPoll, Voter, VotingService
-from tally.store.embedded import EmbeddedValkey
-from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Endpoint, Valkey
 from tally.store.votes import ValkeyBallotBox
 
 T = TypeVar("T")
@@ -172,7 +170,7 @@ def expected_outcome(
 class VoteModel(RuleBasedStateMachine):
     """Drives VotingService on a real Valkey and compares every answer with PollModel."""
 
-    endpoint: ClassVar[Endpoint]
+    server: ClassVar[StoreUnderTest]
     polls: Bundle[PollModel] = Bundle("polls")
     deadline_polls: Bundle[PollModel] = Bundle("deadline_polls")
     # Half of the votes and moves go to deadline polls, so their expiry is exercised often.
@@ -182,7 +180,7 @@ class VoteModel(RuleBasedStateMachine):
         super().__init__()
         # A private loop per machine: Hypothesis runs rules synchronously.
         self.loop = asyncio.new_event_loop()
-        self.client = Valkey(self.endpoint, on_connect=load_functions)
+        self.client = self.server.client()
         self.store = ValkeyPolls(self.client)
         self.service = VotingService(
             self.store, ValkeyBallotBox(self.client), pseudonym_secret=SECRET
@@ -408,11 +406,11 @@ class VoteModel(RuleBasedStateMachine):
             assert lane_states == [model.state] * model.lanes
 
 
-def test_votes_and_lifecycle_agree_with_the_model(valkey_server: EmbeddedValkey) -> None:
+def test_votes_and_lifecycle_agree_with_the_model(store_server: StoreUnderTest) -> None:
     """Random interleavings of votes, repeats, moves and deadlines match the pure model."""
 
     class OnTheTestServer(VoteModel):
-        endpoint = valkey_server.endpoint
+        server = store_server
 
     run_state_machine_as_test(
         OnTheTestServer,

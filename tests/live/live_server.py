@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
+from conftest import CLUSTERS, ON_CLUSTER, channel_subscribers, pseudonym_secret_for
 from tally.bench.processes import free_port
 from tally.config import Settings
 from tally.domain.polls import OptionSpec
@@ -112,8 +113,7 @@ class LiveServer:
 
     async def subscriptions(self, poll_id: str) -> int:
         """How many connections Valkey has subscribed to the poll's live channel."""
-        reply = await self.runtime.client.execute("PUBSUB", "SHARDNUMSUB", keys.live_channel(poll_id))
-        return int(reply[1])
+        return await channel_subscribers(self.runtime.client, poll_id)
 
 
 @contextlib.asynccontextmanager
@@ -137,6 +137,12 @@ async def live_server(
         sse_keepalive_s=sse_keepalive_s,
         log_level="warning",
     )
+    if ON_CLUSTER:  # TALLY_TEST_STORE=cluster: the store-level tests' cluster, an external store
+        settings = replace(
+            settings,
+            valkey_url=CLUSTERS.shared().url,
+            pseudonym_secret=bytes.fromhex(pseudonym_secret_for(data_dir)),
+        )
     store = await open_store(settings, "serve", may_embed=True)
     try:
         runtime = await build_gateway(settings, store)

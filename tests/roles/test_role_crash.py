@@ -10,12 +10,12 @@ from pathlib import Path
 
 from role_processes import HOST, role_env
 
+from conftest import StoreUnderTest
 from tally.bench.processes import free_port
-from tally.store.embedded import EmbeddedValkey
 
 
 def test_an_archiver_that_cannot_publish_its_key_is_restarted_then_exits_1(
-    valkey_server: EmbeddedValkey, tmp_path: Path
+    store_server: StoreUnderTest, tmp_path: Path
 ) -> None:
     """`ledger/keys` is a directory, so the archiver's loop crashes at its first step, every
     time: 3 restarts, then exit 1 with the tracebacks and the reason on stderr."""
@@ -24,7 +24,11 @@ def test_an_archiver_that_cannot_publish_its_key_is_restarted_then_exits_1(
     argv = [sys.executable, "-m", "tally", "archiver", "--host", HOST, "--port", str(free_port())]
     completed = subprocess.run(
         argv,
-        env=role_env(valkey_server, data_dir),
+        env=(
+            role_env(store_server.server, data_dir)
+            if store_server.server is not None
+            else store_server.role_env(data_dir)
+        ),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from role_processes import Role, metric, role_env, running_role, wait_for
 
+from conftest import StoreUnderTest
 from tally.store.embedded import EmbeddedValkey
 
 SECRET_HEX = "3c" * 32
@@ -41,6 +42,14 @@ def own_valkey(tmp_path: Path) -> Iterator[EmbeddedValkey]:
         asyncio.run(server.stop())
 
 
+def env_on(store: StoreUnderTest, data_dir: Path) -> dict[str, str]:
+    """A role's environment on the store under test (a valkey-server, or in cluster mode the
+    cluster)."""
+    if store.server is not None:
+        return role_env(store.server, data_dir)
+    return store.role_env(data_dir)
+
+
 def readiness(role: Role) -> tuple[int, str]:
     reply = role.get("/readyz")
     return reply.status_code, reply.json().get("code", reply.json().get("status"))
@@ -56,14 +65,18 @@ def test_each_role_needs_the_valkey_url(command: str, tmp_path: Path) -> None:
 
 
 def test_a_gateway_needs_the_shared_pseudonym_secret(
-    valkey_server: EmbeddedValkey, tmp_path: Path
+    store_server: StoreUnderTest, tmp_path: Path
 ) -> None:
     """Without TALLY_PSEUDONYM_SECRET two gateways would name one voter twice: refused."""
-    completed = tally("gateway", "--port", "1", env=role_env(valkey_server, tmp_path))
+    completed = tally("gateway", "--port", "1", env=env_on(store_server, tmp_path))
     assert completed.returncode == 1
     assert "TALLY_PSEUDONYM_SECRET is required" in completed.stderr
 
 
+@pytest.mark.single_node(
+    "stops the one valkey-server under the aggregator; a cluster that loses a node fails it "
+    "over (the cluster's failover tests)"
+)
 def test_the_aggregators_readiness_follows_its_store(
     own_valkey: EmbeddedValkey, tmp_path: Path
 ) -> None:
@@ -82,11 +95,11 @@ def test_the_aggregators_readiness_follows_its_store(
 
 
 def test_the_archivers_readiness_follows_its_ledger_directory(
-    valkey_server: EmbeddedValkey, tmp_path: Path
+    store_server: StoreUnderTest, tmp_path: Path
 ) -> None:
     """A ledger path that is no writable directory makes the archiver unready (503, naming the
     directory) until it is one again."""
-    env = role_env(valkey_server, tmp_path)
+    env = env_on(store_server, tmp_path)
     ledger = tmp_path / "ledger"
     with running_role("archiver", env, tmp_path) as archiver:
         assert readiness(archiver) == (200, "ready")

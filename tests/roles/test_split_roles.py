@@ -18,12 +18,11 @@ import pytest
 from role_processes import Role, metric, role_env, running_role, wait_for
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import is_running
+from conftest import StoreUnderTest, is_running, own_store
 from tally.ledger import merkle
 from tally.ledger.checkpoint import lane_origin, open_checkpoint
 from tally.ledger.note import Verifier
 from tally.security.dev_issuer import DevIssuer
-from tally.store.embedded import EmbeddedValkey
 
 SECRET_HEX = "7a" * 32
 LEASE_TTL_MS = 1000
@@ -37,21 +36,22 @@ FAST = {
 
 
 @pytest.fixture
-async def valkey(tmp_path: Path) -> AsyncIterator[EmbeddedValkey]:
-    """An external valkey-server: the bundled binary, started by the test, not by Tally."""
-    server = EmbeddedValkey(tmp_path / "external")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+async def valkey(tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
+    """An external valkey-server: the bundled binary, started by the test, not by Tally (in
+    cluster mode: the store-level tests' cluster, emptied first)."""
+    async with own_store(tmp_path / "external") as store:
+        yield store
 
 
 @pytest.fixture
-def deployment(valkey: EmbeddedValkey, tmp_path: Path) -> dict[str, Any]:
+def deployment(valkey: StoreUnderTest, tmp_path: Path) -> dict[str, Any]:
     """The roles' shared environment and data dir (dev issuer keys and ledger)."""
     data_dir = tmp_path / "data"
-    return {"env": role_env(valkey, data_dir, **FAST), "data_dir": data_dir, "logs": tmp_path}
+    if valkey.server is not None:
+        env = role_env(valkey.server, data_dir, **FAST)
+    else:
+        env = valkey.role_env(data_dir, **FAST)
+    return {"env": env, "data_dir": data_dir, "logs": tmp_path}
 
 
 def vote(gateway: Role, poll_id: str, token: str, option: str) -> httpx.Response:
