@@ -115,7 +115,9 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         snapshots=ValkeySnapshots(client),
         ledger=LedgerDirectory(ledger_files),  # receipts of votes already trimmed from Valkey
         checks=default_checks(verifier.leeway_s),
-        default_lanes=lanes_for(len(client.shards)) if isinstance(client, ValkeyCluster) else DEFAULT_LANES,
+        default_lanes=lanes_for(len(client.shards))
+        if isinstance(client, ValkeyCluster)
+        else DEFAULT_LANES,
     )
     repaired = await service.recover()
     if repaired:
