@@ -99,6 +99,23 @@ async def test_every_key_lands_on_the_primary_that_owns_its_slot(cluster: LocalC
         assert client.connected
 
 
+async def test_shard_channel_subscriber_counts_come_from_the_channels_node(
+    cluster: LocalCluster,
+) -> None:
+    """PUBSUB SHARDNUMSUB is routed by its channel: a subscriber on the owning node is counted."""
+    channel = keys.live_channel("shardnumsub-probe")
+    owner = cluster.primary_of_key(channel)
+    async with cluster_client(cluster) as client:
+        assert (await client.execute("PUBSUB", "SHARDNUMSUB", channel))[1] == 0
+        subscriber = Valkey(cluster.endpoint(owner))
+        await subscriber.connect()
+        try:
+            assert (await subscriber.execute("SSUBSCRIBE", channel))[0] == b"ssubscribe"
+            assert (await client.execute("PUBSUB", "SHARDNUMSUB", channel))[1] == 1
+        finally:
+            await subscriber.close()
+
+
 async def test_a_pipeline_across_every_primary_answers_in_order(cluster: LocalCluster) -> None:
     async with cluster_client(cluster) as client:
         counters = [f"n:{secrets.token_hex(4)}:{i}" for i in range(60)]

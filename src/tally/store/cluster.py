@@ -541,6 +541,10 @@ def _routing_key(args: Sequence[Arg]) -> bytes | None:
         if len(args) > 3 and int(args[2]) > 0:
             return _bytes(args[3])
         return None
+    if name == b"PUBSUB":  # PUBSUB SHARDNUMSUB <channel>: where the shard channel lives
+        if len(args) > 2 and _upper(args[1]) == b"SHARDNUMSUB":
+            return _bytes(args[2])
+        return None
     if name in _KEYLESS or len(args) < 2:
         return None
     return _bytes(args[1])
