@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +20,7 @@ from cluster_support import (
     primaries,
 )
 
+from feed_recorder import Recorder
 from tally.domain.polls import PollState
 from tally.domain.snapshots import Snapshot, decode_snapshot
 from tally.ports import Published
@@ -39,32 +40,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield started
 
 
-class Recorder:
-    """The feed's listener: messages per poll, and each on_resubscribed call's poll ids."""
-
-    def __init__(self) -> None:
-        self.messages: dict[str, list[bytes]] = {}
-        self.resubscribed: list[list[str]] = []
-        self.changed = asyncio.Event()
-
-    def on_message(self, poll_id: str, payload: bytes) -> None:
-        self.messages.setdefault(poll_id, []).append(payload)
-        self.changed.set()
-
-    def on_resubscribed(self, poll_ids: list[str]) -> None:
-        self.resubscribed.append(sorted(poll_ids))
-        self.changed.set()
-
-    def resubscribed_polls(self) -> set[str]:
-        return {p for call in self.resubscribed for p in call}
-
-    async def until(self, done: Callable[[], object], timeout_s: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not done():
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @dataclass
 class Live:
     client: ValkeyCluster  # the publisher's client, and the one the feed routes by
@@ -79,7 +54,7 @@ class Live:
 @pytest.fixture
 async def live(cluster: LocalCluster) -> AsyncIterator[Live]:
     async with cluster_client(cluster) as client:
-        recorder = Recorder()
+        recorder = Recorder(WAIT_S)
         feed = ClusterLiveFeed(client, connect_timeout_s=1.0, ping_interval_s=0.5)
         feed.start(recorder.on_message, recorder.on_resubscribed)
         try:
@@ -254,7 +229,7 @@ async def test_a_channel_dropped_by_a_slot_migration_is_followed(
 
     # A client whose map is stale: subscribe() still lands on the slot's owner.
     async with cluster_client(cluster) as stale_client:
-        other = Recorder()
+        other = Recorder(WAIT_S)
         feed = ClusterLiveFeed(stale_client, connect_timeout_s=1.0, ping_interval_s=0.5)
         feed.start(other.on_message, other.on_resubscribed)
         try:

@@ -7,12 +7,13 @@ import asyncio
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from live_subscriber import subscribers, until_unsubscribed
 
+from feed_recorder import Recorder
 from tally.domain.errors import StoreUnavailable
 from tally.store import keys
 from tally.store.embedded import EmbeddedValkey, free_port
@@ -28,37 +29,13 @@ ONE_NODE_FEED = pytest.mark.single_node(
 )
 
 
-class Recorder:
-    """The feed's listener: messages per poll, and each resubscription's poll ids."""
-
-    def __init__(self) -> None:
-        self.messages: dict[str, list[bytes]] = {}
-        self.resubscribed: list[list[str]] = []
-        self.changed = asyncio.Event()
-
-    def on_message(self, poll_id: str, payload: bytes) -> None:
-        self.messages.setdefault(poll_id, []).append(payload)
-        self.changed.set()
-
-    def on_resubscribed(self, poll_ids: list[str]) -> None:
-        self.resubscribed.append(sorted(poll_ids))
-        self.changed.set()
-
-    async def until(self, done: Callable[[], object]) -> None:
-        """Wait (at most WAIT_S) until `done()` holds."""
-        async with asyncio.timeout(WAIT_S):
-            while not done():
-                self.changed.clear()
-                await self.changed.wait()
-
-
 def poll_ids(n: int) -> list[str]:
     return [f"feed-{secrets.token_hex(6)}" for _ in range(n)]
 
 
 @pytest.fixture
 async def feed(valkey_server: EmbeddedValkey) -> AsyncIterator[tuple[ValkeyLiveFeed, Recorder]]:
-    recorder = Recorder()
+    recorder = Recorder(WAIT_S)
     live_feed = ValkeyLiveFeed(valkey_server.endpoint, connect_timeout_s=2.0)
     live_feed.start(recorder.on_message, recorder.on_resubscribed)
     yield live_feed, recorder
@@ -132,7 +109,7 @@ async def test_a_killed_connection_is_reestablished_resubscribed_and_reported(
 async def test_subscribe_fails_fast_when_valkey_is_unreachable() -> None:
     """Nothing listening: subscribe() raises StoreUnavailable within the connect timeout."""
     live_feed = ValkeyLiveFeed(Endpoint("127.0.0.1", free_port()), connect_timeout_s=0.3)
-    live_feed.start(Recorder().on_message, Recorder().on_resubscribed)
+    live_feed.start(Recorder(WAIT_S).on_message, Recorder(WAIT_S).on_resubscribed)
     try:
         started = asyncio.get_running_loop().time()
         with pytest.raises(StoreUnavailable):
@@ -149,7 +126,7 @@ async def test_a_silent_server_is_dropped_and_the_feed_recovers_when_it_answers(
     """SIGSTOP Valkey: unanswered PINGs drop the connection; after SIGCONT the feed resubscribes."""
     server = EmbeddedValkey(tmp_path)
     await server.start()
-    recorder = Recorder()
+    recorder = Recorder(WAIT_S)
     live_feed = ValkeyLiveFeed(server.endpoint, connect_timeout_s=0.5, ping_interval_s=0.2)
     live_feed.start(recorder.on_message, recorder.on_resubscribed)
     try:
