@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from typing import Any
 import httpx
 import orjson
 
+from role_processes import HOST, Role, running_role, wait_for
 from tally.archive.logs import LedgerFiles
 from tally.bench.loadgen import Reply, build_request, run_requests
-from tally.bench.processes import free_port
 from tally.domain.pseudonyms import lane_of, pseudonym
 from tally.ledger import layout
 from tally.ledger.certificate import certificate_origin, open_certificate
@@ -34,13 +33,10 @@ from tally.security.dev_issuer import DevIssuer
 from tally.store import keys
 from tally.store.local_cluster import LocalCluster
 
-HOST = "127.0.0.1"
 SECRET_HEX = "3c" * 32
 WAITAOF_TIMEOUT_MS = 1000  # the default, spelled out: the latency bounds are derived from it
 OPTIONS = ("red", "green", "blue")
 LANES = 16
-STARTUP_S = 60.0
-STOP_S = 20.0
 # A vote the load generator still waits for after this long counts as a hang (status 0).
 HANG_S = 15.0
 AUDIT = [sys.executable, "-m", "tally", "audit", "verify"]
@@ -57,78 +53,6 @@ ENV = {
 
 
 # --- role processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Role:
-    """A running `tally <command>` on `port` (its API, or its ops server)."""
-
-    command: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5.0)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=STOP_S)
-
-
-@contextlib.contextmanager
-def running_role(
-    command: str, env: Mapping[str, str], log_dir: Path, args: Sequence[str] = ()
-) -> Iterator[Role]:
-    """`tally <command> --host 127.0.0.1 --port <free> [args]`, once /healthz answers; on exit
-    kills what still runs (its whole session) and reaps it."""
-    port = free_port()
-    log_path = log_dir / f"{command}.log"
-    argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port), *args]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    role = Role(command, process, port, log_path)
-    try:
-        wait_until(lambda: _healthy(role), f"tally {command} listening", STARTUP_S)
-        yield role
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_S)
-
-
-def _healthy(role: Role) -> bool:
-    code = role.process.poll()
-    if code is not None:
-        raise RuntimeError(f"tally {role.command} exited {code} at start:\n{role.log()}")
-    try:
-        return role.get("/healthz").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def wait_until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    """Ask `check()` again until it holds: the state lives in other processes."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -160,7 +84,7 @@ def deployment(directory: Path) -> Iterator[Deployment]:
         environment.update(ENV, TALLY_VALKEY_URL=cluster.url, TALLY_DATA_DIR=str(data_dir))
         archiver = stack.enter_context(running_role("archiver", environment, directory))
         gateway = stack.enter_context(
-            running_role("gateway", environment, directory, ["--workers", "2"])
+            running_role("gateway", environment, directory, args=["--workers", "2"])
         )
         aggregator = stack.enter_context(running_role("aggregator", environment, directory))
         # Each new connection reaches either worker: ask until both have said ready.
@@ -233,7 +157,7 @@ def settled_results(d: Deployment, poll: Poll, total: int, timeout_s: float = 20
         return reply.status_code == 200 and replies[-1]["total"] == total
 
     try:
-        wait_until(counted, f"results counting {total} votes", timeout_s)
+        wait_for(counted, f"results counting {total} votes", timeout_s)
     except TimeoutError:
         raise AssertionError(f"results never counted {total}: last {replies[-1:]}") from None
     return replies[-1]
@@ -248,7 +172,7 @@ def close_and_certify(d: Deployment, poll: Poll, total: int) -> None:
     assert closed.is_success, closed.text
     files = LedgerFiles(d.data_dir / "ledger")
     try:
-        wait_until(lambda: files.read(poll.id, layout.CERTIFICATE) is not None, "a certificate", 60)
+        wait_for(lambda: files.read(poll.id, layout.CERTIFICATE) is not None, "a certificate", 60)
     except TimeoutError:
         raise AssertionError(f"no certificate within 60 s\n{d.logs()}") from None
     key = Verifier.parse((d.data_dir / "ledger" / "keys").read_text().strip())
