@@ -56,8 +56,9 @@ from typing import Any
 
 import uvloop
 
-from tally.bench.loadgen import build_request, run_requests
+from tally.bench.loadgen import run_requests
 from tally.bench.processes import free_port, running
+from tally.bench.runner import vote_requests
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
 from tally.security.keys import keys_dir
@@ -156,20 +157,8 @@ def open_poll(admin: TallyClient, title: str) -> dict[str, Any]:
     return admin.post(f"/v1/polls/{poll['id']}/open")
 
 
-def vote_requests(issuer: DevIssuer, poll: dict[str, Any], voters: int, prefix: str) -> list[bytes]:
-    path = f"/v1/polls/{poll['id']}/votes"
-    options = [o["id"] for o in poll["options"]]
-    tokens = issuer.mint_many((f"{prefix}{i}" for i in range(voters)), alg="EdDSA", ttl_s=3600)
-    return [
-        build_request(
-            "POST",
-            path,
-            host=HOST,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            body=b'{"option":"%b"}' % options[i % len(options)].encode(),
-        )
-        for i, token in enumerate(tokens)
-    ]
+def option_ids(poll: dict[str, Any]) -> list[str]:
+    return [o["id"] for o in poll["options"]]
 
 
 def final_total(admin: TallyClient, poll_id: str, timeout_s: float = 15.0) -> int:
@@ -258,8 +247,12 @@ def measure(setup: Setup, voters: int, warmup: int, concurrency: int) -> dict[st
                 admin = TallyClient(base, issuer.mint("bench-admin", roles=["admin"]))
                 warm = open_poll(admin, "scale warm-up")
                 poll = open_poll(admin, "scale")
-                warm_requests = vote_requests(issuer, warm, warmup, "warm-")
-                requests = vote_requests(issuer, poll, voters, "voter-")
+                warm_requests = vote_requests(
+                    issuer, warm["id"], option_ids(warm), warmup, "EdDSA", "warm-"
+                )
+                requests = vote_requests(
+                    issuer, poll["id"], option_ids(poll), voters, "EdDSA", "voter-"
+                )
                 uvloop.run(run_requests(HOST, port, warm_requests, concurrency=concurrency))
                 pids = {
                     **{f"valkey {k}": v for k, v in valkey_pids.items()},

@@ -66,9 +66,10 @@ def _problem_code(body: bytes) -> str:
     return str(code)
 
 
-def _vote_requests(
+def vote_requests(
     issuer: DevIssuer, poll_id: str, option_ids: list[str], voters: int, alg: str, prefix: str
 ) -> list[bytes]:
+    """One raw vote request per voter (`<prefix><i>`), options in turn, with fresh tokens."""
     path = f"/v1/polls/{poll_id}/votes"
     tokens = issuer.mint_many((f"{prefix}{i}" for i in range(voters)), alg=alg, ttl_s=3600)
     return [
@@ -118,10 +119,10 @@ def measure_votes(
             warm = _open_poll(admin, "bench warm-up", lanes)
             poll = _open_poll(admin, "bench", lanes)
             options = [o["id"] for o in poll["options"]]
-            warmup = _vote_requests(
+            warmup = vote_requests(
                 issuer, warm["id"], options, min(WARMUP_VOTES, voters), alg, "warm-"
             )
-            requests = _vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
+            requests = vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
             session = _Session(port, server.pid, concurrency, watchers, rate_per_s)
             load, live = uvloop.run(session.run(poll["id"], warmup, requests))
             counted = _final_total(admin, poll["id"])
