@@ -203,7 +203,6 @@ class ValkeyCluster:
         self._refresh_wanted = False
         self._retiring: set[asyncio.Task[None]] = set()  # connections of former primaries
         self._refreshed_at = -1.0
-        self._topology_version = 0
         # Set when a refresh finds a slot served by another primary than before.
         self.topology_changed: asyncio.Event | None = None
         self._on_flush: Callable[[int], None] | None = None
@@ -236,14 +235,10 @@ class ValkeyCluster:
         """The topology as last read."""
         return list(self._shards)
 
-    @property
-    def topology_version(self) -> int:
-        return self._topology_version
-
     def primary_of(self, key: bytes | str) -> tuple[str, int] | None:
         """The address of the primary serving `key`'s slot, as last known."""
-        node = self._owner[self._slot(key if isinstance(key, bytes) else key.encode())]
-        return None if node is None else (node.endpoint.host, node.endpoint.port)
+        endpoint = self.endpoint_of(key)
+        return None if endpoint is None else (endpoint.host, endpoint.port)
 
     def endpoint_of(self, key: bytes | str) -> Endpoint | None:
         node = self._owner[self._slot(key if isinstance(key, bytes) else key.encode())]
@@ -318,8 +313,8 @@ class ValkeyCluster:
                 replies[i] = reply
 
         await asyncio.gather(*(run(node, idx) for node, idx in groups.values()))
-        retry = [i for i, r in enumerate(replies) if i not in keyless and _redirected(r)]
-        retry += keyless
+        # Keyless commands (their reply still None) go through the router on their own.
+        retry = [i for i, r in enumerate(replies) if _redirected(r)] + keyless
         if retry:
             redone = await asyncio.gather(
                 *(self._routed(commands[i], durable=False) for i in retry)
@@ -414,7 +409,6 @@ class ValkeyCluster:
         self._owner = owner
         self._shards = shards
         if changed:
-            self._topology_version += 1
             log.info(
                 "cluster topology: %s",
                 ", ".join(f"{h}:{p}" for h, p in sorted(primaries)),
