@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from role_processes import STOP_S, Role, metric, role_env, running_role, wait_for
 
 from conftest import is_running
+from role_processes import STOP_S, Role, metric, role_env, running_role, wait_for
 from tally.security.dev_issuer import DevIssuer
 from tally.store.embedded import EmbeddedValkey
 

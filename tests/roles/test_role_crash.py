@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from role_processes import HOST, role_env
-
 from conftest import StoreUnderTest
+from role_processes import HOST, role_env
 from tally.bench.processes import free_port
 
 

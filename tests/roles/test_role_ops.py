@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from role_processes import Role, metric, role_env, running_role, wait_for
 
 from conftest import StoreUnderTest
+from role_processes import Role, metric, role_env, running_role, wait_for
 from tally.store.embedded import EmbeddedValkey
 
 SECRET_HEX = "3c" * 32

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from role_processes import Role, metric, role_env, running_role, wait_for
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import StoreUnderTest, is_running, own_store
+from role_processes import Role, metric, role_env, running_role, wait_for
 from tally.ledger import merkle
 from tally.ledger.checkpoint import lane_origin, open_checkpoint
 from tally.ledger.note import Verifier
