@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 import pytest
 
+from defences_off import DEFENCES_OFF
 from tally.bench.loadgen import build_request
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
@@ -52,6 +53,7 @@ HOST = "127.0.0.1"
 
 STORE_MODES = ("single", "cluster")
 STORE_MODE = os.environ.get("TALLY_TEST_STORE") or "single"
+os.environ.update(DEFENCES_OFF)  # every server a test starts inherits them (tests/defences_off.py)
 ON_CLUSTER = STORE_MODE == "cluster"
 CLUSTER_PRIMARIES = 3
 CLUSTER_REPLICAS = 1
@@ -297,6 +299,7 @@ class StoreUnderTest:
         valkey-server) gives on one node, with the cluster's URL."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
         environment.update(
+            DEFENCES_OFF,
             TALLY_VALKEY_URL=self.url,
             TALLY_DATA_DIR=str(data_dir),
             TALLY_LOG_LEVEL="info",

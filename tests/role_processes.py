@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from defences_off import DEFENCES_OFF
 from tally.bench.processes import free_port
 from tally.store.embedded import EmbeddedValkey
 
@@ -63,6 +64,7 @@ def role_env(valkey: EmbeddedValkey, data_dir: Path, **extra: str) -> dict[str, 
     """The environment every role of one deployment shares."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     environment.update(
+        DEFENCES_OFF,
         TALLY_VALKEY_URL=valkey_url(valkey),
         TALLY_DATA_DIR=str(data_dir),
         TALLY_LOG_LEVEL="info",

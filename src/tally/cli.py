@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--lanes", type=int)
     create.add_argument("--closes-at", help="RFC 3339 deadline, e.g. 2026-12-31T20:00:00Z")
+    create.add_argument(
+        "--defences",
+        metavar="JSON",
+        help='rate limits, challenge and risk rules over the server\'s defaults, e.g. \'{"limits": {"address": {"per_s": 2, "burst": 30}}}\'',
+    )
     create.add_argument("--open", action="store_true", help="open it right away")
     create.add_argument("--json", action="store_true")
     create.set_defaults(run=_poll_create)
@@ -309,6 +314,25 @@ def _poll_text(poll: dict[str, Any]) -> str:
     return f"{poll['id']}  [{poll['state']}{closes}]  {poll['title']}\n  options: {options}"
 
 
+def _defences_text(defences: dict[str, Any]) -> str:
+    limits = ", ".join(
+        f"{scope} off" if rate is None else f"{scope} {rate['per_s']:g}/s burst {rate['burst']}"
+        for scope, rate in defences["limits"].items()
+    )
+    pow_ = defences["pow"]
+    risk = defences["risk"]
+    rules = "; ".join(
+        f"{r['reason']}: {r['signal']} {r['comparison']} {r['value']:g} +{r['score']}"
+        for r in risk["rules"]
+    )
+    return (
+        f"  rate limits: {limits}\n"
+        f"  challenge: {pow_['difficulty']} bits (up to {pow_['max_difficulty']}), valid {pow_['ttl_s']} s\n"
+        f"  risk: challenge harder (+{risk['harder_by']} bits) at {risk['challenge_at']}, "
+        f"hold at {risk['hold_at']}; {rules or 'no rules'}"
+    )
+
+
 def _poll_create(args: argparse.Namespace) -> int:
     client = _admin_client(args)
     body: dict[str, Any] = {"title": args.title, "options": args.option}
@@ -316,6 +340,12 @@ def _poll_create(args: argparse.Namespace) -> int:
         body["lanes"] = args.lanes
     if args.closes_at:
         body["closes_at"] = args.closes_at
+    if args.defences:
+        try:
+            body["defences"] = json.loads(args.defences)
+        except ValueError as exc:
+            print(f"tally: --defences is not JSON: {exc}", file=sys.stderr)
+            return 2
     poll = client.post("/v1/polls", body)
     if args.open:
         poll = client.post(f"/v1/polls/{poll['id']}/open")
@@ -326,8 +356,9 @@ def _poll_create(args: argparse.Namespace) -> int:
 def _poll_action(args: argparse.Namespace) -> int:
     if args.action == "show":
         poll = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}")
-    else:
-        poll = _admin_client(args).post(f"/v1/polls/{args.poll_id}/{args.action}")
+        _print(poll, args.json, _poll_text(poll) + "\n" + _defences_text(poll["defences"]))
+        return 0
+    poll = _admin_client(args).post(f"/v1/polls/{args.poll_id}/{args.action}")
     _print(poll, args.json, _poll_text(poll))
     return 0
 

@@ -6,6 +6,7 @@ Every invalid value fails at start with a message naming the variable. `tally co
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from tally.domain.defences import DEFAULT_DEFENCES, Defences, from_document, to_document
+from tally.domain.errors import InvalidInput
 from tally.store.cluster import CLUSTER_SCHEMES, ClusterSeeds
 
 T = TypeVar("T")
@@ -64,6 +67,9 @@ class Settings:
     ops_host: str = "127.0.0.1"
     aggregator_port: int = 8001
     archiver_port: int = 8002
+    # Defences: the defaults for new polls (TALLY_DEFENCES, a JSON object shaped like a poll's
+    # `defences`, over the built-in defaults of tally.domain.defences).
+    defences: Defences = DEFAULT_DEFENCES
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +104,8 @@ class Settings:
                 text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
                 text = "(the ledger key's name)" if value is None else value
+            elif f.name == "defences":
+                text = json.dumps(to_document(value), separators=(",", ":"))
             elif f.name == "valkey_url":
                 text = "(embedded)" if value is None else _mask_url(value)
             else:
@@ -150,6 +158,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "ops_host": _get(source, "TALLY_OPS_HOST", str, defaults.ops_host),
         "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
         "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
+        "defences": _get(source, "TALLY_DEFENCES", _defences, defaults.defences),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -240,6 +249,17 @@ def _valkey_url(raw: str) -> str:
         raise ValueError("must name a host")
     _ = parts.port  # raises ValueError on a malformed port
     return raw
+
+
+def _defences(raw: str) -> Defences:
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"must be a JSON object: {exc}") from None
+    try:
+        return from_document(document)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _switch(raw: str) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from defences_off import DEFENCES_OFF
 from role_processes import HOST, Role, running_role, wait_for
 from tally.archive.logs import LedgerFiles
 from tally.bench.loadgen import Reply, build_request, run_requests
@@ -81,7 +82,9 @@ def deployment(directory: Path) -> Iterator[Deployment]:
         cluster = stack.enter_context(
             LocalCluster(directory / "cluster", primaries=3, replicas=1, node_timeout_ms=1000)
         )
-        environment.update(ENV, TALLY_VALKEY_URL=cluster.url, TALLY_DATA_DIR=str(data_dir))
+        environment.update(
+            ENV, **DEFENCES_OFF, TALLY_VALKEY_URL=cluster.url, TALLY_DATA_DIR=str(data_dir)
+        )
         archiver = stack.enter_context(running_role("archiver", environment, directory))
         gateway = stack.enter_context(
             running_role("gateway", environment, directory, args=["--workers", "2"])

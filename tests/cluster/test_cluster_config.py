@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from defences_off import DEFENCES_OFF
 from tally.bench.processes import free_port, running
 from tally.config import ConfigError, load
 from tally.store.cluster import ClusterSeeds, is_cluster_url
@@ -140,6 +141,7 @@ def test_a_malformed_cluster_url_stops_the_settings_naming_the_variable(url: str
 def _environment(url: str, data_dir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     env.update(
+        DEFENCES_OFF,
         TALLY_VALKEY_URL=url,
         TALLY_PSEUDONYM_SECRET=SECRET_HEX,
         TALLY_DATA_DIR=str(data_dir),

@@ -19,8 +19,10 @@ from pathlib import Path
 import orjson
 
 from conftest import CLUSTERS, ON_CLUSTER, channel_subscribers, pseudonym_secret_for
+from defences_off import NO_DEFENCES
 from tally.bench.processes import free_port
 from tally.config import Settings
+from tally.domain.defences import from_document
 from tally.domain.polls import OptionSpec
 from tally.domain.results import sum_lanes
 from tally.gateway.live.gateway import LiveGateway
@@ -136,6 +138,7 @@ async def live_server(
         ping_interval_s=ping_interval_s,
         sse_keepalive_s=sse_keepalive_s,
         log_level="warning",
+        defences=from_document(NO_DEFENCES),
     )
     if ON_CLUSTER:  # TALLY_TEST_STORE=cluster: the store-level tests' cluster, an external store
         settings = replace(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from tally.config import ConfigError, Settings, load
+from tally.domain.defences import DEFAULT_DEFENCES
 
 SECRET_HEX = "5e" * 32
 PASSWORD = "hunter2-s3cret"
@@ -60,6 +61,16 @@ PARSED = [
     ("TALLY_OPS_HOST", "10.0.0.7", "ops_host", "10.0.0.7"),
     ("TALLY_AGGREGATOR_PORT", "9101", "aggregator_port", 9101),
     ("TALLY_ARCHIVER_PORT", "9102", "archiver_port", 9102),
+    (
+        "TALLY_DEFENCES",
+        '{"limits": {"address": null}, "pow": {"difficulty": 16}}',
+        "defences",
+        replace(
+            DEFAULT_DEFENCES,
+            limits=replace(DEFAULT_DEFENCES.limits, address=None),
+            pow=replace(DEFAULT_DEFENCES.pow, difficulty=16),
+        ),
+    ),
 ]
 
 
@@ -106,6 +117,9 @@ INVALID = [
     ("TALLY_VALKEY_URL", "redis://"),
     ("TALLY_VALKEY_URL", "redis://cache.example:port"),
     ("TALLY_VALKEY_URL", "redis://cache.example:70000"),
+    ("TALLY_DEFENCES", "not json"),
+    ("TALLY_DEFENCES", '{"limits": {"adress": null}}'),
+    ("TALLY_DEFENCES", '{"pow": {"difficulty": 99}}'),
     ("TALLY_PSEUDONYM_SECRET", "not hex"),
     ("TALLY_PSEUDONYM_SECRET", "ab" * 31),
     ("TALLY_PSEUDONYM_SECRET", "abc"),

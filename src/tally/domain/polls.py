@@ -10,6 +10,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from tally.domain.defences import DEFAULT_DEFENCES, Defences
 from tally.domain.errors import IllegalTransition, InvalidInput
 
 MIN_OPTIONS = 2
@@ -71,6 +72,7 @@ class Poll:
     closes_at_ms: int | None
     created_at_ms: int
     bucket_bits: int
+    defences: Defences = DEFAULT_DEFENCES  # its rate limits, challenge and risk rules
 
     @property
     def option_ids(self) -> frozenset[str]:
@@ -112,6 +114,7 @@ def new_poll(
     lanes: int = DEFAULT_LANES,
     closes_at_ms: int | None = None,
     expected_voters: int = DEFAULT_EXPECTED_VOTERS,
+    defences: Defences = DEFAULT_DEFENCES,
 ) -> Poll:
     """Validate a poll definition and return it as a draft. Raises InvalidInput naming the field."""
     if not is_poll_id(poll_id):
@@ -144,6 +147,7 @@ def new_poll(
         closes_at_ms=closes_at_ms,
         created_at_ms=now_ms,
         bucket_bits=bucket_bits_for(expected_voters, lanes),
+        defences=defences.check(),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -29,6 +29,8 @@ class CreatePollBody(msgspec.Struct, forbid_unknown_fields=True):
     lanes: int | None = None  # None: the server's default (lanes_for its store's primaries)
     closes_at: str | None = None
     expected_voters: int = 1_000_000
+    # Over the server's defaults (TALLY_DEFENCES); checked field by field by domain.defences.
+    defences: dict[str, Any] | None = None
 
 
 class VoteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,6 +87,7 @@ def to_new_poll(body: CreatePollBody) -> NewPoll:
         lanes=body.lanes,
         closes_at_ms=None if body.closes_at is None else parse_time_ms("closes_at", body.closes_at),
         expected_voters=body.expected_voters,
+        defences=body.defences,
     )
 
 

@@ -76,7 +76,16 @@ def build() -> dict[str, Any]:
             },
             "Poll": {
                 "type": "object",
-                "required": ["id", "title", "options", "state", "lanes", "closes_at", "created_at"],
+                "required": [
+                    "id",
+                    "title",
+                    "options",
+                    "state",
+                    "lanes",
+                    "closes_at",
+                    "created_at",
+                    "defences",
+                ],
                 "properties": {
                     "id": {"type": "string"},
                     "title": {"type": "string"},
@@ -85,6 +94,44 @@ def build() -> dict[str, Any]:
                     "lanes": {"type": "integer"},
                     "closes_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
+                    "defences": {"$ref": "#/components/schemas/Defences"},
+                },
+            },
+            "Rate": {
+                "type": ["object", "null"],
+                "description": "A GCRA limit; null turns it off",
+                "properties": {"per_s": {"type": "number"}, "burst": {"type": "integer"}},
+            },
+            "Defences": {
+                "type": "object",
+                "description": "The poll's rate limits, proof-of-work challenge and risk rules "
+                "(tally.domain.defences). In a create request every field is optional and "
+                "overrides the server's defaults (TALLY_DEFENCES).",
+                "properties": {
+                    "limits": {
+                        "type": "object",
+                        "properties": {
+                            scope: {"$ref": "#/components/schemas/Rate"}
+                            for scope in ("address", "subnet", "voter", "poll")
+                        },
+                    },
+                    "pow": {
+                        "type": "object",
+                        "properties": {
+                            "difficulty": {"type": "integer", "minimum": 0, "maximum": 32},
+                            "max_difficulty": {"type": "integer", "minimum": 0, "maximum": 32},
+                            "ttl_s": {"type": "integer", "minimum": 1, "maximum": 3600},
+                        },
+                    },
+                    "risk": {
+                        "type": "object",
+                        "properties": {
+                            "rules": {"type": "array", "items": {"type": "object"}},
+                            "challenge_at": {"type": "integer"},
+                            "hold_at": {"type": "integer"},
+                            "harder_by": {"type": "integer"},
+                        },
+                    },
                 },
             },
             "PollList": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tally.domain.defences import to_document
 from tally.domain.polls import Poll
 from tally.domain.results import Results
 from tally.domain.timestamps import iso_ms
@@ -21,6 +22,8 @@ def poll_doc(poll: Poll) -> dict[str, Any]:
         "lanes": poll.lanes,
         "closes_at": None if poll.closes_at_ms is None else iso_ms(poll.closes_at_ms),
         "created_at": iso_ms(poll.created_at_ms),
+        # Published, not hidden: the rules that admit votes are part of what auditors check.
+        "defences": to_document(poll.defences),
     }
 
 

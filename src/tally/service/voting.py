@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tally.domain.admission import INTERNAL, Voter, VoteRequest
+from tally.domain.defences import DEFAULT_DEFENCES, Defences, from_document
 from tally.domain.polls import (
     DEFAULT_EXPECTED_VOTERS,
     DEFAULT_LANES,
@@ -49,6 +50,8 @@ class NewPoll:
     lanes: int | None = None  # None: the service's default (it follows the store's primaries)
     closes_at_ms: int | None = None
     expected_voters: int = DEFAULT_EXPECTED_VOTERS
+    # Over the service's default defences (domain.defences.from_document); None: those defaults.
+    defences: dict[str, Any] | None = None
 
 
 class VotingService:
@@ -64,6 +67,7 @@ class VotingService:
         clock_ms: Callable[[], int] = system_clock_ms,
         new_id: Callable[[], str] = new_poll_id,
         default_lanes: int = DEFAULT_LANES,
+        default_defences: Defences = DEFAULT_DEFENCES,
     ) -> None:
         """`ledger`: where archived votes are read back for repeat voters (none: such a repeat
         is StoreUnavailable); `checks`: the admission chain (default_checks() if None);
@@ -73,6 +77,7 @@ class VotingService:
         self._clock_ms = clock_ms
         self._new_id = new_id
         self.default_lanes = default_lanes
+        self.default_defences = default_defences
         self.intake = VoteIntake(
             polls,
             ballots,
@@ -91,6 +96,9 @@ class VotingService:
             lanes=self.default_lanes if spec.lanes is None else spec.lanes,
             closes_at_ms=spec.closes_at_ms,
             expected_voters=spec.expected_voters,
+            defences=self.default_defences
+            if spec.defences is None
+            else from_document(spec.defences, self.default_defences),
         )
         await self._polls.create(poll, actor)
         return poll

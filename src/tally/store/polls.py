@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from tally.domain import defences
 from tally.domain.errors import InvalidInput, StoreUnavailable
 from tally.domain.polls import STATE_RANK, Option, Poll, PollState
 from tally.domain.results import LaneTally
@@ -11,7 +12,9 @@ from tally.ports import StoreClient
 from tally.store import keys
 from tally.store.resp import raise_first_error
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 definitions (before per-poll defences) read with the default defences.
+READABLE_VERSIONS = frozenset({1, FORMAT_VERSION})
 
 
 def encode_definition(poll: Poll) -> bytes:
@@ -25,13 +28,14 @@ def encode_definition(poll: Poll) -> bytes:
             "closes_at_ms": poll.closes_at_ms,
             "created_at_ms": poll.created_at_ms,
             "bucket_bits": poll.bucket_bits,
+            "defences": defences.to_document(poll.defences),
         }
     )
 
 
 def decode_poll(definition: bytes, state: bytes) -> Poll:
     d = orjson.loads(definition)
-    if d.get("v") != FORMAT_VERSION:
+    if d.get("v") not in READABLE_VERSIONS:
         # A newer Tally wrote this poll; reading it with older rules could misjudge votes.
         raise StoreUnavailable(
             f"poll {d.get('id')!r} has definition format {d.get('v')!r}; this Tally reads {FORMAT_VERSION}"
@@ -45,6 +49,9 @@ def decode_poll(definition: bytes, state: bytes) -> Poll:
         closes_at_ms=d["closes_at_ms"],
         created_at_ms=d["created_at_ms"],
         bucket_bits=d["bucket_bits"],
+        defences=defences.from_document(d["defences"])
+        if "defences" in d
+        else defences.DEFAULT_DEFENCES,
     )
 
 

@@ -118,6 +118,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         default_lanes=lanes_for(len(client.shards))
         if isinstance(client, ValkeyCluster)
         else DEFAULT_LANES,
+        default_defences=settings.defences,
     )
     repaired = await service.recover()
     if repaired:
