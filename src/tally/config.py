@@ -6,6 +6,7 @@ Every invalid value fails at start with a message naming the variable. `tally co
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -70,6 +71,8 @@ class Settings:
     # Defences: the defaults for new polls (TALLY_DEFENCES, a JSON object shaped like a poll's
     # `defences`, over the built-in defaults of tally.domain.defences).
     defences: Defences = DEFAULT_DEFENCES
+    # Proxies whose X-Forwarded-For is believed (CIDRs); from anyone else the socket peer counts.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +111,8 @@ class Settings:
                 text = json.dumps(to_document(value), separators=(",", ":"))
             elif f.name == "valkey_url":
                 text = "(embedded)" if value is None else _mask_url(value)
+            elif f.name == "trusted_proxies":
+                text = ",".join(str(network) for network in value) or "(none)"
             else:
                 text = "" if value is None else str(value)
             view[f"TALLY_{f.name.upper()}"] = text
@@ -159,6 +164,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
         "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
         "defences": _get(source, "TALLY_DEFENCES", _defences, defaults.defences),
+        "trusted_proxies": _get(
+            source, "TALLY_TRUSTED_PROXIES", _networks, defaults.trusted_proxies
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -260,6 +268,11 @@ def _defences(raw: str) -> Defences:
         return from_document(document)
     except InvalidInput as exc:
         raise ValueError(str(exc)) from None
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    # strict: 10.0.0.1/8 is a typo for a host or a network, and guessing which trusts too much
+    return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
 
 
 def _switch(raw: str) -> bool:

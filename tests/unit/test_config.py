@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,12 @@ PARSED = [
             limits=replace(DEFAULT_DEFENCES.limits, address=None),
             pow=replace(DEFAULT_DEFENCES.pow, difficulty=16),
         ),
+    ),
+    (
+        "TALLY_TRUSTED_PROXIES",
+        "10.0.0.0/8, 2001:db8::/48,192.0.2.7",
+        "trusted_proxies",
+        (ip_network("10.0.0.0/8"), ip_network("2001:db8::/48"), ip_network("192.0.2.7/32")),
     ),
 ]
 
@@ -152,6 +159,8 @@ INVALID = [
     ("TALLY_AGGREGATOR_PORT", "0"),
     ("TALLY_ARCHIVER_PORT", "http"),
     ("TALLY_WORKERS", "0"),
+    ("TALLY_TRUSTED_PROXIES", "10.0.0.1/8"),
+    ("TALLY_TRUSTED_PROXIES", "proxy.internal"),
 ]
 
 

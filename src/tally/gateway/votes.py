@@ -17,6 +17,7 @@ from tally.domain.admission import Evidence, Transport
 from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import is_poll_id
 from tally.gateway.bodies import VoteBody, check_content_type, check_declared_length, decode
+from tally.gateway.client_address import ClientAddresses
 from tally.gateway.problems import MEDIA_TYPE, Problem, invalid_poll_id, problem_body
 from tally.gateway.voting import Voting
 
@@ -28,8 +29,9 @@ _PROBLEM = MEDIA_TYPE.encode()
 
 
 class VoteEndpoint:
-    def __init__(self, voting: Voting) -> None:
+    def __init__(self, voting: Voting, addresses: ClientAddresses | None = None) -> None:
         self._voting = voting
+        self._addresses = ClientAddresses() if addresses is None else addresses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, poll_id: str) -> None:
         authorization = content_type = content_length = None
@@ -51,9 +53,7 @@ class VoteEndpoint:
             check_declared_length(content_length, VOTE_BODY_LIMIT)
             return decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody).option
 
-        # No trusted proxies yet: the client is the socket's peer.
-        client = scope.get("client")
-        evidence = Evidence(Transport.HTTP, client[0] if client else "", user_agent)
+        evidence = Evidence(Transport.HTTP, self._addresses.of_scope(scope), user_agent)
         answer = await self._voting.vote(poll_id, authorization, option, evidence)
         headers: list[tuple[bytes, bytes]] = []
         if answer.problem is None:

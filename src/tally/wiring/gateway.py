@@ -20,6 +20,7 @@ from tally.config import Settings
 from tally.domain.polls import DEFAULT_LANES, lanes_for
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
+from tally.gateway.client_address import ClientAddresses
 from tally.gateway.demo_token import demo_token_routes
 from tally.gateway.ledger import LedgerRoutes
 from tally.gateway.live.endpoints import LiveEndpoints
@@ -128,6 +129,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     handlers = Handlers(service, auth, max_body_bytes=settings.max_body_bytes)
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
+    addresses = ClientAddresses(settings.trusted_proxies)  # who the client is, for every defence
     live = LiveGateway(
         LiveHub(store.live_feed(client), ValkeySnapshots(client), service),
         LiveVoting(voting),
@@ -135,6 +137,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         slow_client_s=settings.slow_client_s,
         ping_interval_s=settings.ping_interval_s,
         sse_keepalive_s=settings.sse_keepalive_s,
+        addresses=addresses,
     )
     live_endpoints = LiveEndpoints.bound_to(live)
     live.use_websocket_protocol(live_endpoints.websocket_protocol)
@@ -145,7 +148,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     )
     app = create_app(
         handlers,
-        VoteEndpoint(voting),
+        VoteEndpoint(voting, addresses),
         ops,
         demo_token_routes(issuer, enabled=demo and settings.embedded),
         live=live_endpoints,

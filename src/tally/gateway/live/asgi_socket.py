@@ -47,8 +47,7 @@ class AsgiLiveSocket:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self._gateway
         await receive()  # websocket.connect
-        client = scope.get("client")
-        ip = str(client[0]) if client else ""
+        ip = gateway.addresses.of_scope(scope)
         problem: Problem | None = None
         if carries_token(scope.get("query_string", b"").decode("latin-1")):
             problem = token_in_url()

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from tally.gateway.client_address import ClientAddresses
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.host import LiveConnection
 from tally.gateway.live.limits import ConnectionLimits
@@ -53,10 +54,12 @@ class LiveGateway:
         slow_client_s: float,
         ping_interval_s: float = 20.0,
         sse_keepalive_s: float = 15.0,
+        addresses: ClientAddresses | None = None,
     ) -> None:
         self.hub = hub
         self.voting = voting
         self.limits = limits
+        self.addresses = ClientAddresses() if addresses is None else addresses
         self.slow_client_s = slow_client_s
         self.ping_interval_s = ping_interval_s
         self.sse_keepalive_s = sse_keepalive_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from tally.gateway.client_address import ClientAddresses
 from tally.gateway.live.fanout import LiveHub
 from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live.votes import LiveVoting
@@ -47,6 +48,8 @@ class LiveHost(Protocol):
       as a task the gateway owns: a failure is logged, and shutdown lets it finish for up to
       half its timeout before cancelling it. A transport never starts such a task itself.
     - `hub` delivers snapshots to a joined watcher; `voting` answers auth and vote messages.
+    - `addresses` says who a connection's client is (the socket peer, or the forwarded address
+      behind a trusted proxy); `limits` and the votes' evidence count that address.
     - `slow_client_s`: how long a connection may fail to take snapshots before it is closed;
       `sse_keepalive_s`: how often an idle SSE stream gets a keepalive comment.
     """
@@ -59,6 +62,9 @@ class LiveHost(Protocol):
 
     @property
     def limits(self) -> ConnectionLimits: ...
+
+    @property
+    def addresses(self) -> ClientAddresses: ...
 
     @property
     def closing(self) -> bool: ...

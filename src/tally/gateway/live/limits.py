@@ -2,7 +2,8 @@
 queue, and the refusals the WebSocket handshake and the SSE request share.
 
 A connection over either limit is refused at once (HTTP 429 at the WebSocket handshake or on the
-SSE request), so an address flooding the gateway cannot crowd out everyone else.
+SSE request), so an address flooding the gateway cannot crowd out everyone else. An IPv6 client
+counts by its /64 (security/addresses.py), since one customer holds a whole /64.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from tally.gateway.problems import Problem
+from tally.security.addresses import address_key
 
 _TOKEN_PARAMETERS = frozenset({"token", "access_token", "jwt", "authorization"})
 
@@ -25,24 +27,26 @@ class ConnectionLimits:
 
     def admit(self, ip: str) -> bool:
         """Count one more connection from `ip`, or return False if either limit is reached."""
-        held = self._per_ip.get(ip, 0)
+        key = address_key(ip) or ip
+        held = self._per_ip.get(key, 0)
         if self.total >= self.max_total or held >= self.max_per_ip:
             return False
-        self._per_ip[ip] = held + 1
+        self._per_ip[key] = held + 1
         self.total += 1
         return True
 
     def release(self, ip: str) -> None:
         """Forget one admitted connection from `ip` (exactly once per successful `admit`)."""
-        held = self._per_ip[ip] - 1
+        key = address_key(ip) or ip
+        held = self._per_ip[key] - 1
         if held:
-            self._per_ip[ip] = held
+            self._per_ip[key] = held
         else:
-            del self._per_ip[ip]
+            del self._per_ip[key]
         self.total -= 1
 
     def held_by(self, ip: str) -> int:
-        return self._per_ip.get(ip, 0)
+        return self._per_ip.get(address_key(ip) or ip, 0)
 
 
 def too_many_connections() -> Problem:

@@ -100,8 +100,7 @@ class EventStreams:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self._gateway
         poll_id: str = scope["path_params"]["poll_id"]
-        client = scope.get("client")
-        ip = str(client[0]) if client else ""
+        ip = gateway.addresses.of_scope(scope)
         problem: Problem | None = None
         if not is_poll_id(poll_id):
             problem = invalid_poll_id()

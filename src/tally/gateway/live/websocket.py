@@ -258,8 +258,12 @@ class LiveSocket(asyncio.Protocol):
             problem = token_in_url()
         elif gateway.closing:
             problem = shutting_down()
-        elif not gateway.limits.admit(self._ip):
-            problem = too_many_connections()
+        else:
+            # Behind a trusted proxy the client is the forwarded address, not the proxy.
+            forwarded = request.headers.get_all("X-Forwarded-For")
+            self._ip = gateway.addresses.resolve(self._ip, forwarded)
+            if not gateway.limits.admit(self._ip):
+                problem = too_many_connections()
         if problem is not None:
             self._ws.send_response(refusal(problem, request.path.partition("?")[0]))
             return
