@@ -277,13 +277,17 @@ def vote(
     option: str = "red",
     *,
     user_agent: str = "test-agent/1",
+    proof: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    body: dict[str, str] = {"option": option}
+    if proof is not None:
+        body["proof"] = proof
     connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
         connection.request(
             "POST",
             f"/v1/polls/{poll_id}/votes",
-            body=json.dumps({"option": option}),
+            body=json.dumps(body),
             headers={
                 "Authorization": f"Bearer {token}",
                 "Content-Type": "application/json",
@@ -294,6 +298,24 @@ def vote(
         return response.status, json.loads(response.read())
     finally:
         connection.close()
+
+
+def fetch_challenge(server: RunningTally, poll_id: str, token: str) -> str:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        connection.request(
+            "GET", f"/v1/polls/{poll_id}/challenge", headers={"Authorization": f"Bearer {token}"}
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        challenge: str = json.loads(response.read())["challenge"]
+        return challenge
+    finally:
+        connection.close()
+
+
+def answer(challenge: str) -> str:
+    return f"{challenge}:{solve(challenge)}"
 
 
 def verdict_metrics(server: RunningTally) -> dict[tuple[str, str], int]:
@@ -315,7 +337,8 @@ def verdict_metrics(server: RunningTally) -> dict[tuple[str, str], int]:
 
 def test_a_burst_from_one_subnet_is_challenged_harder_then_held(start_tally: StartTally) -> None:
     """Velocity rules from the poll: past 5 requests a minute from 127.0.0.0/24 a vote needs a
-    challenge 4 bits harder (428 with it), past 12 it is held (202); each counted by reason."""
+    challenge 4 bits harder (428 with it; solved, it is admitted), past 12 it is held (202);
+    every verdict is counted by reason in /metrics and only admitted votes are counted."""
     server = start_tally()
     rules = [
         {"signal": "subnet_velocity", "comparison": "above", "value": 5, "score": 40,
@@ -323,22 +346,50 @@ def test_a_burst_from_one_subnet_is_challenged_harder_then_held(start_tally: Sta
         {"signal": "subnet_velocity", "comparison": "above", "value": 12, "score": 50,
          "reason": "subnet-flood"},
     ]  # fmt: skip
-    poll = server.open_poll(defences=defences(rules))
-    answers = [vote(server, str(poll["id"]), server.voter_token(f"v{i}")) for i in range(16)]
-    statuses = [status for status, _ in answers]
-    assert statuses == [201] * 5 + [428] * 7 + [202] * 4
-    challenged = answers[5][1]
+    poll_id = str(server.open_poll(defences=defences(rules))["id"])
+    tokens = [server.voter_token(f"v{i}") for i in range(15)]
+    statuses = [vote(server, poll_id, token)[0] for token in tokens[:5]]
+    assert statuses == [201] * 5
+    status, challenged = vote(server, poll_id, tokens[5])
+    assert status == 428
     assert challenged["code"] == "challenge-required"
     assert challenged["detail"] == "risk: subnet-velocity"
-    assert difficulty_of(challenged["challenge"]) == 4
-    assert answers[-1][1]["held"]["reason"] == "subnet-flood"
+    assert challenged["difficulty"] == 4  # the poll's 0 + harder_by
+    status, _ = vote(server, poll_id, tokens[5], proof=answer(challenged["challenge"]))
+    assert status == 201  # the 7th request, solved hard enough
+    statuses = [vote(server, poll_id, token)[0] for token in tokens[6:]]
+    assert statuses == [428] * 5 + [202] * 4  # requests 8-12, then 13-16
+    status, held = vote(server, poll_id, server.voter_token("late"))
+    assert status == 202
+    assert held["held"]["reason"] == "subnet-flood"
     assert verdict_metrics(server) == {
         ("admit", "none"): 5,
-        ("challenge", "subnet-velocity"): 7,
-        ("hold", "subnet-flood"): 4,
+        ("admit", "subnet-velocity"): 1,
+        ("challenge", "subnet-velocity"): 6,
+        ("hold", "subnet-flood"): 5,
     }
-    results = server.results(str(poll["id"]), total=5)
-    assert results["total"] == 5  # neither the challenged nor the held votes counted
+    results = server.results(poll_id, total=6)
+    assert results["total"] == 6  # neither the challenged nor the held votes are counted
+
+
+def test_instant_solves_score_and_slow_ones_do_not(start_tally: StartTally) -> None:
+    """solve_ms is the vote's time minus the challenge's issue time: a challenge fetched, solved
+    and sent at once is held; one sent half a second after it was issued is admitted."""
+    server = start_tally()
+    rules = [
+        {"signal": "solve_ms", "comparison": "below", "value": 300, "score": 80,
+         "reason": "instant-solve"},
+    ]  # fmt: skip
+    poll = defences(rules)
+    poll["pow"]["difficulty"] = 4
+    poll_id = str(server.open_poll(defences=poll)["id"])
+    bot, human = server.voter_token("bot"), server.voter_token("human")
+    status, body = vote(server, poll_id, bot, proof=answer(fetch_challenge(server, poll_id, bot)))
+    assert status == 202
+    assert body["held"]["reason"] == "instant-solve"
+    challenge = fetch_challenge(server, poll_id, human)
+    time.sleep(0.5)
+    assert vote(server, poll_id, human, proof=answer(challenge))[0] == 201
 
 
 def test_fresh_tokens_score_and_old_ones_do_not(start_tally: StartTally) -> None:
