@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from tally.security.pow import solve
+
+# A vote may be asked for a proof of work by the poll, then for a harder one by the risk scorer.
+MAX_CHALLENGES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,29 @@ class TallyClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._call("POST", path, body)
+
+    def vote(
+        self,
+        poll_id: str,
+        option: str,
+        *,
+        solving: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Vote; a `428 challenge-required` is solved here (about 2**difficulty SHA-256) and the
+        vote sent again with its answer as `proof`. `solving` is told each challenge document
+        before it is solved (the CLI says so: a hard one takes seconds)."""
+        body: dict[str, Any] = {"option": option}
+        for _ in range(MAX_CHALLENGES):
+            try:
+                return self.post(f"/v1/polls/{poll_id}/votes", body)
+            except ApiError as exc:
+                if exc.code != "challenge-required":
+                    raise
+                if solving is not None:
+                    solving(exc.document)
+                challenge = str(exc.document["challenge"])
+                body = {"option": option, "proof": f"{challenge}:{solve(challenge)}"}
+        return self.post(f"/v1/polls/{poll_id}/votes", body)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
 from tally.domain.polls import OptionSpec
 from tally.gateway.problems import Problem
+from tally.security.pow import MAX_ANSWER_CHARS as MAX_PROOF_CHARS
 from tally.service import NewPoll
 
 T = TypeVar("T")
@@ -35,6 +36,19 @@ class CreatePollBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class VoteBody(msgspec.Struct, forbid_unknown_fields=True):
     option: str
+    # The proof-of-work answer, `<challenge>:<nonce>` (tally.security.pow); only where the poll
+    # or the risk scorer asks for one. Longer than any real answer is a 422, not a parse.
+    proof: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=MAX_PROOF_CHARS,
+                description="the answer to a proof-of-work challenge: `<challenge>:<nonce>` "
+                "(GET /v1/polls/{poll_id}/challenge)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
