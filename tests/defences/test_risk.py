@@ -25,6 +25,7 @@ from tally.domain.admission import (
 from tally.domain.defences import Comparison, Defences, Risk, RiskRule, Signal
 from tally.domain.polls import Option, Poll, PollState
 from tally.domain.pseudonyms import pseudonym
+from tally.gateway.metrics import LabelledCounter
 from tally.security.pow import Challenges, difficulty_of, solve
 from tally.security.risk import NO_REASON, RiskVerdict, WindowCounter, assess
 from tally.service.risk import RiskCheck, Traffic
@@ -439,3 +440,17 @@ def test_rules_are_per_poll(start_tally: StartTally) -> None:
         assert vote(server, lenient_id, server.voter_token(f"l{i}"), user_agent="farm/1")[0] == 201
     assert vote(server, strict_id, server.voter_token("s1"), user_agent="farm/1")[0] == 202
     assert vote(server, strict_id, server.voter_token("s2"), user_agent="human/1")[0] == 201
+
+
+def test_verdict_metrics_stay_bounded_whatever_the_rules_are_named() -> None:
+    """Reasons come from poll data: past the cap a new label set is counted as reason "other"."""
+    counter = LabelledCounter("tally_risk_verdicts_total", "verdicts", ("verdict", "reason"), 3)
+    for i in range(10):
+        counter.inc("hold", f"rule-{i}")
+    counter.inc("hold", "rule-0")
+    assert counter.render()[2:] == [
+        'tally_risk_verdicts_total{verdict="hold",reason="other"} 7',
+        'tally_risk_verdicts_total{verdict="hold",reason="rule-0"} 2',
+        'tally_risk_verdicts_total{verdict="hold",reason="rule-1"} 1',
+        'tally_risk_verdicts_total{verdict="hold",reason="rule-2"} 1',
+    ]
