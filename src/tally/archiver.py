@@ -5,7 +5,10 @@ reads every log's queue (the admin stream and each lane's ledger stream) from wh
 ends, appends the entries as leaves, makes the tiles durable, signs a checkpoint of each log that
 grew, and only then trims the queues up to what the checkpoints cover. When the poll is closed it
 drains the queues one last time (no vote can be added to a closed lane) and signs the result
-certificate, which binds the announced counts to every log's final checkpoint.
+certificate, which binds the announced counts to every log's final checkpoint. A closed poll with
+votes still held for review waits: its lanes keep receiving reviewers' decisions, and it is
+certified on the first cycle after every held vote is decided (and every decision is in both the
+lane's log and the admin log).
 
 The archive on disk is the state: an archiver killed at any point resumes from the newest
 checkpoint of each log, and reads again from the queue what it had not published.
@@ -81,6 +84,7 @@ class Archiver:
         self._lease_ttl_ms = max(15_000, 3 * interval_ms)
         self._open: dict[str, PollLogs] = {}
         self._done: set[str] = set()  # certified, or broken until restart
+        self._waiting: set[str] = set()  # closed, waiting for reviewers (logged once)
         self._stopping = asyncio.Event()
         # The file work in a worker thread goes on if the task awaiting it is cancelled: stop()
         # waits for it, so no write lands after the lease is handed over.
@@ -189,6 +193,14 @@ class Archiver:
                 return
 
     async def _certify(self, poll: Poll, logs: PollLogs) -> None:
+        # Nothing held is undecided, so no count can change any more: the store's counts are final.
+        waiting = await self._in_thread(lambda: logs.review().waiting_for())
+        if waiting is not None:
+            if poll.id not in self._waiting:
+                log.info("poll %s is closed but not certified yet: %s", poll.id, waiting)
+            self._waiting.add(poll.id)
+            return
+        self._waiting.discard(poll.id)
         lanes, changed_at = await self._polls.tallies(poll)
         results = sum_lanes(poll, PollState.CLOSED, lanes, changed_at)
         counts = [(o.id, results.counts.get(o.id, 0)) for o in poll.options]

@@ -192,12 +192,25 @@ class SnapshotStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class QueuedVote:
-    """A vote waiting in its lane's queue: entry `seq` (its leaf index + 1)."""
+    """A vote waiting in its lane's queue: entry `seq` (its leaf index + 1); `held` if an
+    admission check held it for review (not counted unless a reviewer releases it)."""
 
     seq: int
     pseudonym: bytes
     option: str
     accepted_ms: int
+    held: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDecision:
+    """A reviewer's decision waiting in a lane's queue, at entry `seq`: held vote `held_seq` of
+    the same lane released (counted from then on) or voided, at `at_ms`."""
+
+    seq: int
+    held_seq: int
+    released: bool
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +224,20 @@ class QueuedAdminAction:
     actor: bytes
 
 
-QueuedEntry = QueuedVote | QueuedAdminAction
+@dataclass(frozen=True, slots=True)
+class QueuedReview:
+    """A reviewer's decision waiting in the poll's admin queue (written before the lane's
+    QueuedDecision): `actor` released or voided held vote `held_seq` of lane `lane`."""
+
+    seq: int
+    at_ms: int
+    actor: bytes
+    lane: int
+    held_seq: int
+    released: bool
+
+
+QueuedEntry = QueuedVote | QueuedDecision | QueuedAdminAction | QueuedReview
 
 
 class MalformedEntry(ValueError):
@@ -223,8 +249,8 @@ class LedgerQueue(Protocol):
     """The store's side of the ledger: each log's entries not yet archived, in order, and the
     lease that lets one archiver write a poll's logs.
 
-    `log` is None for the poll's admin log (QueuedAdminAction entries), else a lane (QueuedVote
-    entries). Entries carry seqs 1, 2, 3, ... with no gap; `trim` drops those below `seq` and is
+    `log` is None for the poll's admin log (QueuedAdminAction and QueuedReview entries), else a
+    lane (QueuedVote and QueuedDecision entries). Entries carry seqs 1, 2, 3, ... with no gap; `trim` drops those below `seq` and is
     called only once they are durable in the archive. An entry that cannot be decoded raises
     MalformedEntry.
     """

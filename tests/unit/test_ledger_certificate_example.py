@@ -27,6 +27,7 @@ from tally.ledger.admin import (
 from tally.ledger.certificate import (
     LogHead,
     ResultCertificate,
+    ReviewTotals,
     certificate_origin,
     open_certificate,
     sign_certificate,
@@ -88,7 +89,7 @@ CERT_SKEY = "PRIVATE+KEY+tally.example/ledger/final-2025/certificate+6a4c3734+AQ
 CERT_VKEY = "tally.example/ledger/final-2025/certificate+6a4c3734+AQOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4"
 CERT_TEXT = (
     "tally.example/ledger/final-2025/certificate\n"
-    "tally-result/v1\n"
+    "tally-result/v2\n"
     "poll final-2025\n"
     f"log admin 3 {ADMIN_ROOT}\n"
     + "".join(
@@ -96,9 +97,10 @@ CERT_TEXT = (
         for lane in range(LANES)
     )
     + "count alice 2\ncount bob 1\ntotal 3\n"
+    + "held 0\nreleased 0\nvoided 0\n"  # no vote was held for review
 )
 CERT_SIGNATURE = (
-    "akw3NPB3/oCVI+ID9S/vSgt6cPLHtUlVVxVdJ0RFWkC3B7GPV4JBVamqL0FfQdcLnoAH1s6lWcFbFk9GwT5U2cQsVgI="
+    "akw3NN8Pne/swe6gxMbDWEOsQE1LlqGCauj8iNKPkkFJnhg4IMaODXvDI+L+HQoR5IwGS5+E3MdUqo+7RA88GPTroQM="
 )
 SIGNED_CERT = f"{CERT_TEXT}\n— {CERT_ORIGIN} {CERT_SIGNATURE}\n"
 
@@ -162,9 +164,10 @@ def test_certificate_text_signature_and_keys() -> None:
         LogHead(3, base64.b64decode(ADMIN_ROOT)),
         lanes,
         (("alice", 2), ("bob", 1)),
+        ReviewTotals(0, 0, 0),
     )
     assert certificate.format() == CERT_TEXT
-    assert len(CERT_TEXT.encode()) == 1021
+    assert len(CERT_TEXT.encode()) == 1048
     assert ResultCertificate.parse(CERT_TEXT) == certificate
 
     signer = note.Signer(origin, SEED)
@@ -173,7 +176,7 @@ def test_certificate_text_signature_and_keys() -> None:
     assert note.Signer(PREFIX, SEED).verifier.renamed(origin) == signer.verifier
     signed = sign_certificate(certificate, [signer])
     assert signed.decode() == SIGNED_CERT
-    assert len(signed) == 1163
+    assert len(signed) == 1190
     signature = base64.b64decode(CERT_SIGNATURE)
     assert signature[:4].hex() == "6a4c3734" == f"{signer.key_id:08x}"
     assert signer.verifier.verify(CERT_TEXT.encode(), signature[4:])

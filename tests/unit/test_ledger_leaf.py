@@ -145,7 +145,7 @@ def test_an_admin_record_is_not_a_vote_and_back() -> None:
     ("offset", "patch", "message"),
     [
         (13, "00", "action"),
-        (13, "04", "action"),
+        (13, "05", "action"),
         (13, "02", "bytes after"),  # opened, yet a definition follows
         (23, "0003", "lanes"),  # not a power of two
         (23, "0000", "lanes"),

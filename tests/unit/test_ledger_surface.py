@@ -33,15 +33,19 @@ PUBLIC = {
     },
     "admin": {
         "MAX_LANES", "AdminAction", "AdminRecord", "LeafError", "PollDefinition", "PollOption",
-        "admin_leaf_hash", "decode_admin", "encode_admin",
+        "ReviewedVote", "admin_leaf_hash", "decode_admin", "encode_admin",
+    },
+    "review": {
+        "Decision", "LaneReview", "LeafError", "ReviewRecord", "decode_lane_record",
+        "decode_review", "encode_review", "review_leaf_hash",
     },
     "layout": {
         "ADMIN_LOG", "CERTIFICATE", "HISTORY", "LayoutError", "checkpoint_path", "decode_history",
         "encode_history", "history_dir", "history_path", "lane_log", "parse_log", "parse_size",
     },
     "certificate": {
-        "FORMAT", "CertificateError", "LogHead", "ResultCertificate", "certificate_origin",
-        "open_certificate", "sign_certificate",
+        "FORMAT", "CertificateError", "LogHead", "ResultCertificate", "ReviewTotals",
+        "certificate_origin", "open_certificate", "sign_certificate",
     },
     "proof": {"HEADER", "InclusionProofText", "ProofFormatError"},
 }  # fmt: skip

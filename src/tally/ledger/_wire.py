@@ -2,7 +2,8 @@
 
 Every record starts with a format version byte and a record type byte. Integers are unsigned
 big-endian of fixed width; strings are UTF-8 after a length prefix; decoding must consume every
-byte. Nothing here is public API: :mod:`tally.ledger.leaf` and :mod:`tally.ledger.admin` are.
+byte. Nothing here is public API: :mod:`tally.ledger.leaf`, :mod:`tally.ledger.review` and
+:mod:`tally.ledger.admin` are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class RecordType(IntEnum):
 
     VOTE = 0x01
     ADMIN = 0x02
+    REVIEW = 0x03
 
 
 def check_text(field: str, value: str, max_size: int) -> None:

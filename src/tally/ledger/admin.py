@@ -1,4 +1,5 @@
-"""The admin record: one leaf of a poll's admin log (poll created, opened, closed).
+"""The admin record: one leaf of a poll's admin log (poll created, opened, closed; a held vote
+reviewed).
 
 Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers big-endian::
 
@@ -7,7 +8,7 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers
     1     record type            0x02 (admin)
     1     P = poll id length     1..255
     P     poll id                UTF-8
-    1     action                 0x01 created, 0x02 opened, 0x03 closed
+    1     action                 0x01 created, 0x02 opened, 0x03 closed, 0x04 reviewed
     8     time                   uint64, ms since the Unix epoch (server clock)
     1     A = actor length       0..255
     A     actor                  opaque bytes naming who acted (empty: the system, e.g. a deadline)
@@ -22,8 +23,12 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers
       I   option id              UTF-8, unique within the poll
       2   L = label length       1..65535
       L   label                  UTF-8
+    -- only when action is 0x04 reviewed: the decision, as the lane's review record states it --
+    2     lane                   uint16
+    8     held seq               uint64, >= 1: the entry seq of the held vote in that lane
+    1     decision               0x01 released, 0x02 voided
 
-Decoding is strict, as for vote records (:mod:`tally.ledger.leaf`); LeafError otherwise.
+The actor of a reviewed record is the reviewer. Decoding is strict, as for vote records (:mod:`tally.ledger.leaf`); LeafError otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from enum import IntEnum
 
 from tally.ledger import merkle
 from tally.ledger._wire import LeafError, Reader, RecordType, Writer, check_text
+from tally.ledger.review import Decision
 
 __all__ = [
     "MAX_LANES",
@@ -41,6 +47,7 @@ __all__ = [
     "LeafError",
     "PollDefinition",
     "PollOption",
+    "ReviewedVote",
     "admin_leaf_hash",
     "decode_admin",
     "encode_admin",
@@ -58,6 +65,7 @@ class AdminAction(IntEnum):
     CREATED = 0x01
     OPENED = 0x02
     CLOSED = 0x03
+    REVIEWED = 0x04  # a reviewer released or voided a held vote (ReviewedVote says which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +102,34 @@ class PollDefinition:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewedVote:
+    """Which held vote a reviewed record decides, and how: the signed twin of the lane's review
+    record (tally.ledger.review), so that no decision enters a lane without the admin log."""
+
+    lane: int
+    held_seq: int
+    decision: Decision
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lane <= 0xFFFF:
+            raise LeafError(f"lane must be 0 to 65535, got {self.lane}")
+        if not 1 <= self.held_seq <= _MAX_UINT64:
+            raise LeafError(f"held seq must be 1 to {_MAX_UINT64}, got {self.held_seq}")
+        if not isinstance(self.decision, Decision):
+            raise LeafError(f"unknown review decision {self.decision!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class AdminRecord:
-    """One admin action; ``definition`` is present exactly when the action is CREATED."""
+    """One admin action; ``definition`` is present exactly when the action is CREATED, and
+    ``review`` exactly when it is REVIEWED."""
 
     poll_id: str
     action: AdminAction
     at_ms: int
     actor: bytes = b""
     definition: PollDefinition | None = None
+    review: ReviewedVote | None = None
 
     def __post_init__(self) -> None:
         check_text("poll id", self.poll_id, 255)
@@ -113,6 +141,8 @@ class AdminRecord:
             raise LeafError(f"actor must be at most {_MAX_ACTOR} bytes, got {len(self.actor)}")
         if (self.action is AdminAction.CREATED) != (self.definition is not None):
             raise LeafError("a poll definition goes with the created action, and only with it")
+        if (self.action is AdminAction.REVIEWED) != (self.review is not None):
+            raise LeafError("a reviewed vote goes with the reviewed action, and only with it")
 
 
 def encode_admin(record: AdminRecord) -> bytes:
@@ -131,6 +161,11 @@ def encode_admin(record: AdminRecord) -> bytes:
         for option in poll.options:
             out.text(option.id, 1, "option id")
             out.text(option.label, 2, "option label")
+    review = record.review
+    if review is not None:
+        out.uint(review.lane, 2, "lane")
+        out.uint(review.held_seq, 8, "held seq")
+        out.uint(review.decision, 1, "decision")
     return out.build()
 
 
@@ -146,8 +181,9 @@ def decode_admin(data: bytes) -> AdminRecord:
     at_ms = src.uint(8, "time")
     actor = src.blob(1, "actor")
     poll = _read_definition(src) if action is AdminAction.CREATED else None
+    review = _read_review(src) if action is AdminAction.REVIEWED else None
     src.end()
-    return AdminRecord(poll_id, action, at_ms, actor, poll)
+    return AdminRecord(poll_id, action, at_ms, actor, poll, review)
 
 
 def _read_definition(src: Reader) -> PollDefinition:
@@ -159,6 +195,17 @@ def _read_definition(src: Reader) -> PollDefinition:
         PollOption(src.text(1, "option id"), src.text(2, "option label")) for _ in range(count)
     )
     return PollDefinition(title, lanes, closes_at or None, options)
+
+
+def _read_review(src: Reader) -> ReviewedVote:
+    lane = src.uint(2, "lane")
+    held_seq = src.uint(8, "held seq")
+    code = src.uint(1, "decision")
+    try:
+        decision = Decision(code)
+    except ValueError:
+        raise LeafError(f"unknown review decision 0x{code:02x}") from None
+    return ReviewedVote(lane, held_seq, decision)
 
 
 def admin_leaf_hash(record: AdminRecord) -> bytes:

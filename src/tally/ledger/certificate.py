@@ -5,18 +5,25 @@ checkpoint is out, as a C2SP signed note under the key name ``<prefix>/<poll id>
 (the ledger key, renamed, as for checkpoints). The note text, each line ending in ``\\n``::
 
     <prefix>/<poll id>/certificate       the certificate's origin (the same as its key name)
-    tally-result/v1                      format and version
+    tally-result/v2                      format and version
     poll <poll id>
     log admin <size> <root>              the admin log's final checkpoint: size and base64 root
     log 0 <size> <root>                  then every lane, 0 .. lanes-1, in order
     ...
-    count <option id> <votes>            every option of the poll, in the order it was defined
-    ...
+    count <option id> <votes>            every option of the poll, in the order it was defined:
+    ...                                  its accepted votes plus its released held votes
     total <votes>                        the sum of the counts
+    held <votes>                         votes held for review, whatever became of them
+    released <votes>                     held votes a reviewer released (counted above)
+    voided <votes>                       held votes a reviewer voided (not counted)
 
 Sizes and counts are ASCII decimal without leading zeros; roots are canonical base64 of 32 bytes.
 An auditor checks each ``log`` line against that log's latest checkpoint and each ``count``
-against a recount of the leaves: the counts are what the poll announced as its result.
+against a recount of the leaves: the counts are what the poll announced as its result. A poll is
+certified only once every held vote is decided, so held = released + voided in what Tally signs.
+
+``tally-result/v1``, written before votes could be held, is the same without the last three
+lines; it still parses (``review`` is None), so ledgers certified then can still be audited.
 """
 
 from __future__ import annotations
@@ -35,17 +42,20 @@ __all__ = [
     "CertificateError",
     "LogHead",
     "ResultCertificate",
+    "ReviewTotals",
     "certificate_origin",
     "open_certificate",
     "sign_certificate",
 ]
 
-FORMAT = "tally-result/v1"
+FORMAT = "tally-result/v2"
+FORMAT_V1 = "tally-result/v1"  # read, never written: no review totals
 _DECIMAL = r"(0|[1-9][0-9]{0,19})"
 _LOG_RE = re.compile(rf"log (admin|{_DECIMAL}) {_DECIMAL} (\S+)")
 _COUNT_RE = re.compile(rf"count (\S+) {_DECIMAL}")
 _TOTAL_RE = re.compile(rf"total {_DECIMAL}")
 _POLL_RE = re.compile(r"poll (\S+)")
+_REVIEW_RES = tuple(re.compile(rf"{name} {_DECIMAL}") for name in ("held", "released", "voided"))
 
 
 class CertificateError(ValueError):
@@ -65,14 +75,37 @@ class LogHead:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewTotals:
+    """The poll's votes held for review, and what reviewers decided about them."""
+
+    held: int
+    released: int
+    voided: int
+
+    def __post_init__(self) -> None:
+        if min(self.held, self.released, self.voided) < 0:
+            raise CertificateError("review totals are >= 0")
+        if self.released + self.voided > self.held:
+            raise CertificateError(
+                f"{self.released} released + {self.voided} voided is more than {self.held} held"
+            )
+
+    @property
+    def undecided(self) -> int:
+        """Held votes no reviewer decided (0 in any certificate Tally signs)."""
+        return self.held - self.released - self.voided
+
+
+@dataclass(frozen=True, slots=True)
 class ResultCertificate:
-    """What a closed poll's certificate says."""
+    """What a closed poll's certificate says; ``review`` is None only in a v1 certificate."""
 
     origin: str
     poll_id: str
     admin: LogHead
     lanes: tuple[LogHead, ...]
     counts: tuple[tuple[str, int], ...]
+    review: ReviewTotals | None = None
 
     def __post_init__(self) -> None:
         if not self.lanes:
@@ -89,10 +122,15 @@ class ResultCertificate:
         return sum(n for _, n in self.counts)
 
     def format(self) -> str:
-        lines = [self.origin, FORMAT, f"poll {self.poll_id}", _log_line("admin", self.admin)]
+        review = self.review
+        version = FORMAT_V1 if review is None else FORMAT
+        lines = [self.origin, version, f"poll {self.poll_id}", _log_line("admin", self.admin)]
         lines += [_log_line(str(lane), head) for lane, head in enumerate(self.lanes)]
         lines += [f"count {option} {n}" for option, n in self.counts]
         lines.append(f"total {self.total}")
+        if review is not None:
+            lines += [f"held {review.held}", f"released {review.released}"]
+            lines.append(f"voided {review.voided}")
         return "".join(f"{line}\n" for line in lines)
 
     @classmethod
@@ -101,8 +139,14 @@ class ResultCertificate:
         if not text.endswith("\n"):
             raise CertificateError("certificate text must end in a newline")
         lines = text[:-1].split("\n")
-        if len(lines) < 6 or lines[1] != FORMAT:
-            raise CertificateError(f"not a {FORMAT} certificate")
+        if len(lines) < 6 or lines[1] not in (FORMAT, FORMAT_V1):
+            raise CertificateError(f"not a {FORMAT} (or {FORMAT_V1}) certificate")
+        review: ReviewTotals | None = None
+        if lines[1] == FORMAT:
+            if len(lines) < 9:
+                raise CertificateError(f"a {FORMAT} certificate has at least 9 lines")
+            review = _review_totals(lines[-3:], len(lines) - 3)
+            lines = lines[:-3]
         origin, poll_line = lines[0], _POLL_RE.fullmatch(lines[2])
         if poll_line is None:
             raise CertificateError(f"line 3 must be 'poll <id>', got {lines[2]!r}")
@@ -122,13 +166,25 @@ class ResultCertificate:
         if names != ["admin", *(str(lane) for lane in range(len(heads) - 1))]:
             raise CertificateError("log lines must be admin, then lanes 0, 1, ... in order")
         certificate = cls(
-            origin, poll_line[1], heads[0][1], tuple(h for _, h in heads[1:]), tuple(counts)
+            origin, poll_line[1], heads[0][1], tuple(h for _, h in heads[1:]), tuple(counts), review
         )
         if int(total[1]) != certificate.total:
             raise CertificateError(
                 f"total {total[1]} is not the sum of the counts ({certificate.total})"
             )
         return certificate
+
+
+def _review_totals(lines: list[str], first: int) -> ReviewTotals:
+    """The held, released and voided lines that end a v2 certificate, in that order."""
+    values = []
+    for offset, (line, pattern) in enumerate(zip(lines, _REVIEW_RES, strict=True)):
+        match = pattern.fullmatch(line)
+        if match is None:
+            name = pattern.pattern.partition(" ")[0]
+            raise CertificateError(f"line {first + offset + 1} must be '{name} <votes>'")
+        values.append(int(match[1]))
+    return ReviewTotals(*values)
 
 
 def _log_line(name: str, head: LogHead) -> str:

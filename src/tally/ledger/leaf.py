@@ -13,7 +13,7 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Vote record"); integers 
     29+P    1     O = option id length  1..255
     30+P    O     option id             UTF-8
     30+P+O  8     accepted time         uint64, ms since the Unix epoch (server clock)
-    38+P+O  1     status                0x01 accepted, 0x02 held, 0x03 voided
+    38+P+O  1     status                0x01 accepted, 0x02 held (0x03 reserved, never written)
 
 Total ``39 + P + O`` bytes. The leaf hash is RFC 6962's ``SHA-256(0x00 || record)``. A vote with
 seq s is leaf s - 1 of its lane's log. Decoding is strict: known version and type, exact length,
@@ -49,7 +49,12 @@ _HEAD = bytes((FORMAT_VERSION, RecordType.VOTE))
 
 
 class VoteStatus(IntEnum):
-    """What became of a vote. Only ACCEPTED is written today; the others are reserved."""
+    """How the vote was recorded: counted at once (ACCEPTED), or HELD for review and counted only
+    if a later review record of its lane (:mod:`tally.ledger.review`) releases it.
+
+    VOIDED is reserved and never written: a record is immutable once logged, so a voided vote
+    stays a HELD leaf followed by a ``voided`` review record. It still decodes (the format keeps
+    the value), and the auditor reports a vote carrying it."""
 
     ACCEPTED = 0x01
     HELD = 0x02

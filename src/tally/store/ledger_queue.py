@@ -1,10 +1,12 @@
 """The ledger's queues in Valkey (implements ports.LedgerQueue): each lane's ledger stream and the
 poll's admin stream, read in seq order by the archiver and trimmed once archived.
 
-The stream format stays here: entry ids are `<seq>-0`; a vote entry has exactly the fields
-p (pseudonym), o (option id), t (accepted ms); an admin entry a (created | open | closed),
-t (ms), u (actor). Decoding is strict: anything else raises MalformedEntry, so nothing half-read
-reaches the ledger.
+The stream format stays here: entry ids are `<seq>-0`. In a lane's stream, a vote entry has
+exactly the fields p (pseudonym), o (option id), t (accepted ms), plus s = held for a vote held
+for review; a review decision has exactly r (the held vote's seq), d (released | voided) and
+t (ms). In the admin stream, an entry has a (created | open | closed), t (ms), u (actor), and a
+reviewer's decision a = reviewed, t, u, l (lane), r (held seq), d (released | voided). Decoding
+is strict: anything else raises MalformedEntry, so nothing half-read reaches the ledger.
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ from typing import Any
 
 from tally.domain.polls import PollState
 from tally.domain.pseudonyms import PSEUDONYM_BYTES
-from tally.ports import MalformedEntry, QueuedAdminAction, QueuedEntry, QueuedVote, StoreClient
+from tally.ports import (
+    MalformedEntry,
+    QueuedAdminAction,
+    QueuedDecision,
+    QueuedEntry,
+    QueuedReview,
+    QueuedVote,
+    StoreClient,
+)
 from tally.store import keys, leases
 from tally.store.resp import raise_first_error
 
 _ENTRY_ID_RE = re.compile(rb"([1-9][0-9]{0,19})-0")
 _DECIMAL_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
 _VOTE_FIELDS = frozenset({b"p", b"o", b"t"})
+_HELD_FIELDS = frozenset({b"p", b"o", b"t", b"s"})
+_DECISION_FIELDS = frozenset({b"r", b"d", b"t"})
 _ADMIN_FIELDS = frozenset({b"a", b"t", b"u"})
+_REVIEWED_FIELDS = frozenset({b"a", b"t", b"u", b"l", b"r", b"d"})
+_DECISIONS = {b"released": True, b"voided": False}
+_MAX_LANE = 0xFFFF
 _ADMIN_ACTIONS = {b"created": PollState.DRAFT, b"open": PollState.OPEN, b"closed": PollState.CLOSED}
 
 
@@ -66,14 +81,31 @@ class ValkeyLedgerQueue:
 
 def _decode_logs(logs: list[int | None], replies: list[Any]) -> list[list[QueuedEntry]]:
     return [
-        [decode_admin_entry(i, f) if log is None else decode_vote_entry(i, f) for i, f in reply]
+        [decode_admin_entry(i, f) if log is None else decode_lane_entry(i, f) for i, f in reply]
         for log, reply in zip(logs, replies, strict=True)
     ]
 
 
+def decode_lane_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote | QueuedDecision:
+    """A lane stream entry as the vote or the review decision it records; MalformedEntry if it
+    is not exactly one of them."""
+    if b"r" in flat[::2]:
+        seq, fields = _entry(entry_id, flat, _DECISION_FIELDS)
+        held_seq = _decimal(entry_id, fields[b"r"], "held seq")
+        if not 1 <= held_seq < seq:
+            raise MalformedEntry(f"stream entry {entry_id!r} decides entry {held_seq}, not earlier")
+        return QueuedDecision(
+            seq, held_seq, _decision(entry_id, fields[b"d"]), _decimal(entry_id, fields[b"t"])
+        )
+    return decode_vote_entry(entry_id, flat)
+
+
 def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
     """A lane stream entry as the vote it records; MalformedEntry if it is not exactly one."""
-    seq, fields = _entry(entry_id, flat, _VOTE_FIELDS)
+    held = b"s" in flat[::2]
+    seq, fields = _entry(entry_id, flat, _HELD_FIELDS if held else _VOTE_FIELDS)
+    if held and fields[b"s"] != b"held":
+        raise MalformedEntry(f"stream entry {entry_id!r} has status {fields[b's']!r}, not held")
     pseudonym = fields[b"p"]
     if len(pseudonym) != PSEUDONYM_BYTES:
         raise MalformedEntry(f"stream entry {entry_id!r} has a {len(pseudonym)}-byte pseudonym")
@@ -83,11 +115,28 @@ def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
         raise MalformedEntry(f"stream entry {entry_id!r} has a non-UTF-8 option id") from None
     if not option:
         raise MalformedEntry(f"stream entry {entry_id!r} has an empty option id")
-    return QueuedVote(seq, pseudonym, option, _decimal(entry_id, fields[b"t"]))
+    return QueuedVote(seq, pseudonym, option, _decimal(entry_id, fields[b"t"]), held)
 
 
-def decode_admin_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdminAction:
-    """An admin stream entry as the poll move it records; MalformedEntry otherwise."""
+def decode_admin_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdminAction | QueuedReview:
+    """An admin stream entry as the poll move or the review decision it records; MalformedEntry
+    otherwise."""
+    if b"l" in flat[::2]:
+        seq, fields = _entry(entry_id, flat, _REVIEWED_FIELDS)
+        if fields[b"a"] != b"reviewed":
+            raise MalformedEntry(f"admin entry {entry_id!r} names a lane but is {fields[b'a']!r}")
+        lane = _decimal(entry_id, fields[b"l"], "lane")
+        held_seq = _decimal(entry_id, fields[b"r"], "held seq")
+        if lane > _MAX_LANE or not held_seq:
+            raise MalformedEntry(f"admin entry {entry_id!r} names lane {lane} entry {held_seq}")
+        return QueuedReview(
+            seq,
+            _decimal(entry_id, fields[b"t"]),
+            fields[b"u"],
+            lane,
+            held_seq,
+            _decision(entry_id, fields[b"d"]),
+        )
     seq, fields = _entry(entry_id, flat, _ADMIN_FIELDS)
     state = _ADMIN_ACTIONS.get(fields[b"a"])
     if state is None:
@@ -108,7 +157,15 @@ def _entry(entry_id: bytes, flat: list[bytes], expected: frozenset[bytes]) -> tu
     return int(match[1]), fields
 
 
-def _decimal(entry_id: bytes, text: bytes) -> int:
+def _decimal(entry_id: bytes, text: bytes, name: str = "time") -> int:
     if not _DECIMAL_RE.fullmatch(text):
-        raise MalformedEntry(f"stream entry {entry_id!r} has a malformed time {text!r}")
+        raise MalformedEntry(f"stream entry {entry_id!r} has a malformed {name} {text!r}")
     return int(text)
+
+
+def _decision(entry_id: bytes, text: bytes) -> bool:
+    """True for released, False for voided."""
+    released = _DECISIONS.get(text)
+    if released is None:
+        raise MalformedEntry(f"stream entry {entry_id!r} has an unknown decision {text!r}")
+    return released
