@@ -8,6 +8,10 @@ final one; then the signed result certificate. Tampered ledgers are made by edit
 copy, or, where only the meaning or the history can tell, by rewriting a lane with the same
 writer and re-signing it with the ledger's own key.
 
+`make_review_spec` is the same poll with votes held for review: every seventh voter's vote is
+held, and reviewers release or void the held votes in batches, each decision a review record in
+its lane and a reviewed record in the admin log, the last batch after the poll closed.
+
 Only tests use the archive modules: the auditor under test imports none of them.
 """
 
@@ -35,16 +39,25 @@ from tally.ledger.admin import (
     AdminRecord,
     PollDefinition,
     PollOption,
+    ReviewedVote,
     encode_admin,
 )
 from tally.ledger.certificate import (
     LogHead,
     ResultCertificate,
+    ReviewTotals,
     certificate_origin,
     sign_certificate,
 )
 from tally.ledger.checkpoint import admin_origin, lane_origin
-from tally.ledger.leaf import VoteRecord, decode_leaf, encode_leaf
+from tally.ledger.leaf import VoteRecord, VoteStatus, encode_leaf
+from tally.ledger.review import (
+    Decision,
+    LaneReview,
+    ReviewRecord,
+    decode_lane_record,
+    encode_review,
+)
 from tally.ledger.tiles import TILE_WIDTH
 
 PREFIX = "tally.test/ledger"
@@ -82,10 +95,33 @@ class LedgerSpec:
     publish: list[list[int]]  # each lane's checkpoint sizes, increasing
     certify: bool = True
     counts: list[tuple[str, int]] | None = None  # certified counts; None: the recount
+    review: ReviewTotals | None = None  # certified review totals; None: the recount's
+
+    def _reviewed(self) -> tuple[Counter[str], ReviewTotals]:
+        """Accepted + released votes per option, and the review totals, of the records."""
+        counts: Counter[str] = Counter()
+        totals = [0, 0, 0]
+        for lane in self.votes:
+            review = LaneReview()
+            for data in lane:
+                record = decode_lane_record(data)
+                if isinstance(record, ReviewRecord):
+                    review.decide(record)
+                elif record.status is VoteStatus.ACCEPTED:
+                    counts[record.option_id] += 1
+                else:
+                    review.vote(record)
+            counts.update(review.released_counts)
+            for n, value in enumerate((review.held, review.released, review.voided)):
+                totals[n] += value
+        return counts, ReviewTotals(*totals)
 
     def recount(self) -> list[tuple[str, int]]:
-        counts = Counter(decode_leaf(r).option_id for lane in self.votes for r in lane)
+        counts, _ = self._reviewed()
         return [(o.id, counts[o.id]) for o in self.definition.options]
+
+    def review_totals(self) -> ReviewTotals:
+        return self._reviewed()[1]
 
     def with_lane(self, lane: int, records: list[bytes]) -> LedgerSpec:
         """The same poll with lane ``lane`` holding ``records``, published at the same points
@@ -131,6 +167,62 @@ def make_spec() -> LedgerSpec:
     return LedgerSpec(POLL, definition, admin, [1, 2, 3], votes, [sorted(p) for p in publish])
 
 
+HELD_EVERY = 7  # voters whose vote is held: voter % HELD_EVERY == 3
+DECIDE_EVERY = 150  # voters between two batches of reviewers' decisions
+REVIEWER = b"rita"
+
+
+def make_review_spec(*, undecided: int = 0) -> LedgerSpec:
+    """The poll of `make_spec`, with every seventh vote held and reviewers deciding them in
+    batches (held seq even: released, odd: voided), the last batch after the close; the last
+    ``undecided`` held votes are never decided."""
+    definition = PollDefinition("Final", LANES, DEADLINE_MS, OPTIONS)
+    admin = [
+        encode_admin(AdminRecord(POLL, AdminAction.CREATED, CREATED_MS, b"admin", definition)),
+        encode_admin(AdminRecord(POLL, AdminAction.OPENED, OPENED_MS, b"admin")),
+    ]
+    votes: list[list[bytes]] = [[] for _ in range(LANES)]
+    pending: list[list[int]] = [[] for _ in range(LANES)]  # held seqs waiting for a decision
+    never = VOTERS - undecided * HELD_EVERY  # held votes of voters from here on stay held
+
+    def decide_all(at_ms: int) -> None:
+        for lane in range(LANES):
+            for held_seq in pending[lane]:
+                decision = Decision.RELEASED if held_seq % 2 == 0 else Decision.VOIDED
+                seq = len(votes[lane]) + 1
+                votes[lane].append(
+                    encode_review(ReviewRecord(POLL, lane, seq, held_seq, decision, at_ms))
+                )
+                reviewed = ReviewedVote(lane, held_seq, decision)
+                record = AdminRecord(POLL, AdminAction.REVIEWED, at_ms, REVIEWER, None, reviewed)
+                admin.append(encode_admin(record))
+            pending[lane] = []
+
+    for voter in range(VOTERS):
+        pseudonym = pseudonym_of(voter)
+        lane = lane_of(pseudonym)
+        held = voter % HELD_EVERY == 3
+        record = VoteRecord(
+            POLL,
+            lane,
+            len(votes[lane]) + 1,
+            pseudonym,
+            OPTIONS[pseudonym[0] % len(OPTIONS)].id,
+            FIRST_VOTE_MS + voter * VOTE_STEP_MS,
+            VoteStatus.HELD if held else VoteStatus.ACCEPTED,
+        )
+        votes[lane].append(encode_leaf(record))
+        if held and voter < never:
+            pending[lane].append(record.seq)
+        if (voter + 1) % DECIDE_EVERY == 0:
+            decide_all(FIRST_VOTE_MS + voter * VOTE_STEP_MS + 1)
+    closed_ms = FIRST_VOTE_MS + VOTERS * VOTE_STEP_MS + 1000
+    admin.append(encode_admin(AdminRecord(POLL, AdminAction.CLOSED, closed_ms, b"")))
+    decide_all(closed_ms + 60_000)  # reviewers decide after the close too
+    publish = [sorted({0, len(votes[n]) // 2, len(votes[n])}) for n in range(LANES)]
+    return LedgerSpec(POLL, definition, admin, [1, 2, len(admin) // 2, len(admin)], votes, publish)
+
+
 def write_ledger(root: Path, spec: LedgerSpec, signer: note.Signer = SIGNER) -> None:
     """Write the poll's ledger under ``root`` with the archiver's writer, then certify it."""
     files = DurableFiles(root)
@@ -152,6 +244,7 @@ def write_ledger(root: Path, spec: LedgerSpec, signer: note.Signer = SIGNER) -> 
             [LogHead(w.size, w.root()) for w in writers],
             spec.counts if spec.counts is not None else spec.recount(),
             signer,
+            spec.review if spec.review is not None else spec.review_totals(),
         )
 
 
@@ -168,6 +261,9 @@ def _append_and_publish(writer: LogWriter, records: Sequence[bytes], sizes: Sequ
     assert not todo, f"publish points {todo} beyond the {len(records)} records"
 
 
+NO_REVIEWS = ReviewTotals(0, 0, 0)
+
+
 def sign_certificate_file(
     root: Path,
     poll_id: str,
@@ -175,10 +271,12 @@ def sign_certificate_file(
     lanes: Sequence[LogHead],
     counts: Sequence[tuple[str, int]],
     signer: note.Signer = SIGNER,
+    review: ReviewTotals | None = NO_REVIEWS,
 ) -> None:
-    """(Re-)sign the result certificate, as the archiver does when a poll closes."""
+    """(Re-)sign the result certificate, as the archiver does when a poll closes (``review``
+    None: a v1 certificate, as written before votes could be held)."""
     origin = certificate_origin(signer.name, poll_id)
-    certificate = ResultCertificate(origin, poll_id, admin, tuple(lanes), tuple(counts))
+    certificate = ResultCertificate(origin, poll_id, admin, tuple(lanes), tuple(counts), review)
     signed = sign_certificate(certificate, [signer.renamed(origin)])
     (root / layout.CERTIFICATE).write_bytes(signed)
 

@@ -12,6 +12,10 @@ proof built from the published tiles must lead from ``leaf_hash`` to the signed 
 (docs/ledger-format.md §5.5). Offline (``--proof``), a C2SP tlog-proof (what
 ``GET /v1/polls/{id}/receipts/{lane}/{entry}/proof`` serves as ``tlog_proof``) is checked the same
 way against the key alone: its checkpoint, its index, the entry in its ``extra`` line, its proof.
+
+The report shows the vote record's status: ``accepted``, or ``held`` for a vote held for review
+(counted only if a later review record of the lane releases it: ``tally audit verify`` checks
+those). A receipt may carry ``"status"``; if it does, it must be the record's.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from tally.audit.report import Finding
 from tally.audit.source import Source
 from tally.ledger import layout, merkle, note
 from tally.ledger.checkpoint import Checkpoint, CheckpointError, lane_origin, open_checkpoint
-from tally.ledger.leaf import LeafError, decode_leaf
+from tally.ledger.leaf import LeafError, VoteStatus
 from tally.ledger.proof import InclusionProofText, ProofFormatError
+from tally.ledger.review import ReviewRecord, decode_lane_record
 from tally.ledger.tiles import TILE_WIDTH, Bundle, Tile, TileError, TileReader, decode_bundle
 
 __all__ = [
@@ -52,9 +57,14 @@ RECEIPT_CODES = {
     "inclusion-failed": "the inclusion proof does not lead to the signed root",
 }
 
+_STATUS_TEXT = {
+    "accepted": "accepted: counted",
+    "held": "held for review: counted only if a reviewer releases it (see tally audit verify)",
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEX_HASH_RE = re.compile(r"[0-9a-f]{64}")
 _FIELDS = ("poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash")
+_STATUSES = {"accepted", "held"}  # what a receipt's optional "status" may say
 
 
 class ReceiptError(ValueError):
@@ -72,6 +82,7 @@ class Receipt:
     accepted_at: str
     accepted_ms: int
     leaf_hash: bytes
+    status: str | None = None  # "accepted" or "held", if the receipt says
 
     @property
     def index(self) -> int:
@@ -106,8 +117,18 @@ def parse_receipt(data: bytes) -> Receipt:
         raise ReceiptError("leaf_hash must be 64 lowercase hex digits")
     if not isinstance(accepted_at, str):
         raise ReceiptError("accepted_at must be an ISO 8601 time")
+    status = doc.get("status")
+    if status is not None and status not in _STATUSES:
+        raise ReceiptError(f"status must be one of {', '.join(sorted(_STATUSES))}")
     return Receipt(
-        poll_id, lane, entry_id, option, accepted_at, _ms(accepted_at), bytes.fromhex(leaf_hash)
+        poll_id,
+        lane,
+        entry_id,
+        option,
+        accepted_at,
+        _ms(accepted_at),
+        bytes.fromhex(leaf_hash),
+        status,
     )
 
 
@@ -139,6 +160,7 @@ class ReceiptReport:
     checked: list[str] = field(default_factory=list)  # what was checked, for the summary
     checkpoint_size: int | None = None
     root: bytes | None = None
+    status: str | None = None  # the vote record's status, once read: accepted / held
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -172,6 +194,7 @@ class ReceiptReport:
             "leaf_hash": receipt.leaf_hash.hex(),
             "checkpoint_size": self.checkpoint_size,
             "root": None if self.root is None else self.root.hex(),
+            "status": self.status,
             "checked": list(self.checked),
             "findings": [f.to_json() for f in self.findings],
         }
@@ -190,6 +213,8 @@ class ReceiptReport:
                 f"checkpoint   lane {receipt.lane} at size {self.checkpoint_size}, root "
                 f"{self.root.hex()}"
             )
+        if self.status is not None:
+            lines.append(f"status       {_STATUS_TEXT.get(self.status, self.status)}")
         lines.append(f"checked      {', '.join(self.checked) or 'nothing'}")
         if self.ok:
             verdict = "OK: the vote is in the lane's signed log, as the receipt says"
@@ -267,16 +292,23 @@ def _check_entry(report: ReceiptReport, file: str, entry: bytes) -> None:
             found=digest.hex(),
         )
     try:
-        record = decode_leaf(entry)
+        record = decode_lane_record(entry)
     except LeafError as exc:
         report.add("bad-record", file, f"leaf {receipt.index}: {exc}")
         return
+    if isinstance(record, ReviewRecord):
+        report.add("bad-record", file, f"leaf {receipt.index} is a review record, not a vote")
+        return
+    report.status = record.status.name.lower()
+    if record.status not in (VoteStatus.ACCEPTED, VoteStatus.HELD):
+        report.add("bad-record", file, f"leaf {receipt.index}: status {report.status} is reserved")
     pairs = (
         ("poll", receipt.poll_id, record.poll_id),
         ("lane", str(receipt.lane), str(record.lane)),
         ("entry seq", str(receipt.entry_id), str(record.seq)),
         ("option", receipt.option, record.option_id),
         ("accepted time", _iso_ms(receipt.accepted_ms), _iso_ms(record.accepted_ms)),
+        ("status", receipt.status or report.status, report.status),
     )
     for name, expected, found in pairs:
         if expected != found:

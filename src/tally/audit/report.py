@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from tally.ledger.certificate import ReviewTotals
+
 __all__ = ["CERTIFICATE_STATES", "Finding", "Progress", "Report"]
 
 # What the report says of the result certificate.
@@ -21,6 +23,7 @@ CERTIFICATE_STATES = {
     "verified": "verified: signed, bound to every log's final checkpoint, counts match the recount",
     "not-closed": "none: the poll is not closed, so it has no certificate yet",
     "missing": "MISSING: the poll is closed but publishes no certificate",
+    "awaiting-review": "none yet: the poll is closed, but held votes await a reviewer's decision",
     "invalid": "INVALID: see the findings",
 }
 
@@ -61,6 +64,7 @@ class Report:
     logs: dict[str, int] = field(default_factory=dict)  # log name -> latest verified tree size
     votes: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # option id -> recounted votes
+    review: ReviewTotals = field(default_factory=lambda: ReviewTotals(0, 0, 0))
     certificate: str = "missing"  # a key of CERTIFICATE_STATES
     findings: list[Finding] = field(default_factory=list)
 
@@ -75,6 +79,12 @@ class Report:
             "logs": dict(self.logs),
             "votes": self.votes,
             "counts": dict(self.counts),
+            "review": {
+                "held": self.review.held,
+                "released": self.review.released,
+                "voided": self.review.voided,
+                "undecided": self.review.undecided,
+            },
             "certificate": self.certificate,
             "findings": [f.to_json() for f in self.findings],
         }
@@ -85,12 +95,15 @@ class Report:
         if lines:
             lines.append("")
         state = f" ({self.state})" if self.state else ""
+        review = self.review
         lines += [
             f"poll         {self.poll_id or '?'}{state}",
             f"source       {self.source}",
             f"logs         {_pairs(self.logs) or 'none'}",
             f"votes        {self.votes}",
-            f"counts       {_pairs(self.counts) or 'none'}",
+            f"counts       {_pairs(self.counts) or 'none'} (accepted + released)",
+            f"review       held {review.held}, released {review.released}, voided "
+            f"{review.voided}, undecided {review.undecided}",
             f"certificate  {CERTIFICATE_STATES.get(self.certificate, self.certificate)}",
         ]
         verdict = "OK: no findings" if self.ok else f"FAIL: {len(self.findings)} finding(s)"

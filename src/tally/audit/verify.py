@@ -11,11 +11,14 @@ What is checked (docs/ledger-format.md §5), log by log, admin log first:
    checkpoint size), the root is recomputed at every checkpoint size, and an RFC 9162
    consistency proof is checked between each pair of successive checkpoints.
 3. **Meaning.** The admin log is ``created`` (with the poll's definition), then ``opened`` and
-   ``closed`` in order. In lane ``l``, leaf ``i`` is a vote of this poll, lane ``l``, seq
-   ``i + 1``, for an option of the poll, accepted before the deadline, from a pseudonym that maps
-   to lane ``l``; no pseudonym votes twice in the whole poll.
-4. **Result.** The votes are recounted and compared with the signed result certificate, whose
-   log lines must be each log's latest checkpoint.
+   ``closed`` in order, with ``reviewed`` records once opened. In lane ``l``, leaf ``i`` is a
+   record of this poll, lane ``l``, seq ``i + 1``: a vote (accepted or held) for an option of the
+   poll, accepted before the deadline, from a pseudonym that maps to lane ``l``, or a review
+   record deciding an earlier held vote of the lane once, with its twin ``reviewed`` record in
+   the admin log; no pseudonym votes twice in the whole poll.
+4. **Result.** The votes (accepted + released) are recounted and compared with the signed result
+   certificate, whose log lines must be each log's latest checkpoint and whose held, released
+   and voided totals must be the logs'; no certificate may be published while votes are held.
 
 Every discrepancy is a :class:`~tally.audit.report.Finding` naming the file and, where one leaf
 is at fault, its index. Where two published files disagree, the signed checkpoint decides which
@@ -82,8 +85,12 @@ FINDING_CODES = {
     "wrong-lane": "a vote's pseudonym maps to another lane than the one holding it",
     "duplicate-pseudonym": "a pseudonym votes more than once in the poll",
     "late-vote": "a vote was accepted at or after the poll's deadline",
-    "vote-status": "a vote's status is not 'accepted'",
-    "admin-order": "the admin log is not 'created', then 'opened' and/or 'closed', in order",
+    "vote-status": "a vote's status is not 'accepted' or 'held' (0x03 voided is never written)",
+    "review-target-not-held": "a review record decides no held vote of its lane with a lower seq",
+    "review-duplicate": "a review record decides a held vote that was decided already",
+    "review-unsigned": "a review record has no matching 'reviewed' record in the signed admin log (a forged review decision)",
+    "review-unlogged": "a 'reviewed' admin record has no matching review record in its lane's log",
+    "admin-order": "the admin log is not 'created', then 'opened' and/or 'closed', in order ('reviewed' only once opened)",
     "missing-definition": "the admin log holds no 'created' record, so the poll's definition is unknown",
     "certificate-missing": "the poll is closed but no result certificate is published",
     "certificate-not-closed": "a result certificate is published but the admin log does not close the poll",
@@ -91,7 +98,9 @@ FINDING_CODES = {
     "certificate-poll": "the certificate names another poll",
     "certificate-log": "a certificate log line is not that log's latest checkpoint",
     "certificate-options": "the certificate does not count exactly the poll's options, in order",
-    "count-mismatch": "a certified count differs from the recount of the leaves",
+    "count-mismatch": "a certified count differs from the recount of the leaves (accepted + released)",
+    "review-totals": "the certificate's held, released or voided total differs from the logs'",
+    "held-undecided": "a result certificate is published while held votes are still undecided",
     "too-many": "more findings of one kind in one log than are listed",
 }
 
@@ -152,6 +161,7 @@ class _Audit:
             self.report.logs[log.name] = log.size
         meaning = MeaningChecks(poll, self.findings)
         self._check_logs(logs, meaning)
+        meaning.finish_review()
         meaning.report_duplicates()
         result = ResultChecks(self.source, self.key, self.findings)
         self.report.certificate = result.check(poll, logs, meaning)
@@ -181,6 +191,7 @@ class _Audit:
         report = self.report
         if meaning is not None:
             report.counts = recount(meaning.definition, meaning.counts)
+            report.review = meaning.review.totals()
         report.votes = sum(report.counts.values())
         report.findings = self.findings.finish()
         return report

@@ -1,10 +1,12 @@
 """Step 3 of ``tally audit verify``: what the leaves say, and whether it is what the poll allows.
 
 The admin log is ``created`` (with the poll's definition), then ``opened`` and ``closed`` in
-order; the definition says which lanes must be published. In lane ``l``, leaf ``i`` is a vote of
-this poll, lane ``l``, seq ``i + 1``, for an option of the poll, accepted before the deadline,
-from a pseudonym that maps to lane ``l``; no pseudonym votes twice in the whole poll. The votes
-that pass are counted here, for step 4's recount.
+order, with ``reviewed`` records once the poll is opened; the definition says which lanes must be
+published. In lane ``l``, leaf ``i`` is a record of this poll, lane ``l``, seq ``i + 1``: a vote
+for an option of the poll, accepted (or held) before the deadline, from a pseudonym that maps to
+lane ``l``, or a review record (:mod:`~tally.audit.verify_review` checks those and the held
+votes); no pseudonym votes twice in the whole poll. The accepted votes that pass, and the held
+ones released, are counted here, for step 4's recount.
 
 Speed: :meth:`MeaningChecks.check_vote_bundle` is called once per bundle of every lane. It runs
 the checks over the whole bundle with C-level builtins (``map``, ``set``, ``Counter``,
@@ -23,9 +25,11 @@ from operator import attrgetter
 from tally.audit.verify_checkpoints import Log
 from tally.audit.verify_entries import BundleCheck
 from tally.audit.verify_findings import Findings
+from tally.audit.verify_review import ReviewChecks
 from tally.ledger import layout
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, decode_admin
 from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, decode_leaf
+from tally.ledger.review import ReviewRecord, decode_lane_record
 
 __all__ = ["LaneContext", "MeaningChecks"]
 
@@ -37,6 +41,8 @@ _PSEUDONYM = attrgetter("pseudonym")
 _OPTION = attrgetter("option_id")
 _ACCEPTED_MS = attrgetter("accepted_ms")
 _ACCEPTED = frozenset({VoteStatus.ACCEPTED})
+_WRITTEN = frozenset({VoteStatus.ACCEPTED, VoteStatus.HELD})  # VOIDED is reserved, never written
+_REVIEWED_AFTER = frozenset({AdminAction.OPENED, AdminAction.CLOSED})  # votes held only once open
 _NEXT_ACTIONS = {  # the poll lifecycle: a draft may be closed without ever opening
     AdminAction.CREATED: frozenset({AdminAction.OPENED, AdminAction.CLOSED}),
     AdminAction.OPENED: frozenset({AdminAction.CLOSED}),
@@ -111,6 +117,7 @@ class MeaningChecks:
         self.admin_records: list[tuple[int, AdminRecord | None, str]] = []
         self.closed = False
         self.counts: Counter[str] = Counter()  # option id -> votes counted
+        self.review = ReviewChecks(findings)
         self.seen: set[bytes] = set()
         self.duplicates: list[tuple[bytes, int, str]] = []  # pseudonym, leaf index, bundle path
         self.lane_contexts: list[LaneContext] = []
@@ -126,6 +133,7 @@ class MeaningChecks:
                 self.findings.add("bad-record", path, f"leaf {index}: {exc}", index=index)
                 self.admin_records.append((index, None, path))
                 continue
+            self.review.admin(index, record, path)
             if record.poll_id != self.poll:
                 self.findings.add(
                     "record-poll",
@@ -147,6 +155,8 @@ class MeaningChecks:
             if record is None:
                 continue  # a bad record, reported already
             action = record.action
+            if action is AdminAction.REVIEWED and previous in _REVIEWED_AFTER:
+                continue  # a reviewer's decision: the poll's state stays
             if index == 0 and action is AdminAction.CREATED:
                 self.definition = record.definition
                 previous = action
@@ -155,6 +165,8 @@ class MeaningChecks:
                 expected = "created"
             elif previous is None:
                 continue  # the log does not start right: that is reported, the rest cannot be judged
+            elif action is AdminAction.REVIEWED:
+                expected = "opened before any reviewed"
             elif action in _NEXT_ACTIONS[previous]:
                 previous = action
                 continue
@@ -251,15 +263,21 @@ class MeaningChecks:
         pseudonyms: list[bytes | None] = []
         for offset, entry in enumerate(entries):
             index = start + offset
+            record: VoteRecord | ReviewRecord
             if decoded is not None:
                 record = decoded[offset]
             else:
                 try:
-                    record = decode_leaf(entry)
+                    record = decode_lane_record(entry)
                 except LeafError as exc:
                     self.findings.add("bad-record", path, f"leaf {index}: {exc}", index=index)
                     pseudonyms.append(None)
                     continue
+            if isinstance(record, ReviewRecord):
+                pseudonyms.append(None)  # a decision, not a voter
+                self._check_vote_place(context, index, record, path)
+                self.review.decision(context.lane, index, record, path)
+                continue
             pseudonyms.append(record.pseudonym)
             self._check_vote(context, index, record, path)
         context.pseudonyms.append((start, path, pseudonyms))
@@ -274,17 +292,19 @@ class MeaningChecks:
             self.seen.add(record.pseudonym)
         if known and record.status is VoteStatus.ACCEPTED:
             self.counts[record.option_id] += 1
+        elif record.status is VoteStatus.HELD:
+            self.review.vote(context.lane, record)
 
     def _check_vote_place(
-        self, context: LaneContext, index: int, record: VoteRecord, path: str
+        self, context: LaneContext, index: int, record: VoteRecord | ReviewRecord, path: str
     ) -> None:
-        """The vote is of this poll, this lane, and in its place in the lane."""
+        """The record is of this poll, this lane, and in its place in the lane."""
         add = self.findings.add
         if record.poll_id != self.poll:
             add(
                 "record-poll",
                 path,
-                f"leaf {index}: a vote of poll {record.poll_id!r}",
+                f"leaf {index}: a record of poll {record.poll_id!r}",
                 index=index,
                 expected=self.poll,
                 found=record.poll_id,
@@ -352,15 +372,22 @@ class MeaningChecks:
                 expected=f"< {context.deadline}",
                 found=str(record.accepted_ms),
             )
-        if record.status is not VoteStatus.ACCEPTED:
+        if record.status not in _WRITTEN:
             add(
                 "vote-status",
                 path,
-                f"leaf {index}: status {record.status.name.lower()}, not accepted",
+                f"leaf {index}: status {record.status.name.lower()}, not accepted or held (a "
+                "voided vote is a held vote and a review record, never a status)",
                 index=index,
-                expected="accepted",
+                expected="accepted or held",
                 found=record.status.name.lower(),
             )
+
+    def finish_review(self) -> None:
+        """Once every lane is read: the decisions and their admin twins, and the released votes
+        counted with the accepted ones (the recount is accepted + released)."""
+        self.review.check_twins()
+        self.counts.update(self.review.released)
 
     # -- one vote per pseudonym, across lanes --------------------------------------------------
 

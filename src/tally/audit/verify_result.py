@@ -1,9 +1,11 @@
 """Step 4 of ``tally audit verify``: the recount, against the signed result certificate.
 
-The votes step 3 counted are the result. A closed poll publishes a certificate, signed for the
-poll's certificate origin, whose log lines must be each log's latest checkpoint (so it certifies
-the very leaves checked) and whose counts, option by option in the poll's order, must be the
-recount. A poll that is not closed must publish none.
+The votes step 3 counted (accepted + released) are the result. A closed poll publishes a
+certificate, signed for the poll's certificate origin, whose log lines must be each log's latest
+checkpoint (so it certifies the very leaves checked), whose counts, option by option in the
+poll's order, must be the recount, and whose held, released and voided totals must be the logs'.
+A poll that is not closed must publish none; nor may a closed poll while votes are still held:
+it waits for the reviewers, and a missing certificate is then no finding.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tally.ledger.admin import PollDefinition
 from tally.ledger.certificate import (
     CertificateError,
     ResultCertificate,
+    ReviewTotals,
     certificate_origin,
     open_certificate,
 )
@@ -47,7 +50,10 @@ class ResultChecks:
         file = layout.CERTIFICATE
         signed = self.source.read(file)
         closed = meaning.closed
+        undecided = meaning.review.undecided
         if signed is None:
+            if closed and undecided:
+                return "awaiting-review"
             if closed:
                 self.findings.add(
                     "certificate-missing",
@@ -76,6 +82,7 @@ class ResultChecks:
             )
         self._check_heads(certificate, logs, meaning.definition)
         self._check_counts(certificate, meaning.definition, meaning.counts)
+        self._check_review(certificate, meaning.review.totals())
         return "verified" if len(self.findings) == before else "invalid"
 
     def _open(self, signed: bytes, poll: str) -> ResultCertificate | None:
@@ -121,6 +128,30 @@ class ResultChecks:
                     f"({latest.file}) is size {latest.size}",
                     expected=f"{latest.size} {b64(latest.root)}",
                     found=f"{head.size} {b64(head.root)}",
+                )
+
+    def _check_review(self, certificate: ResultCertificate, totals: ReviewTotals) -> None:
+        """No certificate while votes are held; its review totals are the logs'."""
+        file = layout.CERTIFICATE
+        if totals.undecided:
+            self.findings.add(
+                "held-undecided",
+                file,
+                f"the poll is certified while {totals.undecided} held votes are undecided",
+                expected="0 undecided",
+                found=str(totals.undecided),
+            )
+        # A v1 certificate predates holding votes: it states none.
+        stated = certificate.review or ReviewTotals(0, 0, 0)
+        for name in ("held", "released", "voided"):
+            claimed, recounted = getattr(stated, name), getattr(totals, name)
+            if claimed != recounted:
+                self.findings.add(
+                    "review-totals",
+                    file,
+                    f"certified {claimed} {name} votes, the logs hold {recounted}",
+                    expected=str(recounted),
+                    found=str(claimed),
                 )
 
     def _check_counts(
