@@ -7,6 +7,9 @@ open a poll; mint one token per voter; warm up on a second poll; send one vote p
 Tally. The baseline app gets as many requests over as many connections, once before and once
 after the votes; the ratio uses the mean of the two.
 
+With `--defences`, the cost of the defences instead: votes/s with every defence on over votes/s
+with them off (tally.bench.defences_run).
+
 With `--watchers N`, N WebSocket watchers read the bench poll's snapshots during the votes
 (`tally.bench.live_run`, whose docstring lists the fields they add to the report).
 """
@@ -28,6 +31,7 @@ import orjson
 import uvloop
 
 from tally import config
+from tally.bench.defences_run import run_defences_bench
 from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.processes import free_port, running
@@ -218,6 +222,11 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.voters < 1 or args.concurrency < 1:
         print("tally bench: --voters and --concurrency must be at least 1", file=sys.stderr)
         return 2
+    if getattr(args, "defences", False):
+        if args.watchers or args.rate is not None:
+            print("tally bench: --defences takes no --watchers or --rate", file=sys.stderr)
+            return 2
+        return run_defences_bench(args)
     if args.watchers < 0 or (args.rate is not None and args.rate <= 0):
         print("tally bench: --watchers must be >= 0 and --rate positive", file=sys.stderr)
         return 2
