@@ -82,16 +82,32 @@ def request(poll_id: str, option: str = "red", **voter: int) -> VoteRequest:
     [
         (Challenge("c:1", "new address"), ChallengeRequired("c:1", "new address")),
         (Limit(7, "address"), RateLimited(7, "address")),
-        (Hold("velocity"), HeldForReview("velocity")),
     ],
 )
 async def test_a_check_that_does_not_admit_decides_and_nothing_is_cast(
     valkey: Valkey, verdict: Verdict, outcome: object
 ) -> None:
-    """Challenge, Limit and Hold become their outcomes; the counters stay at zero."""
+    """Challenge and Limit become their outcomes; the counters stay at zero."""
     service, poll_id = await open_poll(valkey, [Fixed(verdict)])
     assert await service.submit(request(poll_id)) == outcome
     assert (await service.results(poll_id)).total == 0
+
+
+async def test_a_hold_records_the_vote_with_a_receipt_but_does_not_count_it(
+    valkey: Valkey,
+) -> None:
+    """Hold casts the vote held: HeldForReview with a held receipt, under review, not counted;
+    a check after the hold is never asked."""
+    after = Fixed(ADMIT)
+    service, poll_id = await open_poll(valkey, [Fixed(Hold("velocity")), after])
+    outcome = await service.submit(request(poll_id))
+    assert isinstance(outcome, HeldForReview)
+    assert (outcome.reason, outcome.receipt.status, outcome.receipt.entry_id) == (
+        "velocity", "held", 1,
+    )  # fmt: skip
+    results = await service.results(poll_id)
+    assert (results.total, results.under_review) == (0, 1)
+    assert after.seen == []
 
 
 async def test_checks_run_in_order_and_stop_at_the_first_verdict(valkey: Valkey) -> None:

@@ -53,8 +53,14 @@ def test_accepted_answers_201_with_the_receipt() -> None:
     assert document["receipt"]["entry_id"] == 7
 
 
-def test_held_for_review_answers_202_and_says_why() -> None:
-    assert vote_answer(HeldForReview("velocity")) == (202, {"held": {"reason": "velocity"}}, None)
+def test_held_for_review_answers_202_with_the_receipt_and_says_why() -> None:
+    """A held vote is recorded: its receipt (status held) comes with the reason."""
+    held = Receipt("p1", 2, 7, "red", 1_750_000_000_250, bytes(32), "held")
+    status, document, problem = vote_answer(HeldForReview("velocity", held))
+    assert (status, problem) == (202, None)
+    assert document is not None
+    assert document["held"] == {"reason": "velocity"}
+    assert (document["receipt"]["entry_id"], document["receipt"]["status"]) == (7, "held")
 
 
 def test_a_rate_limit_says_when_to_retry_and_a_challenge_carries_the_challenge() -> None:

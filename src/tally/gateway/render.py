@@ -28,7 +28,7 @@ def poll_doc(poll: Poll) -> dict[str, Any]:
 
 
 def receipt_doc(receipt: Receipt) -> dict[str, Any]:
-    return {
+    doc = {
         "poll_id": receipt.poll_id,
         "lane": receipt.lane,
         "entry_id": receipt.entry_id,
@@ -36,6 +36,9 @@ def receipt_doc(receipt: Receipt) -> dict[str, Any]:
         "accepted_at": iso_ms(receipt.accepted_at_ms),
         "leaf_hash": receipt.leaf_hash.hex(),
     }
+    if receipt.status != "accepted":  # held, released or voided: only votes cast held say so
+        doc["status"] = receipt.status
+    return doc
 
 
 def results_doc(results: Results) -> dict[str, Any]:
@@ -44,5 +47,6 @@ def results_doc(results: Results) -> dict[str, Any]:
         "state": results.state.value,
         "counts": results.counts,
         "total": results.total,
+        "under_review": results.under_review,
         "updated_at": iso_ms(results.updated_at_ms),
     }

@@ -3,9 +3,11 @@ caller), gets in through `VoteIntake.submit`.
 
     definition (cached) -> admission checks, in order -> pseudonym -> cast on the lane -> receipt
 
-The first check whose verdict is not Admit decides the outcome and nothing is cast: Challenge,
-Limit and Refuse become refusals, Hold becomes HeldForReview. An admitted vote is cast in one
-atomic, idempotent step (ports.BallotBox), so a retry of any request is safe.
+The first check whose verdict is not Admit decides the outcome: Challenge, Limit and Refuse
+become refusals and nothing is cast; Hold casts the vote held (recorded, not counted, waiting for
+a reviewer: tally.service.review) and becomes HeldForReview with its receipt. A vote is cast in
+one atomic, idempotent step (ports.BallotBox), so a retry of any request is safe: a repeat of a
+held vote gets its original receipt, as any repeat does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from tally.domain.votes import (
     RateLimited,
     VoteOutcome,
 )
-from tally.ports import AlreadyRecorded, BallotBox, LedgerReader, PollStore, Recorded
+from tally.ports import AlreadyRecorded, BallotBox, HoldAs, LedgerReader, PollStore, Recorded
+from tally.security.addresses import subnet_key
 from tally.service.admission import AdmissionCheck
 from tally.service.receipts import archived_receipt, receipt
 
@@ -54,16 +57,30 @@ class VoteIntake:
     async def submit(self, request: VoteRequest) -> VoteOutcome:
         """Admit and cast one vote; raises PollNotFound, or StoreUnavailable (safe to retry)."""
         poll = await self._definition(request.poll_id)
+        hold = None
         if self._checks:
             now_ms = self._clock_ms()
             for check in self._checks:
                 verdict = await check.check(request, poll, now_ms)
                 if not isinstance(verdict, Admit):
-                    return _outcome_of(verdict)
+                    if not isinstance(verdict, Hold):
+                        return _outcome_of(verdict)
+                    # Issue 11 encrypts such evidence at rest; until then the subnet (never the
+                    # address) is all that is kept, beside the lane and out of the ledger.
+                    hold = HoldAs(verdict.reason, subnet_key(request.evidence.client))
+                    break
         voter = request.voter
         voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
-        cast = await self._ballots.cast(poll, voter_pseudonym, request.option)
+        cast = await self._ballots.cast(poll, voter_pseudonym, request.option, hold)
         if isinstance(cast, Recorded):
+            if cast.held and hold is not None:
+                return HeldForReview(
+                    hold.reason,
+                    receipt(
+                        poll.id, cast.lane, cast.seq, voter_pseudonym, request.option,
+                        cast.accepted_ms, "held",
+                    ),
+                )  # fmt: skip
             return Accepted(
                 receipt(
                     poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
@@ -72,13 +89,14 @@ class VoteIntake:
         if isinstance(cast, AlreadyRecorded):
             if cast.option is None or cast.accepted_ms is None:
                 return AlreadyVoted(
-                    await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq)
+                    await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq, cast.status)
                 )
             return AlreadyVoted(
                 receipt(
-                    poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option, cast.accepted_ms
+                    poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option,
+                    cast.accepted_ms, cast.status,
                 )
-            )
+            )  # fmt: skip
         return cast  # NotOpen | UnknownOption: refused by the lane itself
 
     async def _definition(self, poll_id: str) -> Poll:
@@ -107,6 +125,4 @@ def _outcome_of(verdict: Verdict) -> VoteOutcome:
         return ChallengeRequired(verdict.challenge, verdict.reason)
     if isinstance(verdict, Limit):
         return RateLimited(verdict.retry_after_s, verdict.scope)
-    if isinstance(verdict, Hold):
-        return HeldForReview(verdict.reason)
     raise AssertionError(f"unhandled verdict {verdict!r}")

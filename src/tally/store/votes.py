@@ -2,7 +2,9 @@
 the client's `durable()`, so the reply is handed back only once the vote is durable (the
 connection's policy: an fsync before the reply, or a WAITAOF confirming the tick's batch).
 
-Returns what the store recorded (lane, seq, accepted time); the service builds the receipt.
+Returns what the store recorded (lane, seq, accepted time); the service builds the receipt. A
+vote cast held names two more keys and arguments (tally_vote's held mode); the accepted path's
+command is unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import Poll, PollState
 from tally.domain.pseudonyms import bucket_of, index_field, lane_of
 from tally.domain.votes import NotOpen, UnknownOption
-from tally.ports import AlreadyRecorded, CastResult, Recorded, ReplyError, StoreClient
+from tally.ports import AlreadyRecorded, CastResult, HoldAs, Recorded, ReplyError, StoreClient
 from tally.store import keys
 
 MAX_CACHED_POLLS = 10_000
@@ -33,13 +35,31 @@ class ValkeyBallotBox:
         self._client = client
         self._lane_keys: dict[str, tuple[_LaneKeys, ...]] = {}
 
-    async def cast(self, poll: Poll, pseudonym: bytes, option: str) -> CastResult:
+    async def cast(
+        self, poll: Poll, pseudonym: bytes, option: str, hold: HoldAs | None = None
+    ) -> CastResult:
         lane = lane_of(pseudonym, poll.lanes)
         k = self._keys(poll)[lane]
+        if hold is not None:
+            return await self._cast_held(poll, lane, k, pseudonym, option, hold)
         command = (
             b"FCALL", b"tally_vote", b"4",
             k.lane, k.counts, k.ledger, b"%b%x" % (k.voters_prefix, bucket_of(pseudonym, poll.bucket_bits)),
             pseudonym, index_field(pseudonym), option.encode(),
+        )  # fmt: skip
+        return _result(poll, lane, option, await self._client.durable(command))
+
+    async def _cast_held(
+        self, poll: Poll, lane: int, k: _LaneKeys, pseudonym: bytes, option: str, hold: HoldAs
+    ) -> CastResult:
+        # The held index joins its fields with '|', which neither option ids, reason codes
+        # nor subnet keys contain; a stray one is dropped rather than shifting the fields.
+        reason, subnet = hold.reason.replace("|", ""), hold.subnet.replace("|", "")
+        command = (
+            b"FCALL", b"tally_vote", b"6",
+            k.lane, k.counts, k.ledger, b"%b%x" % (k.voters_prefix, bucket_of(pseudonym, poll.bucket_bits)),
+            keys.lane_held(poll.id, lane), keys.lane_decided(poll.id, lane),
+            pseudonym, index_field(pseudonym), option.encode(), reason, subnet,
         )  # fmt: skip
         return _result(poll, lane, option, await self._client.durable(command))
 
@@ -68,10 +88,13 @@ def _result(poll: Poll, lane: int, option: str, reply: Any) -> CastResult:
     status = reply[0]
     if status == b"accepted":
         return Recorded(lane, reply[1], reply[3])
+    if status == b"held":
+        return Recorded(lane, reply[1], reply[3], held=True)
     if status == b"already":
+        vote_status = reply[4].decode()
         if reply[2] is None:  # archived, and trimmed from the lane stream
-            return AlreadyRecorded(lane, reply[1], None, None)
-        return AlreadyRecorded(lane, reply[1], reply[2].decode(), reply[3])
+            return AlreadyRecorded(lane, reply[1], None, None, vote_status)
+        return AlreadyRecorded(lane, reply[1], reply[2].decode(), reply[3], vote_status)
     if status == b"not-open":
         return NotOpen(PollState(reply[1].decode()))
     if status == b"unknown-option":
