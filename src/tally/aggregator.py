@@ -3,7 +3,7 @@
 Every tick (TALLY_TICK_MS) it takes or renews the lease of every watched poll; for the polls it
 leads it sums the lane counters and publishes a snapshot only when state or counts changed.
 Watched: open polls (and those past their deadline), plus closed ones until their final snapshot
-is published. A poll whose aggregator dies without releasing its lease is taken over by another
+(closed, no vote under review) is published. A poll whose aggregator dies without releasing its lease is taken over by another
 one when the lease expires (TALLY_LEASE_TTL_MS) and its `seq` continues from the stored snapshot.
 
 Cost per tick: one lease FCALL per watched poll; for each led poll one pipelined read of its lanes
@@ -266,9 +266,11 @@ class Aggregator:
         return False
 
     def _final(self, watch: _Watch, now: int) -> bool:
-        """The published snapshot is closed, from counts no vote can change any more."""
+        """The published snapshot is closed, from counts no vote can change any more, and no
+        vote is under review (a reviewer's decision after the close still changes the counts,
+        so such a poll stays watched until every held vote is decided)."""
         previous, poll = watch.previous, watch.poll
-        if previous is None or not previous.final:
+        if previous is None or not previous.final or previous.under_review:
             return False
         if poll.state is PollState.CLOSED:
             return True

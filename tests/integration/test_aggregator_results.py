@@ -30,7 +30,7 @@ from tally.store.votes import ValkeyBallotBox
 
 ISSUER = "https://idp.results.test"
 SECRET = b"results-pseudonym-secret-32bytes"
-RESULT_FIELDS = {"poll_id", "state", "counts", "total", "updated_at"}
+RESULT_FIELDS = {"poll_id", "state", "counts", "total", "under_review", "updated_at"}
 
 
 @pytest.fixture

@@ -20,12 +20,23 @@ def results(red: int, green: int, state: PollState = OPEN, at: int = 1000) -> Re
 
 
 def test_the_document_has_exactly_the_wire_fields_in_order() -> None:
-    """type, poll_id, seq, state, counts (poll order), total, ts as RFC 3339 UTC with ms."""
-    snapshot = Snapshot("p1", 7, OPEN, {"red": 2, "green": 0}, 2, 1_750_000_000_250)
+    """type, poll_id, seq, state, counts (poll order), total, under_review, ts as RFC 3339
+    UTC with ms."""
+    snapshot = Snapshot("p1", 7, OPEN, {"red": 2, "green": 0}, 2, 1_750_000_000_250, 3)
     assert encode_snapshot(snapshot) == (
         b'{"type":"snapshot","poll_id":"p1","seq":7,"state":"open",'
-        b'"counts":{"red":2,"green":0},"total":2,"ts":"2025-06-15T15:06:40.250Z"}'
+        b'"counts":{"red":2,"green":0},"total":2,"under_review":3,'
+        b'"ts":"2025-06-15T15:06:40.250Z"}'
     )
+
+
+def test_a_document_from_before_under_review_reads_as_none_under_review() -> None:
+    """Snapshots stored by an older Tally lack the field: 0 votes under review."""
+    old = (
+        b'{"type":"snapshot","poll_id":"p1","seq":7,"state":"open",'
+        b'"counts":{"red":2},"total":2,"ts":"2025-06-15T15:06:40.250Z"}'
+    )
+    assert decode_snapshot(old).under_review == 0
 
 
 timestamps = st.integers(min_value=0, max_value=4_102_444_800_000)  # up to 2100
@@ -37,12 +48,13 @@ option_ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
     state=st.sampled_from(PollState),
     counts=st.dictionaries(option_ids, st.integers(min_value=0, max_value=2**40), max_size=64),
     ts_ms=timestamps,
+    held=st.integers(min_value=0, max_value=2**40),
 )
 def test_decoding_an_encoded_snapshot_gives_it_back(
-    seq: int, state: PollState, counts: dict[str, int], ts_ms: int
+    seq: int, state: PollState, counts: dict[str, int], ts_ms: int, held: int
 ) -> None:
     """Every snapshot survives the round trip exactly, ts to the millisecond."""
-    snapshot = Snapshot("poll-x", seq, state, counts, sum(counts.values()), ts_ms)
+    snapshot = Snapshot("poll-x", seq, state, counts, sum(counts.values()), ts_ms, held)
     assert decode_snapshot(encode_snapshot(snapshot)) == snapshot
 
 

@@ -7,7 +7,11 @@ The wire format is one JSON document, stored as the poll's latest snapshot and p
 live channel; WebSocket and SSE clients receive it verbatim:
 
     {"type": "snapshot", "poll_id": "...", "seq": 7, "state": "open|closed|draft",
-     "counts": {"<option id>": 12, ...}, "total": 12, "ts": "2025-01-01T12:00:00.250Z"}
+     "counts": {"<option id>": 12, ...}, "total": 12, "under_review": 0,
+     "ts": "2025-01-01T12:00:00.250Z"}
+
+`under_review` counts the votes held for review (not in `counts` until released); a document
+stored before it existed reads as 0.
 
 `ts` is RFC 3339 UTC with milliseconds. The document is compact (no spaces) UTF-8 JSON.
 """
@@ -32,6 +36,7 @@ class Snapshot:
     counts: dict[str, int]
     total: int
     ts_ms: int
+    under_review: int = 0
 
     @property
     def final(self) -> bool:
@@ -49,11 +54,18 @@ def next_snapshot(
         previous is not None
         and previous.state is results.state
         and previous.counts == results.counts
+        and previous.under_review == results.under_review
     ):
         return None
     seq = max(previous.seq if previous is not None else 0, stored_seq) + 1
     return Snapshot(
-        results.poll_id, seq, results.state, dict(results.counts), results.total, now_ms
+        results.poll_id,
+        seq,
+        results.state,
+        dict(results.counts),
+        results.total,
+        now_ms,
+        results.under_review,
     )
 
 
@@ -65,6 +77,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "state": snapshot.state.value,
         "counts": snapshot.counts,
         "total": snapshot.total,
+        "under_review": snapshot.under_review,
         "ts": iso_ms(snapshot.ts_ms),
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
@@ -84,6 +97,7 @@ def decode_snapshot(document: bytes) -> Snapshot:
             counts=counts,
             total=int(d["total"]),
             ts_ms=parse_iso_ms(d["ts"]),
+            under_review=int(d.get("under_review", 0)),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed snapshot document: {exc!r}") from None

@@ -176,4 +176,5 @@ def _from_snapshot(snapshot: Snapshot) -> Results:
         snapshot.total,
         snapshot.ts_ms,
         seq=snapshot.seq,
+        under_review=snapshot.under_review,
     )

@@ -139,7 +139,7 @@ class ValkeyPolls:
         commands: list[tuple[str, ...]] = []
         for lane in range(poll.lanes):
             commands.append(("HGETALL", keys.lane_counts(poll.id, lane)))
-            commands.append(("HGET", keys.lane_state(poll.id, lane), "at"))
+            commands.append(("HMGET", keys.lane_state(poll.id, lane), "at", "held"))
         commands.append(("HGET", keys.poll_meta(poll.id), "updated_at"))
         replies = await self._client.pipeline(commands)
         raise_first_error(replies)
@@ -147,6 +147,7 @@ class ValkeyPolls:
         return lanes, int(replies[-1] or 0)
 
 
-def _lane_tally(counts: list[bytes], at: bytes | None) -> LaneTally:
+def _lane_tally(counts: list[bytes], lane: list[bytes | None]) -> LaneTally:
     pairs = {counts[i].decode(): int(counts[i + 1]) for i in range(0, len(counts), 2)}
-    return LaneTally(counts=pairs, last_vote_at_ms=int(at or 0))
+    at, held = lane
+    return LaneTally(counts=pairs, last_vote_at_ms=int(at or 0), held=int(held or 0))
