@@ -26,3 +26,10 @@ class Authenticator:
         if not principal.is_admin:
             raise Problem(403, "forbidden", "this needs the admin role")
         return principal
+
+    def reviewer(self, authorization: str | None) -> Principal:
+        """A caller who may decide on held votes: the reviewer role or the admin role."""
+        principal = self.principal(authorization)
+        if not principal.is_reviewer:
+            raise Problem(403, "forbidden", "this needs the reviewer or admin role")
+        return principal

@@ -77,6 +77,11 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
+    @property
+    def is_reviewer(self) -> bool:
+        """May list held votes and release or void them: the reviewer role, or an admin."""
+        return "reviewer" in self.roles or "admin" in self.roles
+
 
 class TokenError(Exception):
     """Why a token was refused; `code` is stable (see the module docstring), `detail` is for logs.
