@@ -4,6 +4,7 @@ with each poll's rules taken from its own `defences`."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from conftest import RunningTally, StartTally
 from tally.domain.admission import (
@@ -454,3 +456,33 @@ def test_verdict_metrics_stay_bounded_whatever_the_rules_are_named() -> None:
         'tally_risk_verdicts_total{verdict="hold",reason="rule-1"} 1',
         'tally_risk_verdicts_total{verdict="hold",reason="rule-2"} 1',
     ]
+
+
+async def ws_vote(server: RunningTally, poll_id: str, subject: str, agent: str) -> dict[str, Any]:
+    """One vote over the live WebSocket: its vote_result frame."""
+    url = f"ws://{server.host}:{server.port}/v1/polls/{poll_id}/live"
+    async with connect(url, open_timeout=5, user_agent_header=agent, proxy=None) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": server.voter_token(subject)}))
+        await ws.send(json.dumps({"type": "vote", "request_id": "r1", "option": "red"}))
+        async with asyncio.timeout(5):
+            while True:
+                message: dict[str, Any] = json.loads(await ws.recv())
+                if message["type"] == "vote_result":
+                    return message
+
+
+async def test_websocket_votes_are_counted_and_scored_like_http_votes(
+    start_tally: StartTally,
+) -> None:
+    """The live WebSocket's votes feed the same counters and get the same verdicts: the third
+    vote with one user agent is held (a 202 vote_result), as over HTTP."""
+    server = start_tally()
+    rules = [
+        {"signal": "agent_velocity", "comparison": "above", "value": 2, "score": 90,
+         "reason": "agent-velocity"},
+    ]  # fmt: skip
+    poll_id = str(server.open_poll(defences=defences(rules))["id"])
+    answers = [await ws_vote(server, poll_id, f"ws{i}", "farm/2") for i in range(3)]
+    assert [a["status"] for a in answers] == [201, 201, 202]
+    assert answers[2]["held"]["reason"] == "agent-velocity"
+    assert verdict_metrics(server)[("hold", "agent-velocity")] == 1
