@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from websockets.sync.client import connect
 
 from conftest import RunningTally, serving
 from tally.archive.logs import LedgerFiles
@@ -181,6 +183,29 @@ def test_a_held_vote_is_recorded_with_a_receipt_and_shows_under_review(
     repeat = vote(server, http, poll_id, voter, "green", "198.51.100.7")
     assert repeat.status_code == 409
     assert repeat.json()["receipt"] == receipt
+
+
+def test_a_held_vote_over_the_websocket_gets_its_receipt_in_the_vote_result(
+    server: RunningTally, http: httpx.Client
+) -> None:
+    """The live WebSocket answers a held vote as HTTP does: status 202, receipt, held; and the
+    snapshots it pushes carry under_review."""
+    poll_id = held_poll(server, http)
+    url = f"ws://{server.host}:{server.port}/v1/polls/{poll_id}/live"
+    headers = {"X-Forwarded-For": "198.51.100.40"}
+    with connect(url, open_timeout=10.0, proxy=None, additional_headers=headers) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": server.issuer.mint(new_voter())}).decode())
+        ws.send(orjson.dumps({"type": "vote", "request_id": "r1", "option": "green"}).decode())
+        while (frame := orjson.loads(ws.recv(timeout=10.0)))["type"] != "vote_result":
+            pass
+        assert (frame["status"], frame["held"], frame["receipt"]["status"]) == (
+            202, {"reason": "fresh-token"}, "held",
+        )  # fmt: skip
+        while (snapshot := orjson.loads(ws.recv(timeout=10.0)))["type"] != "snapshot" or not (
+            snapshot["under_review"]
+        ):
+            pass
+    assert (snapshot["under_review"], snapshot["total"]) == (1, 0)
 
 
 def test_reviewers_list_held_votes_grouped_by_reason_and_subnet(
