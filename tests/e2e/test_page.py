@@ -12,6 +12,7 @@ from demo_server import DemoTally, demo_tally
 from headless_chromium import chromium
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 
+from tally.client import TallyClient
 from tally.demo import DEMO_OPTIONS, DEMO_TITLE
 
 # Kept after the run for a human to look at (a pytest tmp_path is removed after a few runs).
@@ -190,3 +191,24 @@ def test_without_demo_mode_the_page_offers_no_demo_token(tmp_path: Path, page: P
         expect(page.locator("#poll-title")).to_have_text("No polls yet")
         expect(page.get_by_label("Voter token")).to_be_visible()
         expect(page.get_by_role("button", name="Get a demo voter token")).to_be_hidden()
+
+
+def test_held_votes_show_as_under_review_beside_the_counts(demo: DemoTally, page: Page) -> None:
+    """A poll whose risk rules hold every vote: the held vote is not counted, and the page says
+    "1 under review" (hidden while nothing is held)."""
+    fresh = {"signal": "token_age_s", "comparison": "below", "value": 3600, "score": 100,
+             "reason": "fresh-token"}  # fmt: skip
+    defences = {"risk": {"rules": [fresh], "challenge_at": 50, "hold_at": 100}}
+    admin = demo.admin()
+    poll = admin.post(
+        "/v1/polls", {"title": "Held", "options": ["Yes", "No"], "lanes": 2, "defences": defences}
+    )
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    page.goto(f"{demo.url}/?poll={poll['id']}")
+    expect(page.locator("#poll-title")).to_have_text("Held")
+    expect(page.locator("#poll-review")).to_be_hidden()
+    voter = TallyClient(demo.url, demo.issuer.mint("held-voter"))
+    assert voter.post(f"/v1/polls/{poll['id']}/votes", {"option": "yes"})["held"]
+    expect(page.locator("#poll-review")).to_have_text("1 under review")
+    expect(page.locator("#poll-review")).to_be_visible()
+    expect(page.locator("#poll-total")).to_have_text("0")
