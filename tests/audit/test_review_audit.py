@@ -239,33 +239,61 @@ def test_a_reviewed_record_before_the_poll_opened(tmp_path: Path, review_spec: L
     assert where(document, "admin-order") == [(f"admin/tile/entries/000.p/{len(admin)}", 1)]
 
 
-def test_the_receipt_of_a_held_vote_shows_its_status(
-    tmp_path: Path, review_spec: LedgerSpec
-) -> None:
-    root = written(tmp_path, review_spec)
-    lane = 1
-    index, data = next(
-        (i, d) for i, d in enumerate(review_spec.votes[lane]) if d[1] == 0x01 and d[-1] == 0x02
-    )
+def held_receipt(spec: LedgerSpec, lane: int, decision: Decision) -> dict[str, Any]:
+    """The receipt of a vote cast held that reviewers then decided so, as the server gives it
+    when the voter asks again after the decision."""
+    _, review = first_review(spec, lane, decision)
+    data = spec.votes[lane][review.held_seq - 1]
     record = decode_leaf(data)
-    receipt = {
+    assert record.status is VoteStatus.HELD
+    return {
         "poll_id": POLL,
         "lane": lane,
-        "entry_id": index + 1,
+        "entry_id": record.seq,
         "option": record.option_id,
         "accepted_at": iso_ms(record.accepted_ms),
         "leaf_hash": merkle.leaf_hash(data).hex(),
-        "status": "held",
+        "status": decision.name.lower(),
     }
+
+
+def check_receipt(tmp_path: Path, root: Path, receipt: dict[str, Any]) -> tuple[int, Any]:
     path = tmp_path / "receipt.json"
     path.write_text(json.dumps(receipt))
     result = audit_cli("receipt", str(path), str(root), "--key", KEY, "--json")
-    document = json.loads(result.stdout)
-    assert result.returncode == 0, document
-    assert document["status"] == "held"
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("decision", [Decision.RELEASED, Decision.VOIDED])
+def test_the_receipt_of_a_held_vote_shows_what_became_of_it(
+    tmp_path: Path, review_spec: LedgerSpec, decision: Decision
+) -> None:
+    root = written(tmp_path, review_spec)
+    receipt = held_receipt(review_spec, 1, decision)
+    code, document = check_receipt(tmp_path, root, receipt)
+    assert code == 0, document
+    assert document["status"] == decision.name.lower()
+    assert "review decision" in document["checked"]
+    for said in ("held", None):  # as answered when cast, or a receipt without a status
+        code, document = check_receipt(tmp_path, root, {**receipt, "status": said})
+        assert code == 0, document
+        assert document["status"] == decision.name.lower()
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(receipt))
     text = audit_cli("receipt", str(path), str(root), "--key", KEY).stdout
-    assert "status       held for review" in text
-    path.write_text(json.dumps({**receipt, "status": "accepted"}))
-    result = audit_cli("receipt", str(path), str(root), "--key", KEY, "--json")
-    assert result.returncode == 1
-    assert [f["code"] for f in json.loads(result.stdout)["findings"]] == ["receipt-mismatch"]
+    assert f"status       held for review, then {decision.name.lower()}" in text
+
+
+def test_a_receipt_that_misstates_a_held_vote(tmp_path: Path, review_spec: LedgerSpec) -> None:
+    root = written(tmp_path, review_spec)
+    receipt = held_receipt(review_spec, 1, Decision.VOIDED)
+    for said, found in (("released", "voided"), ("accepted", "held")):
+        code, document = check_receipt(tmp_path, root, {**receipt, "status": said})
+        assert code == 1
+        [finding] = document["findings"]
+        assert (finding["code"], finding["expected"], finding["found"]) == (
+            "receipt-mismatch",
+            said,
+            found,
+        )

@@ -13,18 +13,19 @@ proof built from the published tiles must lead from ``leaf_hash`` to the signed 
 ``GET /v1/polls/{id}/receipts/{lane}/{entry}/proof`` serves as ``tlog_proof``) is checked the same
 way against the key alone: its checkpoint, its index, the entry in its ``extra`` line, its proof.
 
-The report shows the vote record's status: ``accepted``, or ``held`` for a vote held for review
-(counted only if a later review record of the lane releases it: ``tally audit verify`` checks
-those). A receipt may carry ``"status"``; if it does, it must be the record's.
+The report shows the vote's status: ``accepted``, or for a vote held for review ``held``, then
+``released`` or ``voided`` once the lane's log holds a reviewer's decision on it
+(:mod:`~tally.audit.receipt_review`). A receipt may carry ``"status"`` (a vote cast held does);
+if it does, the log must agree: the record is held, and a released or voided receipt's decision
+is in the lane's log. ``tally audit verify`` checks the decisions themselves.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
+from tally.audit.receipt_parse import Receipt, ReceiptError, iso_ms, parse_receipt
+from tally.audit.receipt_review import STATUS_TEXT, decision_of
 from tally.audit.report import Finding
 from tally.audit.source import Source
 from tally.ledger import layout, merkle, note
@@ -57,100 +58,6 @@ RECEIPT_CODES = {
     "inclusion-failed": "the inclusion proof does not lead to the signed root",
 }
 
-_STATUS_TEXT = {
-    "accepted": "accepted: counted",
-    "held": "held for review: counted only if a reviewer releases it (see tally audit verify)",
-}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HEX_HASH_RE = re.compile(r"[0-9a-f]{64}")
-_FIELDS = ("poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash")
-_STATUSES = {"accepted", "held"}  # what a receipt's optional "status" may say
-
-
-class ReceiptError(ValueError):
-    """The receipt file is not a receipt."""
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A vote's receipt, as the voter keeps it."""
-
-    poll_id: str
-    lane: int
-    entry_id: int
-    option: str
-    accepted_at: str
-    accepted_ms: int
-    leaf_hash: bytes
-    status: str | None = None  # "accepted" or "held", if the receipt says
-
-    @property
-    def index(self) -> int:
-        """The vote's leaf index in its lane's log."""
-        return self.entry_id - 1
-
-
-def parse_receipt(data: bytes) -> Receipt:
-    """Parse a receipt document, bare or as a vote reply's ``{"receipt": {...}}``."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReceiptError(f"not JSON: {exc}") from None
-    if isinstance(doc, dict) and isinstance(doc.get("receipt"), dict):
-        doc = doc["receipt"]
-    if not isinstance(doc, dict):
-        raise ReceiptError("a receipt is a JSON object")
-    missing = [name for name in _FIELDS if name not in doc]
-    if missing:
-        raise ReceiptError(f"the receipt lacks {', '.join(missing)}")
-    poll_id, lane, entry_id = doc["poll_id"], doc["lane"], doc["entry_id"]
-    option, accepted_at, leaf_hash = doc["option"], doc["accepted_at"], doc["leaf_hash"]
-    if not isinstance(poll_id, str) or not poll_id or "/" in poll_id:
-        raise ReceiptError("poll_id must be a poll id")
-    if not _is_int(lane) or not 0 <= lane <= 0xFFFF:
-        raise ReceiptError("lane must be an integer from 0 to 65535")
-    if not _is_int(entry_id) or not 1 <= entry_id < 2**64:
-        raise ReceiptError("entry_id must be an integer from 1")
-    if not isinstance(option, str) or not option:
-        raise ReceiptError("option must be an option id")
-    if not isinstance(leaf_hash, str) or not _HEX_HASH_RE.fullmatch(leaf_hash):
-        raise ReceiptError("leaf_hash must be 64 lowercase hex digits")
-    if not isinstance(accepted_at, str):
-        raise ReceiptError("accepted_at must be an ISO 8601 time")
-    status = doc.get("status")
-    if status is not None and status not in _STATUSES:
-        raise ReceiptError(f"status must be one of {', '.join(sorted(_STATUSES))}")
-    return Receipt(
-        poll_id,
-        lane,
-        entry_id,
-        option,
-        accepted_at,
-        _ms(accepted_at),
-        bytes.fromhex(leaf_hash),
-        status,
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _ms(text: str) -> int:
-    """Milliseconds since the epoch of an ISO 8601 time with a zone, e.g. ...T00:00:00.000Z."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ReceiptError(f"accepted_at is not an ISO 8601 time: {text!r}") from None
-    if when.tzinfo is None:
-        raise ReceiptError(f"accepted_at must carry its time zone (Z for UTC): {text!r}")
-    return (when - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _iso_ms(ms: int) -> str:
-    when = _EPOCH + timedelta(milliseconds=ms)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
 
 @dataclass(slots=True)
 class ReceiptReport:
@@ -160,7 +67,7 @@ class ReceiptReport:
     checked: list[str] = field(default_factory=list)  # what was checked, for the summary
     checkpoint_size: int | None = None
     root: bytes | None = None
-    status: str | None = None  # the vote record's status, once read: accepted / held
+    status: str | None = None  # once read: accepted, held, or what became of it (released...)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -214,7 +121,7 @@ class ReceiptReport:
                 f"{self.root.hex()}"
             )
         if self.status is not None:
-            lines.append(f"status       {_STATUS_TEXT.get(self.status, self.status)}")
+            lines.append(f"status       {STATUS_TEXT.get(self.status, self.status)}")
         lines.append(f"checked      {', '.join(self.checked) or 'nothing'}")
         if self.ok:
             verdict = "OK: the vote is in the lane's signed log, as the receipt says"
@@ -307,8 +214,8 @@ def _check_entry(report: ReceiptReport, file: str, entry: bytes) -> None:
         ("lane", str(receipt.lane), str(record.lane)),
         ("entry seq", str(receipt.entry_id), str(record.seq)),
         ("option", receipt.option, record.option_id),
-        ("accepted time", _iso_ms(receipt.accepted_ms), _iso_ms(record.accepted_ms)),
-        ("status", receipt.status or report.status, report.status),
+        ("accepted time", iso_ms(receipt.accepted_ms), iso_ms(record.accepted_ms)),
+        ("status", _recorded_as(receipt.status) or report.status, report.status),
     )
     for name, expected, found in pairs:
         if expected != found:
@@ -320,6 +227,29 @@ def _check_entry(report: ReceiptReport, file: str, entry: bytes) -> None:
                 found=found,
             )
     report.checked.append("entry")
+
+
+def _recorded_as(status: str | None) -> str | None:
+    """The record's status a receipt's status implies: a vote cast held stays a held record."""
+    return "held" if status in ("released", "voided") else status
+
+
+def _check_decision(report: ReceiptReport, source: Source, log: str, size: int) -> None:
+    """A held vote: what the lane's log says became of it, and whether the receipt agrees."""
+    receipt = report.receipt
+    decision = decision_of(source, log, size, receipt.index)
+    if decision is not None:
+        report.status = decision.name.lower()
+    if receipt.status in ("released", "voided") and receipt.status != report.status:
+        report.add(
+            "receipt-mismatch",
+            layout.checkpoint_path(log),
+            f"the receipt says {receipt.status}, but lane {receipt.lane}'s log up to size {size} "
+            + (f"holds {report.status}" if decision else "holds no decision on it"),
+            expected=receipt.status,
+            found=report.status,
+        )
+    report.checked.append("review decision")
 
 
 def _include(
@@ -399,6 +329,8 @@ def _check_online(
             report.add("bad-bundle", bundle_file, str(exc))
         else:
             _check_entry(report, bundle_file, entries[index % TILE_WIDTH])
+            if report.status == "held":
+                _check_decision(report, source, log, size)
 
     def fetch(tile: Tile) -> bytes:
         path = f"{log}/{tile.path}"

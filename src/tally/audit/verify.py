@@ -34,8 +34,9 @@ the log being checked (its rebuilt level-0 tiles) plus the poll's set of pseudon
 
 Each step is a module of its own, and this one runs them (2 and 3 together, a log at a time):
 :mod:`~tally.audit.verify_checkpoints` (1), :mod:`~tally.audit.verify_entries` with the rebuilt
-tree of :mod:`~tally.audit.verify_tree` (2), :mod:`~tally.audit.verify_meaning` (3) and
-:mod:`~tally.audit.verify_result` (4); :mod:`~tally.audit.verify_findings` records what they find.
+tree of :mod:`~tally.audit.verify_tree` (2), :mod:`~tally.audit.verify_meaning` with
+:mod:`~tally.audit.verify_lane` and, for hold for review, :mod:`~tally.audit.verify_review` (3),
+and :mod:`~tally.audit.verify_result` (4); :mod:`~tally.audit.verify_findings` records what they find.
 They sit beside this module, not in a package, so that the auditor's import rule
 (``tests/audit/test_no_server_imports.py``, which reads ``tally/audit/*.py``) covers them.
 """

@@ -17,21 +17,20 @@ bundle that fails them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
 
 from tally.audit.verify_checkpoints import Log
 from tally.audit.verify_entries import BundleCheck
 from tally.audit.verify_findings import Findings
+from tally.audit.verify_lane import LaneContext
 from tally.audit.verify_review import ReviewChecks
 from tally.ledger import layout
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, decode_admin
 from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, decode_leaf
 from tally.ledger.review import ReviewRecord, decode_lane_record
 
-__all__ = ["LaneContext", "MeaningChecks"]
+__all__ = ["MeaningChecks"]
 
 _SEQ = attrgetter("seq")
 _LANE = attrgetter("lane")
@@ -53,57 +52,6 @@ _STATE_NAMES = {
     AdminAction.OPENED: "open",
     AdminAction.CLOSED: "closed",
 }
-
-
-@dataclass(slots=True)
-class LaneContext:
-    """What every leaf of one lane must be, prepared once for the bundle-wide checks."""
-
-    lane: int
-    lane_set: frozenset[int]
-    poll_set: frozenset[str]
-    options: frozenset[str] | None  # None: the poll's definition is unknown
-    deadline: int | None
-    mask: int | None  # lanes - 1
-    # Byte values that may end a pseudonym of this lane: its lane is the low bits of the last
-    # two bytes (lanes is a power of two up to 32768).
-    last_byte_ok: bytes
-    second_last_ok: bytes
-    # (first leaf index, bundle path, pseudonyms) of each bundle, to find where a pseudonym
-    # that votes twice voted first; None for a leaf that did not decode.
-    pseudonyms: list[tuple[int, str, Sequence[bytes | None]]] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, lane: int, poll: str, definition: PollDefinition | None) -> LaneContext:
-        if definition is None:
-            return cls(lane, frozenset({lane}), frozenset({poll}), None, None, None, b"", b"")
-        mask = definition.lanes - 1
-        return cls(
-            lane,
-            frozenset({lane}),
-            frozenset({poll}),
-            frozenset(o.id for o in definition.options),
-            definition.closes_at_ms,
-            mask,
-            bytes(b for b in range(256) if b & mask & 0xFF == lane & 0xFF),
-            bytes(b for b in range(256) if b & (mask >> 8) == (lane >> 8) & 0xFF),
-        )
-
-    def placed(self, pseudonyms: list[bytes]) -> bool:
-        """Whether every pseudonym maps to this lane (True when the lane count is unknown)."""
-        if self.mask is None:
-            return True
-        joined = b"".join(pseudonyms)
-        last, second_last = joined[15::16], joined[14::16]
-        return not last.translate(None, self.last_byte_ok) and not second_last.translate(
-            None, self.second_last_ok
-        )
-
-    def lane_of(self, pseudonym: bytes) -> int | None:
-        """The lane the pseudonym maps to (docs/ledger-format.md §2.1); None if unknown."""
-        if self.mask is None:
-            return None
-        return int.from_bytes(pseudonym[-4:], "big") & self.mask
 
 
 class MeaningChecks:
