@@ -428,8 +428,10 @@ def test_malformed_requests_and_unknown_polls_are_problems(
     assert (bad.status_code, bad.json()["code"]) == (400, "invalid-poll-id")
 
 
-def tally_cli(server: RunningTally, *args: str) -> subprocess.CompletedProcess[str]:
-    token = server.issuer.mint("rita-reviewer", roles=["reviewer"])
+def tally_cli(
+    server: RunningTally, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    token = token or server.issuer.mint("rita-reviewer", roles=["reviewer"])
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     return subprocess.run(
         [sys.executable, "-m", "tally", *args, "--url", server.url, "--token", token],
@@ -515,3 +517,17 @@ def test_results_snapshots_certificate_and_the_audit_agree(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_tally_vote_and_results_say_held_and_under_review(
+    server: RunningTally, http: httpx.Client
+) -> None:
+    """`tally vote` tells a held vote from an accepted one; `tally results` shows the votes
+    under review beside the total."""
+    poll_id = held_poll(server, http)
+    voted = tally_cli(server, "vote", poll_id, "green", token=server.voter_token(new_voter()))
+    assert voted.returncode == 0, voted.stderr
+    assert voted.stdout.startswith("held for review (fresh-token): green in lane ")
+    results_when(http, poll_id, lambda r: r["under_review"] == 1)
+    shown = tally_cli(server, "results", poll_id)
+    assert f"{poll_id}  [open]  total 0, 1 under review" in shown.stdout
