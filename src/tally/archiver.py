@@ -58,6 +58,7 @@ class ArchiverStats:
     certificates: int = 0
     store_errors: int = 0
     failed_polls: int = 0
+    awaiting_review: int = 0  # closed polls not certified yet: held votes undecided (a gauge)
 
 
 class Archiver:
@@ -149,6 +150,8 @@ class Archiver:
 
     def _fail(self, poll_id: str, reason: str) -> None:
         self.stats.failed_polls += 1
+        self._waiting.discard(poll_id)
+        self.stats.awaiting_review = len(self._waiting)
         self._done.add(poll_id)
         self._open.pop(poll_id, None)
         log.error("archiver: STOPPED archiving poll %s: %s", poll_id, reason)
@@ -199,8 +202,10 @@ class Archiver:
             if poll.id not in self._waiting:
                 log.info("poll %s is closed but not certified yet: %s", poll.id, waiting)
             self._waiting.add(poll.id)
+            self.stats.awaiting_review = len(self._waiting)
             return
         self._waiting.discard(poll.id)
+        self.stats.awaiting_review = len(self._waiting)
         lanes, changed_at = await self._polls.tallies(poll)
         results = sum_lanes(poll, PollState.CLOSED, lanes, changed_at)
         counts = [(o.id, results.counts.get(o.id, 0)) for o in poll.options]

@@ -23,6 +23,7 @@ from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archiver import Archiver
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.votes import Accepted
+from tally.gateway.metrics import Metrics
 from tally.ledger import layout, note
 from tally.ledger.admin import AdminAction, ReviewedVote, decode_admin
 from tally.ledger.certificate import ReviewTotals, certificate_origin, open_certificate
@@ -35,6 +36,7 @@ from tally.store.ledger_queue import ValkeyLedgerQueue, decode_admin_entry, deco
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
 from tally.store.votes import ValkeyBallotBox
+from tally.wiring.archiver import observe_archiver
 
 SECRET = b"review-ledger-pseudonym-secret-1"
 PREFIX = "tally.test/ledger"
@@ -193,7 +195,10 @@ async def test_held_votes_and_decisions_are_archived_and_certified_once_all_are_
     await archiver.cycle()
     await archiver.cycle()
     assert files.read(poll.id, layout.CERTIFICATE) is None  # two held votes wait for a reviewer
-    assert archiver.stats.certificates == 0
+    assert (archiver.stats.certificates, archiver.stats.awaiting_review) == (0, 1)
+    metrics = Metrics(vote_path=False)
+    observe_archiver(metrics, archiver)
+    assert "\ntally_archiver_polls_awaiting_review 1\n" in await metrics.scrape()
     assert audit(files.poll_dir(poll.id), signer)["certificate"] == "awaiting-review"
 
     await decide(client, poll, *held[2], "released", "b")  # reviewers decide after the close
@@ -205,6 +210,7 @@ async def test_held_votes_and_decisions_are_archived_and_certified_once_all_are_
     certificate = open_certificate(signed, [signer.verifier.renamed(origin)], origin=origin)
     assert certificate.review == ReviewTotals(held=4, released=2, voided=2)
     assert dict(certificate.counts) == {"a": 10 + 1, "b": 10 + 1}  # accepted + released
+    assert (archiver.stats.certificates, archiver.stats.awaiting_review) == (1, 0)
 
     report = audit(files.poll_dir(poll.id), signer)
     assert report["ok"], report["findings"]

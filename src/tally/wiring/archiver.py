@@ -104,6 +104,12 @@ def observe_archiver(metrics: Metrics, archiver: Archiver) -> None:
         ),
     ):
         metrics.sample(f"tally_archiver_{name}_total", help_text, "counter", read)
+    metrics.sample(
+        "tally_archiver_polls_awaiting_review",
+        "Closed polls not certified yet because held votes await a reviewer's decision.",
+        "gauge",
+        lambda: archiver.stats.awaiting_review,
+    )
 
 
 def _writable(directory: Path) -> str | None:
