@@ -17,4 +17,10 @@ NO_DEFENCES = {
     "risk": {"rules": []},
 }
 
-DEFENCES_OFF: dict[str, str] = {"TALLY_DEFENCES": json.dumps(NO_DEFENCES)}
+DEFENCES_OFF: dict[str, str] = {
+    "TALLY_DEFENCES": json.dumps(NO_DEFENCES),
+    # The HTTP edge (gateway/edge.py): no token bucket per address, and room for the load
+    # generators' hundreds of connections from 127.0.0.1. Its size limits and deadlines stay on.
+    "TALLY_EDGE_RATE": "0",
+    "TALLY_MAX_HTTP_CONNECTIONS_PER_IP": "100000",
+}

@@ -73,6 +73,15 @@ class Settings:
     defences: Defences = DEFAULT_DEFENCES
     # Proxies whose X-Forwarded-For is believed (CIDRs); from anyone else the socket peer counts.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # The HTTP edge of each gateway process (gateway/edge.py): request head size, deadlines for
+    # a head and a body, open HTTP connections per address, and a token bucket per address
+    # (requests per second and burst; a rate or burst of 0 turns the bucket off).
+    max_request_head_bytes: int = 16384
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_http_connections_per_ip: int = 256
+    edge_rate: float = 100.0
+    edge_burst: int = 200
 
     @property
     def embedded(self) -> bool:
@@ -167,6 +176,23 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "trusted_proxies": _get(
             source, "TALLY_TRUSTED_PROXIES", _networks, defaults.trusted_proxies
         ),
+        "max_request_head_bytes": _get(
+            source, "TALLY_MAX_REQUEST_HEAD_BYTES", _head_bytes, defaults.max_request_head_bytes
+        ),
+        "head_timeout_s": _get(
+            source, "TALLY_HEAD_TIMEOUT_S", _positive_float, defaults.head_timeout_s
+        ),
+        "body_timeout_s": _get(
+            source, "TALLY_BODY_TIMEOUT_S", _positive_float, defaults.body_timeout_s
+        ),
+        "max_http_connections_per_ip": _get(
+            source,
+            "TALLY_MAX_HTTP_CONNECTIONS_PER_IP",
+            _positive,
+            defaults.max_http_connections_per_ip,
+        ),
+        "edge_rate": _get(source, "TALLY_EDGE_RATE", _rate, defaults.edge_rate),
+        "edge_burst": _get(source, "TALLY_EDGE_BURST", _count_or_off, defaults.edge_burst),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -273,6 +299,26 @@ def _defences(raw: str) -> Defences:
 def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     # strict: 10.0.0.1/8 is a typo for a host or a network, and guessing which trusts too much
     return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+
+
+def _head_bytes(raw: str) -> int:
+    value = int(raw)
+    if value < 1024:  # a request line and a bearer token alone take more
+        raise ValueError("must be at least 1024 bytes")
+    return value
+
+
+def _rate(raw: str) -> float:
+    if raw.strip().lower() == "off":
+        return 0.0
+    value = float(raw)
+    if not 0 <= value < math.inf:
+        raise ValueError("must be a number of requests per second (0 or off: no limit)")
+    return value
+
+
+def _count_or_off(raw: str) -> int:
+    return 0 if raw.strip().lower() == "off" else _non_negative(raw)
 
 
 def _switch(raw: str) -> bool:

@@ -78,6 +78,12 @@ PARSED = [
         "trusted_proxies",
         (ip_network("10.0.0.0/8"), ip_network("2001:db8::/48"), ip_network("192.0.2.7/32")),
     ),
+    ("TALLY_MAX_REQUEST_HEAD_BYTES", "8192", "max_request_head_bytes", 8192),
+    ("TALLY_HEAD_TIMEOUT_S", "2.5", "head_timeout_s", 2.5),
+    ("TALLY_BODY_TIMEOUT_S", "4", "body_timeout_s", 4.0),
+    ("TALLY_MAX_HTTP_CONNECTIONS_PER_IP", "32", "max_http_connections_per_ip", 32),
+    ("TALLY_EDGE_RATE", "off", "edge_rate", 0.0),
+    ("TALLY_EDGE_BURST", "50", "edge_burst", 50),
 ]
 
 
@@ -161,6 +167,13 @@ INVALID = [
     ("TALLY_WORKERS", "0"),
     ("TALLY_TRUSTED_PROXIES", "10.0.0.1/8"),
     ("TALLY_TRUSTED_PROXIES", "proxy.internal"),
+    ("TALLY_MAX_REQUEST_HEAD_BYTES", "512"),
+    ("TALLY_HEAD_TIMEOUT_S", "0"),
+    ("TALLY_BODY_TIMEOUT_S", "never"),
+    ("TALLY_MAX_HTTP_CONNECTIONS_PER_IP", "0"),
+    ("TALLY_EDGE_RATE", "-1"),
+    ("TALLY_EDGE_RATE", "inf"),
+    ("TALLY_EDGE_BURST", "-5"),
 ]
 
 

@@ -77,6 +77,13 @@ class Metrics:
             "Time from a vote request's arrival to its answer.",
             [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
         )
+        self.edge_refusals = Counter(
+            "tally_edge_refusals_total",
+            "Requests and connections the HTTP edge refused or closed, by reason "
+            "(head-too-large, head-timeout, body-timeout, too-many-connections, rate-limited, "
+            "malformed).",
+            "reason",
+        )
         self.batch_size = Histogram(
             "tally_valkey_batch_commands",
             "Commands sent to Valkey in one write (per event-loop tick).",
@@ -101,6 +108,8 @@ class Metrics:
         lines: list[str] = []
         if self._vote_path:
             lines += self.votes.render() + self.vote_seconds.render()
+        if self._vote_path:
+            lines += self.edge_refusals.render()
         lines += self.batch_size.render()
         for sampled in self.sampled:
             lines += sampled.render()

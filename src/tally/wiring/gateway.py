@@ -22,6 +22,7 @@ from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
 from tally.gateway.client_address import ClientAddresses
 from tally.gateway.demo_token import demo_token_routes
+from tally.gateway.edge import Edge, EdgeLimits, Refusal
 from tally.gateway.ledger import LedgerRoutes
 from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.live.fanout import LiveHub
@@ -61,6 +62,7 @@ class Gateway:
     metrics: Metrics
     live: LiveGateway
     app: ASGIApp
+    edge: Edge
 
     def http_server(
         self, *, after_startup: Callable[[], Awaitable[None]] | None = None
@@ -72,6 +74,7 @@ class Gateway:
             self.app, settings.host, settings.port, graceful_timeout_s=settings.shutdown_timeout_s
         )
         config.ws = self.live.websocket_protocol  # /live natively (~6 KB a socket); others ASGI
+        config.http = self.edge.protocol  # uvicorn's httptools, with the edge's limits
 
         async def close_live() -> None:
             await self.live.shutdown(settings.shutdown_timeout_s)
@@ -130,6 +133,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
     addresses = ClientAddresses(settings.trusted_proxies)  # who the client is, for every defence
+    edge = Edge(edge_limits(settings), addresses, metrics.edge_refusals.inc)
     live = LiveGateway(
         LiveHub(store.live_feed(client), ValkeySnapshots(client), service),
         LiveVoting(voting),
@@ -155,7 +159,31 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         ledger=ledger.routes(),
     )
     observe_live(metrics, live)
-    return Gateway(settings, client, service, verifier, issuer, metrics, live, app)
+    observe_edge(metrics, edge)
+    return Gateway(settings, client, service, verifier, issuer, metrics, live, app, edge)
+
+
+def edge_limits(settings: Settings) -> EdgeLimits:
+    return EdgeLimits(
+        max_head_bytes=settings.max_request_head_bytes,
+        head_timeout_s=settings.head_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections_per_ip=settings.max_http_connections_per_ip,
+        rate=settings.edge_rate,
+        burst=settings.edge_burst,
+    )
+
+
+def observe_edge(metrics: Metrics, edge: Edge) -> None:
+    """Every refusal reason from the first scrape on (at 0), and the open HTTP connections."""
+    for reason in Refusal:
+        metrics.edge_refusals.values[reason.value] += 0
+    metrics.sample(
+        "tally_edge_http_connections",
+        "Open HTTP connections counted against the per-address cap.",
+        "gauge",
+        lambda: edge.open_connections,
+    )
 
 
 def observe_live(metrics: Metrics, live: LiveGateway) -> None:

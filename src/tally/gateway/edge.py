@@ -1,0 +1,324 @@
+"""The HTTP edge of one gateway process: what a connection may cost before the app sees it.
+
+uvicorn's httptools protocol, with these limits added where the bytes arrive (uvicorn's `http=`):
+
+- **Request head size** (request line + headers, `max_head_bytes`): bytes are counted before
+  they reach the parser, and a chunk that would pass the limit is fed only up to it. A head that
+  is still incomplete there gets `431 headers-too-large` and the connection is closed. httptools
+  joins the pieces of a header value with `+=`, so without this a 64 MB header sent in small
+  reads costs quadratic time; with it, every byte is looked at once and at most ~one read's
+  worth (uvloop reads 256 KiB) plus the limit is ever held.
+- **Deadlines**: a connection must deliver a complete request head within `head_timeout_s` of
+  opening (or of the first byte of a later request's head), and a request's body within
+  `body_timeout_s` of its head. A slow sender is closed (`408 request-timeout` when nothing else
+  is being answered on the connection). A request that arrives in one read, as nearly all do,
+  arms no timer at all; idle keep-alive connections are uvicorn's (`timeout_keep_alive`).
+- **Open HTTP connections per address** (`max_connections_per_ip`, IPv6 by /64): one more gets
+  `429 too-many-connections` and is closed. A trusted proxy's connections are not capped: it
+  carries many clients (the live WebSocket/SSE limits still count each forwarded client).
+- **Token bucket per address** (`rate`/s, `burst`; security/buckets.py), taken when a request's
+  head is complete, before its body or credentials are read: an empty bucket answers
+  `429 rate-limited` with Retry-After in place of the app, and the connection stays usable. The
+  address is the client's as client_address.py resolves it.
+
+Every refusal is counted by reason (`Refusal`, /metrics `tally_edge_refusals_total`). Per request
+the edge adds a few attribute checks and one bucket take to uvicorn's own work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from tally.gateway.client_address import FORWARDED_FOR, ClientAddresses
+from tally.gateway.problems import MEDIA_TYPE, TITLES, TYPE_PREFIX
+from tally.security.addresses import address_key
+from tally.security.buckets import TokenBuckets
+
+
+class Refusal(enum.StrEnum):
+    """Why the edge refused a request or closed a connection (the metric's `reason` label)."""
+
+    HEAD_TOO_LARGE = "head-too-large"
+    HEAD_TIMEOUT = "head-timeout"
+    BODY_TIMEOUT = "body-timeout"
+    TOO_MANY_CONNECTIONS = "too-many-connections"
+    RATE_LIMITED = "rate-limited"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    max_head_bytes: int = 16384
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections_per_ip: int = 256
+    rate: float = 100.0  # tokens per second per address; 0: no edge bucket
+    burst: int = 200
+
+    def __post_init__(self) -> None:
+        if self.max_head_bytes < 1 or self.max_connections_per_ip < 1:
+            raise ValueError("edge limits must be positive")
+        if not (self.head_timeout_s > 0 and self.body_timeout_s > 0):
+            raise ValueError("edge deadlines must be positive")
+
+
+class Edge:
+    """One gateway process's edge: limits, client addresses, the open HTTP connections per
+    address, the token buckets and the refusal counter; `protocol` is the class for uvicorn's
+    `http=` setting, bound to this edge. Used on the serving event loop only."""
+
+    def __init__(
+        self,
+        limits: EdgeLimits,
+        addresses: ClientAddresses,
+        count: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.limits = limits
+        self.addresses = addresses
+        self.count = count
+        self.buckets = (
+            TokenBuckets(limits.rate, limits.burst)
+            if limits.rate > 0 and limits.burst > 0
+            else None
+        )
+        self.connections: dict[str, int] = {}  # address key -> open HTTP connections
+        edge = self
+
+        class BoundEdgeProtocol(EdgeProtocol):
+            _edge = edge
+
+        self.protocol: type[asyncio.Protocol] = BoundEdgeProtocol
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections holding a per-address slot (a trusted proxy's hold none)."""
+        return sum(self.connections.values())
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the edge's limits (module docstring). Subclassed per
+    Edge (`Edge.protocol`), which sets `_edge`."""
+
+    _edge: ClassVar[Edge]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # between requests or inside a head; False: inside a body
+        self._head_bytes = 0  # of the current head, counted before the parser sees them
+        self._heads = 0  # heads completed on this connection
+        self._deadline: asyncio.TimerHandle | None = None
+        self._slot = ""  # the address key whose connection slot this connection holds
+        self._bucket_key = ""  # the socket peer's address key ("" behind a proxy, or none)
+        self._behind_proxy = False
+        self._done = False  # refused, or handed over to a WebSocket: no more bytes through here
+        self._refused_upgrade: bytes | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        edge = self._edge
+        peer = self.client[0] if self.client else ""
+        if edge.addresses.any_trusted and edge.addresses.is_trusted(peer):
+            self._behind_proxy = True
+        elif peer:
+            key = address_key(peer) or peer
+            self._bucket_key = key
+            held = edge.connections.get(key, 0)
+            if held >= edge.limits.max_connections_per_ip:
+                self._refuse(Refusal.TOO_MANY_CONNECTIONS, _TOO_MANY_CONNECTIONS)
+                return
+            edge.connections[key] = held + 1
+            self._slot = key
+        self._arm(edge.limits.head_timeout_s)  # a connection that never speaks is closed too
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        if self._in_head:
+            room = self._edge.limits.max_head_bytes - self._head_bytes
+            if len(data) > room:
+                self._feed_past_limit(data, room)
+                return
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._deadline is None and not self._done:
+            if not self._in_head:
+                self._arm(self._edge.limits.body_timeout_s)
+            elif self._head_bytes:
+                self._arm(self._edge.limits.head_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._release()
+        super().connection_lost(exc)
+
+    # uvicorn's hooks
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._heads += 1
+        self._disarm()
+        buckets = self._edge.buckets
+        if buckets is None:
+            super().on_headers_complete()
+            return
+        key = self._bucket_key
+        if self._behind_proxy:
+            forwarded = [value for name, value in self.headers if name == FORWARDED_FOR]
+            client = self._edge.addresses.resolve(self.client[0] if self.client else "", forwarded)
+            key = address_key(client) or client
+        wait = buckets.take(key, self.loop.time()) if key else 0.0
+        if not wait:
+            super().on_headers_complete()
+            return
+        self._edge.count(Refusal.RATE_LIMITED)
+        retry_after = max(1, math.ceil(wait))
+        if self.parser.should_upgrade():
+            self._refused_upgrade = _rate_limited_response(retry_after)
+        app, self.app = self.app, _RateLimitedApp(retry_after)  # this request only
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._disarm()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        if self._refused_upgrade is not None:
+            self._refuse(None, self._refused_upgrade)
+            return
+        # The WebSocket protocol owns the transport from here, and the live limits count it.
+        self._done = True
+        self._disarm()
+        self._release()
+        super().handle_websocket_upgrade()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(Refusal.MALFORMED, _MALFORMED)
+
+    # the limits
+
+    def _feed_past_limit(self, data: bytes, room: int) -> None:
+        """Feed up to the head limit; refuse if the head is still incomplete there, else go on
+        with the rest (a body, or the next request's head, counted afresh)."""
+        heads = self._heads
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self._done:
+            return
+        if self._in_head and self._heads == heads:
+            self._refuse(Refusal.HEAD_TOO_LARGE, _HEAD_TOO_LARGE)
+            return
+        self.data_received(data[room:])
+
+    def _arm(self, timeout_s: float) -> None:
+        self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._in_head:
+            self._refuse(Refusal.HEAD_TIMEOUT, _REQUEST_TIMEOUT)
+        else:  # the app may be waiting on this body: it hears a disconnect, nobody to answer
+            self._refuse(Refusal.BODY_TIMEOUT, None)
+
+    def _refuse(self, reason: Refusal | None, response: bytes | None) -> None:
+        """Answer `response` unless another answer is under way on this connection; close."""
+        self._done = True
+        self._disarm()
+        if reason is not None:
+            self._edge.count(reason)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if response is not None and (self.cycle is None or self.cycle.response_complete):
+            transport.write(response)
+        transport.close()
+
+    def _release(self) -> None:
+        if self._slot:
+            connections = self._edge.connections
+            held = connections[self._slot] - 1
+            if held:
+                connections[self._slot] = held
+            else:
+                del connections[self._slot]
+            self._slot = ""
+
+
+class _RateLimitedApp:
+    """The answer in place of the app for a request over its address's bucket; the body, if
+    any, is never read (uvicorn discards it once the response is complete)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, retry_after: int) -> None:
+        self._headers = [
+            (b"content-type", MEDIA_TYPE.encode()),
+            (b"content-length", b"%d" % len(_RATE_LIMITED)),
+            (b"retry-after", b"%d" % retry_after),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 429, "headers": self._headers})
+        await send({"type": "http.response.body", "body": _RATE_LIMITED})
+
+
+# The edge's own problem types, beside problems.TITLES (which has the rest).
+EDGE_TITLES = {
+    "headers-too-large": "The request line and headers are too large",
+    "request-timeout": "The request did not arrive in time",
+}
+
+
+def _problem(status: int, code: str, detail: str, **extensions: object) -> bytes:
+    title = EDGE_TITLES.get(code) or TITLES[code]
+    document = {"type": TYPE_PREFIX + code, "title": title, "status": status, "code": code}
+    return orjson.dumps({**document, "detail": detail, **extensions})
+
+
+def _response(status: int, body: bytes, *headers: bytes) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection."""
+    head = [STATUS_LINE[status], b"content-type: ", MEDIA_TYPE.encode(), b"\r\n"]
+    head += [b"content-length: %d\r\n" % len(body), *headers, b"connection: close\r\n\r\n"]
+    return b"".join(head) + body
+
+
+def _rate_limited_response(retry_after: int) -> bytes:
+    return _response(429, _RATE_LIMITED, b"retry-after: %d\r\n" % retry_after)
+
+
+_RATE_LIMITED = _problem(
+    429, "rate-limited", "too many requests from this address", scope="address"
+)
+
+_HEAD_TOO_LARGE = _response(
+    431, _problem(431, "headers-too-large", "the request line and headers exceed the limit")
+)
+_REQUEST_TIMEOUT = _response(
+    408, _problem(408, "request-timeout", "the request head or body came too slowly")
+)
+_TOO_MANY_CONNECTIONS = _response(
+    429,
+    _problem(429, "too-many-connections", "too many open connections from this address"),
+    b"retry-after: 1\r\n",
+)
+_MALFORMED = _response(400, _problem(400, "invalid-request", "not a valid HTTP/1.1 request"))
