@@ -15,6 +15,8 @@ from tally.security.tokens import TokenVerifier
 STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "live.js": "text/javascript; charset=utf-8",
+    "pow.js": "text/javascript; charset=utf-8",
+    "pow-worker.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }

@@ -1,18 +1,13 @@
-// Searches for the answer to one proof-of-work challenge (tally.security.pow) off the page's
-// main thread. Several of these may share one challenge, each trying its own nonces.
-//
-// In:  {challenge, difficulty, first, step}   tries first, first + step, first + 2 step, ...
-// Out: {type: "progress", hashes} now and then, then {type: "solved", nonce, hashes}
-//      or {type: "failed", message}
-//
-// The answer is a decimal nonce n such that SHA-256(challenge ":" n) starts with `difficulty`
-// zero bits. WebCrypto's digest is asynchronous, so hashes are started in batches and awaited
-// together: one await per hash would leave the worker idle between them.
+// Searches nonces for a proof-of-work challenge (tally.security.pow) off the main thread.
+// In: {challenge, difficulty, first, step}: tries first, first + step, ...
+// Out: {type: "progress", hashes}, then {type: "solved", nonce, hashes} or {type: "failed"}.
+// Solved: SHA-256(challenge ":" nonce) starts with `difficulty` zero bits. WebCrypto's digest
+// is asynchronous, so a batch of hashes is started and awaited together.
 
 const BATCH = 512;
-const PROGRESS_EVERY_MS = 100;
+const PROGRESS_MS = 100;
 
-function hasLeadingZeroBits(bytes, wanted) {
+function solves(bytes, wanted) {
   let bits = 0;
   for (const byte of bytes) {
     if (byte !== 0) return bits + Math.clz32(byte) - 24 >= wanted;
@@ -24,7 +19,6 @@ function hasLeadingZeroBits(bytes, wanted) {
 
 async function search(challenge, difficulty, first, step) {
   const encoder = new TextEncoder();
-  const prefix = `${challenge}:`;
   let reported = performance.now();
   let hashes = 0;
   for (let nonce = first; ; ) {
@@ -32,29 +26,25 @@ async function search(challenge, difficulty, first, step) {
     const digests = [];
     for (let i = 0; i < BATCH; i += 1, nonce += step) {
       tried.push(nonce);
-      digests.push(crypto.subtle.digest("SHA-256", encoder.encode(prefix + nonce)));
+      digests.push(crypto.subtle.digest("SHA-256", encoder.encode(`${challenge}:${nonce}`)));
     }
     const done = await Promise.all(digests);
     hashes += BATCH;
-    for (let i = 0; i < done.length; i += 1) {
-      if (hasLeadingZeroBits(new Uint8Array(done[i]), difficulty)) {
-        return { nonce: String(tried[i]), hashes };
-      }
-    }
-    const now = performance.now();
-    if (now - reported >= PROGRESS_EVERY_MS) {
-      reported = now;
+    const found = done.findIndex((digest) => solves(new Uint8Array(digest), difficulty));
+    if (found >= 0) return { nonce: String(tried[found]), hashes };
+    if (performance.now() - reported >= PROGRESS_MS) {
+      reported = performance.now();
       postMessage({ type: "progress", hashes });
     }
   }
 }
 
-onmessage = async (event) => {
-  const { challenge, difficulty, first, step } = event.data;
+onmessage = async ({ data }) => {
   if (!globalThis.crypto?.subtle) {
-    // WebCrypto exists only in secure contexts: the page must be served over HTTPS (or localhost).
+    // WebCrypto exists only in secure contexts: HTTPS, or localhost.
     postMessage({ type: "failed", message: "WebCrypto needs a secure context (HTTPS)" });
     return;
   }
+  const { challenge, difficulty, first, step } = data;
   postMessage({ type: "solved", ...(await search(challenge, difficulty, first, step)) });
 };

@@ -1,13 +1,11 @@
-// Proof-of-work for votes: fetch a challenge, solve it in Web Workers (pow-worker.js, SHA-256
-// with WebCrypto), and hand back the answer the vote carries as `proof` ("challenge:nonce").
-// See README, "Proof-of-work".
+// Proof-of-work for votes (README, "Proof-of-work"): fetch a challenge, solve it in Web Workers
+// (pow-worker.js), and return the vote's `proof`, "challenge:nonce".
 
-// One worker per core, up to 4: each tries its own nonces, so a 4-core phone waits about a
-// quarter as long as with one (the page itself is idle meanwhile: it only awaits the answer).
+// One worker per core, up to 4, each on its own nonces (the page only awaits the answer).
 const MAX_WORKERS = 4;
 
-/** A challenge document ({challenge, algorithm, difficulty, expires_at}) for this voter, or null
- * when the server gives none (the vote itself then says why, or asks with a 428). */
+/** {challenge, algorithm, difficulty, expires_at} for this voter, or null (the vote then says
+ * why, or asks with a 428). */
 export async function fetchChallenge(pollId, token) {
   try {
     const response = await fetch(`/v1/polls/${encodeURIComponent(pollId)}/challenge`, {
@@ -20,36 +18,30 @@ export async function fetchChallenge(pollId, token) {
   }
 }
 
-/** The answer to `doc` ("challenge:nonce"); `onProgress(hashes)` hears the hashes tried so far. */
+/** The answer to `doc`; `onProgress(hashes)` hears the hashes tried so far. */
 export function solve(doc, onProgress) {
-  if (doc.difficulty === 0) return Promise.resolve(`${doc.challenge}:0`); // any nonce will do
-  const count = Math.max(1, Math.min(MAX_WORKERS, navigator.hardwareConcurrency || 1));
-  const workers = [];
-  const tried = new Array(count).fill(0);
+  const { challenge, difficulty } = doc;
+  if (difficulty === 0) return Promise.resolve(`${challenge}:0`); // any nonce will do
+  const step = Math.max(1, Math.min(MAX_WORKERS, navigator.hardwareConcurrency || 1));
+  const tried = new Array(step).fill(0);
   const total = () => tried.reduce((sum, n) => sum + n, 0);
+  const workers = [];
   return new Promise((resolve, reject) => {
     const stop = () => workers.forEach((worker) => worker.terminate());
-    for (let index = 0; index < count; index += 1) {
+    for (let first = 0; first < step; first += 1) {
       const worker = new Worker("/static/pow-worker.js");
       worker.onmessage = ({ data }) => {
-        tried[index] = data.hashes ?? tried[index];
-        if (data.type === "progress") {
-          onProgress(total());
-        } else if (data.type === "solved") {
-          stop();
-          onProgress(total());
-          resolve(`${doc.challenge}:${data.nonce}`);
-        } else {
-          stop();
-          reject(new Error(data.message));
-        }
+        tried[first] = data.hashes ?? tried[first];
+        if (data.type !== "progress") stop();
+        if (data.type === "failed") reject(new Error(data.message));
+        else onProgress(total());
+        if (data.type === "solved") resolve(`${challenge}:${data.nonce}`);
       };
       worker.onerror = (event) => {
         stop();
         reject(new Error(event.message || "the proof-of-work worker failed"));
       };
-      const { challenge, difficulty } = doc;
-      worker.postMessage({ challenge, difficulty, first: index, step: count });
+      worker.postMessage({ challenge, difficulty, first, step });
       workers.push(worker);
     }
   });
