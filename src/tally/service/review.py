@@ -68,7 +68,8 @@ class ReviewService:
         selector.check(poll.lanes)
         if selector.entries:
             refs = sorted(set(selector.entries))
-            held = {v.ref for v in await self._reviews.held(poll)}
+            flags = await self._reviews.still_held(poll, refs)
+            held = {ref for ref, still in zip(refs, flags, strict=True) if still}
         else:
             refs = [v.ref for v in await self._reviews.held(poll) if selector.matches(v)]
             held = set(refs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tally.domain.errors import PollNotFound, StoreUnavailable
@@ -42,25 +42,29 @@ class ValkeyReviews:
         votes.sort(key=lambda v: (v.lane, v.entry_id))
         return votes
 
+    async def still_held(self, poll: Poll, refs: Sequence[EntryRef]) -> list[bool]:
+        found = await self._fields(refs, lambda lane: keys.lane_held(poll.id, lane))
+        return [found[ref] is not None for ref in refs]
+
     async def decided(self, poll: Poll, refs: Sequence[EntryRef]) -> list[Decision | None]:
+        found = await self._fields(refs, lambda lane: keys.lane_decided(poll.id, lane))
+        return [None if found[ref] is None else _decision(found[ref]) for ref in refs]
+
+    async def _fields(
+        self, refs: Sequence[EntryRef], key_of: Callable[[int], str]
+    ) -> dict[EntryRef, Any]:
+        """Each entry's field (its seq) of its lane's hash `key_of(lane)`: one HMGET per lane,
+        pipelined."""
         by_lane = _by_lane(refs)
         lanes = list(by_lane)
         replies = await self._client.pipeline(
-            [
-                (
-                    "HMGET",
-                    keys.lane_decided(poll.id, lane),
-                    *(str(r.entry_id) for r in by_lane[lane]),
-                )
-                for lane in lanes
-            ]
+            [("HMGET", key_of(lane), *(str(r.entry_id) for r in by_lane[lane])) for lane in lanes]
         )
         raise_first_error(replies)
-        found: dict[EntryRef, Decision | None] = {}
+        found: dict[EntryRef, Any] = {}
         for lane, reply in zip(lanes, replies, strict=True):
-            for ref, value in zip(by_lane[lane], reply, strict=True):
-                found[ref] = None if value is None else _decision(value)
-        return [found[ref] for ref in refs]
+            found.update(zip(by_lane[lane], reply, strict=True))
+        return found
 
     async def record(
         self, poll: Poll, actor: str, decision: Decision, refs: Sequence[EntryRef]
