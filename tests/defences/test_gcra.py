@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,12 @@ from tally.store.cluster import key_slot
 from tally.store.ratelimits import ValkeyRateLimits, gcra_args
 
 OFF = RateLimits(address=None, subnet=None, voter=None, poll=None)
+# How the adapter sends a request's groups: one call (one node only: the keys span slots), or one
+# call per group in a pipeline (any store).
+CALLS = [
+    pytest.param(True, id="one-call", marks=pytest.mark.single_node("one call spans hash slots")),
+    pytest.param(False, id="pipelined"),
+]
 
 
 def unique(prefix: str) -> str:
@@ -26,9 +34,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-async def gcra(client: StoreConnection, *buckets: tuple[str, Rate]) -> list[int]:
-    """FCALL tally_gcra over `buckets` (one hash slot): [0, 0] or [retry_after_ms, which]."""
-    args = [arg for _, rate in buckets for arg in gcra_args(rate)]
+async def gcra(
+    client: StoreConnection, *buckets: tuple[str, Rate], groups: Sequence[int] = ()
+) -> list[int]:
+    """FCALL tally_gcra over `buckets` (one hash slot), in one group unless `groups` numbers
+    each bucket's: [0, 0] or [retry_after_ms, which]."""
+    numbers = groups or [1] * len(buckets)
+    args = [a for (_, rate), n in zip(buckets, numbers, strict=True) for a in (*gcra_args(rate), n)]
     reply = await client.execute(
         "FCALL", "tally_gcra", len(buckets), *(key for key, _ in buckets), *args
     )
@@ -92,6 +104,23 @@ async def test_one_call_is_all_or_nothing(valkey: StoreConnection) -> None:
     assert await valkey.execute("GET", address_key) == tat  # refusals cost nothing either
 
 
+async def test_groups_in_one_call_are_independent(valkey: StoreConnection) -> None:
+    """Groups in one call act as separate calls would: the group whose bucket refuses changes
+    nothing, the other group is charged (keys share a hash tag, so a cluster takes it too)."""
+    tag = unique("t")
+    full, fresh, also_fresh = (f"tally:rl:{{{tag}}}:{name}" for name in ("x", "y", "z"))
+    slow = Rate(per_s=0.01, burst=1)
+    assert await gcra(valkey, (full, slow)) == [0, 0]
+    tat = await valkey.execute("GET", full)
+    buckets = ((fresh, Rate(1.0, 5)), (full, slow), (also_fresh, Rate(1.0, 5)))
+    wait_ms, which = await gcra(valkey, *buckets, groups=(1, 2, 2))
+    assert which == 2
+    assert 99_000 < wait_ms <= 100_000
+    assert await valkey.execute("EXISTS", fresh) == 1  # group 1 admitted: charged
+    assert await valkey.execute("EXISTS", also_fresh) == 0  # group 2 refused: untouched
+    assert await valkey.execute("GET", full) == tat
+
+
 async def test_the_longest_wait_names_the_bucket(valkey: StoreConnection) -> None:
     """Of several refusing buckets the call answers the longest wait and which bucket asks it."""
     subnet = unique("s")
@@ -135,7 +164,8 @@ def test_requests_at_once_are_admitted_up_to_the_burst_exactly(
         try:
             await client.connect()
             key = keys.rate_voter(unique("v")).encode()
-            command = (b"FCALL", b"tally_gcra", b"1", key, *gcra_args(Rate(per_s, burst)))
+            args = gcra_args(Rate(per_s, burst))
+            command = (b"FCALL", b"tally_gcra", b"1", key, *args, b"1")
             replies = await client.pipeline([command] * (burst + extra))
             return [[int(r[0]), int(r[1])] for r in replies]
         finally:
@@ -159,10 +189,13 @@ def test_each_limit_group_lives_in_one_slot_of_its_own() -> None:
     assert key_slot(keys.lane_rate("p", 3).encode()) == key_slot(keys.lane_state("p", 3).encode())
 
 
-async def test_the_adapter_reports_the_scope_that_refused(valkey: StoreConnection) -> None:
+@pytest.mark.parametrize("one_call", CALLS)
+async def test_the_adapter_reports_the_scope_that_refused(
+    valkey: StoreConnection, one_call: bool
+) -> None:
     """Each limit refuses in its own scope; with several refusing, the longest wait is told. The
     steps are independent: a request the address step refuses still counts for the voter."""
-    limiter = ValkeyRateLimits(valkey)
+    limiter = ValkeyRateLimits(valkey, one_call=one_call)
     poll = poll_with(RateLimits(address=Rate(1.0, 2), subnet=None, voter=Rate(0.1, 4), poll=None))
     voter, address, subnet = unique("v"), unique("a"), unique("s")
     assert await limiter.take(poll, voter, address, subnet) is None
@@ -185,8 +218,11 @@ def scope_of(limited: Limited | None) -> LimitScope | None:
     return None if limited is None else limited.scope
 
 
-async def test_the_subnet_limit_counts_every_address_in_it(valkey: StoreConnection) -> None:
-    limiter = ValkeyRateLimits(valkey)
+@pytest.mark.parametrize("one_call", CALLS)
+async def test_the_subnet_limit_counts_every_address_in_it(
+    valkey: StoreConnection, one_call: bool
+) -> None:
+    limiter = ValkeyRateLimits(valkey, one_call=one_call)
     poll = poll_with(RateLimits(address=Rate(1.0, 5), subnet=Rate(1.0, 3), voter=None, poll=None))
     subnet = unique("s")
     answers = [await limiter.take(poll, "", unique("a"), subnet) for _ in range(4)]
@@ -195,10 +231,13 @@ async def test_the_subnet_limit_counts_every_address_in_it(valkey: StoreConnecti
     assert await limiter.take(poll, "", unique("a"), unique("s")) is None  # another subnet
 
 
-async def test_the_poll_limit_is_shared_out_over_its_lanes(valkey: StoreConnection) -> None:
+@pytest.mark.parametrize("one_call", CALLS)
+async def test_the_poll_limit_is_shared_out_over_its_lanes(
+    valkey: StoreConnection, one_call: bool
+) -> None:
     """A poll limit of burst 8 on 4 lanes is 4 buckets of burst 2, one per lane's slot, taken
     in turn: 8 requests at once are admitted, the 9th refused in the poll's scope."""
-    limiter = ValkeyRateLimits(valkey)
+    limiter = ValkeyRateLimits(valkey, one_call=one_call)
     poll = poll_with(RateLimits(None, None, None, Rate(per_s=0.4, burst=8)), lanes=4)
     answers = [await limiter.take(poll, "", "", "") for _ in range(9)]
     assert answers[:8] == [None] * 8
@@ -209,9 +248,10 @@ async def test_the_poll_limit_is_shared_out_over_its_lanes(valkey: StoreConnecti
         assert await valkey.execute("EXISTS", keys.lane_rate(poll.id, lane)) == 1
 
 
-async def test_limits_that_are_off_write_nothing(valkey: StoreConnection) -> None:
+@pytest.mark.parametrize("one_call", CALLS)
+async def test_limits_that_are_off_write_nothing(valkey: StoreConnection, one_call: bool) -> None:
     """A limit set to None takes no bucket, and with every limit off no call leaves at all."""
-    limiter = ValkeyRateLimits(valkey)
+    limiter = ValkeyRateLimits(valkey, one_call=one_call)
     poll = poll_with(RateLimits(address=None, subnet=Rate(0.01, 1), voter=None, poll=None))
     voter, address, subnet = unique("v"), unique("a"), unique("s")
     for _ in range(3):
