@@ -68,8 +68,9 @@ class ArchiveError(RuntimeError):
     """A queue entry cannot be archived as it is (out of order, or not a valid record)."""
 
 
-# A decision as both logs state it: (lane, held vote's seq, decision).
-ReviewKey = tuple[int, int, Decision]
+# A held vote, as both logs name it: (lane, its seq).
+HeldRef = tuple[int, int]
+_HELD = VoteStatus.HELD
 
 
 class PollReview:
@@ -78,23 +79,26 @@ class PollReview:
 
     def __init__(self, lanes: int) -> None:
         self.lanes = [LaneReview() for _ in range(lanes)]
-        self.in_lanes: set[ReviewKey] = set()
-        self.in_admin: set[ReviewKey] = set()
+        self.in_lanes: dict[HeldRef, Decision] = {}
+        self.in_admin: dict[HeldRef, Decision] = {}
 
-    def add(self, where: str, record: VoteRecord | ReviewRecord | AdminRecord) -> None:
+    def add(self, poll_id: str, record: VoteRecord | ReviewRecord | AdminRecord) -> None:
         """Follow one record appended to a log; ArchiveError if it breaks a review rule."""
-        if isinstance(record, VoteRecord):
-            self.lanes[record.lane].vote(record)
+        if type(record) is VoteRecord:  # nearly every record: one test, no allocation
+            if record.status is _HELD:
+                self.lanes[record.lane].vote(record)
         elif isinstance(record, ReviewRecord):
             problem = self.lanes[record.lane].decide(record)
             if problem is not None:
-                raise ArchiveError(f"{where}: entry {record.seq} ({problem}): {record!r}")
-            self.in_lanes.add((record.lane, record.held_seq, record.decision))
-        elif record.review is not None:
-            key = (record.review.lane, record.review.held_seq, record.review.decision)
-            if any(k[:2] == key[:2] for k in self.in_admin):
-                raise ArchiveError(f"{where}: lane {key[0]} entry {key[1]} reviewed twice")
-            self.in_admin.add(key)
+                raise ArchiveError(
+                    f"poll {poll_id} lane {record.lane}: entry {record.seq} ({problem}): {record!r}"
+                )
+            self.in_lanes[record.lane, record.held_seq] = record.decision
+        elif isinstance(record, AdminRecord) and record.review is not None:
+            ref = (record.review.lane, record.review.held_seq)
+            if ref in self.in_admin:
+                raise ArchiveError(f"poll {poll_id} admin log: lane {ref[0]} entry {ref[1]} twice")
+            self.in_admin[ref] = record.review.decision
 
     def waiting_for(self) -> str | None:
         """Why the poll cannot be certified yet (None: it can). Raises ArchiveError if a decision
@@ -102,11 +106,12 @@ class PollReview:
         undecided = sum(len(lane.pending) for lane in self.lanes)
         if undecided:
             return f"{undecided} held votes are not decided yet"
-        unsigned = self.in_lanes - self.in_admin
+        lanes, admin = self.in_lanes.items(), self.in_admin.items()
+        unsigned = lanes - admin
         if unsigned:
             return f"{len(unsigned)} decisions are not in the admin log yet"
-        if self.in_admin - self.in_lanes:
-            raise ArchiveError(f"decisions {sorted(self.in_admin - self.in_lanes)} match no lane")
+        if admin - lanes:
+            raise ArchiveError(f"decisions {sorted(admin - lanes)} match no lane's")
         return None
 
     def totals(self) -> ReviewTotals:
@@ -162,17 +167,18 @@ class PollLogs:
     def append(self, batches: Sequence[Sequence[QueuedEntry]]) -> int:
         """Append each log's batch (in `logs` order); returns the entries appended."""
         appended = 0
+        review, poll_id = self._review, self.poll.id
         for log, batch in zip(self.logs, batches, strict=True):
             writer = self.writer(log)
             for entry in batch:
                 if entry.seq != writer.appended + 1:
                     raise ArchiveError(
-                        f"poll {self.poll.id} log {_name(log)}: queue entry {entry.seq} follows "
+                        f"poll {poll_id} log {_name(log)}: queue entry {entry.seq} follows "
                         f"{writer.appended}: entries are missing"
                     )
                 record = self._admin_entry(entry) if log is None else self._lane_entry(log, entry)
-                if self._review is not None:
-                    self._review.add(f"poll {self.poll.id} log {_name(log)}", record)
+                if review is not None:
+                    review.add(poll_id, record)
                 data = _encode(record)
                 writer.append(data, merkle.leaf_hash(data))
             appended += len(batch)
@@ -206,7 +212,7 @@ class PollLogs:
                         record = decode_admin(entry) if log is None else decode_lane_record(entry)
                     except LeafError as exc:
                         raise ArchiveError(f"poll {self.poll.id} log {name}: {exc}") from None
-                    review.add(f"poll {self.poll.id} log {name}", record)
+                    review.add(self.poll.id, record)
         return review
 
     def certify(self, counts: Sequence[tuple[str, int]]) -> bytes:
