@@ -112,6 +112,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._max_head = self._edge.limits.max_head_bytes
+        self._buckets = self._edge.buckets
         self._in_head = True  # between requests or inside a head; False: inside a body
         self._head_bytes = 0  # of the current head, counted before the parser sees them
         self._heads = 0  # heads completed on this connection
@@ -145,17 +147,16 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._done:
             return
         if self._in_head:
-            room = self._edge.limits.max_head_bytes - self._head_bytes
-            if len(data) > room:
-                self._feed_past_limit(data, room)
+            head_bytes = self._head_bytes + len(data)
+            if head_bytes > self._max_head:
+                self._feed_past_limit(data, self._max_head - self._head_bytes)
                 return
-            self._head_bytes += len(data)
-        super().data_received(data)
-        if self._deadline is None and not self._done:
-            if not self._in_head:
-                self._arm(self._edge.limits.body_timeout_s)
-            elif self._head_bytes:
-                self._arm(self._edge.limits.head_timeout_s)
+            self._head_bytes = head_bytes
+        _feed(self, data)
+        # Only a read that leaves a head or a body unfinished arms a deadline.
+        if self._deadline is None and (self._head_bytes or not self._in_head) and not self._done:
+            limits = self._edge.limits
+            self._arm(limits.head_timeout_s if self._in_head else limits.body_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -167,35 +168,24 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._heads += 1
-        self._disarm()
-        buckets = self._edge.buckets
-        if buckets is None:
-            super().on_headers_complete()
-            return
-        key = self._bucket_key
-        if self._behind_proxy:
-            forwarded = [value for name, value in self.headers if name == FORWARDED_FOR]
-            client = self._edge.addresses.resolve(self.client[0] if self.client else "", forwarded)
-            key = address_key(client) or client
-        wait = buckets.take(key, self.loop.time()) if key else 0.0
-        if not wait:
-            super().on_headers_complete()
-            return
-        self._edge.count(Refusal.RATE_LIMITED)
-        retry_after = max(1, math.ceil(wait))
-        if self.parser.should_upgrade():
-            self._refused_upgrade = _rate_limited_response(retry_after)
-        app, self.app = self.app, _RateLimitedApp(retry_after)  # this request only
-        try:
-            super().on_headers_complete()
-        finally:
-            self.app = app
+        if self._deadline is not None:
+            self._disarm()
+        buckets = self._buckets
+        if buckets is not None:
+            key = self._forwarded_key() if self._behind_proxy else self._bucket_key
+            if key:
+                wait = buckets.take(key, self.loop.time())
+                if wait:
+                    self._rate_limited(wait)
+                    return
+        _headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
-        self._disarm()
-        super().on_message_complete()
+        if self._deadline is not None:
+            self._disarm()
+        _message_complete(self)
 
     def handle_websocket_upgrade(self) -> None:
         if self._refused_upgrade is not None:
@@ -211,6 +201,24 @@ class EdgeProtocol(HttpToolsProtocol):
         self._refuse(Refusal.MALFORMED, _MALFORMED)
 
     # the limits
+
+    def _forwarded_key(self) -> str:
+        """Behind a trusted proxy: the bucket of the client it names, per request."""
+        forwarded = [value for name, value in self.headers if name == FORWARDED_FOR]
+        client = self._edge.addresses.resolve(self.client[0] if self.client else "", forwarded)
+        return address_key(client) or client
+
+    def _rate_limited(self, wait_s: float) -> None:
+        """Answer this request with 429 in place of the app (an upgrade: in place of it)."""
+        self._edge.count(Refusal.RATE_LIMITED)
+        retry_after = max(1, math.ceil(wait_s))
+        if self.parser.should_upgrade():
+            self._refused_upgrade = _rate_limited_response(retry_after)
+        app, self.app = self.app, _RateLimitedApp(retry_after)  # this request only
+        try:
+            _headers_complete(self)
+        finally:
+            self.app = app
 
     def _feed_past_limit(self, data: bytes, room: int) -> None:
         """Feed up to the head limit; refuse if the head is still incomplete there, else go on
@@ -262,6 +270,12 @@ class EdgeProtocol(HttpToolsProtocol):
             else:
                 del connections[self._slot]
             self._slot = ""
+
+
+# uvicorn's own steps, called directly (cheaper than super() on the per-request path).
+_feed = HttpToolsProtocol.data_received
+_headers_complete = HttpToolsProtocol.on_headers_complete
+_message_complete = HttpToolsProtocol.on_message_complete
 
 
 class _RateLimitedApp:
