@@ -177,6 +177,21 @@ def test_a_head_over_the_limit_gets_431_problem_json(flood_target: RunningTally)
     assert json.loads(body)["code"] == "headers-too-large"
 
 
+def test_a_request_that_is_not_http_gets_400_problem_json_and_is_counted(
+    flood_target: RunningTally,
+) -> None:
+    """Bytes that are not an HTTP/1.1 request get 400 invalid-request, the connection is closed,
+    and /metrics counts a malformed request (no log line per request)."""
+    before = edge_refusals(flood_target)
+    with socket.create_connection((flood_target.host, flood_target.port), timeout=5) as s:
+        s.sendall(b"HELLO THERE\r\n\r\n")
+        received = _read_until_closed(s)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(body)["code"] == "invalid-request"
+    assert edge_refusals(flood_target)["malformed"] == before["malformed"] + 1
+
+
 def test_2000_half_sent_requests_from_one_address_are_closed_at_their_deadlines(
     flood_target: RunningTally, tmp_path: Path
 ) -> None:
@@ -251,6 +266,13 @@ def test_the_token_bucket_answers_429_with_retry_after_before_the_app(
     assert refused.json()["code"] == "rate-limited"
     time.sleep(1.0)
     assert get(limited, "/healthz", source=source).status == 200
+    while get(limited, "/healthz", source=source).status == 200:
+        pass  # empty the bucket again
+    with socket.create_connection((limited.host, limited.port), 5, (source, 0)) as ws:
+        ws.sendall(UPGRADE.format(path="/v1/polls/anything/live", extra="").encode())
+        upgrade = Answer(_read_until_closed(ws))  # no handshake: the 429 instead
+    assert upgrade.status == 429
+    assert upgrade.headers["retry-after"] == "1"
 
 
 def test_behind_a_trusted_proxy_the_bucket_counts_the_forwarded_client(
@@ -308,10 +330,8 @@ def test_live_connection_limits_count_the_forwarded_client(limited: RunningTally
         refused, status = _open(limited, events, "127.0.0.1", "203.0.113.1")
         refused.close()
         assert status == 429
-        upgrade = (
-            f"GET /v1/polls/{poll}/live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.1\r\n\r\n"
+        upgrade = UPGRADE.format(
+            path=f"/v1/polls/{poll}/live", extra="X-Forwarded-For: 203.0.113.1\r\n"
         )
         with socket.create_connection((limited.host, limited.port), 5) as ws:
             ws.sendall(upgrade.encode())
@@ -326,6 +346,12 @@ def test_live_connection_limits_count_the_forwarded_client(limited: RunningTally
     finally:
         for s in streams:
             s.close()
+
+
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+)
 
 
 def _open(t: RunningTally, path: str, source: str, forwarded: str) -> tuple[socket.socket, int]:

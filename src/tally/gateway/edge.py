@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
 import orjson
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -152,7 +153,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._feed_past_limit(data, self._max_head - self._head_bytes)
                 return
             self._head_bytes = head_bytes
-        _feed(self, data)
+        self._parse(data)
         # Only a read that leaves a head or a body unfinished arms a deadline.
         if self._deadline is None and (self._head_bytes or not self._in_head) and not self._done:
             limits = self._edge.limits
@@ -200,6 +201,20 @@ class EdgeProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._refuse(Refusal.MALFORMED, _MALFORMED)
 
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's data_received, minus its log line per malformed request (a flood of them
+        would be a flood of log lines): the edge counts them in its metric instead."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._refuse(Refusal.MALFORMED, _MALFORMED)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
     # the limits
 
     def _forwarded_key(self) -> str:
@@ -225,7 +240,7 @@ class EdgeProtocol(HttpToolsProtocol):
         with the rest (a body, or the next request's head, counted afresh)."""
         heads = self._heads
         self._head_bytes += room
-        super().data_received(data[:room])
+        self._parse(data[:room])
         if self._done:
             return
         if self._in_head and self._heads == heads:
@@ -273,7 +288,6 @@ class EdgeProtocol(HttpToolsProtocol):
 
 
 # uvicorn's own steps, called directly (cheaper than super() on the per-request path).
-_feed = HttpToolsProtocol.data_received
 _headers_complete = HttpToolsProtocol.on_headers_complete
 _message_complete = HttpToolsProtocol.on_message_complete
 
