@@ -55,8 +55,7 @@ def test_accepted_answers_201_with_the_receipt() -> None:
 
 def test_held_for_review_answers_202_with_the_receipt_and_says_why() -> None:
     """A held vote is recorded: its receipt (status held) comes with the reason."""
-    held = Receipt("p1", 2, 7, "red", 1_750_000_000_250, bytes(32), "held")
-    status, document, problem = vote_answer(HeldForReview("velocity", held))
+    status, document, problem = vote_answer(HeldForReview("velocity", RECEIPT))
     assert (status, problem) == (202, None)
     assert document is not None
     assert document["held"] == {"reason": "velocity"}

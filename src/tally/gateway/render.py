@@ -27,7 +27,8 @@ def poll_doc(poll: Poll) -> dict[str, Any]:
     }
 
 
-def receipt_doc(receipt: Receipt) -> dict[str, Any]:
+def receipt_doc(receipt: Receipt, status: str = "accepted") -> dict[str, Any]:
+    """`status` (held, released, voided) is stated only for a vote cast held."""
     doc = {
         "poll_id": receipt.poll_id,
         "lane": receipt.lane,
@@ -36,8 +37,8 @@ def receipt_doc(receipt: Receipt) -> dict[str, Any]:
         "accepted_at": iso_ms(receipt.accepted_at_ms),
         "leaf_hash": receipt.leaf_hash.hex(),
     }
-    if receipt.status != "accepted":  # held, released or voided: only votes cast held say so
-        doc["status"] = receipt.status
+    if status != "accepted":
+        doc["status"] = status
     return doc
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from tally.domain.admission import Admit, Challenge, Hold, Limit, Refuse, Verdict, VoteRequest
-from tally.domain.errors import PollNotFound
+from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import Poll, is_poll_id
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.votes import (
@@ -26,10 +26,18 @@ from tally.domain.votes import (
     RateLimited,
     VoteOutcome,
 )
-from tally.ports import AlreadyRecorded, BallotBox, HoldAs, LedgerReader, PollStore, Recorded
+from tally.ports import (
+    AlreadyRecorded,
+    BallotBox,
+    HoldAs,
+    LedgerReader,
+    PollStore,
+    Recorded,
+    RecordedHeld,
+)
 from tally.security.addresses import subnet_key
 from tally.service.admission import AdmissionCheck
-from tally.service.receipts import archived_receipt, receipt
+from tally.service.receipts import archived_receipt, held_receipt, receipt
 
 MAX_CACHED_POLLS = 10_000
 
@@ -73,30 +81,30 @@ class VoteIntake:
         voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
         cast = await self._ballots.cast(poll, voter_pseudonym, request.option, hold)
         if isinstance(cast, Recorded):
-            if cast.held and hold is not None:
-                return HeldForReview(
-                    hold.reason,
-                    receipt(
-                        poll.id, cast.lane, cast.seq, voter_pseudonym, request.option,
-                        cast.accepted_ms, "held",
-                    ),
-                )  # fmt: skip
             return Accepted(
                 receipt(
                     poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
                 )
             )
+        if isinstance(cast, RecordedHeld):
+            if hold is None:  # tally_vote holds only when asked to: a store out of contract
+                raise StoreUnavailable(f"the store held a vote of poll {poll.id} unasked")
+            return HeldForReview(
+                hold.reason,
+                held_receipt(
+                    poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
+                ),
+            )
         if isinstance(cast, AlreadyRecorded):
             if cast.option is None or cast.accepted_ms is None:
-                return AlreadyVoted(
-                    await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq, cast.status)
-                )
+                archived = await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq)
+                return AlreadyVoted(archived, cast.status)
+            # A vote cast held keeps the receipt of its held record, whatever was decided.
+            of = receipt if cast.status == "accepted" else held_receipt
             return AlreadyVoted(
-                receipt(
-                    poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option,
-                    cast.accepted_ms, cast.status,
-                )
-            )  # fmt: skip
+                of(poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option, cast.accepted_ms),
+                cast.status,
+            )
         return cast  # NotOpen | UnknownOption: refused by the lane itself
 
     async def _definition(self, poll_id: str) -> Poll:

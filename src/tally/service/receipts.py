@@ -15,29 +15,25 @@ from tally.ports import LedgerReader
 
 
 def receipt(
-    poll_id: str,
-    lane: int,
-    seq: int,
-    pseudonym: bytes,
-    option: str,
-    accepted_ms: int,
-    status: str = "accepted",
+    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
 ) -> Receipt:
-    """The receipt of a vote the store holds, with the leaf hash its ledger record will have.
+    """The receipt of a vote the store holds, with the leaf hash its ledger record will have."""
+    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms)
+    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))
 
-    `status` is what became of it (accepted; held, released or voided for a vote cast held).
-    A vote cast held is recorded with status held once and for all: a reviewer's decision is a
-    later entry of the lane's log, so the vote's own record and leaf hash never change."""
-    if status == "accepted":
-        record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms)
-    else:
-        record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.HELD)
-    leaf_hash = merkle.leaf_hash(encode_leaf(record))
-    return Receipt(poll_id, lane, seq, option, accepted_ms, leaf_hash, status)
+
+def held_receipt(
+    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
+) -> Receipt:
+    """The receipt of a vote cast held. It is recorded with status held once and for all: a
+    reviewer's decision is a later entry of the lane's log, so the vote's own record and leaf
+    hash never change, whatever the decision."""
+    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.HELD)
+    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))
 
 
 async def archived_receipt(
-    ledger: LedgerReader | None, poll_id: str, lane: int, seq: int, status: str = "accepted"
+    ledger: LedgerReader | None, poll_id: str, lane: int, seq: int
 ) -> Receipt:
     """The receipt of vote `seq` of a lane, read from the published ledger; StoreUnavailable if
     it is neither there nor (as the caller found) in the store's queue."""
@@ -51,5 +47,5 @@ async def archived_receipt(
     except LeafError as exc:
         raise StoreUnavailable(f"archived vote {seq} of lane {lane} is unreadable: {exc}") from None
     return Receipt(
-        poll_id, lane, seq, record.option_id, record.accepted_ms, merkle.leaf_hash(entry), status
+        poll_id, lane, seq, record.option_id, record.accepted_ms, merkle.leaf_hash(entry)
     )

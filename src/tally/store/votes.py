@@ -16,7 +16,15 @@ from tally.domain.errors import PollNotFound, StoreUnavailable
 from tally.domain.polls import Poll, PollState
 from tally.domain.pseudonyms import bucket_of, index_field, lane_of
 from tally.domain.votes import NotOpen, UnknownOption
-from tally.ports import AlreadyRecorded, CastResult, HoldAs, Recorded, ReplyError, StoreClient
+from tally.ports import (
+    AlreadyRecorded,
+    CastResult,
+    HoldAs,
+    Recorded,
+    RecordedHeld,
+    ReplyError,
+    StoreClient,
+)
 from tally.store import keys
 
 MAX_CACHED_POLLS = 10_000
@@ -89,7 +97,7 @@ def _result(poll: Poll, lane: int, option: str, reply: Any) -> CastResult:
     if status == b"accepted":
         return Recorded(lane, reply[1], reply[3])
     if status == b"held":
-        return Recorded(lane, reply[1], reply[3], held=True)
+        return RecordedHeld(lane, reply[1], reply[3])
     if status == b"already":
         vote_status = reply[4].decode()
         if reply[2] is None:  # archived, and trimmed from the lane stream
