@@ -18,7 +18,7 @@ from tally.domain.polls import OptionSpec, Poll, new_poll
 from tally.ports import Limited
 from tally.store import keys
 from tally.store.cluster import key_slot
-from tally.store.ratelimits import ValkeyRateLimits, gcra_args
+from tally.store.ratelimits import ValkeyRateLimits, gcra_spec
 
 OFF = RateLimits(address=None, subnet=None, voter=None, poll=None)
 # How the adapter sends a request's groups: one call (one node only: the keys span slots), or one
@@ -40,9 +40,11 @@ async def gcra(
     """FCALL tally_gcra over `buckets` (one hash slot), in one group unless `groups` numbers
     each bucket's: [0, 0] or [retry_after_ms, which]."""
     numbers = groups or [1] * len(buckets)
-    args = [a for (_, rate), n in zip(buckets, numbers, strict=True) for a in (*gcra_args(rate), n)]
+    spec = b" ".join(
+        b"%b %d" % (gcra_spec(rate), n) for (_, rate), n in zip(buckets, numbers, strict=True)
+    )
     reply = await client.execute(
-        "FCALL", "tally_gcra", len(buckets), *(key for key, _ in buckets), *args
+        "FCALL", "tally_gcra", len(buckets), *(key for key, _ in buckets), spec
     )
     return [int(reply[0]), int(reply[1])]
 
@@ -164,8 +166,8 @@ def test_requests_at_once_are_admitted_up_to_the_burst_exactly(
         try:
             await client.connect()
             key = keys.rate_voter(unique("v")).encode()
-            args = gcra_args(Rate(per_s, burst))
-            command = (b"FCALL", b"tally_gcra", b"1", key, *args, b"1")
+            spec = gcra_spec(Rate(per_s, burst)) + b" 1"
+            command = (b"FCALL", b"tally_gcra", b"1", key, spec)
             replies = await client.pipeline([command] * (burst + extra))
             return [[int(r[0]), int(r[1])] for r in replies]
         finally:

@@ -40,24 +40,20 @@ _FCALL = (b"FCALL", b"tally_gcra")
 class _Bucket(NamedTuple):
     scope: LimitScope
     key: bytes
-    args: tuple[bytes, bytes]  # emission interval (µs), burst
+    spec: bytes  # gcra_spec of its rate
 
 
-def gcra_args(rate: Rate) -> tuple[bytes, bytes]:
-    """A bucket's ARGV for tally_gcra, less its group: emission interval (µs) and burst."""
+def gcra_spec(rate: Rate) -> bytes:
+    """A bucket's part of tally_gcra's ARGV, less its group: emission interval (µs), burst."""
     interval_us = min(1e6 / rate.per_s, MAX_FILL_US / rate.burst)
-    return repr(interval_us).encode(), b"%d" % rate.burst
+    return b"%b %d" % (repr(interval_us).encode(), rate.burst)
 
 
 def gcra_command(groups: Sequence[Sequence[_Bucket]]) -> tuple[bytes, ...]:
     """One FCALL tally_gcra taking these groups (numbered in order)."""
-    numbered = [(b, b"%d" % n) for n, group in enumerate(groups, 1) for b in group]
-    return (
-        *_FCALL,
-        b"%d" % len(numbered),
-        *(b.key for b, _ in numbered),
-        *(arg for b, n in numbered for arg in (*b.args, n)),
-    )
+    buckets = [b for group in groups for b in group]
+    spec = b" ".join(b"%b %d" % (b.spec, n) for n, group in enumerate(groups, 1) for b in group)
+    return (*_FCALL, b"%d" % len(buckets), *(b.key for b in buckets), spec)
 
 
 def lane_share(rate: Rate, lanes: int) -> Rate:
@@ -73,9 +69,9 @@ class _PollBuckets:
     __slots__ = ("lanes",)
 
     def __init__(self, poll: Poll, rate: Rate) -> None:
-        args = gcra_args(lane_share(rate, poll.lanes))
+        spec = gcra_spec(lane_share(rate, poll.lanes))
         self.lanes = tuple(
-            _Bucket(LimitScope.POLL, keys.lane_rate(poll.id, lane).encode(), args)
+            _Bucket(LimitScope.POLL, keys.lane_rate(poll.id, lane).encode(), spec)
             for lane in range(poll.lanes)
         )
 
@@ -88,7 +84,7 @@ class ValkeyRateLimits:
         self._one_call = one_call
         self._turn = itertools.count()  # the lane the poll limit takes from next (round robin)
         self._polls: dict[str, _PollBuckets] = {}
-        self._args: dict[Rate, tuple[bytes, bytes]] = {}
+        self._specs: dict[Rate, bytes] = {}
 
     async def take(self, poll: Poll, voter: str, address: str, subnet: str) -> Limited | None:
         limits = poll.defences.limits
@@ -97,15 +93,15 @@ class ValkeyRateLimits:
             network = []
             if limits.subnet is not None:
                 key = keys.rate_subnet(subnet).encode()
-                network.append(_Bucket(LimitScope.SUBNET, key, self._gcra_args(limits.subnet)))
+                network.append(_Bucket(LimitScope.SUBNET, key, self._spec(limits.subnet)))
             if limits.address is not None and address:
                 key = keys.rate_address(subnet, address).encode()
-                network.append(_Bucket(LimitScope.ADDRESS, key, self._gcra_args(limits.address)))
+                network.append(_Bucket(LimitScope.ADDRESS, key, self._spec(limits.address)))
             if network:
                 groups.append(network)
         if voter and limits.voter is not None:
             key = keys.rate_voter(voter).encode()
-            groups.append([_Bucket(LimitScope.VOTER, key, self._gcra_args(limits.voter))])
+            groups.append([_Bucket(LimitScope.VOTER, key, self._spec(limits.voter))])
         if limits.poll is not None:
             lanes = self._poll_buckets(poll, limits.poll).lanes
             groups.append([lanes[next(self._turn) % poll.lanes]])
@@ -119,13 +115,13 @@ class ValkeyRateLimits:
         replies = await self._client.pipeline([gcra_command([group]) for group in groups])
         return _longest_wait(replies, groups)
 
-    def _gcra_args(self, rate: Rate) -> tuple[bytes, bytes]:
-        args = self._args.get(rate)
-        if args is None:
-            if len(self._args) >= MAX_CACHED_POLLS:
-                self._args.clear()
-            args = self._args[rate] = gcra_args(rate)
-        return args
+    def _spec(self, rate: Rate) -> bytes:
+        spec = self._specs.get(rate)
+        if spec is None:
+            if len(self._specs) >= MAX_CACHED_POLLS:
+                self._specs.clear()
+            spec = self._specs[rate] = gcra_spec(rate)
+        return spec
 
     def _poll_buckets(self, poll: Poll, rate: Rate) -> _PollBuckets:
         buckets = self._polls.get(poll.id)
