@@ -197,7 +197,7 @@ def risk_check() -> tuple[RiskCheck, Challenges, list[tuple[str, str]]]:
 async def test_a_risky_vote_is_challenged_harder_capped_at_the_polls_maximum() -> None:
     """difficulty + harder_by, but never beyond max_difficulty; the 428's reason names the rules."""
     check, _, counted = risk_check()
-    request = VoteRequest("p-risk", VOTER, "red")
+    request = VoteRequest("p-risk", VOTER, "red", Evidence(Transport.HTTP))
     verdict = await check.check(request, poll_with(FRESH_ONLY, 10), NOW_MS)
     assert isinstance(verdict, Challenge)
     assert difficulty_of(verdict.challenge) == 16
@@ -251,12 +251,13 @@ async def test_the_solve_time_comes_from_the_answers_issue_time() -> None:
     assert counted == [("hold", "instant-solve"), ("admit", NO_REASON)]
 
 
-async def test_a_poll_without_rules_is_not_scored() -> None:
+async def test_a_poll_without_rules_and_in_process_callers_are_not_scored() -> None:
+    """No rules, nothing to score; an in-process caller (no network, no way to solve) neither."""
     check, _, counted = risk_check()
-    verdict = await check.check(
-        VoteRequest("p-risk", VOTER, "red"), poll_with(Risk(rules=())), NOW_MS
-    )
-    assert isinstance(verdict, Admit)
+    request = VoteRequest("p-risk", VOTER, "red", Evidence(Transport.HTTP))
+    assert isinstance(await check.check(request, poll_with(Risk(rules=())), NOW_MS), Admit)
+    internal = request._replace(evidence=Evidence(Transport.INTERNAL))
+    assert isinstance(await check.check(internal, poll_with(FRESH_ONLY), NOW_MS), Admit)
     assert counted == []
 
 

@@ -22,6 +22,7 @@ from tally.domain.admission import (
     Challenge,
     Evidence,
     Hold,
+    Transport,
     Verdict,
     VoteRequest,
 )
@@ -88,7 +89,9 @@ class RiskCheck:
 
     async def check(self, request: VoteRequest, poll: Poll, now_ms: int) -> Verdict:
         risk = poll.defences.risk
-        if not risk.rules:
+        # In-process callers (the demo, tests, benchmarks) show no network evidence and could
+        # not answer a challenge: as for ChallengeCheck, they are not scored.
+        if not risk.rules or request.evidence.transport is Transport.INTERNAL:
             return ADMIT
         assessment = assess(risk, self.signals(request, now_ms))
         verdict = assessment.verdict
