@@ -1,6 +1,7 @@
 """What every leaf of one lane must be, prepared once per lane for step 3's bundle-wide checks
 (:mod:`~tally.audit.verify_meaning`): its poll, its lane, the poll's options and deadline, and the
-byte values that may end a pseudonym of the lane.
+byte values that may end a pseudonym of the lane; and where a pseudonym that voted twice voted
+first.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tally.audit.verify_findings import Findings
 from tally.ledger.admin import PollDefinition
 
-__all__ = ["LaneContext"]
+__all__ = ["LaneContext", "report_duplicates"]
 
 
 @dataclass(slots=True)
@@ -62,3 +64,30 @@ class LaneContext:
         if self.mask is None:
             return None
         return int.from_bytes(pseudonym[-4:], "big") & self.mask
+
+
+def report_duplicates(
+    findings: Findings,
+    duplicates: Sequence[tuple[bytes, int, str]],
+    contexts: Sequence[LaneContext],
+) -> None:
+    """For each (pseudonym, leaf index, bundle) that voted again, a ``duplicate-pseudonym``
+    finding naming where it voted first (from each lane's recorded pseudonyms)."""
+    wanted = {pseudonym for pseudonym, _, _ in duplicates}
+    first: dict[bytes, tuple[int, str]] = {}
+    for context in contexts:
+        for start, path, pseudonyms in context.pseudonyms:
+            for offset, pseudonym in enumerate(pseudonyms):
+                if pseudonym in wanted and pseudonym not in first:
+                    first[pseudonym] = (start + offset, path)
+    for pseudonym, index, path in duplicates:
+        where = first.get(pseudonym)
+        earlier = f"{where[1]} leaf {where[0]}" if where else "an earlier leaf"
+        findings.add(
+            "duplicate-pseudonym",
+            path,
+            f"leaf {index}: pseudonym {pseudonym.hex()} already voted at {earlier}",
+            index=index,
+            expected="one vote per pseudonym",
+            found=earlier,
+        )

@@ -19,15 +19,16 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 from operator import attrgetter
+from typing import cast
 
 from tally.audit.verify_checkpoints import Log
 from tally.audit.verify_entries import BundleCheck
 from tally.audit.verify_findings import Findings
-from tally.audit.verify_lane import LaneContext
+from tally.audit.verify_lane import LaneContext, report_duplicates
 from tally.audit.verify_review import ReviewChecks
 from tally.ledger import layout
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, decode_admin
-from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, decode_leaf
+from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus
 from tally.ledger.review import ReviewRecord, decode_lane_record
 
 __all__ = ["MeaningChecks"]
@@ -40,6 +41,7 @@ _PSEUDONYM = attrgetter("pseudonym")
 _OPTION = attrgetter("option_id")
 _ACCEPTED_MS = attrgetter("accepted_ms")
 _ACCEPTED = frozenset({VoteStatus.ACCEPTED})
+_VOTES_ONLY = {VoteRecord}
 _WRITTEN = frozenset({VoteStatus.ACCEPTED, VoteStatus.HELD})  # VOIDED is reserved, never written
 _REVIEWED_AFTER = frozenset({AdminAction.OPENED, AdminAction.CLOSED})  # votes held only once open
 _NEXT_ACTIONS = {  # the poll lifecycle: a draft may be closed without ever opening
@@ -171,32 +173,75 @@ class MeaningChecks:
         self, context: LaneContext, start: int, entries: list[bytes], path: str
     ) -> None:
         try:
-            records = list(map(decode_leaf, entries))
+            records = list(map(decode_lane_record, entries))
         except LeafError:
             self._check_votes_one_by_one(context, start, entries, path)
             return
+        if not self._bundle_passes(context, start, records, path):
+            self._check_votes_one_by_one(context, start, entries, path, records)
+
+    def _bundle_passes(
+        self,
+        context: LaneContext,
+        start: int,
+        records: list[VoteRecord | ReviewRecord],
+        path: str,
+    ) -> bool:
+        """Every check over the whole bundle at once; False (and nothing recorded) if any fails.
+        Held votes and review records (rare) pass here too, so that they do not send every
+        bundle holding one down the leaf-by-leaf path."""
         count = len(records)
-        pseudonyms = list(map(_PSEUDONYM, records))
-        options = Counter(map(_OPTION, records))
-        seen = self.seen
-        if (
+        if not (
             list(map(_SEQ, records)) == list(range(start + 1, start + count + 1))
             and set(map(_LANE, records)) == context.lane_set
             and set(map(_POLL, records)) == context.poll_set
-            and set(map(_STATUS, records)) == _ACCEPTED
+        ):
+            return False
+        only_votes = set(map(type, records)) == _VOTES_ONLY
+        votes: list[VoteRecord] = (
+            cast("list[VoteRecord]", records)
+            if only_votes
+            else [r for r in records if isinstance(r, VoteRecord)]
+        )
+        pseudonyms = list(map(_PSEUDONYM, votes))
+        options = Counter(map(_OPTION, votes))
+        statuses = set(map(_STATUS, votes))
+        seen = self.seen
+        if not (
+            statuses <= _WRITTEN
             and (context.options is None or options.keys() <= context.options)
-            and (context.deadline is None or max(map(_ACCEPTED_MS, records)) < context.deadline)
+            and (
+                context.deadline is None
+                or not votes
+                or max(map(_ACCEPTED_MS, votes)) < context.deadline
+            )
             and context.placed(pseudonyms)
             and seen.isdisjoint(pseudonyms)
         ):
-            before = len(seen)
-            seen.update(pseudonyms)
-            if len(seen) - before == count:
-                self.counts.update(options)
-                context.pseudonyms.append((start, path, pseudonyms))
-                return
+            return False
+        before = len(seen)
+        seen.update(pseudonyms)
+        if len(seen) - before != len(votes):
             seen.difference_update(pseudonyms)  # they were all new: undo, then go leaf by leaf
-        self._check_votes_one_by_one(context, start, entries, path, records)
+            return False
+        if statuses <= _ACCEPTED:
+            self.counts.update(options)
+        else:
+            for vote in votes:
+                if vote.status is VoteStatus.ACCEPTED:
+                    self.counts[vote.option_id] += 1
+                else:
+                    self.review.vote(context.lane, vote)
+        if only_votes:
+            context.pseudonyms.append((start, path, pseudonyms))
+            return True
+        context.pseudonyms.append(
+            (start, path, [r.pseudonym if type(r) is VoteRecord else None for r in records])
+        )
+        for offset, record in enumerate(records):
+            if isinstance(record, ReviewRecord):
+                self.review.decision(context.lane, start + offset, record, path)
+        return True
 
     # -- the votes, leaf by leaf (a bundle that fails, to word its findings) -------------------
 
@@ -206,7 +251,7 @@ class MeaningChecks:
         start: int,
         entries: list[bytes],
         path: str,
-        decoded: list[VoteRecord] | None = None,
+        decoded: list[VoteRecord | ReviewRecord] | None = None,
     ) -> None:
         pseudonyms: list[bytes | None] = []
         for offset, entry in enumerate(entries):
@@ -341,23 +386,5 @@ class MeaningChecks:
 
     def report_duplicates(self) -> None:
         """Name, for each pseudonym that voted again, where it voted first."""
-        if not self.duplicates:
-            return
-        wanted = {pseudonym for pseudonym, _, _ in self.duplicates}
-        first: dict[bytes, tuple[int, str]] = {}
-        for context in self.lane_contexts:
-            for start, path, pseudonyms in context.pseudonyms:
-                for offset, pseudonym in enumerate(pseudonyms):
-                    if pseudonym in wanted and pseudonym not in first:
-                        first[pseudonym] = (start + offset, path)
-        for pseudonym, index, path in self.duplicates:
-            where = first.get(pseudonym)
-            earlier = f"{where[1]} leaf {where[0]}" if where else "an earlier leaf"
-            self.findings.add(
-                "duplicate-pseudonym",
-                path,
-                f"leaf {index}: pseudonym {pseudonym.hex()} already voted at {earlier}",
-                index=index,
-                expected="one vote per pseudonym",
-                found=earlier,
-            )
+        if self.duplicates:
+            report_duplicates(self.findings, self.duplicates, self.lane_contexts)
