@@ -333,3 +333,20 @@ def test_admin_review_entries_decode_strictly() -> None:
     for flat in bad:
         with pytest.raises(MalformedEntry):
             decode_admin_entry(b"6-0", flat)
+
+
+async def test_an_admin_decision_no_lane_can_apply_stops_the_certificate(
+    client: Valkey, tmp_path: Path
+) -> None:
+    """A reviewed admin entry for a vote that was never held (its lane applies nothing, and no
+    held vote waits): certifying would publish a `review-unlogged` ledger, so the poll stops."""
+    files, signer = LedgerFiles(tmp_path / "ledger"), make_signer()
+    service = service_of(client, files)
+    poll = await open_poll(service, lanes=1)
+    await cast(service, poll, range(3))
+    await sign_decision(client, poll, 0, 2, "voided")
+    await service.close_poll(poll.id, actor="alice")
+    archiver = archiver_of(client, files, signer)
+    await archiver.cycle()
+    assert archiver.stats.failed_polls == 1
+    assert files.read(poll.id, layout.CERTIFICATE) is None
