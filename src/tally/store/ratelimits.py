@@ -10,7 +10,8 @@ One vote request takes at most three groups, each on the keys of one hash slot (
 On a cluster each group is a call of its own and the calls leave together in one pipeline (one
 write per node, all nodes at once): one round trip, not three. On one node the groups travel in
 ONE call (`one_call`: no slots to respect there), which the function treats exactly as the
-separate calls, group by group; measured, that is ~40% less CPU per check than three calls.
+separate calls, group by group (one call, not three, took the check from ~206k to ~160k
+instructions per vote under callgrind).
 The poll's limit is shared out over its lanes (rate and burst divided by the lane count) and each
 request takes from the next lane in turn, so a hot poll spreads its limit over the cluster as its
 votes are, and no key is hot.
