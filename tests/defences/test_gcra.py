@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import StoreConnection, StoreUnderTest
+from conftest import StoreConnection, StoreUnderTest, own_store
 from tally.domain.defences import Defences, LimitScope, Rate, RateLimits
+from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import OptionSpec, Poll, new_poll
 from tally.ports import Limited
 from tally.store import keys
@@ -266,3 +268,22 @@ async def test_limits_that_are_off_write_nothing(valkey: StoreConnection, one_ca
     assert scope_of(limited) is LimitScope.SUBNET
     assert limited is not None
     assert 99_000 < limited.retry_after_ms <= 100_000
+
+
+@pytest.mark.single_node("needs a valkey-server without Tally's functions loaded")
+@pytest.mark.parametrize("one_call", CALLS)
+async def test_a_store_that_cannot_answer_fails_the_check_closed(
+    tmp_path: Path, one_call: bool
+) -> None:
+    """An error reply (here: no tally_gcra loaded) is StoreUnavailable, never an admission: the
+    vote path answers 503 and the client retries."""
+    async with own_store(tmp_path) as store:
+        client = store.client(functions=False)
+        await client.connect()
+        try:
+            limiter = ValkeyRateLimits(client, one_call=one_call)
+            poll = poll_with(RateLimits(None, None, Rate(1.0, 5), Rate(1.0, 5)))
+            with pytest.raises(StoreUnavailable):
+                await limiter.take(poll, unique("v"), "", "")
+        finally:
+            await client.close()
