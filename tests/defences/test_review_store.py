@@ -119,3 +119,18 @@ async def test_an_accepted_vote_cannot_be_decided(valkey: StoreClient) -> None:
     assert report.outcomes == {ref: EntryOutcome.NOT_HELD}
     assert (await service.results(poll.id)).counts == {"red": 1, "blue": 0}
     assert await ValkeyReviews(valkey).recorded(poll) == {}
+
+
+async def test_a_conflicting_decision_finishes_the_half_done_first_one(
+    valkey: StoreClient,
+) -> None:
+    """The admin log says released but the lane never heard: a later void is refused as a
+    conflict, and the release it ran into is applied to the lane on the way."""
+    service, reviews, poll = await setup(valkey)
+    ref = await cast(service, poll, "held-3", "blue")
+    await ValkeyReviews(valkey).record(poll, "ann", Decision.RELEASED, [ref])
+    report = await reviews.decide(poll.id, "bob", Decision.VOIDED, Selector(entries=(ref,)))
+    assert report.outcomes == {ref: EntryOutcome.CONFLICT}
+    results = await service.results(poll.id)
+    assert (results.counts, results.under_review) == ({"red": 0, "blue": 1}, 0)
+    assert await ValkeyReviews(valkey).recorded(poll) == {ref: Decision.RELEASED}

@@ -111,17 +111,22 @@ class ReviewService:
             return
         recorded = await self._reviews.record(poll, actor, decision, refs)
         # A vote whose admin entry holds this decision (now, or from a half-done earlier try)
-        # goes on to its lane; one holding the other decision is refused here.
-        ours = []
+        # goes on to its lane; one holding the other decision is refused here, and that other
+        # decision, which the vote is still held for, is finished on its lane meanwhile.
+        ours, theirs = [], []
         for ref, before in zip(refs, recorded, strict=True):
             if before is None or before is decision:
                 ours.append(ref)
             else:
                 report.outcomes[ref] = EntryOutcome.CONFLICT
+                theirs.append(ref)
         for ref, (now, before) in zip(
             ours, await self._reviews.apply(poll, decision, ours), strict=True
         ):
             report.outcomes[ref] = outcome_of(decision, now, before)
+        if theirs:
+            other = Decision.VOIDED if decision is Decision.RELEASED else Decision.RELEASED
+            await self._reviews.apply(poll, other, theirs)
 
 
 __all__ = ["DecisionReport", "EntryOutcome", "HeldListing", "ReviewService"]
