@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -469,22 +470,25 @@ def test_tally_review_lists_and_decides(server: RunningTally, http: httpx.Client
 
 
 def test_results_snapshots_certificate_and_the_audit_agree(
-    server: RunningTally, http: httpx.Client
+    server: RunningTally, http: httpx.Client, tmp_path: Path
 ) -> None:
     """Accepted votes and held ones; reviewers release one subnet's and void the other's, the
     voids after the close. The final published results, the certificate (counts and review
-    totals) and `tally audit verify` of the published ledger all agree: accepted + released."""
+    totals) and `tally audit verify` of the published ledger all agree: accepted + released;
+    `tally audit receipt` accepts a released and a voided voter's receipt as they say."""
     poll_id = held_poll(server, http, holding(FRESH))
     accepted = [
         vote(server, http, poll_id, new_voter(), option, "192.0.2.1", old_token=True)
         for option in ("red", "green")
     ]
     assert [a.status_code for a in accepted] == [201, 201]
+    voters_a = voters(3)
     held_a = [
-        vote(server, http, poll_id, new_voter(), o, "198.51.100.30")
-        for o in ("red", "red", "green")
+        vote(server, http, poll_id, voter, o, "198.51.100.30")
+        for voter, o in zip(voters_a, ("red", "red", "green"), strict=True)
     ]
-    held_b = [vote(server, http, poll_id, new_voter(), "green", "203.0.113.30") for _ in range(2)]
+    voters_b = voters(2)
+    held_b = [vote(server, http, poll_id, v, "green", "203.0.113.30") for v in voters_b]
     assert {h.status_code for h in held_a + held_b} == {202}
     released = decide(server, http, poll_id, {"decision": "release", "group": {"subnet": SUBNET_A}})
     assert released["released"] == 3
@@ -517,6 +521,19 @@ def test_results_snapshots_certificate_and_the_audit_agree(
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+    for voter, status in ((voters_a[0], "released"), (voters_b[0], "voided")):
+        repeat = vote(server, http, poll_id, voter, "red", "192.0.2.9")
+        receipt = repeat.json()["receipt"]
+        assert (repeat.status_code, receipt["status"]) == (409, status)
+        receipt_file = tmp_path / f"{status}.json"
+        receipt_file.write_text(json.dumps(receipt))
+        checked = subprocess.run(
+            [sys.executable, "-m", "tally", "audit", "receipt", str(receipt_file),
+             str(files.poll_dir(poll_id)), "--key", str(key)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_tally_vote_and_results_say_held_and_under_review(
