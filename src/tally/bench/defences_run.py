@@ -1,25 +1,24 @@
 """`tally bench --defences`: what the defences cost the vote path, as the ratio of votes/s with
-every defence on to votes/s with every defence off, measured in one run by the same client.
+every defence on to votes/s with them off, measured in one run by the same client on one server.
 
-Three fresh servers in turn (each `tally serve`, embedded Valkey, temp data dir): defences off,
-on, off again; the ratio divides "on" by the mean of the two "off" runs, so load that comes and
-goes on a shared machine weighs on both sides (as the Starlette baseline of `tally bench` does).
+One fresh `tally serve` (embedded Valkey, temp data dir, the built-in default defences) holds two
+polls: "off" (its `defences` turn every rate limit off, proof-of-work difficulty 0, no risk
+rules) and "on" (the defaults: address, subnet, voter and poll GCRA limits in Valkey, a
+proof-of-work challenge of the default difficulty on every vote, the default risk rules). After a
+warm-up on each, blocks of `voters / 2` votes alternate: off, on, off, on, off. The ratio is the
+on blocks' mean votes/s over the off blocks': load that comes and goes on a shared machine weighs
+on both sides, and both run in the same warm process. The edge's per-address token bucket is a
+per-process setting, so it is on for both (a dict lookup per request).
 
-- off: TALLY_DEFENCES with every rate limit off, proof-of-work difficulty 0 and no risk rules,
-  and the edge's per-address token bucket off (TALLY_EDGE_RATE=off);
-- on: the server's defaults (tally.domain.defences: address, subnet, voter and poll GCRA limits
-  in Valkey, a proof-of-work challenge of the default difficulty on every vote, the default risk
-  rules) and the edge's default token bucket.
-
-Both servers trust 127.0.0.1 as a proxy (TALLY_TRUSTED_PROXIES), and every voter is presented
+The server trusts 127.0.0.1 as a proxy (TALLY_TRUSTED_PROXIES), and every voter is presented
 from its own address in X-Forwarded-For (4 voters to a /24, so the per-address and per-subnet
 limits admit them all), with one of 64 user agents and a token issued 10 minutes earlier: the
 load is many ordinary voters, so the risk rules score nothing and nothing is held ("no holds").
-With defences on, each voter's challenge is FETCHED AND SOLVED BEFORE THE TIMED PHASE (GET
-.../challenge, then this process's pool of solvers); the votes carry the answers, so the timed
-phase measures verifying, spending (one SET NX) and limiting, not solving. The challenge
-endpoint's own rate (GET .../challenge requests answered per second over the same connections)
-is measured separately, during the fetch.
+For the on poll, each voter's challenge is FETCHED AND SOLVED BEFORE THE TIMED BLOCKS (GET
+.../challenge, then this process's pool of solvers); its votes carry the answers, so the blocks
+measure verifying, spending (one SET NX) and limiting, not solving. The challenge endpoint's own
+rate (GET .../challenge answered per second over the same connections) is measured apart,
+during the fetch.
 """
 
 from __future__ import annotations
@@ -48,6 +47,8 @@ HOST = "127.0.0.1"
 WARMUP_VOTES = 2000
 AGENTS = 64
 TOKEN_AGE_S = 600
+MAX_VOTERS = 65_536  # 4 to a /24 in 100.64.0.0/10
+SEQUENCE = (False, True, False, True, False)  # defences off / on, block by block
 DEFENCES_OFF = {
     "limits": {"address": None, "subnet": None, "voter": None, "poll": None},
     "pow": {"difficulty": 0},
@@ -55,52 +56,49 @@ DEFENCES_OFF = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DefendedRun:
-    defences: bool
-    load: LoadResult
-    accepted: int
-    counted_total: int
-    poll_defences: dict[str, Any]
-    challenge_rate: float | None = None  # GET .../challenge answered per second
-    solve_s: float | None = None
-
-
-def voter_address(i: int, block: int) -> str:
-    """Voter i's address: 4 to a /24, in 100.64.0.0/10 (block 0: bench votes, 1: warm-up)."""
-    subnet = i // 4
-    return f"100.{64 + block * 32 + subnet // 256}.{subnet % 256}.{i % 4 + 1}"
+def voter_address(g: int) -> str:
+    """Voter g's address (g counts every voter of the run): 4 to a /24, in 100.64.0.0/10."""
+    subnet = g // 4
+    return f"100.{64 + subnet // 256}.{subnet % 256}.{g % 4 + 1}"
 
 
 @dataclass(frozen=True, slots=True)
-class _Voters:
-    poll_id: str
+class _Poll:
+    id: str
     options: list[str]
-    tokens: list[str]
-    block: int
+    defences: dict[str, Any]
 
-    def headers(self, i: int) -> dict[str, str]:
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """Voters `first` .. `first + len(tokens) - 1` of the run, voting in `poll`."""
+
+    poll: _Poll
+    tokens: list[str]
+    first: int
+
+    def _headers(self, i: int) -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self.tokens[i]}",
             "User-Agent": f"bench-browser/{i % AGENTS}",
-            "X-Forwarded-For": voter_address(i, self.block),
+            "X-Forwarded-For": voter_address(self.first + i),
         }
 
     def challenge_requests(self) -> list[bytes]:
-        path = f"/v1/polls/{self.poll_id}/challenge"
+        path = f"/v1/polls/{self.poll.id}/challenge"
         return [
-            build_request("GET", path, host=HOST, headers=self.headers(i))
+            build_request("GET", path, host=HOST, headers=self._headers(i))
             for i in range(len(self.tokens))
         ]
 
     def vote_requests(self, proofs: list[str] | None) -> list[bytes]:
-        path = f"/v1/polls/{self.poll_id}/votes"
+        path = f"/v1/polls/{self.poll.id}/votes"
         requests = []
         for i in range(len(self.tokens)):
-            body: dict[str, str] = {"option": self.options[i % len(self.options)]}
+            body: dict[str, str] = {"option": self.poll.options[i % len(self.poll.options)]}
             if proofs is not None:
                 body["proof"] = proofs[i]
-            headers = {**self.headers(i), "Content-Type": "application/json"}
+            headers = {**self._headers(i), "Content-Type": "application/json"}
             requests.append(
                 build_request("POST", path, host=HOST, headers=headers, body=orjson.dumps(body))
             )
@@ -111,78 +109,101 @@ def _solved(challenge: str) -> str:
     return f"{challenge}:{solve(challenge)}"
 
 
-def measure(args: argparse.Namespace, defences: bool, pool: ProcessPoolExecutor) -> DefendedRun:
+class _Run:
+    def __init__(self, args: argparse.Namespace, port: int, admin: TallyClient, issuer: DevIssuer):
+        self.args = args
+        self.port = port
+        self.admin = admin
+        self.issuer = issuer
+        self.next_voter = 0
+        self.issued = time.time() - TOKEN_AGE_S
+
+    def poll(self, title: str, defences: dict[str, Any] | None) -> _Poll:
+        body: dict[str, Any] = {
+            "title": title,
+            "options": ["Red", "Green", "Blue", "Yellow"],
+            "lanes": self.args.lanes,
+        }
+        if defences is not None:
+            body["defences"] = defences
+        created = self.admin.post("/v1/polls", body)
+        opened = self.admin.post(f"/v1/polls/{created['id']}/open")
+        options = [str(o["id"]) for o in opened["options"]]
+        return _Poll(str(opened["id"]), options, dict(opened.get("defences", {})))
+
+    def block(self, poll: _Poll, count: int) -> _Block:
+        first = self.next_voter
+        self.next_voter += count
+        if self.next_voter > MAX_VOTERS:
+            raise ValueError(f"at most {MAX_VOTERS} voters in one run")
+        tokens = [
+            self.issuer.mint(f"v{g}", alg=self.args.alg, now=self.issued)
+            for g in range(first, first + count)
+        ]
+        return _Block(poll, tokens, first)
+
+    def fetch(self, blocks: list[_Block]) -> tuple[list[list[str]], LoadResult]:
+        """Every block's challenges, fetched in one go: (challenges per block, the load)."""
+        requests = [r for b in blocks for r in b.challenge_requests()]
+        load = uvloop.run(
+            run_requests(HOST, self.port, requests, concurrency=self.args.concurrency)
+        )
+        challenges = []
+        for reply in load.replies:
+            if reply is None or reply.status != 200:
+                raise RuntimeError(f"GET .../challenge failed: {reply and reply.status}")
+            challenges.append(str(orjson.loads(reply.body)["challenge"]))
+        per_block, start = [], 0
+        for b in blocks:
+            per_block.append(challenges[start : start + len(b.tokens)])
+            start += len(b.tokens)
+        return per_block, load
+
+    def votes(self, requests: list[bytes]) -> LoadResult:
+        return uvloop.run(
+            run_requests(HOST, self.port, requests, concurrency=self.args.concurrency)
+        )
+
+
+def measure(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tally-bench-defences-") as data_dir:
         port = free_port()
         env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
         env["TALLY_TRUSTED_PROXIES"] = "127.0.0.1/32"
-        for name in ("TALLY_VALKEY_URL", "TALLY_DEFENCES", "TALLY_EDGE_RATE"):
+        for name in ("TALLY_VALKEY_URL", "TALLY_DEFENCES", "TALLY_EDGE_RATE", "TALLY_EDGE_BURST"):
             env.pop(name, None)
-        if not defences:
-            env.update(TALLY_DEFENCES=json.dumps(DEFENCES_OFF), TALLY_EDGE_RATE="off")
         argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
         with running(argv, host=HOST, port=port, env=env, timeout_s=60):
             issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            issued = time.time() - TOKEN_AGE_S
-            warm = _voters(admin, issuer, "warm", min(WARMUP_VOTES, args.voters), args, issued, 1)
-            bench = _voters(admin, issuer, "voter", args.voters, args, issued, 0)
-            warm_proofs = bench_proofs = None
-            challenge_rate = solve_s = None
-            if defences:
-                warm_proofs, _ = _fetch(warm, port, args.concurrency)
-                bench_proofs, load = _fetch(bench, port, args.concurrency)
-                challenge_rate = load.throughput()
-                started = time.perf_counter()
-                bench_proofs = list(pool.map(_solved, bench_proofs, chunksize=256))
-                warm_proofs = list(pool.map(_solved, warm_proofs, chunksize=256))
-                solve_s = time.perf_counter() - started
-            warm_requests = warm.vote_requests(warm_proofs)
-            requests = bench.vote_requests(bench_proofs)
-            uvloop.run(run_requests(HOST, port, warm_requests, concurrency=args.concurrency))
-            load = uvloop.run(run_requests(HOST, port, requests, concurrency=args.concurrency))
-            accepted = sum(1 for r in load.replies if r is not None and r.status == 201)
-            poll = admin.get(f"/v1/polls/{bench.poll_id}")
-            counted = _closed_total(admin, bench.poll_id)
-    return DefendedRun(
-        defences, load, accepted, counted, poll.get("defences", {}), challenge_rate, solve_s
-    )
-
-
-def _voters(
-    admin: TallyClient,
-    issuer: DevIssuer,
-    prefix: str,
-    count: int,
-    args: argparse.Namespace,
-    issued: float,
-    block: int,
-) -> _Voters:
-    poll = admin.post(
-        "/v1/polls",
-        {
-            "title": f"bench {prefix}",
-            "options": ["Red", "Green", "Blue", "Yellow"],
-            "lanes": args.lanes,
-        },
-    )
-    poll = admin.post(f"/v1/polls/{poll['id']}/open")
-    tokens = [issuer.mint(f"{prefix}-{i}", alg=args.alg, now=issued) for i in range(count)]
-    return _Voters(str(poll["id"]), [str(o["id"]) for o in poll["options"]], tokens, block)
-
-
-def _fetch(voters: _Voters, port: int, concurrency: int) -> tuple[list[str], LoadResult]:
-    load = uvloop.run(
-        run_requests(HOST, port, voters.challenge_requests(), concurrency=concurrency)
-    )
-    challenges = []
-    for reply in load.replies:
-        if reply is None or reply.status != 200:
-            raise RuntimeError(f"GET .../challenge failed: {reply and reply.status}")
-        challenges.append(str(orjson.loads(reply.body)["challenge"]))
-    return challenges, load
+            run = _Run(args, port, admin, issuer)
+            off_poll, on_poll = run.poll("bench off", DEFENCES_OFF), run.poll("bench on", None)
+            warm = min(WARMUP_VOTES, args.voters)
+            size = max(1, args.voters // 2)
+            warm_off, warm_on = run.block(off_poll, warm), run.block(on_poll, warm)
+            blocks = [run.block(on_poll if on else off_poll, size) for on in SEQUENCE]
+            on_blocks = [warm_on] + [b for b, on in zip(blocks, SEQUENCE, strict=True) if on]
+            challenges, fetch_load = run.fetch(on_blocks)
+            started = time.perf_counter()
+            solved = [list(pool.map(_solved, c, chunksize=256)) for c in challenges]
+            solve_s = time.perf_counter() - started
+            proofs = dict(zip((id(b) for b in on_blocks), solved, strict=True))
+            run.votes(warm_off.vote_requests(None))
+            run.votes(warm_on.vote_requests(proofs[id(warm_on)]))
+            loads = [run.votes(b.vote_requests(proofs.get(id(b)))) for b in blocks]
+            counted = {
+                p.id: _closed_total(admin, p.id) for p in (off_poll, on_poll)
+            }  # warm-ups included
+    return {
+        "loads": loads,
+        "counted": counted,
+        "expected": {off_poll.id: warm + size * 3, on_poll.id: warm + size * 2},
+        "on_defences": on_poll.defences,
+        "challenge_rate": fetch_load.throughput(),
+        "solve_s": solve_s,
+    }
 
 
 def _closed_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> int:
@@ -195,63 +216,67 @@ def _closed_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> 
         time.sleep(0.05)
 
 
-def _summary(run: DefendedRun) -> dict[str, Any]:
-    latency = run.load.latency_percentiles_ms(50, 99)
+def _summary(on: bool, load: LoadResult) -> dict[str, Any]:
+    latency = load.latency_percentiles_ms(50, 99)
     return {
-        "votes_per_s": round(run.load.throughput(), 1),
+        "defences": "on" if on else "off",
+        "votes_per_s": round(load.throughput(), 1),
         "p50_ms": round(latency["p50"], 2),
         "p99_ms": round(latency["p99"], 2),
-        "accepted": run.accepted,
-        "counted_total": run.counted_total,
-        "statuses": run.load.by_status(),
+        "statuses": load.by_status(),
     }
 
 
 def run_defences_bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        runs = [measure(args, on, pool) for on in (False, True, False)]
-    off = [_summary(r) for r in runs if not r.defences]
-    on_run = runs[1]
-    on = _summary(on_run)
-    mean_off = sum(o["votes_per_s"] for o in off) / len(off)
-    limits = on_run.poll_defences.get("limits", {})
+        measured = measure(args, pool)
+    blocks = [_summary(on, load) for on, load in zip(SEQUENCE, measured["loads"], strict=True)]
+    rate = {
+        side: [b["votes_per_s"] for b in blocks if b["defences"] == side] for side in ("off", "on")
+    }
+    mean = {side: sum(rates) / len(rates) for side, rates in rate.items()}
+    on_defences = measured["on_defences"]
+    limits = on_defences.get("limits", {})
+    all_accepted = all(b["statuses"] == {201: max(1, args.voters // 2)} for b in blocks)
+    counted_ok = measured["counted"] == measured["expected"]
     result = {
-        "voters": args.voters,
+        "voters_per_block": max(1, args.voters // 2),
         "concurrency": args.concurrency,
-        "off": off,
-        "on": on,
-        "ratio_on_to_off": round(on["votes_per_s"] / mean_off, 3),
-        "challenge_endpoint_req_per_s": round(on_run.challenge_rate or 0.0, 1),
-        "presolve_s": round(on_run.solve_s or 0.0, 1),
+        "blocks": blocks,
+        "off_votes_per_s": round(mean["off"], 1),
+        "on_votes_per_s": round(mean["on"], 1),
+        "ratio_on_to_off": round(mean["on"] / mean["off"], 3),
+        "challenge_endpoint_req_per_s": round(measured["challenge_rate"], 1),
+        "presolve_s": round(measured["solve_s"], 1),
         "on_layers": {
-            "limits": sorted(scope for scope, rate in limits.items() if rate is not None),
-            "pow_difficulty": on_run.poll_defences.get("pow", {}).get("difficulty"),
-            "risk_rules": len(on_run.poll_defences.get("risk", {}).get("rules", [])),
+            "limits": sorted(scope for scope, r in limits.items() if r is not None),
+            "pow_difficulty": on_defences.get("pow", {}).get("difficulty"),
+            "risk_rules": len(on_defences.get("risk", {}).get("rules", [])),
         },
+        "all_accepted": all_accepted,
+        "counted_matches": counted_ok,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    ok = all(r.accepted == args.voters == r.counted_total for r in runs)
-    result["all_accepted_and_counted"] = ok
     if args.json:
         print(json.dumps(result))
     else:
         _print(result)
-    return 0 if ok else 1
+    return 0 if all_accepted and counted_ok else 1
 
 
 def _print(r: dict[str, Any]) -> None:
-    print(f"voters {r['voters']}  concurrency {r['concurrency']}  (defences off, on, off)")
-    for name, s in [("off", r["off"][0]), ("on", r["on"]), ("off", r["off"][1])]:
+    print(f"{r['voters_per_block']:,} votes a block, concurrency {r['concurrency']}, one server")
+    for b in r["blocks"]:
         print(
-            f"defences {name:<4} {s['votes_per_s']:>9,.0f} votes/s  p50 {s['p50_ms']} ms  "
-            f"p99 {s['p99_ms']} ms  accepted {s['accepted']:,}  counted {s['counted_total']:,}"
+            f"defences {b['defences']:<4} {b['votes_per_s']:>9,.0f} votes/s  "
+            f"p50 {b['p50_ms']} ms  p99 {b['p99_ms']} ms  statuses {b['statuses']}"
         )
+    print(f"mean off {r['off_votes_per_s']:,.0f}  on {r['on_votes_per_s']:,.0f} votes/s")
     print(f"ratio on/off {r['ratio_on_to_off']:>8.3f}  (target >= 0.85)")
     print(
         f"challenge endpoint {r['challenge_endpoint_req_per_s']:,.0f} req/s "
         f"(GET .../challenge; answers pre-solved in {r['presolve_s']} s, not timed)"
     )
-    print(f"layers on: {r['on_layers']}, edge token bucket per address")
-    if not r["all_accepted_and_counted"]:
-        print("NOT every vote was accepted and counted: see statuses", r["on"]["statuses"])
+    print(f"layers on: {r['on_layers']}; the edge's token bucket per address on in both")
+    print(f"every vote accepted: {r['all_accepted']}; counts match: {r['counted_matches']}")
