@@ -18,7 +18,10 @@ For the on poll, each voter's challenge is FETCHED AND SOLVED BEFORE THE TIMED B
 .../challenge, then this process's pool of solvers); its votes carry the answers, so the blocks
 measure verifying, spending (one SET NX) and limiting, not solving. The challenge endpoint's own
 rate (GET .../challenge answered per second over the same connections) is measured apart,
-during the fetch.
+during the fetch. Beside votes/s, each block reports the server's CPU per vote (`tally serve` and
+its valkey-server, from /proc): on a shared machine other load moves votes/s by tens of percent
+from block to block, CPU per vote far less, so its ratio (off/on) is the steadier figure of what
+the defences cost.
 """
 
 from __future__ import annotations
@@ -110,7 +113,15 @@ def _solved(challenge: str) -> str:
 
 
 class _Run:
-    def __init__(self, args: argparse.Namespace, port: int, admin: TallyClient, issuer: DevIssuer):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        port: int,
+        admin: TallyClient,
+        issuer: DevIssuer,
+        server_pid: int,
+    ) -> None:
+        self.server_pid = server_pid
         self.args = args
         self.port = port
         self.admin = admin
@@ -164,21 +175,41 @@ class _Run:
             run_requests(HOST, self.port, requests, concurrency=self.args.concurrency)
         )
 
+    def measured_votes(self, requests: list[bytes]) -> tuple[LoadResult, float]:
+        """The votes, and the CPU seconds the server (`tally serve` and its valkey-server) spent
+        on them: unlike votes/s, barely moved by other load on a shared machine."""
+        before = server_cpu_s(self.server_pid)
+        load = self.votes(requests)
+        return load, server_cpu_s(self.server_pid) - before
+
+
+def server_cpu_s(pid: int) -> float:
+    """utime + stime of `pid` and its direct children (the embedded valkey-server), in s."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = 0
+    for process in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
 
 def measure(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tally-bench-defences-") as data_dir:
         port = free_port()
         env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
         env["TALLY_TRUSTED_PROXIES"] = "127.0.0.1/32"
+        # No archiver: its checkpoints trail the votes and would land in whichever block runs
+        # then, blurring the CPU per vote of both sides; the votes do not need it.
+        env["TALLY_ARCHIVER"] = "off"
         for name in ("TALLY_VALKEY_URL", "TALLY_DEFENCES", "TALLY_EDGE_RATE", "TALLY_EDGE_BURST"):
             env.pop(name, None)
         argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
-        with running(argv, host=HOST, port=port, env=env, timeout_s=60):
+        with running(argv, host=HOST, port=port, env=env, timeout_s=60) as server:
             issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            run = _Run(args, port, admin, issuer)
+            run = _Run(args, port, admin, issuer, server.pid)
             off_poll, on_poll = run.poll("bench off", DEFENCES_OFF), run.poll("bench on", None)
             warm = min(WARMUP_VOTES, args.voters)
             size = max(1, args.voters // 2)
@@ -192,12 +223,13 @@ def measure(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str, An
             proofs = dict(zip((id(b) for b in on_blocks), solved, strict=True))
             run.votes(warm_off.vote_requests(None))
             run.votes(warm_on.vote_requests(proofs[id(warm_on)]))
-            loads = [run.votes(b.vote_requests(proofs.get(id(b)))) for b in blocks]
+            measured = [run.measured_votes(b.vote_requests(proofs.get(id(b)))) for b in blocks]
             counted = {
                 p.id: _closed_total(admin, p.id) for p in (off_poll, on_poll)
             }  # warm-ups included
     return {
-        "loads": loads,
+        "loads": [load for load, _ in measured],
+        "cpu_s": [cpu for _, cpu in measured],
         "counted": counted,
         "expected": {off_poll.id: warm + size * 3, on_poll.id: warm + size * 2},
         "on_defences": on_poll.defences,
@@ -216,11 +248,12 @@ def _closed_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> 
         time.sleep(0.05)
 
 
-def _summary(on: bool, load: LoadResult) -> dict[str, Any]:
+def _summary(on: bool, load: LoadResult, cpu_s: float) -> dict[str, Any]:
     latency = load.latency_percentiles_ms(50, 99)
     return {
         "defences": "on" if on else "off",
         "votes_per_s": round(load.throughput(), 1),
+        "server_cpu_us_per_vote": round(1e6 * cpu_s / max(1, len(load.completed())), 1),
         "p50_ms": round(latency["p50"], 2),
         "p99_ms": round(latency["p99"], 2),
         "statuses": load.by_status(),
@@ -231,11 +264,18 @@ def run_defences_bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         measured = measure(args, pool)
-    blocks = [_summary(on, load) for on, load in zip(SEQUENCE, measured["loads"], strict=True)]
-    rate = {
-        side: [b["votes_per_s"] for b in blocks if b["defences"] == side] for side in ("off", "on")
+    blocks = [
+        _summary(on, load, cpu)
+        for on, load, cpu in zip(SEQUENCE, measured["loads"], measured["cpu_s"], strict=True)
+    ]
+    mean = {
+        side: _mean([b["votes_per_s"] for b in blocks if b["defences"] == side])
+        for side in ("off", "on")
     }
-    mean = {side: sum(rates) / len(rates) for side, rates in rate.items()}
+    cpu = {
+        side: _mean([b["server_cpu_us_per_vote"] for b in blocks if b["defences"] == side])
+        for side in ("off", "on")
+    }
     on_defences = measured["on_defences"]
     limits = on_defences.get("limits", {})
     all_accepted = all(b["statuses"] == {201: max(1, args.voters // 2)} for b in blocks)
@@ -247,6 +287,10 @@ def run_defences_bench(args: argparse.Namespace) -> int:
         "off_votes_per_s": round(mean["off"], 1),
         "on_votes_per_s": round(mean["on"], 1),
         "ratio_on_to_off": round(mean["on"] / mean["off"], 3),
+        "off_server_cpu_us_per_vote": round(cpu["off"], 1),
+        "on_server_cpu_us_per_vote": round(cpu["on"], 1),
+        # Votes the same server CPU gives with the defences on, per vote it gives with them off.
+        "cpu_ratio_on_to_off": round(cpu["off"] / cpu["on"], 3),
         "challenge_endpoint_req_per_s": round(measured["challenge_rate"], 1),
         "presolve_s": round(measured["solve_s"], 1),
         "on_layers": {
@@ -265,15 +309,24 @@ def run_defences_bench(args: argparse.Namespace) -> int:
     return 0 if all_accepted and counted_ok else 1
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def _print(r: dict[str, Any]) -> None:
     print(f"{r['voters_per_block']:,} votes a block, concurrency {r['concurrency']}, one server")
     for b in r["blocks"]:
         print(
             f"defences {b['defences']:<4} {b['votes_per_s']:>9,.0f} votes/s  "
+            f"server CPU {b['server_cpu_us_per_vote']} us/vote  "
             f"p50 {b['p50_ms']} ms  p99 {b['p99_ms']} ms  statuses {b['statuses']}"
         )
     print(f"mean off {r['off_votes_per_s']:,.0f}  on {r['on_votes_per_s']:,.0f} votes/s")
-    print(f"ratio on/off {r['ratio_on_to_off']:>8.3f}  (target >= 0.85)")
+    print(f"ratio on/off {r['ratio_on_to_off']:>8.3f}  (votes/s; target >= 0.85)")
+    print(
+        f"server CPU per vote: off {r['off_server_cpu_us_per_vote']} us, on "
+        f"{r['on_server_cpu_us_per_vote']} us: ratio off/on {r['cpu_ratio_on_to_off']:.3f}"
+    )
     print(
         f"challenge endpoint {r['challenge_endpoint_req_per_s']:,.0f} req/s "
         f"(GET .../challenge; answers pre-solved in {r['presolve_s']} s, not timed)"
