@@ -28,7 +28,7 @@ START_MS = 1_800_000_000_000
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--votes", type=int, default=50_000)
-    votes = min(parser.parse_args().votes, 65_536)
+    votes: int = min(parser.parse_args().votes, 65_536)
     clock = [START_MS]
     traffic = Traffic(lambda: clock[0])
     check = RiskCheck(traffic, Challenges(b"s" * 32), b"s" * 32, lambda verdict, reason: None)
@@ -49,8 +49,7 @@ def main() -> None:
             clock[0] += 1
             await check.check(request, poll, clock[0])
             traffic.answered(request.evidence, 201)
-        elapsed: float = time.perf_counter() - started
-        return elapsed / votes * 1e6
+        return (time.perf_counter() - started) / votes * 1e6
 
     print(f"{votes:,} votes from distinct addresses, 64 user agents")
     print(f"new addresses:    {asyncio.run(one_pass()):.2f} us per vote")
