@@ -8,9 +8,9 @@ Valkey. Why: every vote already pays the distributed GCRA limits (tally.service.
 are the exact, cluster-wide bound on a subnet; the score is a heuristic on top that only needs to
 see a flood, and a shared counter would add two more store calls per vote (subnet and agent
 live in different slots) to the scarce resource of the vote path. Scoring and counting in the
-process cost 7.7 µs a vote (benchmarks/risk_cost.py, BENCHMARKS.md). The price: with N gateways behind a
-balancer each sees about 1/N of a farm's requests, so a velocity threshold is per gateway
-process (divide a deployment-wide figure by the number of gateway processes).
+process cost 7.7 µs a vote (benchmarks/risk_cost.py, BENCHMARKS.md). The price: with N gateways
+behind a balancer each sees about 1/N of a farm's requests, so a velocity threshold is per
+gateway process (divide a deployment-wide figure by the number of gateway processes).
 """
 
 from __future__ import annotations
