@@ -21,6 +21,7 @@ from tally import config
 from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
 from tally.cluster_cli import add_cluster_parser
+from tally.review_cli import add_review_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     archiver.set_defaults(run=_archiver)
 
     add_cluster_parser(sub)  # tally cluster up|down: a local Valkey Cluster (tally.cluster_cli)
+    add_review_parser(sub, common, _admin_client)  # tally review list|release|void
 
     audit = sub.add_parser(
         "audit", help="verify a poll's published ledger, check a receipt, export a ledger"
@@ -122,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="mint tokens from the local dev issuer")
     token.add_argument("subject", nargs="?")
-    token.add_argument("--role", choices=["voter", "admin"], default="voter")
+    token.add_argument("--role", choices=["voter", "reviewer", "admin"], default="voter")
     token.add_argument("--ttl", type=int, default=3600, help="seconds")
     token.add_argument("--alg", choices=["EdDSA", "ES256", "RS256"], default="EdDSA")
     token.add_argument("--count", type=int, help="mint N voter tokens, one per line")
@@ -197,6 +199,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="VOTES_PER_S",
         help="pace the votes at this rate (default: as fast as the connections allow)",
+    )
+    bench.add_argument(
+        "--defences",
+        action="store_true",
+        help="the defences' cost: votes/s with every defence on vs off, in one run",
     )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(run=_bench)
@@ -373,14 +380,18 @@ def _vote(args: argparse.Namespace) -> int:
     if not args.token:
         print("tally: vote needs --token (see `tally token SUBJECT`)", file=sys.stderr)
         return 2
-    reply = TallyClient(args.url, args.token).post(
-        f"/v1/polls/{args.poll_id}/votes", {"option": args.option}
-    )
+
+    def solving(challenge: dict[str, Any]) -> None:
+        print(f"solving a {challenge['difficulty']}-bit proof-of-work challenge…", file=sys.stderr)
+
+    reply = TallyClient(args.url, args.token).vote(args.poll_id, args.option, solving=solving)
     receipt = reply["receipt"]
+    # 202: recorded but held for review, counted only once a reviewer releases it.
+    outcome = f"held for review ({reply['held']['reason']})" if "held" in reply else "accepted"
     _print(
         reply,
         args.json,
-        f"accepted: {receipt['option']} in lane {receipt['lane']}, entry {receipt['entry_id']} at {receipt['accepted_at']}",
+        f"{outcome}: {receipt['option']} in lane {receipt['lane']}, entry {receipt['entry_id']} at {receipt['accepted_at']}",
     )
     return 0
 
@@ -388,8 +399,9 @@ def _vote(args: argparse.Namespace) -> int:
 def _results(args: argparse.Namespace) -> int:
     results = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}/results")
     width = max((len(k) for k in results["counts"]), default=0)
+    review = f", {results['under_review']} under review" if results.get("under_review") else ""
     lines = [
-        f"{results['poll_id']}  [{results['state']}]  total {results['total']}  (updated {results['updated_at']})"
+        f"{results['poll_id']}  [{results['state']}]  total {results['total']}{review}  (updated {results['updated_at']})"
     ]
     lines += [f"  {option:<{width}}  {n}" for option, n in results["counts"].items()]
     _print(results, args.json, "\n".join(lines))

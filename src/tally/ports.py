@@ -7,6 +7,9 @@ tally.store; the ledger directory, in tally.archive).
     StoreClient      RESP commands, pipelined, durable writes (store.resp.Valkey)
     PollStore        poll definitions and lifecycle           (store.polls.ValkeyPolls)
     BallotBox        casting a vote, once, durably            (store.votes.ValkeyBallotBox)
+    ReviewStore      held votes and reviewers' decisions      (store.review.ValkeyReviews)
+    SpentChallenges  proof-of-work answers, each spent once   (store.challenges.ValkeySpentChallenges)
+    RateLimiter      GCRA limits shared by every gateway      (store.ratelimits.ValkeyRateLimits)
     SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
     LedgerQueue      votes and admin actions not yet archived (store.ledger_queue.ValkeyLedgerQueue)
     LedgerReader     the published ledger, read-only, async   (archive.logs.LedgerDirectory)
@@ -20,8 +23,10 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tally.domain.defences import LimitScope
 from tally.domain.polls import Poll, PollState
 from tally.domain.results import LaneTally
+from tally.domain.review import Decision, EntryRef, HeldVote
 from tally.domain.snapshots import Snapshot
 from tally.domain.votes import NotOpen, UnknownOption
 
@@ -111,18 +116,38 @@ class Recorded:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedHeld:
+    """The vote is stored as Recorded says, held for review: not counted. (A type of its own,
+    not a flag on Recorded, so the accepted path builds and checks nothing more.)"""
+
+    lane: int
+    seq: int
+    accepted_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class AlreadyRecorded:
     """The pseudonym voted before: its entry `seq` of lane `lane`. `option` and `accepted_ms`
     are None once the entry was archived and trimmed from the queue (the published ledger holds
-    it then)."""
+    it then). `status`: accepted, or held / released / voided for a vote cast held."""
 
     lane: int
     seq: int
     option: str | None
     accepted_ms: int | None
+    status: str = "accepted"
 
 
-CastResult = Recorded | AlreadyRecorded | NotOpen | UnknownOption
+CastResult = Recorded | RecordedHeld | AlreadyRecorded | NotOpen | UnknownOption
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAs:
+    """Cast the vote held for review: why (the admission check's reason) and the request's
+    subnet, kept for reviewers beside the lane, never in the ledger."""
+
+    reason: str
+    subnet: str
 
 
 class BallotBox(Protocol):
@@ -133,9 +158,92 @@ class BallotBox(Protocol):
     It returns only once the vote is durable (fsynced, and on replicas if so configured); if that
     cannot be confirmed it raises StoreUnavailable, and a retry is safe: it returns the same entry
     as AlreadyRecorded. An unknown poll raises PollNotFound.
+
+    With `hold`, the vote is recorded the same way (ledger entry with status held, voter index)
+    but not counted: it waits in the lane's held votes (`ReviewStore`) and is answered as
+    RecordedHeld.
     """
 
-    async def cast(self, poll: Poll, pseudonym: bytes, option: str) -> CastResult: ...
+    async def cast(
+        self, poll: Poll, pseudonym: bytes, option: str, hold: HoldAs | None = None
+    ) -> CastResult: ...
+
+
+class ReviewStore(Protocol):
+    """Held votes and reviewers' decisions on them (domain.review).
+
+    A decision on a held vote is two atomic steps, always in this order, each idempotent:
+    `record` puts it in the poll's admin log (at most one decision per vote: a later one returns
+    the decision recorded first and appends nothing), then `apply` changes the vote's lane (only
+    while the vote is still held: out of the held votes, counted on release, the decision
+    appended to the lane's ledger). A crash between the two is finished by recording and applying
+    the same decision again (`recorded` lists what the admin log holds). Both work on open and
+    closed polls alike.
+    """
+
+    async def held(self, poll: Poll) -> list[HeldVote]:
+        """Every vote of the poll still held, in lane and entry order."""
+
+    async def still_held(self, poll: Poll, refs: Sequence[EntryRef]) -> list[bool]:
+        """For each entry: is it a vote still held (in its lane's held votes)?"""
+
+    async def decided(self, poll: Poll, refs: Sequence[EntryRef]) -> list[Decision | None]:
+        """For each entry: the decision its lane applied, None if none was (held or not)."""
+
+    async def record(
+        self, poll: Poll, actor: str, decision: Decision, refs: Sequence[EntryRef]
+    ) -> list[Decision | None]:
+        """Append the decision of each entry by `actor` to the admin log; for each entry None if
+        it was appended now, else the decision recorded before (nothing appended).
+        PollNotFound for an unknown poll."""
+
+    async def apply(
+        self, poll: Poll, decision: Decision, refs: Sequence[EntryRef]
+    ) -> list[tuple[bool, Decision | None]]:
+        """Apply the decision to each entry's lane: (True, None) if applied now, else (False,
+        the decision applied before, or None if the entry is not a held vote)."""
+
+    async def recorded(self, poll: Poll) -> dict[EntryRef, Decision]:
+        """Every decision the poll's admin log holds."""
+
+
+class SpentChallenges(Protocol):
+    """Proof-of-work challenges already spent on a vote (tally.security.pow).
+
+    `spend` is one atomic step: of any number of concurrent calls with one `spend_id`, on any
+    gateways sharing the store, exactly one returns True until `ttl_ms` (the challenge's time
+    left before it expires) has passed; after that the challenge is refused as expired anyway.
+    """
+
+    async def spend(self, spend_id: str, ttl_ms: int) -> bool:
+        """Mark the challenge spent; False if it already was. StoreUnavailable if unsure."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """Refused by the limit on `scope`: that bucket admits again in `retry_after_ms`."""
+
+    scope: LimitScope
+    retry_after_ms: int
+
+
+class RateLimiter(Protocol):
+    """The distributed GCRA rate limits (ARCHITECTURE.md section 6), shared by every gateway on
+    the store: a request counts the same whichever gateway it reaches.
+
+    `take` counts one vote request against each limit of `poll.defences.limits` that is on and
+    applies: the address and subnet limits only with their ids, the voter's only with its id
+    (ids are keyed hashes the caller made; "" for none), the poll's always.
+    - The address and subnet buckets are one atomic step, the voter's another, the poll's (one
+      lane's share of it) a third; in each step, if one bucket refuses, no bucket changes.
+    - The steps leave together (one round trip), so a request one step refuses still counts in
+      the steps that admitted it.
+    - Time is the store's clock, the same for every gateway; idle buckets expire.
+    Returns None (admitted), or the refusal with the longest wait. StoreUnavailable if the store
+    does not answer: the caller fails closed.
+    """
+
+    async def take(self, poll: Poll, voter: str, address: str, subnet: str) -> Limited | None: ...
 
 
 @dataclass(frozen=True, slots=True)

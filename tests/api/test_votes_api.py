@@ -515,7 +515,7 @@ def test_a_poll_refuses_votes_once_its_deadline_passes(tally: RunningTally) -> N
 def test_results_count_every_option_even_at_zero(tally: RunningTally, open_poll: str) -> None:
     """Results list every option in poll order, the total, the state and when they last changed."""
     before = results(tally, open_poll)
-    assert set(before) == {"poll_id", "state", "counts", "total", "updated_at"}
+    assert set(before) == {"poll_id", "state", "counts", "total", "under_review", "updated_at"}
     assert (before["poll_id"], before["state"], before["total"]) == (open_poll, "open", 0)
     assert list(before["counts"].items()) == [("red", 0), ("green", 0), ("blue", 0)]
     receipt = cast(tally, open_poll, "blue", tally.voter_token("counted")).json()["receipt"]
@@ -631,12 +631,15 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
         "/v1/polls/{poll_id}/close": {"post"},
         "/v1/polls/{poll_id}/votes": {"post"},
         "/v1/polls/{poll_id}/results": {"get"},
+        "/v1/polls/{poll_id}/challenge": {"get"},
         "/healthz": {"get"},
         "/readyz": {"get"},
         "/metrics": {"get"},
         "/v1/polls/{poll_id}/live": {"get"},
         "/v1/polls/{poll_id}/events": {"get"},
         "/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof": {"get"},
+        "/v1/polls/{poll_id}/held": {"get"},
+        "/v1/polls/{poll_id}/held/decisions": {"post"},
         "/ledger/keys": {"get"},
         "/ledger/{poll_id}/checkpoints": {"get"},
         "/ledger/{poll_id}/certificate": {"get"},

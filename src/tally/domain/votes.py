@@ -3,12 +3,14 @@
 VoteOutcome
  ├── Accepted            cast now; the receipt says where it sits in the ledger
  ├── AlreadyVoted        this voter's vote was cast before; its original receipt
- ├── HeldForReview       an admission check held it: not counted unless a reviewer releases it
+ ├── HeldForReview       an admission check held it: recorded (it has a receipt) but not
+ │                       counted unless a reviewer releases it
  └── Refusal             not cast, and nothing was written
       ├── NotOpen            the poll is a draft or closed (by state or deadline)
       ├── UnknownOption      the poll has no such option
       ├── Unauthenticated    the voter's credential is not (or no longer) valid
       ├── ChallengeRequired  a proof-of-work answer must come with the vote
+      ├── ChallengeInvalid   the answer sent is forged, expired, spent, for another poll...
       └── RateLimited        too many requests; retry after the given seconds
 """
 
@@ -40,12 +42,19 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class AlreadyVoted:
+    """`status`: accepted, or for a vote cast held: held, then released or voided by a
+    reviewer."""
+
     receipt: Receipt
+    status: str = "accepted"
 
 
 @dataclass(frozen=True, slots=True)
 class HeldForReview:
+    """Recorded with status held: `receipt` says where; `reason` is the check's."""
+
     reason: str
+    receipt: Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,5 +87,14 @@ class RateLimited:
     scope: str
 
 
-Refusal = NotOpen | UnknownOption | Unauthenticated | ChallengeRequired | RateLimited
+@dataclass(frozen=True, slots=True)
+class ChallengeInvalid:
+    """`reason` is a stable code (tally.security.pow.Invalid: forged, expired, replayed, ...)."""
+
+    reason: str
+
+
+Refusal = (
+    NotOpen | UnknownOption | Unauthenticated | ChallengeRequired | ChallengeInvalid | RateLimited
+)
 VoteOutcome = Accepted | AlreadyVoted | HeldForReview | Refusal

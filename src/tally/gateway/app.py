@@ -33,6 +33,8 @@ def create_app(
     *,
     live: LiveEndpoints | None = None,
     ledger: Sequence[BaseRoute] = (),
+    review: Sequence[BaseRoute] = (),
+    challenges: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
@@ -50,6 +52,8 @@ def create_app(
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *page_routes(),
         *ledger,
+        *review,
+        *challenges,
         *demo_routes,
     ]
     if live is not None:

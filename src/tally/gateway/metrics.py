@@ -7,6 +7,8 @@ import bisect
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
+from tally.domain.defences import LimitScope
+
 
 class Counter:
     def __init__(self, name: str, help_text: str, label: str) -> None:
@@ -21,6 +23,33 @@ class Counter:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         lines += [f'{self.name}{{{self.label}="{v}"}} {n}' for v, n in sorted(self.values.items())]
+        return lines
+
+
+class LabelledCounter:
+    """A counter family with several labels: `inc(*values)` in the order of `labels`. At most
+    `max_series` label sets: beyond, a new set's last label reads "other" (label values that
+    come from data, such as a poll's rule names, must not grow a scrape without bound)."""
+
+    def __init__(
+        self, name: str, help_text: str, labels: tuple[str, ...], max_series: int = 256
+    ) -> None:
+        self.name = name
+        self.help = help_text
+        self.labels = labels
+        self.max_series = max_series
+        self.values: defaultdict[tuple[str, ...], int] = defaultdict(int)
+
+    def inc(self, *label_values: str) -> None:
+        if label_values not in self.values and len(self.values) >= self.max_series:
+            label_values = (*label_values[:-1], "other")
+        self.values[label_values] += 1
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for values, n in sorted(self.values.items()):
+            labels = ",".join(f'{k}="{v}"' for k, v in zip(self.labels, values, strict=True))
+            lines.append(f"{self.name}{{{labels}}} {n}")
         return lines
 
 
@@ -77,12 +106,42 @@ class Metrics:
             "Time from a vote request's arrival to its answer.",
             [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
         )
+        # Reasons are rule names (a-z, 0-9 and '-' by domain.defences): nothing to escape.
+        self.risk_verdicts = LabelledCounter(
+            "tally_risk_verdicts_total",
+            "Fraud-scoring verdicts (admit, challenge, hold) by the reason that weighed most.",
+            ("verdict", "reason"),
+        )
+        self.rate_limited = Counter(
+            "tally_rate_limited_total",
+            "Vote requests refused by a rate limit (429 rate-limited), by the limit's scope.",
+            "scope",
+        )
+        for scope in LimitScope:  # every scope from the first scrape on, at 0
+            self.rate_limited.values[scope.value] = 0
+        self.challenges_issued = Counter(
+            "tally_challenges_issued_total",
+            "Proof-of-work challenges handed out, by how: with a 428 (vote) or GET .../challenge "
+            "(endpoint).",
+            "via",
+        )
+        self.challenge_answers = Counter(
+            "tally_challenge_answers_total",
+            "Proof-of-work answers checked, by result: solved, or why they were refused.",
+            "result",
+        )
         self.edge_refusals = Counter(
             "tally_edge_refusals_total",
             "Requests and connections the HTTP edge refused or closed, by reason "
             "(head-too-large, head-timeout, body-timeout, too-many-connections, rate-limited, "
             "malformed).",
             "reason",
+        )
+        self.review_decisions = Counter(
+            "tally_review_decisions_total",
+            "Held votes reviewers decided on, by outcome (released, voided, already-decided, "
+            "conflict, not-held).",
+            "outcome",
         )
         self.batch_size = Histogram(
             "tally_valkey_batch_commands",
@@ -108,6 +167,10 @@ class Metrics:
         lines: list[str] = []
         if self._vote_path:
             lines += self.votes.render() + self.vote_seconds.render()
+            lines += self.rate_limited.render()
+            lines += self.challenges_issued.render() + self.challenge_answers.render()
+            lines += self.risk_verdicts.render()
+            lines += self.review_decisions.render()
         if self._vote_path:
             lines += self.edge_refusals.render()
         lines += self.batch_size.render()

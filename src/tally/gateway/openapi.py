@@ -10,6 +10,7 @@ import msgspec
 from tally import __version__
 from tally.domain.polls import POLL_ID_PATTERN
 from tally.gateway.bodies import CreatePollBody, VoteBody
+from tally.gateway.review import DecisionBody
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -55,8 +56,8 @@ _LOG = {
 
 
 def build() -> dict[str, Any]:
-    (_, _), shapes = msgspec.json.schema_components(
-        [CreatePollBody, VoteBody], ref_template="#/components/schemas/{name}"
+    _, shapes = msgspec.json.schema_components(
+        [CreatePollBody, VoteBody, DecisionBody], ref_template="#/components/schemas/{name}"
     )
     poll_id = [
         {
@@ -144,6 +145,10 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "required": ["poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash"],
                 "properties": {
+                    "status": {
+                        "enum": ["held", "released", "voided"],
+                        "description": "only for a vote held for review; absent: accepted",
+                    },
                     "poll_id": {"type": "string"},
                     "lane": {"type": "integer"},
                     "entry_id": {
@@ -159,25 +164,38 @@ def build() -> dict[str, Any]:
                     },
                 },
             },
+            "Challenge": {
+                "type": "object",
+                "required": ["challenge", "algorithm", "difficulty", "expires_at"],
+                "properties": {
+                    "challenge": {"type": "string", "description": "signed; solve it as is"},
+                    "algorithm": {"const": "SHA-256"},
+                    "difficulty": {"type": "integer", "description": "leading zero bits"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                },
+            },
             "VoteAccepted": {
                 "type": "object",
                 "properties": {"receipt": {"$ref": "#/components/schemas/Receipt"}},
             },
             "VoteHeld": {
                 "type": "object",
-                "description": "An admission check held the vote for review: not counted now.",
+                "description": "An admission check held the vote for review: recorded, not "
+                "counted unless a reviewer releases it.",
                 "properties": {
-                    "held": {"type": "object", "properties": {"reason": {"type": "string"}}}
+                    "receipt": {"$ref": "#/components/schemas/Receipt"},
+                    "held": {"type": "object", "properties": {"reason": {"type": "string"}}},
                 },
             },
             "Results": {
                 "type": "object",
-                "required": ["poll_id", "state", "counts", "total", "updated_at"],
+                "required": ["poll_id", "state", "counts", "total", "under_review", "updated_at"],
                 "properties": {
                     "poll_id": {"type": "string"},
                     "state": {"enum": ["draft", "open", "closed"]},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "total": {"type": "integer"},
+                    "under_review": {"type": "integer", "description": "votes held, not counted"},
                     "updated_at": {"type": "string", "format": "date-time"},
                 },
             },
@@ -246,9 +264,22 @@ def build() -> dict[str, Any]:
                     {
                         "201": _json("VoteAccepted", "accepted"),
                         "202": _json("VoteHeld", "held for review"),
-                        **_problems(400, 401, 404, 409, 413, 415, 422, 428, 429, 503),
+                        **_problems(400, 401, 403, 404, 409, 413, 415, 422, 428, 429, 503),
                     },
                     body="VoteBody",
+                    auth=True,
+                ),
+            },
+            "/v1/polls/{poll_id}/challenge": {
+                "parameters": poll_id,
+                "get": _op(
+                    "A proof-of-work challenge for the voter, at the poll's difficulty (0: any "
+                    "nonce solves it). Find a nonce such that SHA-256(challenge ':' nonce) starts "
+                    "with `difficulty` zero bits; send `challenge:nonce` as the vote's `proof` "
+                    "before `expires_at`. A vote that needs one and lacks it gets 428 "
+                    "challenge-required with the same fields; a bad answer 403 challenge-invalid "
+                    "with its `reason`. Each challenge is for one voter and one vote.",
+                    {"200": _json("Challenge", "a challenge"), **_problems(400, 401, 404)},
                     auth=True,
                 ),
             },
@@ -280,6 +311,32 @@ def build() -> dict[str, Any]:
                     "(base64 hashes), checkpoint (signed note) and tlog_proof (C2SP tlog-proof). "
                     "404 not-archived with Retry-After until a checkpoint covers it.",
                     {"200": {"description": "the proof"}, **_problems(400, 404)},
+                ),
+            },
+            "/v1/polls/{poll_id}/held": {
+                "parameters": poll_id,
+                "get": _op(
+                    "Votes held for review (reviewer or admin), grouped by reason and subnet: "
+                    '{"poll_id", "under_review", "groups": [{"reason", "subnet", "count", '
+                    '"truncated", "entries": [{"lane", "entry_id", "option", "reason", "subnet", '
+                    '"held_at"}]}]}; at most 1000 entries per group',
+                    {"200": {"description": "application/json"}, **_problems(400, 401, 403, 404)},
+                    auth=True,
+                ),
+            },
+            "/v1/polls/{poll_id}/held/decisions": {
+                "parameters": poll_id,
+                "post": _op(
+                    "Release or void held votes (reviewer or admin), listed or as a group; each "
+                    "is logged in the admin log. Answers counts (released, voided, "
+                    "already_decided, refused) and each entry's outcome (released, voided, "
+                    "already-decided, conflict, not-held); open and closed polls alike",
+                    {
+                        "200": {"description": "application/json"},
+                        **_problems(400, 401, 403, 404, 413, 415, 422, 503),
+                    },
+                    body="DecisionBody",
+                    auth=True,
                 ),
             },
             "/ledger/keys": {
@@ -347,9 +404,10 @@ def build() -> dict[str, Any]:
                     "summary": "Live results and voting over WebSocket",
                     "description": (
                         "Upgrade to a WebSocket. The server sends the latest snapshot "
-                        '`{"type":"snapshot","poll_id","seq","state","counts","total","ts"}` at once, '
+                        '`{"type":"snapshot","poll_id","seq","state","counts","total","under_review",'
+                        '"ts"}` at once, '
                         "then every newer one (latest-only per client). Vote by sending "
-                        '`{"type":"auth","token"}` once, then `{"type":"vote","request_id","option"}`; '
+                        '`{"type":"auth","token"}` once, then `{"type":"vote","request_id","option"[,"proof"]}`; '
                         'answers are `{"type":"vote_result","request_id","status","receipt"|"error"}` '
                         "with the HTTP vote's status codes and problem documents. Close codes: 1012 "
                         "restart, 1013 store unavailable, 4400 invalid poll id, 4404 unknown poll, "

@@ -22,6 +22,7 @@ from tally.domain.polls import POLL_ID_PATTERN
 from tally.domain.votes import (
     Accepted,
     AlreadyVoted,
+    ChallengeInvalid,
     ChallengeRequired,
     HeldForReview,
     NotOpen,
@@ -30,7 +31,8 @@ from tally.domain.votes import (
     UnknownOption,
     VoteOutcome,
 )
-from tally.gateway.render import receipt_doc
+from tally.gateway.render import iso_ms, receipt_doc
+from tally.security.pow import ALGORITHM, difficulty_of, expires_at_ms
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:tally:problem:"
@@ -47,6 +49,7 @@ TITLES: dict[str, str] = {
     "already-voted": "This voter has already voted in this poll",
     "unknown-option": "The poll has no such option",
     "challenge-required": "Solve the challenge and send its answer with the vote",
+    "challenge-invalid": "The proof-of-work answer is not valid; get a new challenge",
     "rate-limited": "Too many requests; retry later",
     "unauthorized": "A valid bearer token is required",
     "forbidden": "The token does not allow this",
@@ -56,7 +59,7 @@ TITLES: dict[str, str] = {
     "method-not-allowed": "Method not allowed",
     "store-unavailable": "The vote store is unavailable; retry",
     "invalid-request": "The request cannot be served as sent",
-    "too-many-connections": "Too many live connections; retry later",
+    "too-many-connections": "Too many open connections from this address; retry later",
     "shutting-down": "The server is shutting down; reconnect",
     "internal-error": "Internal error",
 }
@@ -153,7 +156,8 @@ def vote_answer(outcome: VoteOutcome) -> tuple[int, dict[str, Any] | None, Probl
     if isinstance(outcome, Accepted):
         return 201, {"receipt": receipt_doc(outcome.receipt)}, None
     if isinstance(outcome, HeldForReview):
-        return 202, {"held": {"reason": outcome.reason}}, None
+        receipt = receipt_doc(outcome.receipt, "held")
+        return 202, {"receipt": receipt, "held": {"reason": outcome.reason}}, None
     refusal = vote_refusal(outcome)
     return refusal.status, None, refusal
 
@@ -161,7 +165,7 @@ def vote_answer(outcome: VoteOutcome) -> tuple[int, dict[str, Any] | None, Probl
 def vote_refusal(outcome: VoteOutcome) -> Problem:
     """The problem for a vote that was not cast (every outcome but Accepted and HeldForReview)."""
     if isinstance(outcome, AlreadyVoted):
-        return Problem(409, "already-voted", receipt=receipt_doc(outcome.receipt))
+        return Problem(409, "already-voted", receipt=receipt_doc(outcome.receipt, outcome.status))
     if isinstance(outcome, NotOpen):
         return Problem(
             409, "poll-not-open", f"the poll is {outcome.state.value}", state=outcome.state.value
@@ -173,7 +177,16 @@ def vote_refusal(outcome: VoteOutcome) -> Problem:
     if isinstance(outcome, Unauthenticated):
         return unauthorized(outcome.detail, outcome.reason)
     if isinstance(outcome, ChallengeRequired):
-        return Problem(428, "challenge-required", outcome.reason, challenge=outcome.challenge)
+        return Problem(
+            428, "challenge-required", outcome.reason, **challenge_doc(outcome.challenge)
+        )
+    if isinstance(outcome, ChallengeInvalid):
+        return Problem(
+            403,
+            "challenge-invalid",
+            f"the proof-of-work answer is {outcome.reason}",
+            reason=outcome.reason,
+        )
     if isinstance(outcome, RateLimited):
         limited = Problem(
             429,
@@ -184,3 +197,16 @@ def vote_refusal(outcome: VoteOutcome) -> Problem:
         limited.headers["Retry-After"] = str(outcome.retry_after_s)
         return limited
     raise AssertionError(f"no problem for outcome {outcome!r}")
+
+
+def challenge_doc(challenge: str) -> dict[str, Any]:
+    """What a client needs to solve a challenge (the 428's fields, GET .../challenge's body):
+    find a nonce such that SHA-256(challenge ":" nonce) starts with `difficulty` zero bits, then
+    send `challenge:nonce` as the vote's `proof` before `expires_at`."""
+    expires = expires_at_ms(challenge)
+    return {
+        "challenge": challenge,
+        "algorithm": ALGORITHM,
+        "difficulty": difficulty_of(challenge),
+        "expires_at": None if expires is None else iso_ms(expires),
+    }

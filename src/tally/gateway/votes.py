@@ -19,7 +19,7 @@ from tally.domain.polls import is_poll_id
 from tally.gateway.bodies import VoteBody, check_content_type, check_declared_length, decode
 from tally.gateway.client_address import ClientAddresses
 from tally.gateway.problems import MEDIA_TYPE, Problem, invalid_poll_id, problem_body
-from tally.gateway.voting import Voting
+from tally.gateway.voting import Ballot, Voting
 
 VOTE_BODY_LIMIT = 1024
 PREFIX = "/v1/polls/"
@@ -46,15 +46,16 @@ class VoteEndpoint:
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
 
-        async def option() -> str:
+        async def ballot() -> Ballot:
             if not is_poll_id(poll_id):
                 raise invalid_poll_id()
             check_content_type(content_type)
             check_declared_length(content_length, VOTE_BODY_LIMIT)
-            return decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody).option
+            body = decode(await _read_body(receive, VOTE_BODY_LIMIT), VoteBody)
+            return Ballot(body.option, body.proof)
 
         evidence = Evidence(Transport.HTTP, self._addresses.of_scope(scope), user_agent)
-        answer = await self._voting.vote(poll_id, authorization, option, evidence)
+        answer = await self._voting.vote(poll_id, authorization, ballot, evidence)
         headers: list[tuple[bytes, bytes]] = []
         if answer.problem is None:
             body, content_type_out = orjson.dumps(answer.document), _JSON

@@ -20,6 +20,7 @@ from tally.gateway.auth import Authenticator
 from tally.gateway.metrics import Metrics
 from tally.gateway.problems import Problem, as_problem, vote_answer
 from tally.service import VotingService
+from tally.service.risk import Traffic
 
 log = logging.getLogger("tally.gateway")
 
@@ -34,11 +35,28 @@ class VoteAnswer(NamedTuple):
     problem: Problem | None = None
 
 
+class Ballot(NamedTuple):
+    """What a vote request asks for: the option, and the proof-of-work answer if it has one
+    (`challenge:nonce`, tally.security.pow)."""
+
+    option: str
+    proof: str | None = None
+
+
 class Voting:
-    def __init__(self, service: VotingService, auth: Authenticator, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        service: VotingService,
+        auth: Authenticator,
+        metrics: Metrics,
+        traffic: Traffic | None = None,
+    ) -> None:
+        """`traffic`: where every answer is counted for the fraud scorer's velocity and
+        failure signals (service.risk); None counts nothing."""
         self._service = service
         self._auth = auth
         self._metrics = metrics
+        self._traffic = traffic
 
     def authenticate(self, authorization: str | None) -> Voter:
         """The voter behind an `Authorization: Bearer <jwt>` value, or a 401 Problem."""
@@ -49,16 +67,19 @@ class Voting:
         self,
         poll_id: str,
         authorization: str | None,
-        option: Callable[[], Awaitable[str]],
+        ballot: Callable[[], Awaitable[Ballot]],
         evidence: Evidence,
     ) -> VoteAnswer:
-        """Authenticate, then read the option (`option` raises a Problem for a malformed
+        """Authenticate, then read the ballot (`ballot` raises a Problem for a malformed
         request: HTTP reads and checks its body only once the caller is known), submit, answer,
         count. Never raises: every failure is an answer."""
         started = time.perf_counter()
         try:
             voter = self.authenticate(authorization)
-            request = VoteRequest(poll_id, voter, await option(), evidence)
+            option, proof = await ballot()
+            if proof is not None:
+                evidence = evidence._replace(challenge=proof)
+            request = VoteRequest(poll_id, voter, option, evidence)
             status, document, problem = vote_answer(await self._service.submit(request))
             label = "accepted" if status == 201 else "held" if problem is None else problem.code
             answer = VoteAnswer(status, label, document, problem)
@@ -66,5 +87,7 @@ class Voting:
             problem = as_problem(exc, log)
             answer = VoteAnswer(problem.status, problem.code, problem=problem)
         self._metrics.votes.inc(answer.label)
+        if self._traffic is not None:
+            self._traffic.answered(evidence, answer.status)
         self._metrics.vote_seconds.observe(time.perf_counter() - started)
         return answer

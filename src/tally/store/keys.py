@@ -8,15 +8,23 @@ vote-path command ever touches two lanes' keys.
 |--------------------------------------|--------|---------------------------------------------------|
 | tally:polls                          | zset   | poll id -> created_at ms (listing order)          |
 | tally:poll:{<poll>}                  | hash   | `def` (JSON definition), `state`, `updated_at`, `admin_seq` |
-| tally:poll:{<poll>}:admin            | stream | the admin log's queue: created/open/closed, id `<seq>-0` |
+| tally:poll:{<poll>}:admin            | stream | the admin log's queue: created/open/closed/reviewed, id `<seq>-0` |
+| tally:poll:{<poll>}:reviewed         | hash   | `<lane>:<seq>` -> released/voided: each held vote decided once |
 | tally:poll:{<poll>}:archiver         | string | id of the archiver holding the poll's lease (PX ttl) |
 | tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
 | tally:poll:{<poll>}:aggregator      | string | id of the aggregator holding the lease (PX ttl)   |
 | tally:live:{<poll>}  (SPUBLISH)      | channel| every published snapshot document (sharded pub/sub) |
-| tally:{<poll>.<lane>}:lane           | hash   | `state`, `closes_at` (ms or ""), `seq`, `at`       |
+| tally:{<poll>.<lane>}:lane           | hash   | `state`, `closes_at` (ms or ""), `seq`, `at`, `held` |
 | tally:{<poll>.<lane>}:counts         | hash   | option id -> accepted votes (every option present) |
-| tally:{<poll>.<lane>}:ledger         | stream | one entry per accepted vote, id `<seq>-0`          |
+| tally:{<poll>.<lane>}:ledger         | stream | one entry per vote or review decision, id `<seq>-0` |
+| tally:{<poll>.<lane>}:held           | hash   | seq -> option, reason, subnet, ms (joined by a bar) of each vote still held |
+| tally:{<poll>.<lane>}:decided        | hash   | seq -> released/voided of each held vote decided   |
 | tally:{<poll>.<lane>}:v:<bucket hex> | hash   | pseudonym[2:] -> seq (the voter index)             |
+| tally:pow:{<salt>}                   | string | a spent proof-of-work challenge (PX: until it expires) |
+| tally:{<poll>.<lane>}:rl             | string | the poll's rate-limit bucket share on this lane (GCRA TAT, PX) |
+| tally:rl:{s:<subnet id>}             | string | a subnet's rate-limit bucket (GCRA TAT in µs; PX: until full) |
+| tally:rl:{s:<subnet id>}:a:<address id> | string | an address's bucket, in its subnet's slot (one call takes both) |
+| tally:rl:{v:<voter id>}              | string | a voter's bucket, across polls (GCRA TAT in µs; PX)  |
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ def poll_admin(poll_id: str) -> str:
     return f"tally:poll:{{{poll_id}}}:admin"
 
 
+def poll_reviewed(poll_id: str) -> str:
+    """Which held votes have a decision in the admin log; shares the poll record's hash tag, so
+    the check and the admin entry are one atomic call."""
+    return f"tally:poll:{{{poll_id}}}:reviewed"
+
+
 def poll_archiver_lease(poll_id: str) -> str:
     return f"tally:poll:{{{poll_id}}}:archiver"
 
@@ -67,6 +81,15 @@ def lane_ledger(poll_id: str, lane: int) -> str:
     return lane_prefix(poll_id, lane) + "ledger"
 
 
+def lane_held(poll_id: str, lane: int) -> str:
+    """The lane's votes held for review: reviewers' evidence (reason, subnet), never ledgered."""
+    return lane_prefix(poll_id, lane) + "held"
+
+
+def lane_decided(poll_id: str, lane: int) -> str:
+    return lane_prefix(poll_id, lane) + "decided"
+
+
 def lane_voters(poll_id: str, lane: int, bucket: int) -> str:
     return f"{lane_prefix(poll_id, lane)}v:{bucket:x}"
 
@@ -74,3 +97,31 @@ def lane_voters(poll_id: str, lane: int, bucket: int) -> str:
 def lane_voters_pattern(poll_id: str, lane: int) -> str:
     """SCAN pattern for every voter-index bucket of a lane (used by maintenance, never per vote)."""
     return lane_prefix(poll_id, lane).replace("{", "\\{").replace("}", "\\}") + "v:*"
+
+
+def spent_challenge(spend_id: str) -> str:
+    """A spent proof-of-work challenge, by its random salt: every claim in its own slot, so the
+    claims spread over a cluster and none is hot."""
+    return f"tally:pow:{{{spend_id}}}"
+
+
+# Rate limits (tally.store.ratelimits). The ids are keyed hashes (hex) made by the gateway, so no
+# address or identity reaches Valkey. An address's bucket carries its subnet's hash tag: one
+# atomic call takes both. Each subnet and each voter is a slot of its own, so the buckets spread
+# over a cluster; the poll's limit is shared out over its lanes, each share in its lane's slot.
+
+
+def rate_subnet(subnet_id: str) -> str:
+    return f"tally:rl:{{s:{subnet_id}}}"
+
+
+def rate_address(subnet_id: str, address_id: str) -> str:
+    return f"tally:rl:{{s:{subnet_id}}}:a:{address_id}"
+
+
+def rate_voter(voter_id: str) -> str:
+    return f"tally:rl:{{v:{voter_id}}}"
+
+
+def lane_rate(poll_id: str, lane: int) -> str:
+    return lane_prefix(poll_id, lane) + "rl"

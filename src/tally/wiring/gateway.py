@@ -20,6 +20,7 @@ from tally.config import Settings
 from tally.domain.polls import DEFAULT_LANES, lanes_for
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
+from tally.gateway.challenges import ChallengeRoutes
 from tally.gateway.client_address import ClientAddresses
 from tally.gateway.demo_token import demo_token_routes
 from tally.gateway.edge import Edge, EdgeLimits, Refusal
@@ -31,16 +32,26 @@ from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live.votes import LiveVoting
 from tally.gateway.metrics import Metrics
 from tally.gateway.ops import OpsRoutes
+from tally.gateway.review import ReviewRoutes
 from tally.gateway.routes import Handlers
 from tally.gateway.server import GatewayServer, server_config
 from tally.gateway.votes import VoteEndpoint
 from tally.gateway.voting import Voting
 from tally.security.dev_issuer import DevIssuer
+from tally.security.pow import Challenges
 from tally.security.tokens import TokenVerifier
 from tally.service import VotingService
 from tally.service.admission import default_checks
+from tally.service.challenges import ChallengeCheck, ChallengeDesk
+from tally.service.ratelimits import RateLimitCheck
+from tally.service.review import ReviewService
+from tally.service.risk import RiskCheck, Traffic
+from tally.service.voting import system_clock_ms
+from tally.store.challenges import ValkeySpentChallenges
 from tally.store.cluster import ValkeyCluster
 from tally.store.polls import ValkeyPolls
+from tally.store.ratelimits import ValkeyRateLimits
+from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
@@ -112,13 +123,27 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     client.durability = await durability(client, settings)
     verifier, issuer = token_verifier(settings)
     ledger_files = LedgerFiles(settings.ledger_dir)
+    # Shared by every gateway on the store; refusals counted by scope in /metrics. On one node
+    # a request's limits are one call; a cluster takes one per slot, pipelined.
+    limiter = ValkeyRateLimits(client, one_call=not isinstance(client, ValkeyCluster))
+    rate_limits = RateLimitCheck(limiter, secret, metrics.rate_limited.inc)
+    traffic = Traffic(system_clock_ms)  # this process's last minute of vote answers, for the scorer
+    challenges = Challenges(secret)  # one key, derived from the pseudonym secret
+    proof_of_work = ChallengeCheck(
+        challenges,
+        ValkeySpentChallenges(client),
+        secret,
+        issued=metrics.challenges_issued.inc,
+        answered=metrics.challenge_answers.inc,
+    )
+    risk = RiskCheck(traffic, challenges, secret, metrics.risk_verdicts.inc)
     service = VotingService(
         ValkeyPolls(client),
         ValkeyBallotBox(client),
         pseudonym_secret=secret,
         snapshots=ValkeySnapshots(client),
         ledger=LedgerDirectory(ledger_files),  # receipts of votes already trimmed from Valkey
-        checks=default_checks(verifier.leeway_s),
+        checks=[*default_checks(verifier.leeway_s), rate_limits, proof_of_work, risk],
         default_lanes=lanes_for(len(client.shards))
         if isinstance(client, ValkeyCluster)
         else DEFAULT_LANES,
@@ -127,11 +152,15 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     repaired = await service.recover()
     if repaired:
         log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
+    reviews = ReviewService(ValkeyPolls(client), ValkeyReviews(client))
+    reviewed = await reviews.recover()
+    if reviewed:
+        log.warning("finished interrupted review decisions of polls %s", ", ".join(reviewed))
 
     auth = Authenticator(verifier)
     handlers = Handlers(service, auth, max_body_bytes=settings.max_body_bytes)
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
-    voting = Voting(service, auth, metrics)  # one vote path for HTTP and the WebSocket
+    voting = Voting(service, auth, metrics, traffic)  # one vote path for HTTP and WebSocket
     addresses = ClientAddresses(settings.trusted_proxies)  # who the client is, for every defence
     edge = Edge(edge_limits(settings), addresses, metrics.edge_refusals.inc)
     live = LiveGateway(
@@ -157,6 +186,15 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         demo_token_routes(issuer, enabled=demo and settings.embedded),
         live=live_endpoints,
         ledger=ledger.routes(),
+        review=ReviewRoutes(
+            reviews,
+            auth,
+            max_body_bytes=settings.max_body_bytes,
+            count=metrics.review_decisions.inc,
+        ).routes(),
+        challenges=ChallengeRoutes(
+            ChallengeDesk(ValkeyPolls(client), proof_of_work, system_clock_ms), auth
+        ).routes(),
     )
     observe_live(metrics, live)
     observe_edge(metrics, edge)

@@ -4,11 +4,12 @@ intake, the outcome mapping, the metrics). Transport-agnostic: it turns frames i
 
 Client -> server (text frames holding JSON):
     {"type": "auth", "token": "<jwt>"}          once; again to replace a token about to expire
-    {"type": "vote", "request_id": "<1-128 chars>", "option": "<option id>"}
+    {"type": "vote", "request_id": "<1-128 chars>", "option": "<option id>", "proof": "<answer>"}
+        ("proof" only where a proof-of-work answer is wanted, as in the HTTP vote's body)
 Server -> client:
     {"type": "auth_result", "status": 200}  |  {"type": "auth_result", "status": 401, "error": P}
     {"type": "vote_result", "request_id": R, "status": 201, "receipt": {...}}
-    {"type": "vote_result", "request_id": R, "status": 202, "held": {"reason": ...}}
+    {"type": "vote_result", "request_id": R, "status": 202, "receipt": {...}, "held": {...}}
     {"type": "vote_result", "request_id": R, "status": 401|404|409|422|428|429|503, "error": P}
         (429 and 503 also carry "retry_after": seconds, the HTTP answer's Retry-After header)
     {"type": "error", "status": 400|415|422, "error": P}   the frame was not a message; nothing changed
@@ -27,7 +28,8 @@ import orjson
 
 from tally.domain.admission import Evidence
 from tally.gateway.problems import Problem, problem_body
-from tally.gateway.voting import Voting
+from tally.gateway.voting import Ballot, Voting
+from tally.security.pow import MAX_ANSWER_CHARS as MAX_PROOF_CHARS
 
 
 class AuthMessage(msgspec.Struct, tag_field="type", tag="auth", forbid_unknown_fields=True):
@@ -37,6 +39,7 @@ class AuthMessage(msgspec.Struct, tag_field="type", tag="auth", forbid_unknown_f
 class VoteMessage(msgspec.Struct, tag_field="type", tag="vote", forbid_unknown_fields=True):
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     option: str
+    proof: Annotated[str, msgspec.Meta(max_length=MAX_PROOF_CHARS)] | None = None
 
 
 ClientMessage = AuthMessage | VoteMessage
@@ -94,10 +97,10 @@ class LiveVoting:
         """Cast the vote as the HTTP route would; returns the vote_result frame."""
         authorization = None if token is None else f"Bearer {token}"
 
-        async def option() -> str:
-            return message.option
+        async def ballot() -> Ballot:
+            return Ballot(message.option, message.proof)
 
-        answer = await self._voting.vote(poll_id, authorization, option, evidence)
+        answer = await self._voting.vote(poll_id, authorization, ballot, evidence)
         head: dict[str, Any] = {
             "type": "vote_result",
             "request_id": message.request_id,

@@ -2,6 +2,7 @@
 // Everything from the server is written with textContent, never parsed as HTML.
 
 import { follow } from "./live.js";
+import { fetchChallenge, solve } from "./pow.js";
 
 const TOKEN_KEY = "tally.token";
 const POLL_LIST_REFRESH_MS = 30000;
@@ -25,6 +26,7 @@ const view = {
   state: $("poll-state"),
   total: $("poll-total"),
   totalWord: $("poll-total-word"),
+  review: $("poll-review"),
   options: $("options"),
   outcome: $("outcome"),
   tokenForm: $("token-form"),
@@ -165,6 +167,10 @@ function apply(doc) {
     parts.row.classList.toggle("leading", leader > 0 && count === leader);
   }
   setState(doc.state, total);
+  // Held votes are not in the counts until a reviewer releases them: say how many wait.
+  const held = doc.under_review ?? 0;
+  view.review.hidden = held === 0;
+  view.review.textContent = `${held.toLocaleString()} under review`;
 }
 
 function setState(state, total) {
@@ -198,12 +204,18 @@ async function vote(option) {
   let doc = null;
   setVoting(true);
   try {
-    response = await fetch(`/v1/polls/${encodeURIComponent(poll.id)}/votes`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ option: option.id }),
-    });
-    doc = await response.json().catch(() => null);
+    // A poll that asks for a proof of work: solve a challenge before sending the vote.
+    let proof = null;
+    if ((poll.defences?.pow?.difficulty ?? 0) > 0) {
+      const challenge = await fetchChallenge(poll.id, token);
+      if (challenge) proof = await solveShown(challenge);
+    }
+    ({ response, doc } = await sendVote(poll.id, option.id, token, proof));
+    // Asked for one (or a harder one, when the risk scorer is wary): solve it and retry once.
+    if (response.status === 428 && doc?.challenge) {
+      proof = await solveShown(doc);
+      ({ response, doc } = await sendVote(poll.id, option.id, token, proof));
+    }
   } catch {
     showProblem(
       "No answer from Tally",
@@ -215,12 +227,36 @@ async function vote(option) {
   }
   if (response.status === 201 && doc?.receipt) {
     showReceipt("accepted", "Vote accepted. Your receipt:", doc.receipt);
+  } else if (response.status === 202 && doc?.receipt) {
+    showReceipt("held", "Your vote is recorded and held for review: it counts once a reviewer releases it. Your receipt:", doc.receipt);
   } else if (response.status === 409 && doc?.code === "already-voted" && doc.receipt) {
     showReceipt("already-voted", "You have already voted in this poll. Your original receipt:", doc.receipt);
   } else {
     showProblem(doc?.title ?? `HTTP ${response.status}`, doc?.detail ?? "");
   }
   current.feed?.refresh();
+}
+
+async function sendVote(pollId, optionId, token, proof) {
+  const body = proof ? { option: optionId, proof } : { option: optionId };
+  const response = await fetch(`/v1/polls/${encodeURIComponent(pollId)}/votes`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { response, doc: await response.json().catch(() => null) };
+}
+
+/** Solve a challenge in a worker, showing that something is happening while it runs. */
+function solveShown(challenge) {
+  // The running count is hidden from screen readers: the live region announces the state once.
+  const count = el("span", {}, "");
+  count.setAttribute("aria-hidden", "true");
+  view.outcome.dataset.kind = "solving";
+  view.outcome.replaceChildren(el("p", {}, "Checking you’re human…", count));
+  return solve(challenge, (hashes) => {
+    count.textContent = ` ${hashes.toLocaleString()} hashes`;
+  });
 }
 
 function setVoting(busy) {

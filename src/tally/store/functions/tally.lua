@@ -13,33 +13,57 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- Look up a vote in the lane's ledger by its seq; returns option, accepted ms (nil once trimmed).
+-- Look up a vote in the lane's ledger by its seq; returns option, accepted ms (false, 0 once
+-- trimmed) and whether it was cast held (its `s` field).
 local function ledger_entry(ledger, seq)
   local id = int(seq) .. '-0'
   local found = redis.call('XRANGE', ledger, id, id)
   if #found == 0 then
-    return false, 0
+    return false, 0, false
   end
   local fields = found[1][2]
-  local option, at = false, 0
+  local option, at, held = false, 0, false
   for i = 1, #fields, 2 do
     if fields[i] == 'o' then option = fields[i + 1] end
     if fields[i] == 't' then at = tonumber(fields[i + 1]) end
+    if fields[i] == 's' then held = fields[i + 1] == 'held' end
   end
-  return option, at
+  return option, at, held
+end
+
+-- What became of vote `seq` (a decimal string) of a lane: the review decision if one was
+-- applied, 'held' while it waits in the held index, else 'accepted'. `was_held` is what its
+-- ledger entry says (unknown once trimmed, so the held index is asked then).
+local function vote_status(held_index, decided, seq, was_held)
+  local decision = redis.call('HGET', decided, seq)
+  if decision then
+    return decision
+  end
+  if was_held or redis.call('HEXISTS', held_index, seq) == 1 then
+    return 'held'
+  end
+  return 'accepted'
 end
 
 --[[ tally_vote: cast one vote, at most once per voter, atomically.
 KEYS[1] lane hash   KEYS[2] counts hash   KEYS[3] ledger stream   KEYS[4] voter-index bucket
+KEYS[5] held index   KEYS[6] decided hash     (held mode only)
 ARGV[1] pseudonym (16 raw bytes)   ARGV[2] voter-index field   ARGV[3] option id
+ARGV[4] hold reason   ARGV[5] subnet      (held mode only)
 Returns one of:
   {'accepted', seq, option, accepted_ms}
-  {'already', seq, option, accepted_ms}     (option false, ms 0 if the entry was trimmed)
+  {'held', seq, option, accepted_ms}         (held mode: recorded, not counted)
+  {'already', seq, option, accepted_ms, status}
+      option false, ms 0 if the entry was trimmed; status accepted | held | released | voided
   {'not-open', state}                       (state 'closed' once the deadline has passed)
   {'unknown-option'}
   {'no-lane'}
 The duplicate check comes before the state check on purpose: a retry of an accepted vote (say,
-after a timeout that raced with close) must get its receipt back, not a refusal. ]]
+after a timeout that raced with close) must get its receipt back, not a refusal.
+Held mode (an admission check held the vote) records the vote like any other (ledger entry with
+`s`=`held`, voter index) but instead of counting it adds it to the lane's held index
+(seq -> option|reason|subnet|ms) and to the lane's `held` field, until a reviewer decides
+(tally_review). The reason and subnet are evidence for reviewers, kept out of the ledger. ]]
 local function vote(keys, args)
   local lane = redis.call('HMGET', keys[1], 'state', 'closes_at', 'seq')
   local state = lane[1]
@@ -48,8 +72,16 @@ local function vote(keys, args)
   end
   local seen = redis.call('HGET', keys[4], args[2])
   if seen then
-    local option, at = ledger_entry(keys[3], tonumber(seen))
-    return {'already', tonumber(seen), option, at}
+    local option, at, was_held = ledger_entry(keys[3], tonumber(seen))
+    local status = 'accepted'
+    if was_held or not option then
+      -- Rare (a repeat of a held or archived vote): the plain-mode call names no review keys,
+      -- so they are built from the lane hash's name, which shares their hash tag and slot.
+      local prefix = string.sub(keys[1], 1, -5)
+      status = vote_status(keys[5] or (prefix .. 'held'), keys[6] or (prefix .. 'decided'),
+        seen, was_held)
+    end
+    return {'already', tonumber(seen), option, at, status}
   end
   if state ~= 'open' then
     return {'not-open', state}
@@ -63,6 +95,15 @@ local function vote(keys, args)
     return {'unknown-option'}
   end
   local seq = (tonumber(lane[3]) or 0) + 1
+  if keys[5] then
+    redis.call('XADD', keys[3], int(seq) .. '-0', 'p', args[1], 'o', args[3], 't', int(now),
+      's', 'held')
+    redis.call('HSET', keys[4], args[2], int(seq))
+    redis.call('HSET', keys[5], int(seq), args[3] .. '|' .. args[4] .. '|' .. args[5] .. '|' .. int(now))
+    redis.call('HINCRBY', keys[1], 'held', 1)
+    redis.call('HSET', keys[1], 'seq', int(seq), 'at', int(now))
+    return {'held', seq, args[3], now}
+  end
   redis.call('XADD', keys[3], int(seq) .. '-0', 'p', args[1], 'o', args[3], 't', int(now))
   redis.call('HSET', keys[4], args[2], int(seq))
   redis.call('HINCRBY', keys[2], args[3], 1)
@@ -181,6 +222,142 @@ local function snapshot(keys, args)
   return {'published', seq}
 end
 
+-- review: reviewers' decisions on held votes (tally.store.review) --------------------------------
+
+local DECISIONS = {released = true, voided = true}
+
+--[[ tally_review: apply one decision to held votes of one lane, each at most once.
+KEYS[1] lane hash   KEYS[2] counts hash   KEYS[3] ledger stream   KEYS[4] held index
+KEYS[5] decided hash
+ARGV[1] 'released' | 'voided'   ARGV[2..] seqs of the lane's held votes (decimal)
+Returns one word per seq, in order: 'applied' (decided now), the decision applied before
+('released' | 'voided'), or 'not-held' (no held vote has that seq). Applying one: remove it from
+the held index, decrement the lane's `held`, count it on release, record the decision (seq ->
+decision) and append the decision entry `<seq>-0` with r=<held seq>, d=<decision>, t=<ms>. Closed
+lanes too: reviewers decide after the close. The poll's admin entry (tally_poll_review) comes
+first; this only follows it. ]]
+local function review(keys, args)
+  local decision = args[1]
+  if not DECISIONS[decision] then
+    return redis.error_reply('ERR decision must be released or voided')
+  end
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return redis.error_reply('ERR no such lane')
+  end
+  local out = {}
+  local now = nil
+  for i = 2, #args do
+    local seq = args[i]
+    local held = redis.call('HGET', keys[4], seq)
+    if held then
+      now = now or now_ms()
+      local option = string.match(held, '^([^|]*)|')
+      redis.call('HDEL', keys[4], seq)
+      redis.call('HINCRBY', keys[1], 'held', -1)
+      if decision == 'released' then
+        redis.call('HINCRBY', keys[2], option, 1)
+      end
+      redis.call('HSET', keys[5], seq, decision)
+      local entry = redis.call('HINCRBY', keys[1], 'seq', 1)
+      redis.call('XADD', keys[3], int(entry) .. '-0', 'r', seq, 'd', decision, 't', int(now))
+      redis.call('HSET', keys[1], 'at', int(now))
+      out[#out + 1] = 'applied'
+    else
+      out[#out + 1] = redis.call('HGET', keys[5], seq) or 'not-held'
+    end
+  end
+  return out
+end
+
+--[[ tally_poll_review: record reviewers' decisions in the poll's admin log, each held vote's once.
+KEYS[1] poll hash   KEYS[2] admin stream   KEYS[3] reviewed hash
+ARGV[1] actor   ARGV[2] 'released' | 'voided'   ARGV[3..] lane, seq pairs (decimal)
+Returns {'missing'} for no poll, else one word per pair: 'recorded' (admin entry `<admin_seq>-0`
+appended: a=reviewed, t=<ms>, u=<actor>, l=<lane>, r=<seq>, d=<decision>), or the decision
+recorded before for that vote ('released' | 'voided'; nothing appended). ]]
+local function poll_review(keys, args)
+  local decision = args[2]
+  if not DECISIONS[decision] then
+    return redis.error_reply('ERR decision must be released or voided')
+  end
+  if redis.call('EXISTS', keys[1]) == 0 then
+    return {'missing'}
+  end
+  local out = {}
+  local now = nil
+  for i = 3, #args - 1, 2 do
+    local field = args[i] .. ':' .. args[i + 1]
+    local before = redis.call('HGET', keys[3], field)
+    if before then
+      out[#out + 1] = before
+    else
+      now = now or int(now_ms())
+      redis.call('HSET', keys[3], field, decision)
+      local seq = redis.call('HINCRBY', keys[1], 'admin_seq', 1)
+      redis.call('XADD', keys[2], int(seq) .. '-0', 'a', 'reviewed', 't', now, 'u', args[1],
+        'l', args[i], 'r', args[i + 1], 'd', decision)
+      out[#out + 1] = 'recorded'
+    end
+  end
+  return out
+end
+
+-- end of review -------------------------------------------------------------------------------
+
+-- rate limits: GCRA buckets shared by every gateway (tally.store.ratelimits) ---------------------
+
+--[[ tally_gcra: take one request from GCRA buckets, group by group, each group all or none.
+KEYS[1..n] the buckets (on a cluster, one call holds one group, in one hash slot): strings holding
+each bucket's theoretical arrival time (TAT, microseconds of the server's clock)
+ARGV[1] for each bucket in order, separated by spaces: its emission interval in microseconds
+(1e6 / rate; may be fractional), its burst (requests it admits at once when full), its group.
+(One argument, not three per bucket: each argument costs the gateway an encoding in Python.)
+A request fits a bucket if max(TAT, now) + interval - burst * interval <= now (GCRA, as
+redis-cell does it). In a group where every bucket fits, each TAT moves one interval on and its
+key expires (PX) when the bucket is full again, so idle buckets cost nothing; in a group where
+one does not fit, no key changes, so a refused request costs that group nothing. Groups are
+independent: one call does for several groups what one call per group would.
+Returns {0, 0} when every bucket fits, else {retry_after_ms, i}: the longest wait of the refusing
+buckets (rounded up) and which bucket asks it. The server's TIME: gateways' clocks never matter. ]]
+local function gcra(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local spec = {}
+  for word in string.gmatch(args[1], '%S+') do
+    spec[#spec + 1] = tonumber(word)
+  end
+  local next_tats, refused = {}, {}
+  local wait, which = 0, 0
+  for i = 1, #keys do
+    local interval = spec[3 * i - 2]
+    local burst = spec[3 * i - 1]
+    local tat = tonumber(redis.call('GET', keys[i]) or now)
+    if tat < now then
+      tat = now
+    end
+    local allow_at = tat + interval - burst * interval
+    if allow_at > now then
+      refused[spec[3 * i]] = true
+      if allow_at - now > wait then
+        wait, which = allow_at - now, i
+      end
+    end
+    next_tats[i] = tat + interval
+  end
+  for i = 1, #keys do
+    if not refused[spec[3 * i]] then
+      redis.call('SET', keys[i], string.format('%.17g', next_tats[i]),
+        'PX', int(math.ceil((next_tats[i] - now) / 1000)))
+    end
+  end
+  if which > 0 then
+    return {math.ceil(wait / 1000), which}
+  end
+  return {0, 0}
+end
+
+-- end of rate limits --------------------------------------------------------------------------
+
 redis.register_function('tally_vote', vote)
 redis.register_function('tally_lease', lease)
 redis.register_function('tally_release', release)
@@ -189,3 +366,6 @@ redis.register_function('tally_lane_create', lane_create)
 redis.register_function('tally_move', move)
 redis.register_function('tally_poll_create', poll_create)
 redis.register_function('tally_poll_move', poll_move)
+redis.register_function('tally_review', review)
+redis.register_function('tally_poll_review', poll_review)
+redis.register_function('tally_gcra', gcra)
