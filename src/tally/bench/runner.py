@@ -31,7 +31,7 @@ import orjson
 import uvloop
 
 from tally import config
-from tally.bench.defences_run import run_defences_bench
+from tally.bench.defences_run import DEFENCES_OFF, run_defences_bench
 from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.processes import free_port, running
@@ -89,9 +89,10 @@ def vote_requests(
 
 
 def _open_poll(client: TallyClient, title: str, lanes: int) -> dict[str, Any]:
-    poll = client.post(
-        "/v1/polls", {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
-    )
+    # The vote path itself: every voter votes from this one address without a challenge, which
+    # the default defences refuse; `tally bench --defences` prices them.
+    body = {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
+    poll = client.post("/v1/polls", {**body, "defences": DEFENCES_OFF})
     return client.post(f"/v1/polls/{poll['id']}/open")
 
 
@@ -108,12 +109,17 @@ def measure_votes(
         port = free_port()
         env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
         env.pop("TALLY_VALKEY_URL", None)
+        env["TALLY_EDGE_RATE"] = "0"  # one address sends every vote (see _open_poll)
         if watchers:
             # Every watcher comes from 127.0.0.1, so the per-address limit must admit them all;
             # the server inherits the raised open-file limit.
             raise_open_files(watchers + concurrency + SPARE_FILES)
             limit = str(watchers + SPARE_FILES)
-            env.update(TALLY_MAX_CONNECTIONS=limit, TALLY_MAX_CONNECTIONS_PER_IP=limit)
+            env.update(
+                TALLY_MAX_CONNECTIONS=limit,
+                TALLY_MAX_CONNECTIONS_PER_IP=limit,
+                TALLY_MAX_HTTP_CONNECTIONS_PER_IP=limit,
+            )
         argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
         with running(argv, host=HOST, port=port, env=env, timeout_s=60) as server:
             issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
