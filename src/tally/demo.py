@@ -41,8 +41,13 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
     if issuer is not None:
         token = issuer.mint("demo-voter-1", ttl_s=24 * 3600)
         body = shlex.quote(f'{{"option": "{option}"}}')
+        difficulty = poll.defences.pow.difficulty
         lines += [
-            "or with curl:",
+            f"or with curl, which cannot solve the {difficulty}-bit proof-of-work challenge a vote"
+            " needs: it gets 428 challenge-required with the challenge inside (the page and"
+            " `tally vote` solve it)"
+            if difficulty
+            else "or with curl:",
             f"  curl -s -X POST {base}/v1/polls/{poll.id}/votes -H 'Authorization: Bearer {token}' "
             f"-H 'Content-Type: application/json' -d {body}",
         ]
