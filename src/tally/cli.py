@@ -21,6 +21,7 @@ from tally import config
 from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
 from tally.cluster_cli import add_cluster_parser
+from tally.poll_cli import add_poll_parser
 from tally.review_cli import add_review_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -131,33 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--prefix", default="voter-", help="subject prefix with --count")
     token.set_defaults(run=_token)
 
-    poll = sub.add_parser("poll", help="create, open, close, show, list polls")
-    poll_sub = _Subcommands(poll.add_subparsers(required=True, metavar="ACTION"), common)
-    create = poll_sub.add_parser("create", help="create a poll (admin)")
-    create.add_argument("title")
-    create.add_argument(
-        "--option", action="append", required=True, help="an option label (repeat, 2-64)"
-    )
-    create.add_argument("--lanes", type=int)
-    create.add_argument("--closes-at", help="RFC 3339 deadline, e.g. 2026-12-31T20:00:00Z")
-    create.add_argument(
-        "--defences",
-        metavar="JSON",
-        help='rate limits, challenge and risk rules over the server\'s defaults, e.g. \'{"limits": {"address": {"per_s": 2, "burst": 30}}}\'',
-    )
-    create.add_argument("--open", action="store_true", help="open it right away")
-    create.add_argument("--json", action="store_true")
-    create.set_defaults(run=_poll_create)
-    for action in ("open", "close", "show"):
-        p = poll_sub.add_parser(
-            action, help=f"{action} a poll" + (" (admin)" if action != "show" else "")
-        )
-        p.add_argument("poll_id")
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(run=_poll_action, action=action)
-    listing = poll_sub.add_parser("list", help="list polls")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(run=_poll_list)
+    add_poll_parser(sub, common, _admin_client)  # tally poll create|open|close|show|list
 
     vote = sub.add_parser("vote", help="vote in a poll")
     vote.add_argument("poll_id")
@@ -313,67 +288,6 @@ def _admin_client(args: argparse.Namespace) -> TallyClient:
 
 def _print(document: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(document, indent=2) if as_json else text)
-
-
-def _poll_text(poll: dict[str, Any]) -> str:
-    options = ", ".join(f"{o['id']} ({o['label']})" for o in poll["options"])
-    closes = f", closes {poll['closes_at']}" if poll.get("closes_at") else ""
-    return f"{poll['id']}  [{poll['state']}{closes}]  {poll['title']}\n  options: {options}"
-
-
-def _defences_text(defences: dict[str, Any]) -> str:
-    limits = ", ".join(
-        f"{scope} off" if rate is None else f"{scope} {rate['per_s']:g}/s burst {rate['burst']}"
-        for scope, rate in defences["limits"].items()
-    )
-    pow_ = defences["pow"]
-    risk = defences["risk"]
-    rules = "; ".join(
-        f"{r['reason']}: {r['signal']} {r['comparison']} {r['value']:g} +{r['score']}"
-        for r in risk["rules"]
-    )
-    return (
-        f"  rate limits: {limits}\n"
-        f"  challenge: {pow_['difficulty']} bits (up to {pow_['max_difficulty']}), valid {pow_['ttl_s']} s\n"
-        f"  risk: challenge harder (+{risk['harder_by']} bits) at {risk['challenge_at']}, "
-        f"hold at {risk['hold_at']}; {rules or 'no rules'}"
-    )
-
-
-def _poll_create(args: argparse.Namespace) -> int:
-    client = _admin_client(args)
-    body: dict[str, Any] = {"title": args.title, "options": args.option}
-    if args.lanes is not None:
-        body["lanes"] = args.lanes
-    if args.closes_at:
-        body["closes_at"] = args.closes_at
-    if args.defences:
-        try:
-            body["defences"] = json.loads(args.defences)
-        except ValueError as exc:
-            print(f"tally: --defences is not JSON: {exc}", file=sys.stderr)
-            return 2
-    poll = client.post("/v1/polls", body)
-    if args.open:
-        poll = client.post(f"/v1/polls/{poll['id']}/open")
-    _print(poll, args.json, _poll_text(poll))
-    return 0
-
-
-def _poll_action(args: argparse.Namespace) -> int:
-    if args.action == "show":
-        poll = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}")
-        _print(poll, args.json, _poll_text(poll) + "\n" + _defences_text(poll["defences"]))
-        return 0
-    poll = _admin_client(args).post(f"/v1/polls/{args.poll_id}/{args.action}")
-    _print(poll, args.json, _poll_text(poll))
-    return 0
-
-
-def _poll_list(args: argparse.Namespace) -> int:
-    polls = TallyClient(args.url, args.token).get("/v1/polls")
-    _print(polls, args.json, "\n".join(_poll_text(p) for p in polls["polls"]) or "no polls")
-    return 0
 
 
 def _vote(args: argparse.Namespace) -> int:
