@@ -86,6 +86,36 @@ def test_poll_show_prints_the_poll(tally: RunningTally) -> None:
     assert json.loads(shown) == poll
 
 
+def test_poll_create_sets_and_poll_show_prints_the_defences(tally: RunningTally) -> None:
+    """--defences reaches the poll (over the server's defaults, field by field) and `poll show`
+    prints its rate limits, challenge and risk rules; a bad one exits 1 naming the field."""
+    defences = {
+        "limits": {"address": {"per_s": 2, "burst": 30}, "poll": None},
+        "pow": {"difficulty": 14},
+        "risk": {
+            "rules": [
+                {"signal": "token_age_s", "comparison": "below", "value": 5, "score": 50,
+                 "reason": "fresh-token"},
+            ],
+        },
+    }  # fmt: skip
+    poll = create(tally, "--defences", json.dumps(defences))
+    assert poll["defences"]["limits"]["address"] == {"per_s": 2.0, "burst": 30}
+    assert poll["defences"]["limits"]["poll"] is None
+    assert poll["defences"]["pow"]["difficulty"] == 14
+    text = ok(tally_cli("poll", "show", poll["id"], "--url", tally.url))
+    assert "rate limits: address 2/s burst 30, " in text
+    assert "poll off" in text
+    assert "challenge: 14 bits" in text
+    assert "fresh-token: token_age_s below 5 +50" in text
+    bad = tally_cli(
+        "poll", "create", "Bad", "--option", "A", "--option", "B",
+        "--defences", '{"limits": {"adress": null}}', *at(tally),
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "defences.limits.adress" in bad.stderr
+
+
 def test_poll_list_includes_a_new_poll(tally: RunningTally) -> None:
     """`poll list --json` lists the polls, the newest among them."""
     poll = create(tally)
