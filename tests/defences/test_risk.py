@@ -322,16 +322,19 @@ def answer(challenge: str) -> str:
     return f"{challenge}:{solve(challenge)}"
 
 
-def verdict_metrics(server: RunningTally) -> dict[tuple[str, str], int]:
-    """tally_risk_verdicts_total's samples from /metrics, by (verdict, reason)."""
+def metrics_text(server: RunningTally) -> str:
     connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
         connection.request("GET", "/metrics")
-        text = connection.getresponse().read().decode()
+        return connection.getresponse().read().decode()
     finally:
         connection.close()
+
+
+def verdict_metrics(server: RunningTally) -> dict[tuple[str, str], int]:
+    """tally_risk_verdicts_total's samples from /metrics, by (verdict, reason)."""
     found = {}
-    for line in text.splitlines():
+    for line in metrics_text(server).splitlines():
         if line.startswith("tally_risk_verdicts_total{"):
             labels, value = line.removeprefix("tally_risk_verdicts_total{").split("} ")
             pairs = dict(part.split("=") for part in labels.split(","))
@@ -376,6 +379,7 @@ def test_a_burst_from_one_subnet_is_challenged_harder_then_held(start_tally: Sta
         ("challenge", "subnet-velocity"): 6,
         ("hold", "subnet-flood"): 5,
     }
+    assert 'tally_challenges_issued_total{via="risk"} 6' in metrics_text(server)
     results = server.results(poll_id, total=6)
     assert results["total"] == 6  # neither the challenged nor the held votes are counted
 

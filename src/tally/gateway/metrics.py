@@ -121,8 +121,8 @@ class Metrics:
             self.rate_limited.values[scope.value] = 0
         self.challenges_issued = Counter(
             "tally_challenges_issued_total",
-            "Proof-of-work challenges handed out, by how: with a 428 (vote) or GET .../challenge "
-            "(endpoint).",
+            "Proof-of-work challenges handed out, by how: with a 428 (vote), GET .../challenge "
+            "(endpoint), or a harder one the risk scorer asked for (risk).",
             "via",
         )
         self.challenge_answers = Counter(

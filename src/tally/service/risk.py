@@ -81,11 +81,15 @@ class RiskCheck:
         challenges: Challenges,
         pseudonym_secret: bytes,
         count: Callable[[str, str], None],
+        issued: Callable[[str], None] = lambda via: None,
     ) -> None:
+        """`issued(via)` counts each harder challenge handed out (via "risk"), beside
+        ChallengeCheck's in the same metric."""
         self._traffic = traffic
         self._challenges = challenges
         self._secret = pseudonym_secret
         self._count = count
+        self._issued = issued
 
     async def check(self, request: VoteRequest, poll: Poll, now_ms: int) -> Verdict:
         risk = poll.defences.risk
@@ -144,4 +148,5 @@ class RiskCheck:
             return ADMIT
         self._count(RiskVerdict.CHALLENGE.value, assessment.reason)
         challenge = self._challenges.issue(poll.id, voter_pseudonym, harder, now_ms, pow_.ttl_s)
+        self._issued("risk")
         return Challenge(challenge, f"risk: {', '.join(assessment.reasons)}")

@@ -136,7 +136,9 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         issued=metrics.challenges_issued.inc,
         answered=metrics.challenge_answers.inc,
     )
-    risk = RiskCheck(traffic, challenges, secret, metrics.risk_verdicts.inc)
+    risk = RiskCheck(
+        traffic, challenges, secret, metrics.risk_verdicts.inc, metrics.challenges_issued.inc
+    )
     service = VotingService(
         ValkeyPolls(client),
         ValkeyBallotBox(client),
