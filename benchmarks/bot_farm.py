@@ -51,6 +51,7 @@ import orjson
 import uvloop
 
 from tally.bench.loadgen import LoadResult, Reply, build_request, run_requests
+from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
 from tally.domain.defences import DEFAULT_DEFENCES
@@ -397,23 +398,13 @@ def main() -> int:
             with ProcessPoolExecutor(max_workers=args.solvers) as pool:
                 farm.run(pool)
             verdicts = risk_verdicts(port)
-            admin.post(f"/v1/polls/{farm.poll_id}/close")
-            counted = _closed_total(admin, farm.poll_id)
+            counted = final_total(admin, farm.poll_id)
     result = report(farm, counted, verdicts, time.perf_counter() - started)
     if args.json:
         print(json.dumps(result))
     else:
         print_table(result)
     return 0
-
-
-def _closed_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        results = admin.get(f"/v1/polls/{poll_id}/results")
-        if results["state"] == "closed" or time.monotonic() > deadline:
-            return int(results["total"])
-        time.sleep(0.05)
 
 
 if __name__ == "__main__":

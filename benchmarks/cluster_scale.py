@@ -57,6 +57,7 @@ from typing import Any
 import uvloop
 
 from tally.bench.loadgen import run_requests
+from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
 from tally.bench.runner import vote_requests
 from tally.client import TallyClient
@@ -159,16 +160,6 @@ def open_poll(admin: TallyClient, title: str) -> dict[str, Any]:
 
 def option_ids(poll: dict[str, Any]) -> list[str]:
     return [o["id"] for o in poll["options"]]
-
-
-def final_total(admin: TallyClient, poll_id: str, timeout_s: float = 15.0) -> int:
-    admin.post(f"/v1/polls/{poll_id}/close")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        results = admin.get(f"/v1/polls/{poll_id}/results")
-        if results["state"] == "closed" or time.monotonic() > deadline:
-            return int(results["total"])
-        time.sleep(0.05)
 
 
 def lane_placement(cluster: LocalCluster | None, poll_id: str) -> dict[str, Any]:

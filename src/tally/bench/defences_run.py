@@ -41,6 +41,7 @@ import orjson
 import uvloop
 
 from tally.bench.loadgen import LoadResult, build_request, run_requests
+from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
@@ -225,7 +226,7 @@ def measure(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str, An
             run.votes(warm_on.vote_requests(proofs[id(warm_on)]))
             measured = [run.measured_votes(b.vote_requests(proofs.get(id(b)))) for b in blocks]
             counted = {
-                p.id: _closed_total(admin, p.id) for p in (off_poll, on_poll)
+                p.id: final_total(admin, p.id) for p in (off_poll, on_poll)
             }  # warm-ups included
     return {
         "loads": [load for load, _ in measured],
@@ -236,16 +237,6 @@ def measure(args: argparse.Namespace, pool: ProcessPoolExecutor) -> dict[str, An
         "challenge_rate": fetch_load.throughput(),
         "solve_s": solve_s,
     }
-
-
-def _closed_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> int:
-    admin.post(f"/v1/polls/{poll_id}/close")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        results = admin.get(f"/v1/polls/{poll_id}/results")
-        if results["state"] == "closed" or time.monotonic() > deadline:
-            return int(results["total"])
-        time.sleep(0.05)
 
 
 def _summary(on: bool, load: LoadResult, cpu_s: float) -> dict[str, Any]:

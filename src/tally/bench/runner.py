@@ -34,6 +34,7 @@ from tally import config
 from tally.bench.defences_run import DEFENCES_OFF, run_defences_bench
 from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
+from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
 from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
@@ -135,20 +136,8 @@ def measure_votes(
             requests = vote_requests(issuer, poll["id"], options, voters, alg, "voter-")
             session = _Session(port, server.pid, concurrency, watchers, rate_per_s)
             load, live = uvloop.run(session.run(poll["id"], warmup, requests))
-            counted = _final_total(admin, poll["id"])
+            counted = final_total(admin, poll["id"])
     return VoteRun(load, counted, live)
-
-
-def _final_total(admin: TallyClient, poll_id: str, timeout_s: float = 10.0) -> int:
-    """Close the poll and read its final snapshot: a snapshot read at once may trail the last
-    votes by a tick, while the closed one holds every vote."""
-    admin.post(f"/v1/polls/{poll_id}/close")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        results = admin.get(f"/v1/polls/{poll_id}/results")
-        if results["state"] == "closed" or time.monotonic() > deadline:
-            return int(results["total"])
-        time.sleep(0.05)
 
 
 @dataclass(frozen=True, slots=True)
