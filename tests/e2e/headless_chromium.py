@@ -7,9 +7,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -40,3 +41,25 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def checked_page(browser: Browser, timeout_ms: int, **context: Any) -> Iterator[Page]:
+    """A page in a fresh context (`context`: Playwright's new_context options); the block fails
+    on any script error or Content-Security-Policy violation the page reported."""
+    opened_context = browser.new_context(viewport={"width": 1100, "height": 760}, **context)
+    opened_context.set_default_timeout(timeout_ms)
+    opened = opened_context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            problems.append(f"CSP: {message.text}")
+
+    opened.on("console", on_console)
+    try:
+        yield opened
+        assert problems == []
+    finally:
+        opened_context.close()

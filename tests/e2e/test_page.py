@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from demo_server import DemoTally, demo_tally
-from headless_chromium import chromium
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
+from headless_chromium import checked_page, chromium
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tally.client import TallyClient
 from tally.demo import DEMO_OPTIONS, DEMO_TITLE
@@ -41,22 +41,8 @@ def page(browser: Browser) -> Iterator[Page]:
     """A page in a fresh browser context (empty localStorage); fails the test on script errors
     or Content-Security-Policy violations."""
     # Reduced motion turns off the bars' transition, so screenshots show final widths.
-    context = browser.new_context(viewport={"width": 1100, "height": 760}, reduced_motion="reduce")
-    context.set_default_timeout(TIMEOUT_MS)
-    opened = context.new_page()
-    problems: list[str] = []
-    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            problems.append(f"CSP: {message.text}")
-
-    opened.on("console", on_console)
-    try:
+    with checked_page(browser, TIMEOUT_MS, reduced_motion="reduce") as opened:
         yield opened
-        assert problems == []
-    finally:
-        context.close()
 
 
 def figures(page: Page, option_id: str) -> Locator:

@@ -8,8 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from demo_server import DemoTally, demo_tally
-from headless_chromium import chromium
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
+from headless_chromium import checked_page, chromium
+from playwright.sync_api import Browser, Page, Route, expect
+
+from tally.client import TallyClient
+from tally.security.pow import solve
 
 TIMEOUT_MS = 30_000  # a 16-bit challenge is ~65,000 hashes: about a second in Chromium
 
@@ -30,22 +33,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoTally]:
 def page(browser: Browser) -> Iterator[Page]:
     """A fresh context; fails the test on script errors or Content-Security-Policy violations
     (the worker must load under the page's policy)."""
-    context = browser.new_context(viewport={"width": 1100, "height": 760})
-    context.set_default_timeout(TIMEOUT_MS)
-    opened = context.new_page()
-    problems: list[str] = []
-    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            problems.append(f"CSP: {message.text}")
-
-    opened.on("console", on_console)
-    try:
+    with checked_page(browser, TIMEOUT_MS) as opened:
         yield opened
-        assert problems == []
-    finally:
-        context.close()
 
 
 def pow_poll(server: DemoTally, title: str, difficulty: int) -> str:
@@ -73,6 +62,18 @@ def test_the_page_solves_the_challenge_and_votes(server: DemoTally, page: Page) 
     """A poll asking for 16 bits: the page shows it is checking, with a running hash count, then
     sends the answer with the vote, which is accepted and counted."""
     poll_id = pow_poll(server, "Proof of work", 16)
+    # A solve is geometric: a lucky one ends before the first progress report. So the page gets
+    # a challenge (real, for this voter) whose first answer is past nonce 40,000: ~20,000
+    # hashes for each of its two workers, seconds here, long enough to report progress.
+    voter = TallyClient(server.url, server.issuer.mint("pow-voter"))
+    while True:
+        document = voter.get(f"/v1/polls/{poll_id}/challenge")
+        if int(solve(document["challenge"])) >= 40_000:
+            break
+    page.route(
+        f"**/v1/polls/{poll_id}/challenge",
+        lambda route: route.fulfill(json=document, headers={"Cache-Control": "no-store"}),
+    )
     page.goto(f"{server.url}/?poll={poll_id}")
     use_token(page, server, "pow-voter")
     with page.expect_request(lambda r: r.url.endswith(f"/v1/polls/{poll_id}/votes")) as sent:
