@@ -11,18 +11,16 @@ reads the answer this check verified and spent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from tally.domain.admission import ADMIT, Challenge, Refuse, Transport, Verdict, Voter, VoteRequest
 from tally.domain.polls import Poll
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.votes import ChallengeInvalid
-from tally.ports import PollStore, SpentChallenges
+from tally.ports import SpentChallenges
 from tally.security.pow import Challenges, Invalid
-from tally.service.intake import load_poll
 
 SOLVED = "solved"
-MAX_CACHED_POLLS = 10_000
 
 
 def _uncounted(label: str) -> None:
@@ -96,20 +94,18 @@ class ChallengeDesk:
     challenge that any nonce solves (clients need no special case)."""
 
     def __init__(
-        self, polls: PollStore, check: ChallengeCheck, clock_ms: Callable[[], int]
+        self,
+        definition: Callable[[str], Awaitable[Poll]],
+        check: ChallengeCheck,
+        clock_ms: Callable[[], int],
     ) -> None:
-        self._polls = polls
+        """`definition`: the vote intake's cached poll definitions (VoteIntake.definition)."""
+        self._definition = definition
         self._check = check
         self._clock_ms = clock_ms
-        # Definitions (defences included) never change, so they are read once per poll, bounded.
-        self._definitions: dict[str, Poll] = {}
 
     async def challenge_for(self, poll_id: str, voter: Voter) -> str:
         """A fresh challenge for `voter`; PollNotFound for an unknown poll."""
-        poll = self._definitions.get(poll_id)
-        if poll is None:
-            if len(self._definitions) >= MAX_CACHED_POLLS:
-                self._definitions.clear()
-            poll = self._definitions[poll_id] = await load_poll(self._polls, poll_id)
+        poll = await self._definition(poll_id)
         now_ms = self._clock_ms()
         return self._check.issue(poll, voter, poll.defences.pow.difficulty, now_ms, "endpoint")

@@ -64,7 +64,7 @@ class VoteIntake:
 
     async def submit(self, request: VoteRequest) -> VoteOutcome:
         """Admit and cast one vote; raises PollNotFound, or StoreUnavailable (safe to retry)."""
-        poll = await self._definition(request.poll_id)
+        poll = await self.definition(request.poll_id)
         hold = None
         if self._checks:
             now_ms = self._clock_ms()
@@ -107,7 +107,9 @@ class VoteIntake:
             )
         return cast  # NotOpen | UnknownOption: refused by the lane itself
 
-    async def _definition(self, poll_id: str) -> Poll:
+    async def definition(self, poll_id: str) -> Poll:
+        """The poll's definition (defences included), read once and cached: it never changes;
+        PollNotFound for an unknown poll."""
         poll = self._definitions.get(poll_id)
         if poll is None:
             found = await load_poll(self._polls, poll_id)

@@ -195,7 +195,7 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
             count=metrics.review_decisions.inc,
         ).routes(),
         challenges=ChallengeRoutes(
-            ChallengeDesk(ValkeyPolls(client), proof_of_work, system_clock_ms), auth
+            ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
         ).routes(),
     )
     observe_live(metrics, live)
