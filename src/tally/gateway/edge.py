@@ -310,16 +310,8 @@ class _RateLimitedApp:
         await send({"type": "http.response.body", "body": _RATE_LIMITED})
 
 
-# The edge's own problem types, beside problems.TITLES (which has the rest).
-EDGE_TITLES = {
-    "headers-too-large": "The request line and headers are too large",
-    "request-timeout": "The request did not arrive in time",
-}
-
-
 def _problem(status: int, code: str, detail: str, **extensions: object) -> bytes:
-    title = EDGE_TITLES.get(code) or TITLES[code]
-    document = {"type": TYPE_PREFIX + code, "title": title, "status": status, "code": code}
+    document = {"type": TYPE_PREFIX + code, "title": TITLES[code], "status": status, "code": code}
     return orjson.dumps({**document, "detail": detail, **extensions})
 
 

@@ -60,6 +60,8 @@ TITLES: dict[str, str] = {
     "store-unavailable": "The vote store is unavailable; retry",
     "invalid-request": "The request cannot be served as sent",
     "too-many-connections": "Too many open connections from this address; retry later",
+    "headers-too-large": "The request line and headers are too large",
+    "request-timeout": "The request did not arrive in time",
     "shutting-down": "The server is shutting down; reconnect",
     "internal-error": "Internal error",
 }
