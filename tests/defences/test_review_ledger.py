@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from archive_rig import PREFIX, archiver_of, make_signer, service_of
 from conftest import StoreConnection, own_store
-from tally.archive.logs import LedgerDirectory, LedgerFiles
-from tally.archiver import Archiver
+from tally.archive.logs import LedgerFiles
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.votes import Accepted
 from tally.gateway.metrics import Metrics
@@ -32,14 +32,10 @@ from tally.ledger.review import Decision, ReviewRecord, decode_lane_record
 from tally.ports import MalformedEntry, QueuedDecision, QueuedReview, QueuedVote
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
-from tally.store.ledger_queue import ValkeyLedgerQueue, decode_admin_entry, decode_lane_entry
-from tally.store.polls import ValkeyPolls
+from tally.store.ledger_queue import decode_admin_entry, decode_lane_entry
 from tally.store.resp import Valkey
-from tally.store.votes import ValkeyBallotBox
 from tally.wiring.archiver import observe_archiver
 
-SECRET = b"review-ledger-pseudonym-secret-1"
-PREFIX = "tally.test/ledger"
 REVIEWER = "rita"
 
 
@@ -50,24 +46,6 @@ async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
         await valkey.connect()
         yield valkey
         await valkey.close()
-
-
-def make_signer() -> note.Signer:
-    skey, _ = note.generate_key(PREFIX)
-    return note.Signer.parse(skey)
-
-
-def service_of(client: Valkey, files: LedgerFiles) -> VotingService:
-    ballots = ValkeyBallotBox(client)
-    return VotingService(
-        ValkeyPolls(client), ballots, pseudonym_secret=SECRET, ledger=LedgerDirectory(files)
-    )
-
-
-def archiver_of(client: Valkey, files: LedgerFiles, signer: note.Signer) -> Archiver:
-    return Archiver(
-        ValkeyPolls(client), ValkeyLedgerQueue(client), files, signer, owner="t", interval_ms=100
-    )
 
 
 async def open_poll(service: VotingService, lanes: int) -> Poll:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from archive_rig import PREFIX, archiver_of, make_signer, service_of
 from conftest import StoreConnection, own_store
-from tally.archive.logs import LedgerDirectory, LedgerFiles, note_body
-from tally.archiver import Archiver
+from tally.archive.logs import LedgerFiles, note_body
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.votes import Accepted, AlreadyVoted, Receipt
 from tally.ledger import layout, merkle, note
@@ -22,13 +22,7 @@ from tally.ledger.checkpoint import lane_origin, open_checkpoint
 from tally.ledger.leaf import decode_leaf
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
-from tally.store.ledger_queue import ValkeyLedgerQueue
-from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
-from tally.store.votes import ValkeyBallotBox
-
-SECRET = b"archiver-test-pseudonym-secret-3"
-PREFIX = "tally.test/ledger"
 
 
 @pytest.fixture
@@ -39,26 +33,6 @@ async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
         await valkey.connect()
         yield valkey
         await valkey.close()
-
-
-def make_signer() -> note.Signer:
-    skey, _ = note.generate_key(PREFIX)
-    return note.Signer.parse(skey)
-
-
-def service_of(client: Valkey, files: LedgerFiles) -> VotingService:
-    ballots = ValkeyBallotBox(client)
-    return VotingService(
-        ValkeyPolls(client), ballots, pseudonym_secret=SECRET, ledger=LedgerDirectory(files)
-    )
-
-
-def archiver_of(
-    client: Valkey, files: LedgerFiles, signer: note.Signer, owner: str = "t"
-) -> Archiver:
-    return Archiver(
-        ValkeyPolls(client), ValkeyLedgerQueue(client), files, signer, owner=owner, interval_ms=100
-    )
 
 
 async def open_poll(service: VotingService, lanes: int = 4) -> Poll:
