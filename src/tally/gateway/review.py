@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from tally.domain.errors import InvalidInput
 from tally.domain.review import DECISION_VERBS, DecisionReport, EntryOutcome, EntryRef, Selector
 from tally.domain.timestamps import iso_ms
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import read_json
-from tally.gateway.problems import Problem
 from tally.gateway.routes import actor_of, json_response, poll_id_param
 from tally.service.review import HeldListing, ReviewService
 
@@ -91,13 +91,14 @@ class ReviewRoutes:
 
 
 def selector_of(body: DecisionBody) -> Selector:
-    """The votes a body selects; 422 unless it names entries or a group, not both."""
+    """The votes a body selects; InvalidInput (422) unless it names entries or a group, not
+    both."""
     group = body.group
     if (body.entries is None) == (group is None):
-        raise _invalid("entries", "give either entries or group")
+        raise InvalidInput("entries", "give either entries or group")
     if group is not None:
         if group.reason is None and group.subnet is None:
-            raise _invalid("group", "name a reason, a subnet or both")
+            raise InvalidInput("group", "name a reason, a subnet or both")
         return Selector(reason=group.reason, subnet=group.subnet)
     assert body.entries is not None
     return Selector(entries=tuple(EntryRef(e.lane, e.entry_id) for e in body.entries))
@@ -144,12 +145,3 @@ def decision_doc(poll_id: str, verb: str, report: DecisionReport) -> dict[str, A
             for ref, outcome in sorted(report.outcomes.items())
         ],
     }
-
-
-def _invalid(field: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation-failed",
-        f"{field}: {message}",
-        errors=[{"field": field, "message": message}],
-    )
