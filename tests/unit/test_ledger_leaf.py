@@ -113,7 +113,7 @@ def _patched(hex_record: str, offset: int, new: str) -> bytes:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (_patched(VOTE_HEX, 0, "02"), "version"),
+        (_patched(VOTE_HEX, 0, "03"), "version"),  # 0x02 is a signed vote (test_admission)
         (_patched(VOTE_HEX, 0, "00"), "version"),
         (_patched(VOTE_HEX, 1, "02"), "record type"),
         (_patched(VOTE_HEX, 1, "00"), "record type"),
@@ -145,7 +145,7 @@ def test_an_admin_record_is_not_a_vote_and_back() -> None:
     ("offset", "patch", "message"),
     [
         (13, "00", "action"),
-        (13, "05", "action"),
+        (13, "06", "action"),  # 0x05 is admission-key (test_admission)
         (13, "02", "bytes after"),  # opened, yet a definition follows
         (23, "0003", "lanes"),  # not a power of two
         (23, "0000", "lanes"),

@@ -28,12 +28,17 @@ PUBLIC = {
         "new_bundles", "new_tiles", "parse_path", "tile_data", "tile_path", "tiles_for_size",
     },
     "leaf": {
-        "PSEUDONYM_SIZE", "LeafError", "VoteRecord", "VoteStatus", "decode_leaf", "encode_leaf",
-        "vote_leaf_hash",
+        "ADMISSION_SIZE", "PSEUDONYM_SIZE", "SIGNATURE_SIZE", "Admission", "LeafError",
+        "VoteRecord", "VoteStatus", "decode_leaf", "encode_leaf", "vote_leaf_hash",
     },
     "admin": {
-        "MAX_LANES", "AdminAction", "AdminRecord", "LeafError", "PollDefinition", "PollOption",
-        "ReviewedVote", "admin_leaf_hash", "decode_admin", "encode_admin",
+        "MAX_LANES", "AdminAction", "AdminRecord", "AdmissionKey", "LeafError", "PollDefinition",
+        "PollOption", "ReviewedVote", "admin_leaf_hash", "decode_admin", "encode_admin",
+    },
+    "admission": {
+        "ADMISSION_CONTEXT", "MAX_ADMISSION_AGE_MS", "MAX_CLOCK_SKEW_MS", "REASONS", "Admission",
+        "AdmissionKey", "AdmissionSigner", "admission_message", "check_admission",
+        "keys_from_admin",
     },
     "review": {
         "Decision", "LaneReview", "LeafError", "ReviewRecord", "decode_lane_record",

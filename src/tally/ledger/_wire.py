@@ -11,6 +11,9 @@ from __future__ import annotations
 from enum import IntEnum
 
 FORMAT_VERSION = 0x01
+# Vote records carrying the gateway's admission signature (tally.ledger.leaf); every other record
+# type stays at FORMAT_VERSION.
+ADMITTED_VOTE_VERSION = 0x02
 
 
 class LeafError(ValueError):
@@ -78,14 +81,17 @@ class Writer:
 class Reader:
     """Reads a record written by :class:`Writer`, strictly; errors name the field and offset."""
 
-    __slots__ = ("_data", "_pos")
+    __slots__ = ("_data", "_pos", "version")
 
-    def __init__(self, data: bytes, kind: RecordType) -> None:
+    def __init__(
+        self, data: bytes, kind: RecordType, versions: tuple[int, ...] = (FORMAT_VERSION,)
+    ) -> None:
         self._data = bytes(data)
         self._pos = 0
         version = self.uint(1, "format version")
-        if version != FORMAT_VERSION:
+        if version not in versions:
             raise LeafError(f"unknown format version 0x{version:02x}")
+        self.version = version
         found = self.uint(1, "record type")
         if found != kind:
             raise LeafError(f"record type 0x{found:02x} is not a {kind.name.lower()} record")

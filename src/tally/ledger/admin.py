@@ -8,7 +8,8 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers
     1     record type            0x02 (admin)
     1     P = poll id length     1..255
     P     poll id                UTF-8
-    1     action                 0x01 created, 0x02 opened, 0x03 closed, 0x04 reviewed
+    1     action                 0x01 created, 0x02 opened, 0x03 closed, 0x04 reviewed,
+                                 0x05 admission-key
     8     time                   uint64, ms since the Unix epoch (server clock)
     1     A = actor length       0..255
     A     actor                  opaque bytes naming who acted (empty: the system, e.g. a deadline)
@@ -27,16 +28,25 @@ Pure: no I/O, no clock. Layout (docs/ledger-format.md, "Admin record"); integers
     2     lane                   uint16
     8     held seq               uint64, >= 1: the entry seq of the held vote in that lane
     1     decision               0x01 released, 0x02 voided
+    -- only when action is 0x05 admission-key: a gateway admission key and its validity --
+    1     N = key name length    1..255
+    N     key name               UTF-8, a signed-note key name (no spaces, no '+')
+    32    public key             Ed25519
+    8     not before             uint64 ms
+    8     not after              uint64 ms, 0 for no end; else >= not before
 
-The actor of a reviewed record is the reviewer. Decoding is strict, as for vote records (:mod:`tally.ledger.leaf`); LeafError otherwise.
+The actor of a reviewed record is the reviewer; of an admission-key record, who registered or
+retired the key. The key's id is its note key ID (tally.ledger.note.key_id over name and public
+key); a later record of the same name and key restates its validity. Decoding is strict, as for vote records (:mod:`tally.ledger.leaf`); LeafError otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 
-from tally.ledger import merkle
+from tally.ledger import merkle, note
 from tally.ledger._wire import LeafError, Reader, RecordType, Writer, check_text
 from tally.ledger.review import Decision
 
@@ -44,6 +54,7 @@ __all__ = [
     "MAX_LANES",
     "AdminAction",
     "AdminRecord",
+    "AdmissionKey",
     "LeafError",
     "PollDefinition",
     "PollOption",
@@ -57,6 +68,7 @@ MAX_LANES = 1 << 15  # the largest power of two a uint16 holds
 _MAX_UINT64 = 2**64 - 1
 _MAX_ACTOR = 255
 _MAX_OPTIONS = 255
+_ED25519_PUBLIC_SIZE = 32
 
 
 class AdminAction(IntEnum):
@@ -66,6 +78,7 @@ class AdminAction(IntEnum):
     OPENED = 0x02
     CLOSED = 0x03
     REVIEWED = 0x04  # a reviewer released or voided a held vote (ReviewedVote says which)
+    ADMISSION_KEY = 0x05  # a gateway admission key valid for the poll's votes (AdmissionKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +132,55 @@ class ReviewedVote:
             raise LeafError(f"unknown review decision {self.decision!r}")
 
 
+@dataclass(frozen=True)
+class AdmissionKey:
+    """A gateway deployment's Ed25519 admission public key under its name, valid for votes
+    admitted from ``not_before_ms`` up to, not including, ``not_after_ms`` (0: no end).
+
+    Not slotted, so that the key id and the parsed public key are worked out once per key
+    (cached_property) however many votes an auditor checks against it."""
+
+    name: str
+    public_key: bytes
+    not_before_ms: int = 0
+    not_after_ms: int = 0
+
+    def __post_init__(self) -> None:
+        check_text("admission key name", self.name, 255)
+        if not note.is_valid_name(self.name):
+            raise LeafError(f"invalid admission key name {self.name!r}: no spaces, '+' or controls")
+        if len(self.public_key) != _ED25519_PUBLIC_SIZE:
+            raise LeafError(
+                f"an admission public key is {_ED25519_PUBLIC_SIZE} bytes, got {len(self.public_key)}"
+            )
+        for field, value in (("not before", self.not_before_ms), ("not after", self.not_after_ms)):
+            if not 0 <= value <= _MAX_UINT64:
+                raise LeafError(f"{field} must be 0 to {_MAX_UINT64} ms, got {value}")
+        if self.not_after_ms and self.not_after_ms < self.not_before_ms:
+            raise LeafError(
+                f"not after ({self.not_after_ms}) is before not before ({self.not_before_ms})"
+            )
+
+    @cached_property
+    def key_id(self) -> int:
+        """The note key ID: SHA-256(name || 0x0A || 0x01 || public key)[0:4], big-endian."""
+        return note.key_id(self.name, self.public_key)
+
+    @cached_property
+    def verifier(self) -> note.Verifier:
+        """The key as a signed-note verifier (its ``str`` is the published verifier key)."""
+        return note.Verifier(self.name, self.public_key)
+
+    def valid_at(self, ms: int) -> bool:
+        """Whether a vote admitted at ``ms`` falls in the key's validity period."""
+        return self.not_before_ms <= ms and (not self.not_after_ms or ms < self.not_after_ms)
+
+
 @dataclass(frozen=True, slots=True)
 class AdminRecord:
-    """One admin action; ``definition`` is present exactly when the action is CREATED, and
-    ``review`` exactly when it is REVIEWED."""
+    """One admin action; ``definition`` is present exactly when the action is CREATED,
+    ``review`` exactly when it is REVIEWED, and ``admission_key`` exactly when it is
+    ADMISSION_KEY."""
 
     poll_id: str
     action: AdminAction
@@ -130,6 +188,7 @@ class AdminRecord:
     actor: bytes = b""
     definition: PollDefinition | None = None
     review: ReviewedVote | None = None
+    admission_key: AdmissionKey | None = None
 
     def __post_init__(self) -> None:
         check_text("poll id", self.poll_id, 255)
@@ -143,6 +202,8 @@ class AdminRecord:
             raise LeafError("a poll definition goes with the created action, and only with it")
         if (self.action is AdminAction.REVIEWED) != (self.review is not None):
             raise LeafError("a reviewed vote goes with the reviewed action, and only with it")
+        if (self.action is AdminAction.ADMISSION_KEY) != (self.admission_key is not None):
+            raise LeafError("an admission key goes with the admission-key action, and only with it")
 
 
 def encode_admin(record: AdminRecord) -> bytes:
@@ -166,6 +227,12 @@ def encode_admin(record: AdminRecord) -> bytes:
         out.uint(review.lane, 2, "lane")
         out.uint(review.held_seq, 8, "held seq")
         out.uint(review.decision, 1, "decision")
+    key = record.admission_key
+    if key is not None:
+        out.text(key.name, 1, "admission key name")
+        out.fixed(key.public_key, _ED25519_PUBLIC_SIZE, "admission public key")
+        out.uint(key.not_before_ms, 8, "not before")
+        out.uint(key.not_after_ms, 8, "not after")
     return out.build()
 
 
@@ -182,8 +249,9 @@ def decode_admin(data: bytes) -> AdminRecord:
     actor = src.blob(1, "actor")
     poll = _read_definition(src) if action is AdminAction.CREATED else None
     review = _read_review(src) if action is AdminAction.REVIEWED else None
+    key = _read_admission_key(src) if action is AdminAction.ADMISSION_KEY else None
     src.end()
-    return AdminRecord(poll_id, action, at_ms, actor, poll, review)
+    return AdminRecord(poll_id, action, at_ms, actor, poll, review, key)
 
 
 def _read_definition(src: Reader) -> PollDefinition:
@@ -206,6 +274,14 @@ def _read_review(src: Reader) -> ReviewedVote:
     except ValueError:
         raise LeafError(f"unknown review decision 0x{code:02x}") from None
     return ReviewedVote(lane, held_seq, decision)
+
+
+def _read_admission_key(src: Reader) -> AdmissionKey:
+    name = src.text(1, "admission key name")
+    public_key = src.fixed(_ED25519_PUBLIC_SIZE, "admission public key")
+    not_before = src.uint(8, "not before")
+    not_after = src.uint(8, "not after")
+    return AdmissionKey(name, public_key, not_before, not_after)
 
 
 def admin_leaf_hash(record: AdminRecord) -> bytes:
