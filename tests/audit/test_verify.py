@@ -22,7 +22,9 @@ from tally.audit.verify import FINDING_CODES, verify
 from tally.ledger import note
 from tally.ledger.leaf import decode_leaf, encode_leaf
 
-JSON_KEYS = {"ok", "poll_id", "logs", "votes", "counts", "review", "certificate", "findings"}
+JSON_KEYS = {
+    "ok", "poll_id", "logs", "votes", "counts", "review", "certificate", "admission", "findings",
+}  # fmt: skip
 
 
 def test_untampered_ledger_verifies(pristine: Path, spec: LedgerSpec) -> None:

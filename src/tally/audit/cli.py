@@ -60,6 +60,13 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         "checkpoints the ledger must still extend; repeatable. Catches a history rewritten "
         "and re-signed as a whole",
     )
+    _admission_key_argument(verify_cmd)
+    verify_cmd.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="threads that verify admission signatures (default: one per CPU)",
+    )
     verify_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     verify_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
@@ -142,6 +149,41 @@ def _key_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _admission_key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admission-key",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a gateway's admission verifier key (NAME+ID+KEY, as its operator publishes it) or "
+        "a file of them, one a line; repeatable. Only these keys' signatures count, and every "
+        "vote must carry one",
+    )
+
+
+def load_admission_keys(texts: Sequence[str]) -> list[note.Verifier]:
+    """Each ``--admission-key``: a verifier key string, or a file of them (one a line)."""
+    keys: list[note.Verifier] = []
+    for text in texts:
+        values = [text]
+        path = Path(text)
+        if "+" not in text or path.is_file():
+            try:
+                values = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(
+                    f"--admission-key: not a key, and cannot read it as a file: {exc}"
+                ) from None
+            if not values:
+                raise UsageError(f"--admission-key: {text} holds no key")
+        for value in values:
+            try:
+                keys.append(note.Verifier.parse(value))
+            except note.NoteError as exc:
+                raise UsageError(f"--admission-key: not a verifier key: {exc}") from None
+    return keys
+
+
 def load_key(text: str) -> note.Verifier:
     """The verifier key given as a key string or as a file holding one (first non-empty line)."""
     value = text
@@ -185,7 +227,18 @@ def run_verify(args: argparse.Namespace) -> int:
         key = load_key(args.key)
         source = open_source(args.source)
         known = [open_source(text) for text in args.known]
-        report = verify(source, key, poll_id=args.poll, progress=bar, known=known)
+        admission_keys = load_admission_keys(args.admission_key)
+        if args.jobs is not None and args.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        report = verify(
+            source,
+            key,
+            poll_id=args.poll,
+            progress=bar,
+            known=known,
+            admission_keys=admission_keys,
+            jobs=args.jobs,
+        )
     except (UsageError, SourceError) as exc:
         bar.finish()
         return _fail(str(exc))

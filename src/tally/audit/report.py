@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TextIO
 
 from tally.ledger.certificate import ReviewTotals
 
-__all__ = ["CERTIFICATE_STATES", "Finding", "Progress", "Report"]
+__all__ = ["ADMISSION_STATES", "CERTIFICATE_STATES", "Finding", "KeyListing", "Progress", "Report"]
 
 # What the report says of the result certificate.
 CERTIFICATE_STATES = {
@@ -25,6 +26,13 @@ CERTIFICATE_STATES = {
     "missing": "MISSING: the poll is closed but publishes no certificate",
     "awaiting-review": "none yet: the poll is closed, but held votes await a reviewer's decision",
     "invalid": "INVALID: see the findings",
+}
+
+# What the report says of the poll's admission signatures (tally.audit.verify_admission).
+ADMISSION_STATES = {
+    "signed": "signed: every vote carries a valid signature by an admission key valid at its time",
+    "unsigned": "unsigned: a pre-admission poll (no admission key in its admin log, votes unsigned)",
+    "invalid": "INVALID: votes without a valid admission signature, see the findings",
 }
 
 
@@ -54,6 +62,39 @@ class Finding:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """One admission key of the poll's admin log, as the report lists it: observers compare it
+    with the keys the gateways' operators publish (``--admission-key`` pins them)."""
+
+    name: str
+    key_id: int
+    verifier: str  # the verifier key string (docs/ledger-format.md §4.4)
+    not_before_ms: int
+    not_after_ms: int  # 0: no end
+    accepted: bool  # False: in the admin log, but not among the pinned keys
+
+    def line(self) -> str:
+        until = _iso(self.not_after_ms) if self.not_after_ms else "no end"
+        pinned = "" if self.accepted else " (NOT PINNED: its signatures do not count)"
+        return f"{self.verifier} valid {_iso(self.not_before_ms)} to {until}{pinned}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "key_id": f"{self.key_id:08x}",
+            "verifier": self.verifier,
+            "not_before_ms": self.not_before_ms,
+            "not_after_ms": self.not_after_ms or None,
+            "accepted": self.accepted,
+        }
+
+
+def _iso(ms: int) -> str:
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
 @dataclass(slots=True)
 class Report:
     """The outcome of ``tally audit verify``: what the ledger says, and every finding."""
@@ -66,6 +107,9 @@ class Report:
     counts: dict[str, int] = field(default_factory=dict)  # option id -> recounted votes
     review: ReviewTotals = field(default_factory=lambda: ReviewTotals(0, 0, 0))
     certificate: str = "missing"  # a key of CERTIFICATE_STATES
+    admission: str = "unsigned"  # a key of ADMISSION_STATES
+    admission_keys: list[KeyListing] = field(default_factory=list)  # from the admin log
+    admission_signed: int = 0  # votes whose admission signature verified
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -86,6 +130,11 @@ class Report:
                 "undecided": self.review.undecided,
             },
             "certificate": self.certificate,
+            "admission": {
+                "state": self.admission,
+                "signed_votes": self.admission_signed,
+                "keys": [k.to_json() for k in self.admission_keys],
+            },
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -105,7 +154,10 @@ class Report:
             f"review       held {review.held}, released {review.released}, voided "
             f"{review.voided}, undecided {review.undecided}",
             f"certificate  {CERTIFICATE_STATES.get(self.certificate, self.certificate)}",
+            f"admission    {ADMISSION_STATES.get(self.admission, self.admission)}"
+            + (f" ({self.admission_signed} signed votes)" if self.admission_signed else ""),
         ]
+        lines += [f"admission key {key.line()}" for key in self.admission_keys]
         verdict = "OK: no findings" if self.ok else f"FAIL: {len(self.findings)} finding(s)"
         lines.append(f"result       {verdict}")
         return "\n".join(lines) + "\n"

@@ -13,9 +13,10 @@ What is checked (docs/ledger-format.md §5), log by log, admin log first:
 3. **Meaning.** The admin log is ``created`` (with the poll's definition), then ``opened`` and
    ``closed`` in order, with ``reviewed`` records once opened. In lane ``l``, leaf ``i`` is a
    record of this poll, lane ``l``, seq ``i + 1``: a vote (accepted or held) for an option of the
-   poll, accepted before the deadline, from a pseudonym that maps to lane ``l``, or a review
-   record deciding an earlier held vote of the lane once, with its twin ``reviewed`` record in
-   the admin log; no pseudonym votes twice in the whole poll.
+   poll, accepted before the deadline, from a pseudonym that maps to lane ``l``, signed by one of
+   the poll's admission keys valid at its admission (unless the poll predates admission keys),
+   or a review record deciding an earlier held vote of the lane once, with its twin ``reviewed``
+   record in the admin log; no pseudonym votes twice in the whole poll.
 4. **Result.** The votes (accepted + released) are recounted and compared with the signed result
    certificate, whose log lines must be each log's latest checkpoint and whose held, released
    and voided totals must be the logs'; no certificate may be published while votes are held.
@@ -47,6 +48,7 @@ from collections.abc import Callable, Sequence
 
 from tally.audit.report import Report
 from tally.audit.source import Source
+from tally.audit.verify_admission import ADMISSION_CODES, AdmissionChecks
 from tally.audit.verify_checkpoints import CheckpointChecks, Log, with_known
 from tally.audit.verify_entries import EntryChecks
 from tally.audit.verify_findings import Findings
@@ -103,6 +105,7 @@ FINDING_CODES = {
     "review-totals": "the certificate's held, released or voided total differs from the logs'",
     "held-undecided": "a result certificate is published while held votes are still undecided",
     "too-many": "more findings of one kind in one log than are listed",
+    **ADMISSION_CODES,
 }
 
 ProgressCallback = Callable[[int, int], None]  # (leaves done, leaves in total)
@@ -115,8 +118,15 @@ def verify(
     poll_id: str | None = None,
     progress: ProgressCallback | None = None,
     known: Sequence[Source] = (),
+    admission_keys: Sequence[note.Verifier] = (),
+    jobs: int | None = None,
 ) -> Report:
     """Check the poll's ledger at ``source`` against ``key`` (named by the origin prefix).
+
+    ``admission_keys``, when given, are the only admission keys whose signatures count (the
+    gateways' published keys, say): a vote signed by another key of the admin log is a finding,
+    and so is an unsigned vote even in a poll whose admin log has no admission key. ``jobs`` is
+    the number of threads that verify admission signatures (default: one per CPU).
 
     ``poll_id``, when given, is the poll the ledger must be of. ``known`` are earlier copies of
     the ledger (say, exports the auditor made during the vote): each of their checkpoints is
@@ -126,7 +136,8 @@ def verify(
     when the key's name cannot be an origin prefix; every other problem is a finding.
     """
     admin_origin(key.name, "poll")  # ValueError: the key's name is not an origin prefix
-    return _Audit(source, key, poll_id, progress, known).run()
+    admission = (admission_keys, jobs)
+    return _Audit(source, key, poll_id, progress, known, admission).run()
 
 
 class _Audit:
@@ -139,6 +150,7 @@ class _Audit:
         wanted_poll: str | None,
         progress: ProgressCallback | None,
         known: Sequence[Source] = (),
+        admission: tuple[Sequence[note.Verifier], int | None] = ((), None),
     ) -> None:
         self.source = source
         self.known = known
@@ -146,6 +158,7 @@ class _Audit:
         self.wanted_poll = wanted_poll
         self.progress = progress
         self.findings = Findings()
+        self.admission = AdmissionChecks(self.findings, admission[0], admission[1])
         self.report = Report(source.location)
         self.done = 0
         self.total = 0
@@ -160,8 +173,11 @@ class _Audit:
         logs = checkpoints.logs(history, poll)
         for log in logs:
             self.report.logs[log.name] = log.size
-        meaning = MeaningChecks(poll, self.findings)
-        self._check_logs(logs, meaning)
+        meaning = MeaningChecks(poll, self.findings, self.admission)
+        try:
+            self._check_logs(logs, meaning)
+        finally:
+            self.admission.finish()
         meaning.finish_review()
         meaning.report_duplicates()
         result = ResultChecks(self.source, self.key, self.findings)
@@ -194,6 +210,9 @@ class _Audit:
             report.counts = recount(meaning.definition, meaning.counts)
             report.review = meaning.review.totals()
         report.votes = sum(report.counts.values())
+        report.admission = self.admission.state()
+        report.admission_keys = self.admission.listing()
+        report.admission_signed = self.admission.signed
         report.findings = self.findings.finish()
         return report
 

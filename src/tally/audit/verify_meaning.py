@@ -6,7 +6,9 @@ published. In lane ``l``, leaf ``i`` is a record of this poll, lane ``l``, seq `
 for an option of the poll, accepted (or held) before the deadline, from a pseudonym that maps to
 lane ``l``, or a review record (:mod:`~tally.audit.verify_review` checks those and the held
 votes); no pseudonym votes twice in the whole poll. The accepted votes that pass, and the held
-ones released, are counted here, for step 4's recount.
+ones released, are counted here, for step 4's recount. Each vote's admission signature is checked
+against the admission keys of the admin log by :mod:`~tally.audit.verify_admission`, on a thread
+pool beside this pass.
 
 Speed: :meth:`MeaningChecks.check_vote_bundle` is called once per bundle of every lane. It runs
 the checks over the whole bundle with C-level builtins (``map``, ``set``, ``Counter``,
@@ -21,6 +23,7 @@ from functools import partial
 from operator import attrgetter
 from typing import cast
 
+from tally.audit.verify_admission import AdmissionChecks
 from tally.audit.verify_checkpoints import Log
 from tally.audit.verify_entries import BundleCheck
 from tally.audit.verify_findings import Findings
@@ -59,9 +62,12 @@ _STATE_NAMES = {
 class MeaningChecks:
     """The meaning of every leaf of one poll: the admin log's lifecycle, then each lane's votes."""
 
-    def __init__(self, poll: str, findings: Findings) -> None:
+    def __init__(
+        self, poll: str, findings: Findings, admission: AdmissionChecks | None = None
+    ) -> None:
         self.poll = poll
         self.findings = findings
+        self.admission = admission if admission is not None else AdmissionChecks(findings)
         self.definition: PollDefinition | None = None  # from the admin log's created record
         # Each admin leaf that could be read: (leaf index, record or None if invalid, bundle).
         self.admin_records: list[tuple[int, AdminRecord | None, str]] = []
@@ -107,6 +113,8 @@ class MeaningChecks:
             action = record.action
             if action is AdminAction.REVIEWED and previous in _REVIEWED_AFTER:
                 continue  # a reviewer's decision: the poll's state stays
+            if action is AdminAction.ADMISSION_KEY and previous is not None:
+                continue  # a gateway key registered (or retired) for the poll: its state stays
             if index == 0 and action is AdminAction.CREATED:
                 self.definition = record.definition
                 previous = action
@@ -139,6 +147,11 @@ class MeaningChecks:
                 "the admin log does not start with a created record: options and lanes are unknown",
             )
         self.closed = previous is AdminAction.CLOSED
+        self.admission.use_admin_log(
+            record
+            for _, record, _ in self.admin_records
+            if record is not None and record.poll_id == self.poll
+        )
         return _STATE_NAMES[previous] if previous is not None else None
 
     def check_lane_set(self, logs: list[Log]) -> None:
@@ -177,6 +190,7 @@ class MeaningChecks:
         except LeafError:
             self._check_votes_one_by_one(context, start, entries, path)
             return
+        self.admission.check_bundle(start, records, path)
         if not self._bundle_passes(context, start, records, path):
             self._check_votes_one_by_one(context, start, entries, path, records)
 
@@ -254,6 +268,7 @@ class MeaningChecks:
         decoded: list[VoteRecord | ReviewRecord] | None = None,
     ) -> None:
         pseudonyms: list[bytes | None] = []
+        read: list[VoteRecord | ReviewRecord | None] = []  # for the admission check
         for offset, entry in enumerate(entries):
             index = start + offset
             record: VoteRecord | ReviewRecord
@@ -265,7 +280,9 @@ class MeaningChecks:
                 except LeafError as exc:
                     self.findings.add("bad-record", path, f"leaf {index}: {exc}", index=index)
                     pseudonyms.append(None)
+                    read.append(None)
                     continue
+                read.append(record)
             if isinstance(record, ReviewRecord):
                 pseudonyms.append(None)  # a decision, not a voter
                 self._check_vote_place(context, index, record, path)
@@ -274,6 +291,8 @@ class MeaningChecks:
             pseudonyms.append(record.pseudonym)
             self._check_vote(context, index, record, path)
         context.pseudonyms.append((start, path, pseudonyms))
+        if decoded is None:  # a decoded bundle's admissions were checked with it
+            self.admission.check_bundle(start, read, path)
 
     def _check_vote(self, context: LaneContext, index: int, record: VoteRecord, path: str) -> None:
         self._check_vote_place(context, index, record, path)

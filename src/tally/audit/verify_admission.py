@@ -1,0 +1,215 @@
+"""Step 3 of ``tally audit verify``, the admission part: every vote carries a gateway's valid
+admission signature (docs/ledger-format.md §14).
+
+The poll's admission keys are the ``admission-key`` records of its admin log
+(:func:`tally.ledger.admission.keys_from_admin`); ``--admission-key`` pins which of them are
+acceptable, so that a key an insider slipped into the admin log signs nothing that passes. Each
+vote record is checked with :func:`tally.ledger.admission.check_admission`: signed, by a known
+(and pinned) key, valid at the admitted time, admitted shortly before the store accepted it. A
+poll whose admin log holds no admission key and whose votes are all version 0x01 is a
+pre-admission poll: it verifies as before, and the report says it is unsigned. With pinned keys,
+every vote must be signed whatever the admin log says.
+
+Speed: an Ed25519 verification costs ~50 µs, several times the rest of a leaf's audit, and
+OpenSSL runs it without Python's lock. So each bundle's votes are checked on a thread pool
+(``jobs`` threads, by default one per CPU this process may use) while the main thread reads,
+hashes and checks the next bundles; at most ``4 * jobs`` bundles are in flight, so memory stays
+bounded, and their findings are added in bundle order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from tally.audit.report import KeyListing
+from tally.audit.verify_findings import Findings
+from tally.ledger import layout, note
+from tally.ledger.admin import AdminRecord
+from tally.ledger.admission import AdmissionKey, check_admission, keys_from_admin
+from tally.ledger.leaf import LeafError, VoteRecord
+from tally.ledger.review import ReviewRecord
+
+__all__ = ["ADMISSION_CODES", "AdmissionChecks", "default_jobs"]
+
+# Every finding code of the admission check, with what it means (part of FINDING_CODES).
+ADMISSION_CODES = {
+    "admission-unsigned": "a vote carries no admission signature, in a poll whose votes must be signed",
+    "admission-unknown-key": "a vote is signed under a key id that is none of the poll's admission keys",
+    "admission-key-not-pinned": "a vote is signed by an admission key of the admin log that --admission-key does not allow",
+    "admission-key-not-valid": "a vote was admitted outside its admission key's validity period",
+    "admission-bad-signature": "a vote's admission signature does not verify under its key",
+    "admission-time": "a vote was accepted by the store too long after (or before) the gateway admitted it",
+    "admission-key-conflict": "two different admission keys of the admin log share a key id",
+}
+
+# check_admission's reason -> the finding code.
+_CODE_OF_REASON = {
+    "unsigned": "admission-unsigned",
+    "unknown-key": "admission-unknown-key",
+    "key-not-valid-then": "admission-key-not-valid",
+    "bad-signature": "admission-bad-signature",
+    "admitted-too-early": "admission-time",
+    "admitted-too-late": "admission-time",
+}
+_IN_FLIGHT_PER_JOB = 4
+_ADMIN_CHECKPOINT = layout.checkpoint_path(layout.ADMIN_LOG)
+
+# One bundle's failures: (leaf index, reason, record).
+_Failures = list[tuple[int, str, VoteRecord]]
+
+
+def default_jobs() -> int:
+    """One thread per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class AdmissionChecks:
+    """The admission signature of every vote of one poll, checked on a thread pool."""
+
+    def __init__(
+        self, findings: Findings, pinned: Sequence[note.Verifier] = (), jobs: int | None = None
+    ) -> None:
+        self.findings = findings
+        self.pinned = {(key.name, key.public_key) for key in pinned}
+        self.jobs = default_jobs() if jobs is None else max(1, jobs)
+        self.logged: dict[int, AdmissionKey] = {}  # every key of the admin log, by key id
+        self.keys: dict[int, AdmissionKey] = {}  # those that may sign (pinned, if pins given)
+        self.signed = 0  # votes with a valid admission signature
+        self.unsigned = 0  # version 0x01 votes of a pre-admission poll
+        self.failed = 0  # votes with a finding
+        self._conflict = False  # two keys of the admin log share a key id
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[str, int, Future[_Failures]]] = deque()  # path, votes, check
+
+    @property
+    def required(self) -> bool:
+        """Whether every vote must be signed: the poll has admission keys, or keys are pinned."""
+        return bool(self.logged) or bool(self.pinned) or self._conflict
+
+    def use_admin_log(self, records: Iterable[AdminRecord]) -> None:
+        """Take the poll's admission keys from its admin log (call before any vote)."""
+        listed = list(records)
+        try:
+            self.logged = keys_from_admin(listed)
+        except LeafError as exc:
+            # Which of the two keys signed a vote cannot be told: neither counts.
+            self.findings.add("admission-key-conflict", _ADMIN_CHECKPOINT, str(exc))
+            self._conflict = True
+            self.logged = {}
+        if self.pinned:
+            self.keys = {
+                kid: key
+                for kid, key in self.logged.items()
+                if (key.name, key.public_key) in self.pinned
+            }
+        else:
+            self.keys = dict(self.logged)
+
+    def listing(self) -> list[KeyListing]:
+        return [
+            KeyListing(
+                key.name,
+                key.key_id,
+                str(key.verifier),
+                key.not_before_ms,
+                key.not_after_ms,
+                key.key_id in self.keys,
+            )
+            for key in self.logged.values()
+        ]
+
+    def state(self) -> str:
+        """A key of :data:`tally.audit.report.ADMISSION_STATES` (once every vote is checked)."""
+        if self.failed or self._conflict:
+            return "invalid"
+        return "signed" if self.required or self.signed else "unsigned"
+
+    # -- the votes -----------------------------------------------------------------------------
+
+    def check_bundle(
+        self, start: int, records: Sequence[VoteRecord | ReviewRecord | None], path: str
+    ) -> None:
+        """Check the votes among ``records`` (leaf ``start`` on; None: a leaf that did not
+        decode, reported elsewhere); the findings come in bundle order, a little later."""
+        votes = [
+            (start + offset, record)
+            for offset, record in enumerate(records)
+            if type(record) is VoteRecord
+        ]
+        if not votes:
+            return
+        if not self.required and all(record.admission is None for _, record in votes):
+            self.unsigned += len(votes)  # a pre-admission poll: nothing to check
+            return
+        if self.jobs == 1:
+            self._report(path, len(votes), _check(votes, self.keys))
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="tally-admission")
+        while len(self._pending) >= self.jobs * _IN_FLIGHT_PER_JOB:
+            self._drain_one()
+        self._pending.append((path, len(votes), self._pool.submit(_check, votes, self.keys)))
+
+    def finish(self) -> None:
+        """Wait for every bundle still being checked, and add its findings."""
+        while self._pending:
+            self._drain_one()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def _drain_one(self) -> None:
+        path, votes, future = self._pending.popleft()
+        self._report(path, votes, future.result())
+
+    def _report(self, path: str, votes: int, failures: _Failures) -> None:
+        self.signed += votes - len(failures)
+        self.failed += len(failures)
+        for index, reason, record in failures:
+            self._add(path, index, reason, record)
+
+    def _add(self, path: str, index: int, reason: str, record: VoteRecord) -> None:
+        admission = record.admission
+        code = _CODE_OF_REASON.get(reason, "admission-bad-signature")
+        if code == "admission-unknown-key" and admission and admission.key_id in self.logged:
+            code = "admission-key-not-pinned"
+        if admission is None:
+            message, found = "the vote carries no admission signature (a version 0x01 record)", None
+        else:
+            key = self.logged.get(admission.key_id)
+            signer = f"key {admission.key_id:08x}" + (f" ({key.name})" if key else "")
+            found = f"{admission.key_id:08x}"
+            message = {
+                "admission-unknown-key": f"signed by {signer}, not an admission key of the poll",
+                "admission-key-not-pinned": f"signed by {signer}, not a pinned --admission-key",
+                "admission-key-not-valid": f"admitted at {admission.admitted_ms} ms, outside the "
+                f"validity of {signer}",
+                "admission-bad-signature": f"the signature by {signer} does not verify",
+                "admission-time": f"admitted at {admission.admitted_ms} ms, accepted at "
+                f"{record.accepted_ms} ms ({reason})",
+            }[code]
+        self.findings.add(
+            code,
+            path,
+            f"leaf {index}: pseudonym {record.pseudonym.hex()}: {message}",
+            index=index,
+            expected="a valid admission signature",
+            found=found or "none",
+        )
+
+
+def _check(votes: list[tuple[int, VoteRecord]], keys: Mapping[int, AdmissionKey]) -> _Failures:
+    """The votes that fail, with why (run on the pool: check_admission's Ed25519 verification
+    runs without the interpreter lock)."""
+    failures: _Failures = []
+    for index, record in votes:
+        reason = check_admission(record, keys)
+        if reason is not None:
+            failures.append((index, reason, record))
+    return failures
