@@ -7,6 +7,7 @@ from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archiver import Archiver
 from tally.ledger import note
 from tally.service import VotingService
+from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import Valkey
@@ -32,5 +33,11 @@ def archiver_of(
     client: Valkey, files: LedgerFiles, signer: note.Signer, owner: str = "t"
 ) -> Archiver:
     return Archiver(
-        ValkeyPolls(client), ValkeyLedgerQueue(client), files, signer, owner=owner, interval_ms=100
+        ValkeyPolls(client),
+        ValkeyLedgerQueue(client),
+        files,
+        signer,
+        ValkeyIntegrity(client),
+        owner=owner,
+        interval_ms=100,
     )

@@ -12,6 +12,17 @@ lane's log and the admin log).
 
 The archive on disk is the state: an archiver killed at any point resumes from the newest
 checkpoint of each log, and reads again from the queue what it had not published.
+
+Counts come from the ledger (issue 11): the certificate states the archiver's recount of the
+leaves (PollLogs.review), never the live counters. Every cycle, the integrity check holds the
+counters against it: before draining, it reads each lane's counters with the seq they stand at
+(one atomic read per lane), has the recount kept at exactly that seq while the drain passes it,
+and compares the two. Votes keep arriving meanwhile, but only what is comparable is compared, so
+an honest busy poll never raises an alarm; a forged counter is found within one cycle. A gap in a
+log's queue stops that log only. Each finding raises an integrity alarm once per kind and log
+(IntegrityStore: the gateways show it on the poll and its results; a metric; an ERROR line), and
+a poll certified with alarms gets a v3 certificate recording them and, when they disagree at
+close, the counters' totals beside the recount.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,11 +39,12 @@ from typing import Any, TypeVar
 from tally.archive.durable import LedgerConflict
 from tally.archive.poll_logs import ArchiveError, PollLogs
 from tally.domain.errors import StoreUnavailable
+from tally.domain.integrity import AlarmKind, IntegrityAlarm, LaneCounters
 from tally.domain.polls import Poll, PollState
-from tally.domain.results import sum_lanes
 from tally.ledger import layout
+from tally.ledger.certificate import Integrity
 from tally.ledger.note import Signer
-from tally.ports import LedgerQueue, LedgerStore, PollStore, QueuedAdminAction
+from tally.ports import IntegrityStore, LedgerQueue, LedgerStore, PollStore, QueuedAdminAction
 
 log = logging.getLogger("tally.archiver")
 DRAFT = PollState.DRAFT  # the state a poll enters with 'created', its admin log's first entry
@@ -59,6 +72,7 @@ class ArchiverStats:
     store_errors: int = 0
     failed_polls: int = 0
     awaiting_review: int = 0  # closed polls not certified yet: held votes undecided (a gauge)
+    integrity_checks: int = 0  # lanes whose counters were compared with the recount
 
 
 class Archiver:
@@ -70,11 +84,19 @@ class Archiver:
         queue: LedgerQueue,
         files: LedgerStore,
         signer: Signer,
+        integrity: IntegrityStore,
         *,
         owner: str,
         interval_ms: int,
+        on_alarm: Callable[[str, IntegrityAlarm], None] | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        """`on_alarm(poll id, alarm)` is told of each alarm this archiver raises (metrics)."""
         self._polls = polls
+        self._integrity = integrity
+        self.on_alarm = on_alarm
+        self._clock_ms = clock_ms
+        self._raised: set[tuple[str, str]] = set()  # (poll, alarm slot) stored by this process
         self._queue = queue
         self._files = files
         self._signer = signer
@@ -172,11 +194,15 @@ class Archiver:
                 await self._check_admin_queue(poll)
             self._open[poll.id] = logs
         # Read the state before draining: once closed, every lane is closed, so what we drain
-        # next is all the poll will ever hold.
+        # next is all the poll will ever hold. The counters likewise: the drain then reaches the
+        # seq each was read at.
         final = poll.state is PollState.CLOSED
+        counters = await self._integrity.lane_counters(poll)
+        await self._in_thread(logs.mark, [c.seq for c in counters])
         await self._drain(logs)
         self.stats.checkpoints += await self._in_thread(logs.publish)
         await self._queue.trim(poll.id, logs.logs, logs.published_seqs())
+        await self._check_integrity(logs, counters)
         if final:
             await self._certify(poll, logs)
 
@@ -190,14 +216,82 @@ class Archiver:
 
     async def _drain(self, logs: PollLogs) -> None:
         while True:
-            batches = await self._queue.read(logs.poll.id, logs.logs, logs.next_seqs(), READ_BATCH)
+            reading = logs.reading()  # a log stopped at a gap is read no further
+            batches = await self._queue.read(logs.poll.id, reading, logs.next_seqs(), READ_BATCH)
             self.stats.leaves += await self._in_thread(logs.append, batches)
-            if all(len(batch) < READ_BATCH for batch in batches):
+            if all(
+                len(batch) < READ_BATCH or log in logs.gaps
+                for log, batch in zip(reading, batches, strict=True)
+            ):
                 return
 
+    async def _check_integrity(self, logs: PollLogs, counters: list[LaneCounters]) -> None:
+        """Raise an alarm for each gap, refused vote, and lane whose counters differ from the
+        recount at the seq they were read at (a lane stopped at a gap cannot be compared)."""
+        poll = logs.poll
+        for log, gap in logs.gaps.items():
+            name = "admin log" if log is None else f"lane {log}"
+            await self._alarm(
+                poll.id,
+                AlarmKind.LEDGER_GAP,
+                log,
+                f"{name}: the queue holds entry {gap.found} after entry {gap.expected - 1} "
+                f"(entries {gap.expected}..{gap.found - 1} are missing); archived up to "
+                f"{gap.expected - 1}, the log stops there",
+            )
+        refused = await self._in_thread(logs.take_refused)
+        for lane in sorted({r.lane for r in refused}):
+            first = next(r for r in refused if r.lane == lane)
+            count = sum(r.lane == lane for r in refused)
+            await self._alarm(
+                poll.id,
+                AlarmKind.UNSIGNED_VOTE,
+                lane,
+                f"lane {lane} entry {first.seq}: admission check failed ({first.reason}); "
+                f"{count} vote(s) of the lane not counted",
+            )
+        options = [o.id for o in poll.options]
+        for lane, live in enumerate(counters):
+            if lane in logs.gaps:
+                continue
+            kept = logs.marked.get(lane)
+            appended = logs.lanes[lane].appended
+            if kept is None:  # the queue ended before the seq the counters stand at
+                await self._alarm(
+                    poll.id,
+                    AlarmKind.LEDGER_GAP,
+                    lane,
+                    f"lane {lane}: the counters include entries up to {live.seq}, the queue "
+                    f"ends at {appended} (entries {appended + 1}..{live.seq} are missing)",
+                )
+                continue
+            self.stats.integrity_checks += 1
+            ledger = [kept.counts.get(o, 0) for o in options]
+            shown = [live.counts.get(o, 0) for o in options]
+            if kept.seq != live.seq or ledger != shown or kept.held != live.held:
+                await self._alarm(
+                    poll.id,
+                    AlarmKind.COUNTER_MISMATCH,
+                    lane,
+                    f"lane {lane} at entry {live.seq}: counters {_pairs(options, shown)} "
+                    f"held {live.held}; the ledger at entry {kept.seq} counts "
+                    f"{_pairs(options, ledger)} held {kept.held}",
+                )
+
+    async def _alarm(self, poll_id: str, kind: AlarmKind, lane: int | None, details: str) -> None:
+        """Store the alarm (first seen kept), log it and count it, once per process."""
+        alarm = IntegrityAlarm(kind, lane, details, self._clock_ms())
+        if (poll_id, alarm.slot) in self._raised:
+            return
+        await self._integrity.raise_alarm(poll_id, alarm)
+        self._raised.add((poll_id, alarm.slot))
+        log.error("archiver: INTEGRITY ALARM on poll %s: %s: %s", poll_id, kind.value, details)
+        if self.on_alarm is not None:
+            self.on_alarm(poll_id, alarm)
+
     async def _certify(self, poll: Poll, logs: PollLogs) -> None:
-        # Nothing held is undecided, so no count can change any more: the store's counts are final.
-        waiting = await self._in_thread(lambda: logs.review().waiting_for())
+        # Nothing held is undecided, so no count can change any more: the recount is final.
+        waiting = await self._in_thread(lambda: logs.review().waiting_for(logs.stopped_lanes))
         if waiting is not None:
             if poll.id not in self._waiting:
                 log.info("poll %s is closed but not certified yet: %s", poll.id, waiting)
@@ -206,17 +300,40 @@ class Archiver:
             return
         self._waiting.discard(poll.id)
         self.stats.awaiting_review = len(self._waiting)
-        lanes, changed_at = await self._polls.tallies(poll)
-        results = sum_lanes(poll, PollState.CLOSED, lanes, changed_at)
-        counts = [(o.id, results.counts.get(o.id, 0)) for o in poll.options]
+        integrity = await self._final_integrity(poll, logs)
         if not await self._queue.acquire(poll.id, self._owner, self._lease_ttl_ms):
             return
-        await self._in_thread(logs.certify, counts)
+        await self._in_thread(logs.certify, integrity)
         self.stats.certificates += 1
         self._done.add(poll.id)
         self._open.pop(poll.id, None)
         await self._queue.release(poll.id, self._owner)
-        log.info("poll %s: result certificate signed (%d votes)", poll.id, results.total)
+        total = sum(n for _, n in logs.review().counts([o.id for o in poll.options]))
+        log.info("poll %s: result certificate signed (%d votes)", poll.id, total)
+
+    async def _final_integrity(self, poll: Poll, logs: PollLogs) -> Integrity | None:
+        """The certificate's integrity section: every alarm the poll raised (by any archiver),
+        and the counters' totals when they disagree with the recount. The counters of a closed
+        poll with no held vote undecided are final, so they are compared whole."""
+        options = [o.id for o in poll.options]
+        recount = await self._in_thread(logs.review().counts, options)
+        live = await self._integrity.lane_counters(poll)
+        shown = [(o, sum(lane.counts.get(o, 0) for lane in live)) for o in options]
+        if shown != recount:
+            await self._alarm(
+                poll.id,
+                AlarmKind.COUNTER_MISMATCH,
+                None,
+                f"at close the counters count {_pairs(options, [n for _, n in shown])}, the "
+                f"ledger {_pairs(options, [n for _, n in recount])}",
+            )
+        alarms = await self._integrity.alarms(poll.id)
+        if not alarms:
+            return None
+        return Integrity(
+            tuple((a.kind.value, a.log) for a in alarms),
+            tuple(shown) if shown != recount else (),
+        )
 
     def _in_thread(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run blocking file and CPU work in the archiver's worker thread, remembered for stop()
@@ -228,3 +345,7 @@ class Archiver:
     def _publish_key(self) -> None:
         """Serve the verifier key at /ledger/keys (auditors should get it out of band too)."""
         self._files.publish_key(str(self._signer.verifier))
+
+
+def _pairs(options: list[str], counts: list[int]) -> str:
+    return ", ".join(f"{option}={n}" for option, n in zip(options, counts, strict=True))

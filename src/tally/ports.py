@@ -12,6 +12,7 @@ tally.store; the ledger directory, in tally.archive).
     RateLimiter      GCRA limits shared by every gateway      (store.ratelimits.ValkeyRateLimits)
     SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
     LedgerQueue      votes and admin actions not yet archived (store.ledger_queue.ValkeyLedgerQueue)
+    IntegrityStore   live counters as checked, integrity alarms (store.integrity.ValkeyIntegrity)
     LedgerReader     the published ledger, read-only, async   (archive.logs.LedgerDirectory)
     LedgerStore      where the archiver publishes the ledger  (archive.logs.LedgerFiles)
     PollFiles        one poll's ledger files, write-once      (archive.durable.DurableFiles)
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tally.domain.defences import LimitScope
+from tally.domain.integrity import IntegrityAlarm, LaneCounters
 from tally.domain.polls import Poll, PollState
 from tally.domain.results import LaneTally
 from tally.domain.review import Decision, EntryRef, HeldVote
@@ -375,6 +377,24 @@ class LedgerQueue(Protocol):
         """Take or renew the poll's archiver lease; False while another archiver holds it."""
 
     async def release(self, poll_id: str, owner: str) -> None: ...
+
+
+class IntegrityStore(Protocol):
+    """What the archiver's integrity check reads and raises (domain.integrity).
+
+    `lane_counters` reads each lane's counters with the seq of the lane's last ledger entry in
+    one atomic step per lane (a vote or a release changes both at once), so they can be compared
+    with the ledger recounted up to that seq however fast votes arrive. `raise_alarm` keeps the
+    first alarm of each kind and log (a repeat changes nothing); `alarms` is what gateways show.
+    """
+
+    async def lane_counters(self, poll: Poll) -> list[LaneCounters]:
+        """Each lane's counters, in lane order."""
+
+    async def raise_alarm(self, poll_id: str, alarm: IntegrityAlarm) -> bool:
+        """Store the alarm; True if none of its kind and log was stored before."""
+
+    async def alarms(self, poll_id: str) -> list[IntegrityAlarm]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,8 @@ def archive_the_example(ledger_root: Path) -> LedgerFiles:
     admin_log: list[QueuedEntry] = list(admin)
     assert logs.append([admin_log, *lanes]) == 6
     assert logs.publish() == 1 + LANES  # every log, empty ones too, gets a first checkpoint
-    assert logs.certify([("alice", 2), ("bob", 1)]).decode() == SIGNED_CERT
+    assert logs.review().counts(["alice", "bob"]) == [("alice", 2), ("bob", 1)]
+    assert logs.certify().decode() == SIGNED_CERT
     return files
 
 

@@ -49,7 +49,8 @@ PUBLIC = {
         "encode_history", "history_dir", "history_path", "lane_log", "parse_log", "parse_size",
     },
     "certificate": {
-        "FORMAT", "CertificateError", "LogHead", "ResultCertificate", "ReviewTotals",
+        "FORMAT", "FORMAT_V3", "CertificateError", "Integrity", "LogHead", "ResultCertificate",
+        "ReviewTotals",
         "certificate_origin", "open_certificate", "sign_certificate",
     },
     "proof": {"HEADER", "InclusionProofText", "ProofFormatError"},

@@ -7,14 +7,27 @@ order, stops the poll's archiving rather than publish a log that differs from wh
 
 Hold for review: a held vote is a vote record with status HELD, a reviewer's decision a review
 record in the same lane and a REVIEWED record in the admin log. The poll's review state (held
-votes still undecided, decisions not yet in the admin log) decides when it can be certified. It
-is followed as entries are appended; an archiver that resumed a poll's logs reads it from the
-published leaves once, when the poll is to be certified.
+votes still undecided, decisions not yet in the admin log) decides when it can be certified.
+
+The recount (:class:`PollReview` again: it follows every record): per lane and option, accepted
+votes plus released held votes, less any vote whose admission signature fails (in a poll whose
+admin log names admission keys). The result certificate is built from it, and the archiver holds
+the live counters against it (integrity alarms, :mod:`tally.domain.integrity`). Review state and
+recount are followed as entries are appended; an archiver that resumes a poll's logs rebuilds
+them from the published leaves when it opens them (the leaves are what auditors recount, so a
+rebuilt recount is exactly theirs; a recount saved beside the checkpoint would be one more file
+to trust). That costs one read of the poll's bundles per takeover.
+
+A gap in a log's queue (an entry deleted: seq 7 followed by 9) no longer stops the poll: that log
+stops at the gap (`gaps`, and it is read no further), every other log goes on, and the archiver
+raises a ledger-gap alarm. What was archived stays published and verifiable.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tally.archive.logs import LogWriter
 from tally.domain.polls import Poll, PollState
@@ -28,7 +41,9 @@ from tally.ledger.admin import (
     decode_admin,
     encode_admin,
 )
+from tally.ledger.admission import AdmissionKey, check_admission, keys_from_admin
 from tally.ledger.certificate import (
+    Integrity,
     LogHead,
     ResultCertificate,
     ReviewTotals,
@@ -55,7 +70,7 @@ from tally.ports import (
     QueuedVote,
 )
 
-__all__ = ["ArchiveError", "PollLogs"]
+__all__ = ["ArchiveError", "Gap", "LaneCount", "PollLogs", "Refused"]
 
 _ACTIONS = {
     PollState.DRAFT: AdminAction.CREATED,
@@ -73,20 +88,64 @@ HeldRef = tuple[int, int]
 _HELD = VoteStatus.HELD
 
 
+@dataclass(frozen=True, slots=True)
+class LaneCount:
+    """A lane's recount after its entry `seq`: counts per option (accepted + released, less
+    votes whose admission fails) and held votes not decided yet."""
+
+    seq: int
+    counts: dict[str, int]
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A vote the recount does not count: its admission check failed with `reason`."""
+
+    lane: int
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A log's queue skips entries: the log holds entries up to `expected - 1`, and the next
+    entry its queue holds is `found` (> expected)."""
+
+    expected: int
+    found: int
+
+
 class PollReview:
-    """The review state of a poll's logs: each lane's LaneReview, and the decisions the lanes and
-    the admin log hold (each must have its twin in the other before the poll is certified)."""
+    """The review state and recount of a poll's logs: each lane's LaneReview and counts, and the
+    decisions the lanes and the admin log hold (each must have its twin in the other before the
+    poll is certified)."""
 
     def __init__(self, lanes: int) -> None:
         self.lanes = [LaneReview() for _ in range(lanes)]
         self.in_lanes: dict[HeldRef, Decision] = {}
         self.in_admin: dict[HeldRef, Decision] = {}
+        self.accepted: list[Counter[str]] = [Counter() for _ in range(lanes)]
+        # Votes refused by the admission check, by lane: held ones (seq -> option) are not
+        # counted when released; released ones are taken off the counts.
+        self._refused_held: list[dict[int, str]] = [{} for _ in range(lanes)]
+        self._uncounted: list[Counter[str]] = [Counter() for _ in range(lanes)]
+        self.refused: list[Refused] = []  # since the caller last took them
+        self._key_records: list[AdminRecord] = []
+        self._keys: dict[int, AdmissionKey] = {}
 
     def add(self, poll_id: str, record: VoteRecord | ReviewRecord | AdminRecord) -> None:
         """Follow one record appended to a log; ArchiveError if it breaks a review rule."""
         if type(record) is VoteRecord:  # nearly every record: one test, no allocation
+            reason = check_admission(record, self._keys) if self._keys else None
             if record.status is _HELD:
                 self.lanes[record.lane].vote(record)
+                if reason is not None:
+                    self._refused_held[record.lane][record.seq] = record.option_id
+            elif reason is None:
+                self.accepted[record.lane][record.option_id] += 1
+            if reason is not None:
+                self.refused.append(Refused(record.lane, record.seq, reason))
         elif isinstance(record, ReviewRecord):
             problem = self.lanes[record.lane].decide(record)
             if problem is not None:
@@ -94,24 +153,59 @@ class PollReview:
                     f"poll {poll_id} lane {record.lane}: entry {record.seq} ({problem}): {record!r}"
                 )
             self.in_lanes[record.lane, record.held_seq] = record.decision
-        elif isinstance(record, AdminRecord) and record.review is not None:
-            ref = (record.review.lane, record.review.held_seq)
-            if ref in self.in_admin:
-                raise ArchiveError(f"poll {poll_id} admin log: lane {ref[0]} entry {ref[1]} twice")
-            self.in_admin[ref] = record.review.decision
+            option = self._refused_held[record.lane].pop(record.held_seq, None)
+            if option is not None and record.decision is Decision.RELEASED:
+                self._uncounted[record.lane][option] += 1
+        elif isinstance(record, AdminRecord):
+            if record.review is not None:
+                ref = (record.review.lane, record.review.held_seq)
+                if ref in self.in_admin:
+                    raise ArchiveError(
+                        f"poll {poll_id} admin log: lane {ref[0]} entry {ref[1]} twice"
+                    )
+                self.in_admin[ref] = record.review.decision
+            elif record.action is AdminAction.ADMISSION_KEY:
+                self._key_records.append(record)
+                try:
+                    self._keys = keys_from_admin(self._key_records)
+                except LeafError as exc:
+                    raise ArchiveError(f"poll {poll_id} admin log: {exc}") from None
 
-    def waiting_for(self) -> str | None:
+    @property
+    def signed(self) -> bool:
+        """Whether the poll's votes must carry admission signatures (its admin log names keys)."""
+        return bool(self._keys)
+
+    def lane_count(self, lane: int, seq: int) -> LaneCount:
+        """The lane's recount now, which is after its entry `seq`."""
+        review = self.lanes[lane]
+        counts = self.accepted[lane] + review.released_counts
+        counts.subtract(self._uncounted[lane])
+        return LaneCount(seq, dict(counts), len(review.pending))
+
+    def counts(self, options: Sequence[str]) -> list[tuple[str, int]]:
+        """The recount of the whole poll, option by option in `options` order."""
+        total: Counter[str] = Counter()
+        for lane in range(len(self.lanes)):
+            total.update(self.accepted[lane])
+            total.update(self.lanes[lane].released_counts)
+            total.subtract(self._uncounted[lane])
+        return [(option, total[option]) for option in options]
+
+    def waiting_for(self, stopped: frozenset[int] = frozenset()) -> str | None:
         """Why the poll cannot be certified yet (None: it can). Raises ArchiveError if a decision
-        of the admin log can never reach its lane (no vote there waits for it)."""
-        undecided = sum(len(lane.pending) for lane in self.lanes)
+        of the admin log can never reach its lane (no vote there waits for it). `stopped`: lanes
+        stopped at a gap, whose decisions past the gap can never be archived: not waited for."""
+        undecided = sum(len(lane.pending) for n, lane in enumerate(self.lanes) if n not in stopped)
         if undecided:
             return f"{undecided} held votes are not decided yet"
-        lanes, admin = self.in_lanes.items(), self.in_admin.items()
-        unsigned = lanes - admin
+        lanes = {ref: d for ref, d in self.in_lanes.items() if ref[0] not in stopped}
+        admin = {ref: d for ref, d in self.in_admin.items() if ref[0] not in stopped}
+        unsigned = lanes.items() - admin.items()
         if unsigned:
             return f"{len(unsigned)} decisions are not in the admin log yet"
-        if admin - lanes:
-            raise ArchiveError(f"decisions {sorted(admin - lanes)} match no lane's")
+        if admin.items() - lanes.items():
+            raise ArchiveError(f"decisions {sorted(admin.items() - lanes.items())} match no lane's")
         return None
 
     def totals(self) -> ReviewTotals:
@@ -144,45 +238,76 @@ class PollLogs:
             )
             for lane in range(poll.lanes)
         ]
-        # Followed from the first entry on; a resumed poll's is read from the leaves when needed.
-        fresh = all(writer.appended == 0 for writer in (self.admin, *self.lanes))
-        self._review = PollReview(poll.lanes) if fresh else None
+        self.gaps: dict[int | None, Gap] = {}  # logs stopped at a gap in their queue
+        # Lane -> the seq at which to keep the lane's recount (`mark`), and the recounts kept.
+        self._marks: dict[int, int] = {}
+        self.marked: dict[int, LaneCount] = {}
+        self._review = self._read_review()
 
     @property
     def logs(self) -> list[int | None]:
         """Every log: None (admin), then the lanes."""
         return [None, *range(self.poll.lanes)]
 
+    def reading(self) -> list[int | None]:
+        """The logs still read from their queues: every log but those stopped at a gap."""
+        return [log for log in self.logs if log not in self.gaps]
+
+    @property
+    def stopped_lanes(self) -> frozenset[int]:
+        return frozenset(log for log in self.gaps if log is not None)
+
     def writer(self, log: int | None) -> LogWriter:
         return self.admin if log is None else self.lanes[log]
 
     def next_seqs(self) -> list[int]:
-        """The seq each log's next queue entry must carry, in `logs` order."""
-        return [self.writer(log).appended + 1 for log in self.logs]
+        """The seq each log's next queue entry must carry, in `reading` order."""
+        return [self.writer(log).appended + 1 for log in self.reading()]
 
     def published_seqs(self) -> list[int]:
         """For each log, the first seq not yet covered by a published checkpoint."""
         return [self.writer(log).size + 1 for log in self.logs]
 
+    def mark(self, seqs: Sequence[int]) -> None:
+        """Keep each lane's recount as it is after its entry `seqs[lane]` (the seq the lane's
+        live counters were read at) in `marked`: now if the lane is there already, else as
+        `append` passes it. A lane already past its mark is kept at once too (its counters are
+        behind the ledger: the caller compares the seqs)."""
+        self._marks.clear()
+        self.marked.clear()
+        for lane, seq in enumerate(seqs):
+            appended = self.lanes[lane].appended
+            if seq <= appended:
+                self.marked[lane] = self._review.lane_count(lane, appended)
+            else:
+                self._marks[lane] = seq
+
     def append(self, batches: Sequence[Sequence[QueuedEntry]]) -> int:
-        """Append each log's batch (in `logs` order); returns the entries appended."""
+        """Append each log's batch (in the `reading` order they were read in); returns the
+        entries appended. A log whose batch skips a seq stops there (`gaps`)."""
         appended = 0
         review, poll_id = self._review, self.poll.id
-        for log, batch in zip(self.logs, batches, strict=True):
+        for log, batch in zip(self.reading(), batches, strict=True):
             writer = self.writer(log)
+            mark = 0 if log is None else self._marks.get(log, 0)
             for entry in batch:
                 if entry.seq != writer.appended + 1:
-                    raise ArchiveError(
-                        f"poll {poll_id} log {_name(log)}: queue entry {entry.seq} follows "
-                        f"{writer.appended}: entries are missing"
-                    )
+                    self.gaps[log] = Gap(writer.appended + 1, entry.seq)
+                    break
                 record = self._admin_entry(entry) if log is None else self._lane_entry(log, entry)
-                if review is not None:
-                    review.add(poll_id, record)
+                review.add(poll_id, record)
                 data = _encode(record)
                 writer.append(data, merkle.leaf_hash(data))
-            appended += len(batch)
+                appended += 1
+                if entry.seq == mark:
+                    assert log is not None
+                    self.marked[log] = review.lane_count(log, mark)
         return appended
+
+    def take_refused(self) -> list[Refused]:
+        """The votes the recount refused since the last call."""
+        refused, self._review.refused = self._review.refused, []
+        return refused
 
     def publish(self) -> int:
         """Publish a checkpoint of every log that grew (and a first one of every empty log);
@@ -190,10 +315,7 @@ class PollLogs:
         return sum(self.writer(log).publish() is not None for log in self.logs)
 
     def review(self) -> PollReview:
-        """The poll's review state, read from the published leaves if it was not followed from
-        the start. Call after `publish` (every appended entry is then on disk)."""
-        if self._review is None:
-            self._review = self._read_review()
+        """The poll's review state and recount."""
         return self._review
 
     def _read_review(self) -> PollReview:
@@ -215,13 +337,14 @@ class PollLogs:
                     review.add(self.poll.id, record)
         return review
 
-    def certify(self, counts: Sequence[tuple[str, int]]) -> bytes:
-        """Sign and store the result certificate: `counts` bound to every log's latest checkpoint,
-        with the review totals. Call only once every log is final (the poll closed and its queues
-        drained) and `review().waiting_for()` is None."""
+    def certify(self, integrity: Integrity | None = None) -> bytes:
+        """Sign and store the result certificate: the recount bound to every log's latest
+        checkpoint, with the review totals, and `integrity` (what the integrity check found) if
+        any. Call only once every log is final (the poll closed and its queues drained) and
+        `review().waiting_for(stopped_lanes)` is None."""
         self.publish()
         review = self.review()
-        waiting = review.waiting_for()
+        waiting = review.waiting_for(self.stopped_lanes)
         if waiting is not None:
             raise ArchiveError(f"poll {self.poll.id} cannot be certified yet: {waiting}")
         origin = certificate_origin(self._signer.name, self.poll.id)
@@ -230,8 +353,9 @@ class PollLogs:
             self.poll.id,
             LogHead(self.admin.size, self.admin.root()),
             tuple(LogHead(w.size, w.root()) for w in self.lanes),
-            tuple(counts),
+            tuple(review.counts([o.id for o in self.poll.options])),
             review.totals(),
+            integrity,
         )
         signed = sign_certificate(certificate, [self._signer.renamed(origin)])
         self._files.write_once(layout.CERTIFICATE, signed)

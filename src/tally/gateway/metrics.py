@@ -143,6 +143,15 @@ class Metrics:
             "conflict, not-held).",
             "outcome",
         )
+        # Raised by the archiver (tally.archiver): one series per kind and poll with an alarm
+        # (alarms are rare; past 100 polls the poll label reads "other").
+        self.integrity_alarms = LabelledCounter(
+            "tally_integrity_alarms_total",
+            "Integrity alarms this archiver raised (counter-mismatch, ledger-gap, unsigned-vote), "
+            "by kind and poll: live counters and ledger disagree, or the ledger queue lost entries.",
+            ("kind", "poll"),
+            max_series=100,
+        )
         self.batch_size = Histogram(
             "tally_valkey_batch_commands",
             "Commands sent to Valkey in one write (per event-loop tick).",
@@ -173,6 +182,7 @@ class Metrics:
             lines += self.review_decisions.render()
         if self._vote_path:
             lines += self.edge_refusals.render()
+        lines += self.integrity_alarms.render()
         lines += self.batch_size.render()
         for sampled in self.sampled:
             lines += sampled.render()

@@ -96,6 +96,22 @@ def build() -> dict[str, Any]:
                     "closes_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "defences": {"$ref": "#/components/schemas/Defences"},
+                    "integrity": {"$ref": "#/components/schemas/Integrity"},
+                },
+            },
+            "Integrity": {
+                "type": "array",
+                "description": "Present only when the archiver raised an integrity alarm on the "
+                "poll: its live counters disagree with its ledger, or the ledger lost entries",
+                "items": {
+                    "type": "object",
+                    "required": ["kind", "lane", "details", "first_seen"],
+                    "properties": {
+                        "kind": {"enum": ["counter-mismatch", "ledger-gap", "unsigned-vote"]},
+                        "lane": {"type": ["integer", "null"], "description": "null: admin log"},
+                        "details": {"type": "string"},
+                        "first_seen": {"type": "string", "format": "date-time"},
+                    },
                 },
             },
             "Rate": {
@@ -197,6 +213,7 @@ def build() -> dict[str, Any]:
                     "total": {"type": "integer"},
                     "under_review": {"type": "integer", "description": "votes held, not counted"},
                     "updated_at": {"type": "string", "format": "date-time"},
+                    "integrity": {"$ref": "#/components/schemas/Integrity"},
                 },
             },
             "Problem": {

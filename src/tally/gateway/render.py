@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tally.domain.defences import to_document
+from tally.domain.integrity import IntegrityAlarm
 from tally.domain.polls import Poll
 from tally.domain.results import Results
 from tally.domain.timestamps import iso_ms
 from tally.domain.votes import Receipt
 
-__all__ = ["iso_ms", "poll_doc", "receipt_doc", "results_doc"]
+__all__ = ["integrity_doc", "iso_ms", "poll_doc", "receipt_doc", "results_doc"]
 
 
-def poll_doc(poll: Poll) -> dict[str, Any]:
-    return {
+def poll_doc(poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any]:
+    """`alarms`: the poll's integrity alarms, shown as `integrity` only when there are some."""
+    doc: dict[str, Any] = {
         "id": poll.id,
         "title": poll.title,
         "options": [{"id": o.id, "label": o.label} for o in poll.options],
@@ -25,11 +28,27 @@ def poll_doc(poll: Poll) -> dict[str, Any]:
         # Published, not hidden: the rules that admit votes are part of what auditors check.
         "defences": to_document(poll.defences),
     }
+    if alarms:
+        doc["integrity"] = integrity_doc(alarms)
+    return doc
+
+
+def integrity_doc(alarms: Sequence[IntegrityAlarm]) -> list[dict[str, Any]]:
+    """What the archiver found wrong with the poll's counts or ledger (domain.integrity)."""
+    return [
+        {
+            "kind": alarm.kind.value,
+            "lane": alarm.lane,
+            "details": alarm.details,
+            "first_seen": iso_ms(alarm.first_seen_ms),
+        }
+        for alarm in alarms
+    ]
 
 
 def receipt_doc(receipt: Receipt, status: str = "accepted") -> dict[str, Any]:
     """`status` (held, released, voided) is stated only for a vote cast held."""
-    doc = {
+    doc: dict[str, Any] = {
         "poll_id": receipt.poll_id,
         "lane": receipt.lane,
         "entry_id": receipt.entry_id,
@@ -42,8 +61,8 @@ def receipt_doc(receipt: Receipt, status: str = "accepted") -> dict[str, Any]:
     return doc
 
 
-def results_doc(results: Results) -> dict[str, Any]:
-    return {
+def results_doc(results: Results, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "poll_id": results.poll_id,
         "state": results.state.value,
         "counts": results.counts,
@@ -51,3 +70,6 @@ def results_doc(results: Results) -> dict[str, Any]:
         "under_review": results.under_review,
         "updated_at": iso_ms(results.updated_at_ms),
     }
+    if alarms:
+        doc["integrity"] = integrity_doc(alarms)
+    return doc

@@ -4,17 +4,20 @@ the domain."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tally.domain.integrity import IntegrityAlarm
 from tally.domain.polls import is_poll_id
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.problems import invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
+from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
 from tally.service import VotingService
 
@@ -28,10 +31,19 @@ def json_response(
 
 
 class Handlers:
-    def __init__(self, service: VotingService, auth: Authenticator, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        service: VotingService,
+        auth: Authenticator,
+        *,
+        max_body_bytes: int,
+        integrity: IntegrityStore | None = None,
+    ) -> None:
+        """`integrity`: where the poll's integrity alarms are read (shown on it and its results)."""
         self._service = service
         self._auth = auth
         self._max_body = max_body_bytes
+        self._integrity = integrity
 
     async def polls(self, request: Request) -> Response:
         """One route per path, so a 405 lists every allowed method."""
@@ -49,7 +61,9 @@ class Handlers:
         return json_response({"polls": [poll_doc(p) for p in await self._service.list_polls()]})
 
     async def get_poll(self, request: Request) -> Response:
-        return json_response(poll_doc(await self._service.get_poll(poll_id_param(request))))
+        poll_id = poll_id_param(request)
+        poll, alarms = await asyncio.gather(self._service.get_poll(poll_id), self._alarms(poll_id))
+        return json_response(poll_doc(poll, alarms))
 
     async def open_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
@@ -62,11 +76,15 @@ class Handlers:
         )
 
     async def results(self, request: Request) -> Response:
-        results = await self._service.results(poll_id_param(request))
-        body = orjson.dumps(results_doc(results))
+        poll_id = poll_id_param(request)
+        results, alarms = await asyncio.gather(
+            self._service.results(poll_id), self._alarms(poll_id)
+        )
+        body = orjson.dumps(results_doc(results, alarms))
         if results.seq is not None:
-            # A snapshot's seq names its content: the store never accepts one seq twice.
-            etag = f'"{results.poll_id}.{results.seq}"'
+            # A snapshot's seq names its content: the store never accepts one seq twice. Alarms
+            # are only ever added, so their number completes the name.
+            etag = f'"{results.poll_id}.{results.seq}{f".i{len(alarms)}" if alarms else ""}"'
         else:
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         headers = {"ETag": etag, "Cache-Control": "public, max-age=1"}
@@ -74,6 +92,9 @@ class Handlers:
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers, media_type=JSON)
+
+    async def _alarms(self, poll_id: str) -> list[IntegrityAlarm]:
+        return [] if self._integrity is None else await self._integrity.alarms(poll_id)
 
     def _admin(self, request: Request) -> Principal:
         return self._auth.admin(request.headers.get("authorization"))

@@ -24,6 +24,17 @@ certified only once every held vote is decided, so held = released + voided in w
 
 ``tally-result/v1``, written before votes could be held, is the same without the last three
 lines; it still parses (``review`` is None), so ledgers certified then can still be audited.
+
+``tally-result/v3`` is written instead of v2 only when the archiver's integrity check raised an
+alarm on the poll (:mod:`tally.domain.integrity`). Its counts are still the recount of the
+leaves; after the ``voided`` line it adds::
+
+    alarm <kind> <log>                   one per alarm, at least one: kind counter-mismatch,
+    ...                                  ledger-gap or unsigned-vote; log admin or a lane number
+    counter <option id> <votes>          only when the live counters disagree with the recount at
+    ...                                  close: what they counted, every option in poll order
+
+so that what the poll displayed and what the ledger holds are both signed, side by side.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ from tally.ledger.merkle import HASH_SIZE
 
 __all__ = [
     "FORMAT",
+    "FORMAT_V3",
     "CertificateError",
+    "Integrity",
     "LogHead",
     "ResultCertificate",
     "ReviewTotals",
@@ -50,11 +63,14 @@ __all__ = [
 
 FORMAT = "tally-result/v2"
 FORMAT_V1 = "tally-result/v1"  # read, never written: no review totals
+FORMAT_V3 = "tally-result/v3"  # v2 plus the integrity section: written only with an alarm
 _DECIMAL = r"(0|[1-9][0-9]{0,19})"
 _LOG_RE = re.compile(rf"log (admin|{_DECIMAL}) {_DECIMAL} (\S+)")
 _COUNT_RE = re.compile(rf"count (\S+) {_DECIMAL}")
 _TOTAL_RE = re.compile(rf"total {_DECIMAL}")
 _POLL_RE = re.compile(r"poll (\S+)")
+_ALARM_RE = re.compile(rf"alarm ([a-z]+(?:-[a-z]+)*) (admin|{_DECIMAL})")
+_COUNTER_RE = re.compile(rf"counter (\S+) {_DECIMAL}")
 _REVIEW_RES = tuple(re.compile(rf"{name} {_DECIMAL}") for name in ("held", "released", "voided"))
 
 
@@ -97,8 +113,27 @@ class ReviewTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class Integrity:
+    """A v3 certificate's integrity section: the alarms raised on the poll, as (kind, log)
+    pairs, and what the live counters counted when they disagree with the recount (else empty)."""
+
+    alarms: tuple[tuple[str, str], ...]
+    counters: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.alarms:
+            raise CertificateError("an integrity section names at least one alarm")
+        for kind, log in self.alarms:
+            if _ALARM_RE.fullmatch(f"alarm {kind} {log}") is None:
+                raise CertificateError(f"alarm {kind!r} on log {log!r} is malformed")
+        if any(n < 0 for _, n in self.counters):
+            raise CertificateError("counters are >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class ResultCertificate:
-    """What a closed poll's certificate says; ``review`` is None only in a v1 certificate."""
+    """What a closed poll's certificate says; ``review`` is None only in a v1 certificate,
+    ``integrity`` is set only in a v3 one."""
 
     origin: str
     poll_id: str
@@ -106,8 +141,15 @@ class ResultCertificate:
     lanes: tuple[LogHead, ...]
     counts: tuple[tuple[str, int], ...]
     review: ReviewTotals | None = None
+    integrity: Integrity | None = None
 
     def __post_init__(self) -> None:
+        if self.integrity is not None:
+            if self.review is None:
+                raise CertificateError("an integrity section comes with review totals (v3)")
+            counted = [option for option, _ in self.counts]
+            if self.integrity.counters and [o for o, _ in self.integrity.counters] != counted:
+                raise CertificateError("counter lines name exactly the counted options, in order")
         if not self.lanes:
             raise CertificateError("a certificate names at least one lane")
         ids = [option for option, _ in self.counts]
@@ -122,8 +164,8 @@ class ResultCertificate:
         return sum(n for _, n in self.counts)
 
     def format(self) -> str:
-        review = self.review
-        version = FORMAT_V1 if review is None else FORMAT
+        review, integrity = self.review, self.integrity
+        version = FORMAT_V1 if review is None else FORMAT if integrity is None else FORMAT_V3
         lines = [self.origin, version, f"poll {self.poll_id}", _log_line("admin", self.admin)]
         lines += [_log_line(str(lane), head) for lane, head in enumerate(self.lanes)]
         lines += [f"count {option} {n}" for option, n in self.counts]
@@ -131,6 +173,9 @@ class ResultCertificate:
         if review is not None:
             lines += [f"held {review.held}", f"released {review.released}"]
             lines.append(f"voided {review.voided}")
+        if integrity is not None:
+            lines += [f"alarm {kind} {log}" for kind, log in integrity.alarms]
+            lines += [f"counter {option} {n}" for option, n in integrity.counters]
         return "".join(f"{line}\n" for line in lines)
 
     @classmethod
@@ -139,10 +184,13 @@ class ResultCertificate:
         if not text.endswith("\n"):
             raise CertificateError("certificate text must end in a newline")
         lines = text[:-1].split("\n")
-        if len(lines) < 6 or lines[1] not in (FORMAT, FORMAT_V1):
-            raise CertificateError(f"not a {FORMAT} (or {FORMAT_V1}) certificate")
+        if len(lines) < 6 or lines[1] not in (FORMAT, FORMAT_V1, FORMAT_V3):
+            raise CertificateError(f"not a {FORMAT} (or {FORMAT_V1}, {FORMAT_V3}) certificate")
         review: ReviewTotals | None = None
-        if lines[1] == FORMAT:
+        integrity: Integrity | None = None
+        if lines[1] == FORMAT_V3:
+            integrity, lines = _integrity(lines)
+        if lines[1] in (FORMAT, FORMAT_V3):
             if len(lines) < 9:
                 raise CertificateError(f"a {FORMAT} certificate has at least 9 lines")
             review = _review_totals(lines[-3:], len(lines) - 3)
@@ -166,13 +214,35 @@ class ResultCertificate:
         if names != ["admin", *(str(lane) for lane in range(len(heads) - 1))]:
             raise CertificateError("log lines must be admin, then lanes 0, 1, ... in order")
         certificate = cls(
-            origin, poll_line[1], heads[0][1], tuple(h for _, h in heads[1:]), tuple(counts), review
+            origin,
+            poll_line[1],
+            heads[0][1],
+            tuple(h for _, h in heads[1:]),
+            tuple(counts),
+            review,
+            integrity,
         )
         if int(total[1]) != certificate.total:
             raise CertificateError(
                 f"total {total[1]} is not the sum of the counts ({certificate.total})"
             )
         return certificate
+
+
+def _integrity(lines: list[str]) -> tuple[Integrity, list[str]]:
+    """The alarm and counter lines that end a v3 certificate, and the lines before them."""
+    end = len(lines)
+    counters: list[tuple[str, int]] = []
+    while end > 0 and (match := _COUNTER_RE.fullmatch(lines[end - 1])):
+        counters.insert(0, (match[1], int(match[2])))
+        end -= 1
+    alarms: list[tuple[str, str]] = []
+    while end > 0 and (match := _ALARM_RE.fullmatch(lines[end - 1])):
+        alarms.insert(0, (match[1], match[2]))
+        end -= 1
+    if not alarms:
+        raise CertificateError(f"a {FORMAT_V3} certificate ends with its alarm lines")
+    return Integrity(tuple(alarms), tuple(counters)), lines[:end]
 
 
 def _review_totals(lines: list[str], first: int) -> ReviewTotals:

@@ -11,6 +11,7 @@ vote-path command ever touches two lanes' keys.
 | tally:poll:{<poll>}:admin            | stream | the admin log's queue: created/open/closed/reviewed, id `<seq>-0` |
 | tally:poll:{<poll>}:reviewed         | hash   | `<lane>:<seq>` -> released/voided: each held vote decided once |
 | tally:poll:{<poll>}:archiver         | string | id of the archiver holding the poll's lease (PX ttl) |
+| tally:poll:{<poll>}:integrity        | hash   | `<kind>:<lane or admin>` -> integrity alarm JSON, first seen kept |
 | tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
 | tally:poll:{<poll>}:aggregator      | string | id of the aggregator holding the lease (PX ttl)   |
 | tally:live:{<poll>}  (SPUBLISH)      | channel| every published snapshot document (sharded pub/sub) |
@@ -59,6 +60,11 @@ def poll_reviewed(poll_id: str) -> str:
 
 def poll_archiver_lease(poll_id: str) -> str:
     return f"tally:poll:{{{poll_id}}}:archiver"
+
+
+def poll_integrity(poll_id: str) -> str:
+    """The poll's integrity alarms (domain.integrity), written by its archiver, read by gateways."""
+    return f"tally:poll:{{{poll_id}}}:integrity"
 
 
 def live_channel(poll_id: str) -> str:

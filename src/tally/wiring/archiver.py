@@ -15,6 +15,7 @@ from tally.config import Settings
 from tally.gateway.metrics import Metrics
 from tally.ledger import note
 from tally.security.keys import ledger_key_file, read_or_create
+from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
 from tally.wiring.aggregator import LOOP_RESTARTS
@@ -55,6 +56,7 @@ def build_archiver(client: StoreConnection, settings: Settings) -> ArchiverRole:
         ValkeyLedgerQueue(client),
         LedgerFiles(directory),
         ledger_signer(settings),
+        ValkeyIntegrity(client),
         owner=new_owner_id(),
         interval_ms=settings.checkpoint_interval_ms,
     )
@@ -82,7 +84,10 @@ def ledger_signer(settings: Settings) -> note.Signer:
 
 
 def observe_archiver(metrics: Metrics, archiver: Archiver) -> None:
-    """What /metrics reads from the archiver at each scrape."""
+    """What /metrics reads from the archiver at each scrape, and the integrity alarms it raises."""
+    archiver.on_alarm = lambda poll_id, alarm: metrics.integrity_alarms.inc(
+        alarm.kind.value, poll_id
+    )
     for name, help_text, read in (
         (
             "cycles",

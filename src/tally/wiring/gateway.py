@@ -49,6 +49,7 @@ from tally.service.risk import RiskCheck, Traffic
 from tally.service.voting import system_clock_ms
 from tally.store.challenges import ValkeySpentChallenges
 from tally.store.cluster import ValkeyCluster
+from tally.store.integrity import ValkeyIntegrity
 from tally.store.polls import ValkeyPolls
 from tally.store.ratelimits import ValkeyRateLimits
 from tally.store.review import ValkeyReviews
@@ -160,7 +161,12 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
         log.warning("finished interrupted review decisions of polls %s", ", ".join(reviewed))
 
     auth = Authenticator(verifier)
-    handlers = Handlers(service, auth, max_body_bytes=settings.max_body_bytes)
+    handlers = Handlers(
+        service,
+        auth,
+        max_body_bytes=settings.max_body_bytes,
+        integrity=ValkeyIntegrity(client),  # alarms the archiver raised, shown on poll + results
+    )
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics, traffic)  # one vote path for HTTP and WebSocket
     addresses = ClientAddresses(settings.trusted_proxies)  # who the client is, for every defence

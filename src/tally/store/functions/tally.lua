@@ -356,6 +356,18 @@ local function gcra(keys, args)
   return {0, 0}
 end
 
+-- integrity: the archiver's check of live counters against the ledger (tally.store.integrity) ----
+
+--[[ tally_lane_counters: a lane's counters and the seq of its last ledger entry, read in one atomic
+step: every change to the counters comes with the entry that explains it, so the ledger recounted
+up to that seq must give exactly these counts.
+KEYS[1] lane hash   KEYS[2] counts hash
+Returns {seq, held, {option, count, option, count, ...}}. ]]
+local function lane_counters(keys, args)
+  local lane = redis.call('HMGET', keys[1], 'seq', 'held')
+  return {tonumber(lane[1] or '0'), tonumber(lane[2] or '0'), redis.call('HGETALL', keys[2])}
+end
+
 -- end of rate limits --------------------------------------------------------------------------
 
 redis.register_function('tally_vote', vote)
@@ -369,3 +381,5 @@ redis.register_function('tally_poll_move', poll_move)
 redis.register_function('tally_review', review)
 redis.register_function('tally_poll_review', poll_review)
 redis.register_function('tally_gcra', gcra)
+redis.register_function{function_name='tally_lane_counters', callback=lane_counters,
+  flags={'no-writes'}}
