@@ -241,8 +241,7 @@ class StoreUnderTest:
 
     @classmethod
     def of_server(cls, server: EmbeddedValkey) -> StoreUnderTest:
-        e = server.endpoint
-        return cls(f"redis://:{e.password}@{e.host}:{e.port}", server=server)
+        return cls(server.endpoint.url, server=server)  # the admin's ACL user
 
     @classmethod
     def of_cluster(cls, cluster: LocalCluster) -> StoreUnderTest:

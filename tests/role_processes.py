@@ -26,8 +26,7 @@ STOP_S = 20.0
 
 
 def valkey_url(server: EmbeddedValkey) -> str:
-    endpoint = server.endpoint
-    return f"redis://:{endpoint.password}@{endpoint.host}:{endpoint.port}"
+    return server.endpoint.url  # the admin's ACL user (store.acl)
 
 
 @dataclass

@@ -37,6 +37,11 @@ class Settings:
     data_dir: Path = Path("data")
     # None: start and supervise an embedded valkey-server in data_dir.
     valkey_url: str | None = None
+    # rediss:// to Valkey (store.resp.TlsFiles): the CA that signs its certificate (None: the
+    # system's), and a client certificate and key for a server that requires one.
+    valkey_tls_ca: str | None = None
+    valkey_tls_cert: str | None = None
+    valkey_tls_key: str | None = None
     # HMAC key for voter pseudonyms; embedded mode keeps a generated one in data_dir.
     pseudonym_secret: bytes | None = None
     jwks: str | None = None
@@ -138,6 +143,9 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "workers": _get(source, "TALLY_WORKERS", _positive, None),
         "data_dir": _get(source, "TALLY_DATA_DIR", Path, defaults.data_dir),
         "valkey_url": _get(source, "TALLY_VALKEY_URL", _valkey_url, None),
+        "valkey_tls_ca": _get(source, "TALLY_VALKEY_TLS_CA", str, None),
+        "valkey_tls_cert": _get(source, "TALLY_VALKEY_TLS_CERT", str, None),
+        "valkey_tls_key": _get(source, "TALLY_VALKEY_TLS_KEY", str, None),
         "pseudonym_secret": _get(source, "TALLY_PSEUDONYM_SECRET", _secret, None),
         "jwks": _get(source, "TALLY_JWKS", str, None),
         "jwt_issuer": _get(source, "TALLY_JWT_ISSUER", _nonempty, defaults.jwt_issuer),
@@ -201,6 +209,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
             f"TALLY_LEASE_TTL_MS={settings.lease_ttl_ms} must be at least twice TALLY_TICK_MS="
             f"{settings.tick_ms}, or a live aggregator could lose its lease between two ticks"
         )
+    if settings.valkey_tls_key is not None and settings.valkey_tls_cert is None:
+        raise ConfigError("TALLY_VALKEY_TLS_KEY is the key of TALLY_VALKEY_TLS_CERT: set both")
     return settings
 
 

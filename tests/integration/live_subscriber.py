@@ -62,7 +62,8 @@ async def subscribed(endpoint: Endpoint, poll_id: str) -> AsyncIterator[Subscrib
     try:
         subscriber = Subscriber(reader)
         if endpoint.password is not None:
-            writer.write(encode(["AUTH", endpoint.password]))
+            user = [endpoint.username] if endpoint.username else []
+            writer.write(encode(["AUTH", *user, endpoint.password]))
             assert await subscriber.reply() == b"OK"
         writer.write(encode(["SSUBSCRIBE", keys.live_channel(poll_id)]))
         assert (await subscriber.reply())[0] == b"ssubscribe"

@@ -37,7 +37,7 @@ from urllib.parse import unquote
 
 from tally.domain.errors import StoreUnavailable
 from tally.ports import Arg, ReplyError
-from tally.store.resp import Endpoint, Valkey, WaitAof
+from tally.store.resp import Endpoint, TlsFiles, Valkey, WaitAof
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -107,6 +107,7 @@ class ClusterSeeds:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    tls_files: TlsFiles = field(default_factory=TlsFiles)  # CA, client certificate (valkeys+)
 
     @classmethod
     def from_url(cls, url: str) -> ClusterSeeds:
@@ -131,7 +132,7 @@ class ClusterSeeds:
         return cls(tuple(nodes), username, password, scheme.startswith(("valkeys", "rediss")))
 
     def endpoint(self, host: str, port: int) -> Endpoint:
-        return Endpoint(host, port, self.password, self.username, 0, self.tls)
+        return Endpoint(host, port, self.password, self.username, 0, self.tls, self.tls_files)
 
 
 def is_cluster_url(url: str) -> bool:

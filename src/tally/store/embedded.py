@@ -1,8 +1,13 @@
 """The embedded Valkey: `tally serve` starts, supervises and stops its own valkey-server.
 
 Durability settings are not negotiable here: AOF on, `appendfsync always`, so a reply leaves the
-server only after the write is fsynced. The server binds to loopback only, with a password made
-fresh at each start and handed over on stdin (never on a command line other users can read).
+server only after the write is fsynced. The server binds to loopback only. Its default user is
+off; each role has its own ACL user (store/acl.py: the gateway, aggregator and archiver may send
+only what their code sends, the admin everything), each with a password made fresh at each start
+of Tally, kept in this process's memory only and handed to valkey-server on stdin as its SHA-256
+(never on a command line other users can read, never in a file). The admin user loads Tally's
+functions after every (re)start; the roles only check them. valkey-server runs with umask 077,
+so its AOF directory and files, log and pid file are its owner's alone (0600, dirs 0700).
 It runs in its own session so a terminal's Ctrl-C reaches Tally alone, which then stops it in
 order; and with PR_SET_PDEATHSIG so it dies with Tally even after a `kill -9`.
 """
@@ -23,7 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tally.store.resp import Endpoint
+from tally.domain.errors import StoreUnavailable
+from tally.store import acl
+from tally.store.library import load_functions
+from tally.store.resp import Endpoint, Valkey
 
 log = logging.getLogger("tally.valkey")
 
@@ -90,12 +98,26 @@ class EmbeddedValkey:
     ) -> None:
         self.dir = (data_dir / "valkey").resolve()
         self.binary = binary or find_valkey_server()
-        self.endpoint = Endpoint(
-            host="127.0.0.1", port=port or free_port(), password=secrets.token_urlsafe(24)
-        )
+        self.port = port or free_port()
+        self.passwords = {role: secrets.token_urlsafe(24) for role in acl.ROLES}
+        # The admin's: what tests, backups and the functions loader use.
+        self.endpoint = self.endpoint_for(acl.ADMIN)
         self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = False
+
+    def endpoint_for(self, role: str) -> Endpoint:
+        """Where `role` connects, as its own ACL user."""
+        return Endpoint(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.passwords[role],
+            username=acl.username(role),
+        )
+
+    def url_for(self, role: str) -> str:
+        """TALLY_VALKEY_URL for a `tally <role>` process on this server."""
+        return self.endpoint_for(role).url
 
     def stop_requested(self) -> bool:
         return self._stopping
@@ -109,7 +131,6 @@ class EmbeddedValkey:
             "bind": "127.0.0.1",
             "port": str(self.endpoint.port),
             "protected-mode": "yes",
-            "requirepass": str(self.endpoint.password),
             "dir": str(self.dir),
             "appendonly": "yes",
             "appendfsync": "always",
@@ -122,12 +143,28 @@ class EmbeddedValkey:
             "maxmemory-policy": "noeviction",
             "hash-max-listpack-entries": "512",  # voter-index buckets are sized for this
         }
-        return "".join(f"{key} {value}\n" for key, value in lines.items())
+        users = ["user default off resetpass resetkeys resetchannels -@all"] + [
+            acl.user_line(role, acl.password_hash(self.passwords[name]))
+            for name, role in acl.ROLES.items()
+        ]
+        return "".join(f"{key} {value}\n" for key, value in lines.items()) + "\n".join(users) + "\n"
 
     async def start(self, timeout_s: float = 15.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir.chmod(0o700)  # made by an older Tally with the umask's mode, maybe
         self._spawn()
         await self._wait_ready(timeout_s)
+        await self._load_functions()
+
+    async def _load_functions(self) -> None:
+        """As the admin: the roles' users may not (FUNCTION LOAD), and an AOF lost or made by
+        an older Tally may hold none or an older library."""
+        client = Valkey(self.endpoint)
+        try:
+            await client.connect()
+            await load_functions(client)
+        finally:
+            await client.close()
 
     def _spawn(self) -> None:
         process = subprocess.Popen(  # noqa: S603  # our own bundled binary, fixed arguments
@@ -136,6 +173,7 @@ class EmbeddedValkey:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,  # the AOF, its directory, the log and pid file: the owner's alone
             preexec_fn=_die_with_parent
             if sys.platform == "linux"
             else None,  # prctl only: no locks taken in the child
@@ -157,12 +195,12 @@ class EmbeddedValkey:
 
     async def _answers_ping(self) -> bool:
         try:
-            reader, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+            reader, writer = await asyncio.open_connection(self.endpoint.host, self.port)
         except OSError:
             return False
         try:
-            password = str(self.endpoint.password).encode()
-            writer.write(b"AUTH %b\r\nPING\r\n" % password)
+            user, password = acl.username(acl.ADMIN).encode(), self.passwords[acl.ADMIN].encode()
+            writer.write(b"AUTH %b %b\r\nPING\r\n" % (user, password))
             await writer.drain()
             data = b""
             while b"\r\n" not in data.partition(b"\r\n")[2]:
@@ -200,9 +238,10 @@ class EmbeddedValkey:
             try:
                 self._spawn()
                 await self._wait_ready(30.0)
+                await self._load_functions()
                 self.restarts += 1
                 log.warning("valkey-server restarted (pid %s)", self.pid)
-            except (OSError, RuntimeError, TimeoutError) as exc:
+            except (OSError, RuntimeError, TimeoutError, StoreUnavailable) as exc:
                 log.error("valkey-server restart failed: %s", exc)
 
     async def stop(self, timeout_s: float = 10.0) -> None:

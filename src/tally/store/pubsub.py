@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -37,7 +36,7 @@ import hiredis
 
 from tally.domain.errors import StoreUnavailable
 from tally.store import keys
-from tally.store.resp import Arg, Endpoint, ReplyError, encode
+from tally.store.resp import Arg, Endpoint, ReplyError, connect_error, encode
 
 log = logging.getLogger("tally.pubsub")
 
@@ -251,7 +250,7 @@ class ValkeyLiveFeed:
                     lambda: _SubscribeProtocol(self._message, self._dropped),
                     ep.host,
                     ep.port,
-                    ssl=ssl.create_default_context() if ep.tls else None,
+                    ssl=ep.ssl_context(),
                 )
                 self._protocol = protocol
                 if ep.password is not None:
@@ -261,9 +260,7 @@ class ValkeyLiveFeed:
                     _check(await protocol.send(auth), None)
                 _check(await protocol.send(("CLIENT", "SETNAME", "tally-live")), None)
         except (OSError, TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"cannot connect to Valkey at {ep.host}:{ep.port}: {exc}"
-            ) from exc
+            raise connect_error(ep, exc) from exc
         return protocol
 
     async def _keep_alive(self, protocol: _SubscribeProtocol) -> None:

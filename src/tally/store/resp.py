@@ -26,19 +26,29 @@ confirmation in flight and then its own: twice the WAITAOF timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import hiredis
 
 from tally.domain.errors import StoreUnavailable
 from tally.ports import Arg, ReplyError
 
-__all__ = ["Arg", "Endpoint", "ReplyError", "Valkey", "WaitAof", "raise_first_error"]
+__all__ = [
+    "Arg",
+    "Endpoint",
+    "ReplyError",
+    "TlsFiles",
+    "Valkey",
+    "WaitAof",
+    "connect_error",
+    "raise_first_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,33 @@ class WaitAof:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """How a `rediss://` connection checks Valkey and shows itself (TALLY_VALKEY_TLS_CA,
+    TALLY_VALKEY_TLS_CERT, TALLY_VALKEY_TLS_KEY): the CA bundle that signs Valkey's certificate
+    (None: the system's), and a client certificate with its key for servers that require one
+    (`tls-auth-clients yes`). The server's name is always checked against its certificate
+    (the host of the URL, or of a cluster node as CLUSTER SHARDS names it), and TLS 1.2 is the
+    oldest version offered."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        return _tls_context(self)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(files: TlsFiles) -> ssl.SSLContext:
+    # One context per settings, shared by every connection (each reads no file again).
+    context = ssl.create_default_context(cafile=files.ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if files.cert is not None:
+        context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     host: str
     port: int
@@ -83,6 +120,11 @@ class Endpoint:
     username: str | None = None
     db: int = 0
     tls: bool = False
+    tls_files: TlsFiles = TlsFiles()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of a `rediss://` endpoint, None for plain TCP."""
+        return self.tls_files.context() if self.tls else None
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -96,6 +138,28 @@ class Endpoint:
             db=db,
             tls=parts.scheme in ("rediss", "valkeys"),
         )
+
+    @property
+    def url(self) -> str:
+        """As TALLY_VALKEY_URL would name it (credentials quoted)."""
+        scheme = "rediss" if self.tls else "redis"
+        user = quote(self.username or "", safe="")
+        credentials = f"{user}:{quote(self.password, safe='')}@" if self.password else ""
+        db = f"/{self.db}" if self.db else ""
+        return f"{scheme}://{credentials}{self.host}:{self.port}{db}"
+
+
+def connect_error(endpoint: Endpoint, exc: BaseException) -> StoreUnavailable:
+    """Why a connection could not be made, saying plainly when TLS refused the server."""
+    where = f"{endpoint.host}:{endpoint.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return StoreUnavailable(
+            f"cannot connect to Valkey at {where}: its TLS certificate is not trusted "
+            f"({exc.verify_message}; TALLY_VALKEY_TLS_CA names the CA that signs it)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return StoreUnavailable(f"cannot connect to Valkey at {where}: TLS failed: {exc}")
+    return StoreUnavailable(f"cannot connect to Valkey at {where}: {exc}")
 
 
 def encode(args: Sequence[Arg]) -> bytes:
@@ -329,16 +393,14 @@ class Valkey:
                     lambda: _Protocol(self._command_timeout_s),
                     ep.host,
                     ep.port,
-                    ssl=ssl.create_default_context() if ep.tls else None,
+                    ssl=ep.ssl_context(),
                 ),
                 self._connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
             self._retry_at = loop.time() + self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, 1.0)
-            raise StoreUnavailable(
-                f"cannot connect to Valkey at {ep.host}:{ep.port}: {exc}"
-            ) from exc
+            raise connect_error(ep, exc) from exc
         self._protocol = protocol
         self._outbox.clear()  # commands queued for a dead connection already failed
         try:

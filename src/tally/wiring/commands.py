@@ -59,10 +59,10 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     store = await open_store(settings, "serve", may_embed=True)
     try:
         gateway = await build_gateway(settings, store, demo=demo)
-        aggregator = build_aggregator(store.client(), settings, gateway.service)
+        aggregator = build_aggregator(store.client("aggregator"), settings, gateway.service)
         # With TALLY_ARCHIVER=off another process writes the ledger: none is built here (nor
         # its key made), and /metrics has no archiver samples.
-        archiver = build_archiver(store.client(), settings) if settings.archiver else None
+        archiver = build_archiver(store.client("archiver"), settings) if settings.archiver else None
     except BaseException:
         await store.close(settings.shutdown_timeout_s)
         raise
@@ -149,9 +149,9 @@ async def aggregator(settings: Settings) -> int:
     /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_AGGREGATOR_PORT."""
     store = await open_store(settings, "aggregator")
     metrics = Metrics(vote_path=False)
-    role = build_aggregator(_client(store, metrics), settings)
+    role = build_aggregator(_client(store, "aggregator", metrics), settings)
     observe_aggregator(metrics, role.aggregator)
-    ready = functions_checker(store)
+    ready = functions_checker(store, "aggregator")
     server = ops_server(settings, settings.aggregator_port, metrics, [ready])
     log.info(
         "aggregator %s running (tick %d ms, lease %d ms), ops on http://%s:%d",
@@ -180,9 +180,9 @@ async def archiver(settings: Settings) -> int:
     with /healthz, /readyz and /metrics on TALLY_OPS_HOST:TALLY_ARCHIVER_PORT."""
     store = await open_store(settings, "archiver")
     metrics = Metrics(vote_path=False)
-    role = build_archiver(_client(store, metrics), settings)
+    role = build_archiver(_client(store, "archiver", metrics), settings)
     observe_archiver(metrics, role.archiver)
-    checks = [functions_checker(store), role.ledger_writable]
+    checks = [functions_checker(store, "archiver"), role.ledger_writable]
     server = ops_server(settings, settings.archiver_port, metrics, checks)
     log.info(
         "archiver %s running (checkpoints every %d ms, ledger in %s), ops on http://%s:%d",
@@ -252,10 +252,10 @@ def ops_server(
     return GatewayServer(config)
 
 
-def functions_checker(store: Store) -> ReadinessCheck:
+def functions_checker(store: Store, role: str) -> ReadinessCheck:
     """Readiness of the store, on a connection of its own: a probe never waits behind a tick's
     batch or a backlog read, and a busy role still tells the truth about its store."""
-    client = store.client()
+    client = store.client(role)
 
     async def check() -> str | None:
         return await functions_ready(client)
@@ -263,7 +263,7 @@ def functions_checker(store: Store) -> ReadinessCheck:
     return check
 
 
-def _client(store: Store, metrics: Metrics) -> StoreConnection:
-    client = store.client()
+def _client(store: Store, role: str, metrics: Metrics) -> StoreConnection:
+    client = store.client(role)
     client.on_flush = metrics.batch_size.observe
     return client

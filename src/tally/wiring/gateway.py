@@ -56,7 +56,7 @@ from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
-from tally.wiring.store import Store, StoreConnection, durability, functions_ready
+from tally.wiring.store import Store, StoreConnection, functions_ready
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -118,10 +118,10 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     """Connect to the store, check durability, finish interrupted poll moves, assemble the app."""
     secret = pseudonym_secret(settings)  # first: without it nothing else is worth starting
     metrics = Metrics()
-    client = store.client()
+    client = store.client("gateway")
     client.on_flush = metrics.batch_size.observe
     await client.connect()
-    client.durability = await durability(client, settings)
+    client.durability = await store.durability(client, settings)
     verifier, issuer = token_verifier(settings)
     ledger_files = LedgerFiles(settings.ledger_dir)
     # Shared by every gateway on the store; refusals counted by scope in /metrics. On one node

@@ -1,17 +1,21 @@
 """Where a process's Valkey is: the configured endpoint (one node, or a Valkey Cluster named by
-`valkey+cluster://host:port,...`), or (for `tally serve` without TALLY_VALKEY_URL) an embedded
-valkey-server in the data dir; the connections each role opens to it; and the durability check
-the vote path needs."""
+`valkey+cluster://host:port,...`; `rediss://` with TALLY_VALKEY_TLS_*), or (for `tally serve`
+without TALLY_VALKEY_URL) an embedded valkey-server in the data dir; the connections each role
+opens to it, each as the role's own ACL user on the embedded server (store/acl.py; with
+TALLY_VALKEY_URL, as the user that URL names: give each role process its own); and the
+durability check the vote path needs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from tally.config import Settings
 from tally.store.cluster import ClusterSeeds, ClusterTopologyError, ValkeyCluster
 from tally.store.cluster_pubsub import ClusterLiveFeed
 from tally.store.embedded import EmbeddedValkey
-from tally.store.library import functions_loaded, load_functions
+from tally.store.library import ensure_functions, functions_problem
 from tally.store.pubsub import ValkeyLiveFeed
-from tally.store.resp import Endpoint, ReplyError, Valkey, WaitAof
+from tally.store.resp import Endpoint, ReplyError, TlsFiles, Valkey, WaitAof
 
 # What a role talks to: one node's connection, or the cluster router (both ports.StoreClient,
 # both with a settable `durability` and `on_flush`).
@@ -32,17 +36,27 @@ class Store:
     def is_cluster(self) -> bool:
         return isinstance(self.endpoint, ClusterSeeds)
 
-    def client(self) -> StoreConnection:
-        """A new connection (connected lazily) that loads Tally's functions when it connects
-        (on a cluster: a connection per primary, each loading them, a promoted replica's too).
-        Each role gets its own, so one role's large batches never queue up another's."""
+    def client(self, role: str) -> StoreConnection:
+        """A new connection for `role` (store.acl: gateway, aggregator, archiver), connected
+        lazily, that checks Tally's functions when it connects and loads them if its user may
+        (store.library.ensure_functions; on a cluster: a connection per primary, a promoted
+        replica's too). On the embedded server it is the role's own ACL user. Each role gets its
+        own, so one role's large batches never queue up another's."""
         client: StoreConnection
         if isinstance(self.endpoint, ClusterSeeds):
-            client = ValkeyCluster(self.endpoint, on_connect=load_functions)
+            client = ValkeyCluster(self.endpoint, on_connect=ensure_functions)
         else:
-            client = Valkey(self.endpoint, on_connect=load_functions)
+            endpoint = self.endpoint if self.embedded is None else self.embedded.endpoint_for(role)
+            client = Valkey(endpoint, on_connect=ensure_functions)
         self._clients.append(client)
         return client
+
+    async def durability(self, client: StoreConnection, settings: Settings) -> WaitAof | None:
+        """`durability()` below; the embedded server is known to fsync before each reply (its
+        roles may not read CONFIG)."""
+        if self.embedded is not None and settings.replicas_to_confirm == 0:
+            return None
+        return await durability(client, settings)
 
     def live_feed(self, client: StoreConnection) -> ValkeyLiveFeed | ClusterLiveFeed:
         """Where the live side hears snapshots: one SSUBSCRIBE connection, or one per primary
@@ -83,14 +97,23 @@ async def open_store(settings: Settings, command: str, *, may_embed: bool = Fals
         return Store(embedded.endpoint, embedded)
     url = external_url(settings, command)
     if not settings.cluster:
-        return Store(Endpoint.from_url(url))
+        return Store(replace(Endpoint.from_url(url), tls_files=tls_files(settings)))
     return Store(await check_cluster(settings))
+
+
+def tls_files(settings: Settings) -> TlsFiles:
+    """The CA and client certificate a `rediss://` (or `valkeys+cluster://`) URL connects with."""
+    return TlsFiles(
+        ca=settings.valkey_tls_ca, cert=settings.valkey_tls_cert, key=settings.valkey_tls_key
+    )
 
 
 async def check_cluster(settings: Settings) -> ClusterSeeds:
     """The seeds of the cluster TALLY_VALKEY_URL names, once its topology has been read and
     serves every slot; SystemExit naming the setting otherwise."""
-    seeds = ClusterSeeds.from_url(external_url(settings, "gateway"))
+    seeds = replace(
+        ClusterSeeds.from_url(external_url(settings, "gateway")), tls_files=tls_files(settings)
+    )
     probe = ValkeyCluster(seeds)
     try:
         await probe.refresh(force=True)
@@ -110,8 +133,8 @@ async def durability(client: StoreConnection, settings: Settings) -> WaitAof | N
     if replicas == 0:
         try:
             reply = await client.execute("CONFIG", "GET", "appendfsync")
-        except ReplyError:  # managed services often disable CONFIG: confirm per batch instead
-            reply = []
+        except ReplyError:  # managed services, and role users (store.acl), may not read CONFIG:
+            reply = []  # confirm per batch instead (WAITAOF answers at once after an fsync)
         if reply[1:2] == [b"always"]:
             return None
     return WaitAof(replicas, settings.waitaof_timeout_ms)
@@ -120,6 +143,4 @@ async def durability(client: StoreConnection, settings: Settings) -> WaitAof | N
 async def functions_ready(client: StoreConnection) -> str | None:
     """Readiness: None when the store answers and holds Tally's functions (raises
     StoreUnavailable when it does not answer)."""
-    if await functions_loaded(client):
-        return None
-    return "Valkey is up but Tally's functions are not loaded"
+    return await functions_problem(client)
