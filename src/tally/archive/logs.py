@@ -4,15 +4,26 @@ Layout: :mod:`tally.ledger.layout` under ``<ledger root>/polls/<poll id>/``. A l
 its newest history checkpoint: every tile and bundle it covers was fsynced before it was written,
 so an archiver that dies at any point resumes from it, recomputes what came after, and finds any
 file it had already written byte-identical (:class:`DurableFiles` refuses a change).
+
+Witnesses: with :attr:`LogWriter.witnesses` set, each checkpoint is sent to the witnesses once
+its tiles are durable, and the note is written (history file, then latest) only once their
+cosignatures are collected: ``checkpoints/<size>`` holds the cosigned note, written once like
+before, and ``checkpoint`` the same bytes. A witness that does not answer leaves its line out of
+that checkpoint for good (the next checkpoint of the log can carry it again). Cosignatures carry
+the witness's time, so a checkpoint re-signed after a crash is not byte-identical to one written
+before it: a history file already there with the same signed checkpoint (origin, size, root,
+valid under the log's key) is kept as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from tally.archive.durable import DurableFiles, LedgerConflict
+from tally.archive.witnessing import CheckpointWitnesses
 from tally.ledger import layout, merkle, note
 from tally.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from tally.ledger.tiles import (
@@ -46,6 +57,7 @@ class LogWriter:
         "_signer",
         "_size",
         "_tiles",
+        "witnesses",
     )
 
     def __init__(self, files: PollFiles, log: str, origin: str, signer: note.Signer) -> None:
@@ -58,6 +70,8 @@ class LogWriter:
         self._pending: list[tuple[str, bytes]] = []
         self._size = 0  # covered by the newest published checkpoint
         self._latest: bytes | None = None
+        # Set by the archiver when TALLY_WITNESSES names any: who cosigns each checkpoint.
+        self.witnesses: CheckpointWitnesses | None = None
 
     @classmethod
     def open(cls, files: PollFiles, log: str, origin: str, signer: note.Signer) -> LogWriter:
@@ -149,13 +163,39 @@ class LogWriter:
         if bundle is not None:
             self._pending.append((prefix + bundle.bundle.path, bundle.data))
         self.flush()
-        signed = sign_checkpoint(Checkpoint(self._origin, size, self._tiles.root()), [self._signer])
+        checkpoint = Checkpoint(self._origin, size, self._tiles.root())
+        signed = sign_checkpoint(checkpoint, [self._signer])
+        if self.witnesses is not None:
+            signed = self.witnesses.cosign(signed, checkpoint, self._latest, self._proof_to(size))
+        signed = self._written_before(size, checkpoint) or signed
         self._files.write_once(layout.history_path(self._log, size), signed)
         self._files.sync()  # the history file is the log's state: durable before it is served
         self._files.replace(layout.checkpoint_path(self._log), signed)
         self._files.sync()
         self._size, self._latest = size, signed
         return signed
+
+    def _proof_to(self, size: int) -> Callable[[int], list[bytes]]:
+        """Consistency proofs to the tree of ``size``, from its tiles (durable by now)."""
+        prefix = f"{self._log}/"
+
+        def proof(old: int) -> list[bytes]:
+            reader = TileReader(size, lambda tile: _must_read(self._files, prefix + tile.path))
+            return merkle.consistency_proof(old, size, reader)
+
+        return proof
+
+    def _written_before(self, size: int, checkpoint: Checkpoint) -> bytes | None:
+        """The history file of ``size`` if one is there already and signs ``checkpoint`` (an
+        archiver that lost its lease wrote it, with other cosignatures): kept, not rewritten."""
+        existing = self._files.read(layout.history_path(self._log, size))
+        if existing is None:
+            return None
+        try:
+            opened = open_checkpoint(existing, [self._signer.verifier], origin=self._origin)
+        except (note.NoteError, ValueError):
+            return None  # write_once refuses to change it, loudly
+        return existing if opened == checkpoint else None
 
 
 def history_sizes(files: PollFiles, log: str) -> list[int]:

@@ -5,12 +5,24 @@ to check: the poll the admin log is signed for, every published log of it, and, 
 checkpoints (the history and the latest) that verify under the ledger key renamed to the log's
 origin, by increasing size. Earlier copies of the ledger (``--known``) add their checkpoints to
 the history, each named by its copy.
+
+Witnesses (``--witness``, :class:`WitnessChecks`): the newest checkpoint of each log must carry
+valid cosignatures (C2SP tlog-cosignature) from at least ``--min-witnesses`` of the given
+witness keys. Only the newest, because it is the one that matters and the one that can be
+required: it commits to every entry (every earlier checkpoint is checked against those entries
+in step 3), and a witness cosigns it only if it extends what that witness cosigned before, so a
+log rewritten after a witness saw it cannot show that witness's cosignature on its newest
+checkpoint. An earlier checkpoint published while a witness was down lacks its line for good;
+requiring it there would fail honest ledgers. Every cosignature by a given witness on any
+checkpoint must still verify, carry a time that is not in the future, and not go back in time
+as the log grows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from tally.audit.source import History, Source
 from tally.audit.verify_findings import Findings, b64
@@ -22,8 +34,17 @@ from tally.ledger.checkpoint import (
     lane_origin,
     open_checkpoint,
 )
+from tally.ledger.cosignature import CosignatureVerifier, check_cosignatures
 
-__all__ = ["KNOWN", "CheckpointChecks", "Log", "Signed", "with_known"]
+__all__ = [
+    "KNOWN",
+    "MAX_WITNESS_SKEW_S",
+    "CheckpointChecks",
+    "Log",
+    "Signed",
+    "WitnessChecks",
+    "with_known",
+]
 
 KNOWN = " (known): "  # names a checkpoint from an earlier copy: "<copy> (known): <file>"
 
@@ -34,6 +55,7 @@ class Signed:
 
     file: str
     checkpoint: Checkpoint
+    note: bytes = b""  # the signed note itself, with any witness cosignatures
 
     @property
     def size(self) -> int:
@@ -190,7 +212,7 @@ class CheckpointChecks:
                     expected=named,
                     found=str(checkpoint.size),
                 )
-            verified.append((Signed(file, checkpoint), signed))
+            verified.append((Signed(file, checkpoint, signed), signed))
         # By size; at equal sizes a known copy's checkpoint first, so the newest is the source's.
         verified.sort(key=lambda item: (item[0].size, KNOWN not in item[0].file))
         return verified
@@ -205,7 +227,7 @@ class CheckpointChecks:
         checkpoint = self._open(log, latest_file, latest)
         if checkpoint is None:
             return
-        log.latest = Signed(latest_file, checkpoint)
+        log.latest = Signed(latest_file, checkpoint, latest)
         if not verified:
             self.findings.add(
                 "missing-file",
@@ -220,7 +242,7 @@ class CheckpointChecks:
             # the archiver files each checkpoint in the history before it becomes the
             # latest, so the newer one is there now.
             verified.append(
-                (Signed(layout.history_path(log.name, checkpoint.size), checkpoint), latest)
+                (Signed(layout.history_path(log.name, checkpoint.size), checkpoint, latest), latest)
             )
         elif latest != verified[-1][1]:
             self._latest_mismatch(log.latest, latest, verified)
@@ -309,3 +331,94 @@ class CheckpointChecks:
                 continue
             return name
         return None
+
+
+# A witness's clock may run ahead of the auditor's by this much before its time is "future".
+MAX_WITNESS_SKEW_S = 300
+
+
+class WitnessChecks:
+    """Each log's newest checkpoint carries ``required`` valid cosignatures of ``witnesses``."""
+
+    def __init__(
+        self,
+        witnesses: Sequence[CosignatureVerifier],
+        required: int,
+        findings: Findings,
+        now_s: float,
+    ) -> None:
+        self.witnesses = list(witnesses)
+        self.required = required
+        self.findings = findings
+        self.now_s = now_s
+
+    def check(self, logs: Sequence[Log]) -> None:
+        for log in logs:
+            self._check_log(log)
+
+    def _check_log(self, log: Log) -> None:
+        ours = [s for s in log.signed if KNOWN not in s.file]  # a known copy's is not published
+        last: dict[str, tuple[int, int]] = {}  # witness name -> (size, time) cosigned last
+        valid_on_newest = 0
+        for signed in ours:
+            valid_on_newest = 0
+            try:
+                check = check_cosignatures(signed.note, self.witnesses)
+            except note.NoteError:
+                continue  # reported as a malformed checkpoint already
+            for name, key_id in check.invalid:
+                self.findings.add(
+                    "witness-bad-signature",
+                    signed.file,
+                    f"the cosignature of witness {name} does not verify",
+                    expected=self._key(name, key_id),
+                )
+            for cosignature in check.valid:
+                self._check_time(signed, cosignature.name, cosignature.timestamp, last)
+            valid_on_newest = len(check.valid)
+        newest = ours[-1] if ours else None
+        if newest is not None and valid_on_newest < self.required:
+            names = ", ".join(w.name for w in self.witnesses)
+            self.findings.add(
+                "witness-missing",
+                newest.file,
+                f"the log's newest checkpoint (size {newest.size}) carries {valid_on_newest} "
+                f"valid witness cosignatures, {self.required} required (of: {names})",
+                expected=str(self.required),
+                found=str(valid_on_newest),
+            )
+
+    def _check_time(
+        self, signed: Signed, name: str, timestamp: int, last: dict[str, tuple[int, int]]
+    ) -> None:
+        if timestamp > self.now_s + MAX_WITNESS_SKEW_S:
+            self.findings.add(
+                "witness-time",
+                signed.file,
+                f"witness {name} cosigned at {_utc(timestamp)}, in the future",
+                found=str(timestamp),
+            )
+        before = last.get(name)
+        if before is not None and timestamp < before[1]:
+            self.findings.add(
+                "witness-time",
+                signed.file,
+                f"witness {name} cosigned size {signed.size} at {_utc(timestamp)}, before its "
+                f"cosignature of the smaller size {before[0]} ({_utc(before[1])})",
+                expected=f">= {before[1]}",
+                found=str(timestamp),
+            )
+        last[name] = (signed.size, timestamp)
+
+    def _key(self, name: str, key_id: int) -> str:
+        for witness in self.witnesses:
+            if (witness.name, witness.key_id) == (name, key_id):
+                return str(witness)
+        return name
+
+
+def _utc(timestamp: int) -> str:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return str(timestamp)
