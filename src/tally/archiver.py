@@ -313,26 +313,32 @@ class Archiver:
 
     async def _final_integrity(self, poll: Poll, logs: PollLogs) -> Integrity | None:
         """The certificate's integrity section: every alarm the poll raised (by any archiver),
-        and the counters' totals when they disagree with the recount. The counters of a closed
-        poll with no held vote undecided are final, so they are compared whole."""
+        and the counters' totals when they disagree with the recount. A closed poll's counters
+        with no held vote undecided are final, so each lane's are compared with all its log
+        holds (a lane stopped at a gap disagrees here if votes came after the gap)."""
         options = [o.id for o in poll.options]
-        recount = await self._in_thread(logs.review().counts, options)
         live = await self._integrity.lane_counters(poll)
-        shown = [(o, sum(lane.counts.get(o, 0) for lane in live)) for o in options]
-        if shown != recount:
-            await self._alarm(
-                poll.id,
-                AlarmKind.COUNTER_MISMATCH,
-                None,
-                f"at close the counters count {_pairs(options, [n for _, n in shown])}, the "
-                f"ledger {_pairs(options, [n for _, n in recount])}",
-            )
+        review = logs.review()
+        for lane, counters in enumerate(live):
+            kept = await self._in_thread(review.lane_count, lane, logs.lanes[lane].appended)
+            ledger = [kept.counts.get(o, 0) for o in options]
+            shown = [counters.counts.get(o, 0) for o in options]
+            if ledger != shown:
+                await self._alarm(
+                    poll.id,
+                    AlarmKind.COUNTER_MISMATCH,
+                    lane,
+                    f"lane {lane} at close: counters {_pairs(options, shown)}; the ledger "
+                    f"({kept.seq} entries) counts {_pairs(options, ledger)}",
+                )
+        recount = await self._in_thread(review.counts, options)
+        totals = [(o, sum(c.counts.get(o, 0) for c in live)) for o in options]
         alarms = await self._integrity.alarms(poll.id)
         if not alarms:
             return None
         return Integrity(
             tuple((a.kind.value, a.log) for a in alarms),
-            tuple(shown) if shown != recount else (),
+            tuple(totals) if totals != recount else (),
         )
 
     def _in_thread(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:

@@ -21,6 +21,7 @@ from tally import config
 from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
 from tally.cluster_cli import add_cluster_parser
+from tally.evidence_cli import add_evidence_parser
 from tally.poll_cli import add_poll_parser
 from tally.review_cli import add_review_parser
 
@@ -110,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     archiver.set_defaults(run=_archiver)
 
     add_cluster_parser(sub)  # tally cluster up|down: a local Valkey Cluster (tally.cluster_cli)
-    add_review_parser(sub, common, _admin_client)  # tally review list|release|void
+    # tally review list|release|void; the dev token minted without --token is a reviewer's, who
+    # alone sees held votes' client addresses and user agents.
+    add_review_parser(sub, common, lambda args: _admin_client(args, role="reviewer"))
+    add_evidence_parser(sub, common, _settings)  # tally evidence keys|rotate|reencrypt|drop-key
 
     audit = sub.add_parser(
         "audit", help="verify a poll's published ledger, check a receipt, export a ledger"
@@ -269,7 +273,7 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_client(args: argparse.Namespace) -> TallyClient:
+def _admin_client(args: argparse.Namespace, role: str = "admin") -> TallyClient:
     token = args.token
     if token is None:
         settings = _settings(args)
@@ -282,7 +286,7 @@ def _admin_client(args: argparse.Namespace) -> TallyClient:
                 file=sys.stderr,
             )
             raise SystemExit(2)
-        token = dev_issuer(settings).mint("tally-cli", roles=["admin"], ttl_s=300)
+        token = dev_issuer(settings).mint("tally-cli", roles=[role], ttl_s=300)
     return TallyClient(args.url, token)
 
 

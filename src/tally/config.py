@@ -88,6 +88,16 @@ class Settings:
     edge_rate: float = 100.0
     edge_burst: int = 200
 
+    # Admission signatures (security/admission_keys.py): the gateway's Ed25519 key, from
+    # TALLY_ADMISSION_KEY (a PRIVATE+KEY+... signer key string) or a key file made once (default
+    # data/keys/admission.key); its name is <ledger origin>/admission/<admission_key_name>
+    # (default: the host name). Signing off (TALLY_ADMISSION_SIGNING=off) is for measuring its
+    # cost only: such votes are unsigned version 0x01 records the auditor rejects.
+    admission_key: str | None = None
+    admission_key_file: Path | None = None
+    admission_key_name: str | None = None
+    admission_signing: bool = True
+
     @property
     def embedded(self) -> bool:
         return self.valkey_url is None
@@ -117,6 +127,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "pseudonym_secret":
                 text = "(generated in data dir)" if value is None else "********"
+            elif f.name == "admission_key":
+                text = "(key file)" if value is None else "********"
             elif f.name == "workers":
                 text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
@@ -201,6 +213,10 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "edge_rate": _get(source, "TALLY_EDGE_RATE", _rate, defaults.edge_rate),
         "edge_burst": _get(source, "TALLY_EDGE_BURST", _count_or_off, defaults.edge_burst),
+        "admission_key": _get(source, "TALLY_ADMISSION_KEY", _nonempty, None),
+        "admission_key_file": _get(source, "TALLY_ADMISSION_KEY_FILE", Path, None),
+        "admission_key_name": _get(source, "TALLY_ADMISSION_KEY_NAME", _key_name, None),
+        "admission_signing": _get(source, "TALLY_ADMISSION_SIGNING", _switch, True),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -219,7 +235,9 @@ def generate_secret() -> bytes:
 
 
 # Never echo these back, not even in an error message.
-SECRET_VARIABLES = frozenset({"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL"})
+SECRET_VARIABLES = frozenset(
+    {"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL", "TALLY_ADMISSION_KEY"}
+)
 
 
 def _get(source: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
@@ -329,6 +347,13 @@ def _rate(raw: str) -> float:
 
 def _count_or_off(raw: str) -> int:
     return 0 if raw.strip().lower() == "off" else _non_negative(raw)
+
+
+def _key_name(raw: str) -> str:
+    """A gateway name for its admission key: part of a signed-note key name."""
+    if not raw.isprintable() or any(ch.isspace() or ch in "+/" for ch in raw):
+        raise ValueError("must be printable, with no spaces, '+' or '/'")
+    return raw
 
 
 def _switch(raw: str) -> bool:

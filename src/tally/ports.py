@@ -8,6 +8,7 @@ tally.store; the ledger directory, in tally.archive).
     PollStore        poll definitions and lifecycle           (store.polls.ValkeyPolls)
     BallotBox        casting a vote, once, durably            (store.votes.ValkeyBallotBox)
     ReviewStore      held votes and reviewers' decisions      (store.review.ValkeyReviews)
+    HeldEvidenceStore held votes' sealed network evidence     (store.evidence.ValkeyHeldEvidence)
     SpentChallenges  proof-of-work answers, each spent once   (store.challenges.ValkeySpentChallenges)
     RateLimiter      GCRA limits shared by every gateway      (store.ratelimits.ValkeyRateLimits)
     SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
@@ -30,7 +31,7 @@ from tally.domain.polls import Poll, PollState
 from tally.domain.results import LaneTally
 from tally.domain.review import Decision, EntryRef, HeldVote
 from tally.domain.snapshots import Snapshot
-from tally.domain.votes import NotOpen, UnknownOption
+from tally.domain.votes import AdmissionSignature, NotOpen, UnknownOption
 
 Arg = bytes | str | int
 
@@ -131,13 +132,15 @@ class RecordedHeld:
 class AlreadyRecorded:
     """The pseudonym voted before: its entry `seq` of lane `lane`. `option` and `accepted_ms`
     are None once the entry was archived and trimmed from the queue (the published ledger holds
-    it then). `status`: accepted, or held / released / voided for a vote cast held."""
+    it then). `status`: accepted, or held / released / voided for a vote cast held. `admission`:
+    the gateway signature stored with it (None once trimmed, or for an unsigned vote)."""
 
     lane: int
     seq: int
     option: str | None
     accepted_ms: int | None
     status: str = "accepted"
+    admission: AdmissionSignature | None = None
 
 
 CastResult = Recorded | RecordedHeld | AlreadyRecorded | NotOpen | UnknownOption
@@ -145,11 +148,38 @@ CastResult = Recorded | RecordedHeld | AlreadyRecorded | NotOpen | UnknownOption
 
 @dataclass(frozen=True, slots=True)
 class HoldAs:
-    """Cast the vote held for review: why (the admission check's reason) and the request's
-    subnet, kept for reviewers beside the lane, never in the ledger."""
+    """Cast the vote held for review: why (the admission check's reason, a code kept in clear)
+    and the request's network evidence (client address after trusted-proxy resolution, user
+    agent), kept for reviewers beside the lane only sealed (EvidenceKeeper), never in the
+    ledger."""
 
     reason: str
-    subnet: str
+    address: str = ""
+    user_agent: str = ""
+
+
+class EvidenceKeeper(Protocol):
+    """Keeps a held vote's network evidence, sealed (tally.security.evidence), in its lane's held
+    index once the vote is cast held as entry `seq` of `lane` (the seal binds that place, which
+    only the cast decides). Never raises: evidence that cannot be kept is left out (logged), the
+    vote stands."""
+
+    async def keep(self, poll: Poll, lane: int, seq: int, hold: HoldAs) -> None: ...
+
+
+class HeldEvidenceStore(Protocol):
+    """The evidence fields of held votes (third field of the held index, tally.store.evidence).
+
+    `rewrite` is a compare-and-set per vote: a field changes only while the vote is still held
+    and its field is exactly `expected`, so a rewrite never races a decision or another rewrite.
+    """
+
+    async def rewrite(self, poll: Poll, changes: Sequence[tuple[EntryRef, str, str]]) -> int:
+        """Set each (vote, expected field, new field); returns how many changed."""
+
+    async def closed_at_ms(self, poll: Poll) -> int | None:
+        """When the poll closed, or will at its deadline (the earlier of the deadline and the
+        move to closed); None for a draft, or an open poll without a deadline."""
 
 
 class BallotBox(Protocol):
@@ -164,10 +194,18 @@ class BallotBox(Protocol):
     With `hold`, the vote is recorded the same way (ledger entry with status held, voter index)
     but not counted: it waits in the lane's held votes (`ReviewStore`) and is answered as
     RecordedHeld.
+
+    `admission`, the admitting gateway's signature, is stored with the vote's ledger entry
+    (None: an unsigned vote, only with TALLY_ADMISSION_SIGNING=off); a repeat gets it back.
     """
 
     async def cast(
-        self, poll: Poll, pseudonym: bytes, option: str, hold: HoldAs | None = None
+        self,
+        poll: Poll,
+        pseudonym: bytes,
+        option: str,
+        hold: HoldAs | None = None,
+        admission: AdmissionSignature | None = None,
     ) -> CastResult: ...
 
 
@@ -303,13 +341,15 @@ class SnapshotStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class QueuedVote:
     """A vote waiting in its lane's queue: entry `seq` (its leaf index + 1); `held` if an
-    admission check held it for review (not counted unless a reviewer releases it)."""
+    admission check held it for review (not counted unless a reviewer releases it); `admission`
+    the admitting gateway's signature (None: an unsigned, version 0x01 vote)."""
 
     seq: int
     pseudonym: bytes
     option: str
     accepted_ms: int
     held: bool = False
+    admission: AdmissionSignature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +387,23 @@ class QueuedReview:
     released: bool
 
 
-QueuedEntry = QueuedVote | QueuedDecision | QueuedAdminAction | QueuedReview
+@dataclass(frozen=True, slots=True)
+class QueuedAdmissionKey:
+    """A gateway admission key waiting in the poll's admin queue: copied from the registry when
+    the poll was created, or registered / retired while it was open. `actor` who registered it;
+    the key `name` and Ed25519 `public_key`, valid for votes admitted from `not_before_ms` up to
+    `not_after_ms` (0: no end)."""
+
+    seq: int
+    at_ms: int
+    actor: bytes
+    name: str
+    public_key: bytes
+    not_before_ms: int
+    not_after_ms: int
+
+
+QueuedEntry = QueuedVote | QueuedDecision | QueuedAdminAction | QueuedReview | QueuedAdmissionKey
 
 
 class MalformedEntry(ValueError):

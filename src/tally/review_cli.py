@@ -5,8 +5,9 @@
     tally review void POLL    (--reason R | --subnet S | --entry LANE:ID ...)
 
 --reason and --subnet together select the votes held for that reason from that subnet. The token
-(--token / TALLY_TOKEN) needs the reviewer or admin role; without one, a dev admin token is
-minted from the local data dir, as the admin commands do.
+(--token / TALLY_TOKEN) needs the reviewer or admin role; without one, a dev reviewer token is
+minted from the local data dir. `list` shows each vote's client address and user agent (kept
+sealed at rest) to the reviewer role only.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ def _list(args: argparse.Namespace, client: TallyClient) -> int:
         subnet = group["subnet"] or "(no address)"
         print(f"  {group['reason']}  {subnet}  {group['count']} held")
         for e in group["entries"]:
-            print(f"    {e['lane']}:{e['entry_id']}  {e['option']}  held {e['held_at']}")
+            # The evidence is stored sealed; the server opens it for the reviewer role only.
+            if "address" in e:
+                network = f"  from {e['address'] or '-'}  agent {e['user_agent']!r}"
+            else:
+                network = f"  evidence {e.get('evidence', 'none')}"
+            print(f"    {e['lane']}:{e['entry_id']}  {e['option']}  held {e['held_at']}{network}")
         if group["truncated"]:
             print(f"    ... and {group['count'] - len(group['entries'])} more")
     return 0

@@ -237,6 +237,10 @@ def test_reviewers_list_held_votes_grouped_by_reason_and_subnet(
         "reason": "old-token",
         "subnet": SUBNET_A,
         "held_at": old.json()["receipt"]["accepted_at"],
+        # Stored sealed (tests/security/test_evidence_at_rest.py), opened for the reviewer.
+        "evidence": "kept",
+        "address": "198.51.100.10",
+        "user_agent": f"python-httpx/{httpx.__version__}",
     }
     assert not any(g["truncated"] for g in document["groups"])
 

@@ -84,6 +84,15 @@ PARSED = [
     ("TALLY_MAX_HTTP_CONNECTIONS_PER_IP", "32", "max_http_connections_per_ip", 32),
     ("TALLY_EDGE_RATE", "off", "edge_rate", 0.0),
     ("TALLY_EDGE_BURST", "50", "edge_burst", 50),
+    ("TALLY_ADMISSION_KEY", "PRIVATE+KEY+x", "admission_key", "PRIVATE+KEY+x"),
+    (
+        "TALLY_ADMISSION_KEY_FILE",
+        "/etc/tally/adm.key",
+        "admission_key_file",
+        Path("/etc/tally/adm.key"),
+    ),
+    ("TALLY_ADMISSION_KEY_NAME", "gw-7", "admission_key_name", "gw-7"),
+    ("TALLY_ADMISSION_SIGNING", "off", "admission_signing", False),
 ]
 
 

@@ -51,7 +51,7 @@ from tally.ledger.certificate import (
     sign_certificate,
 )
 from tally.ledger.checkpoint import admin_origin, lane_origin
-from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, encode_leaf
+from tally.ledger.leaf import Admission, LeafError, VoteRecord, VoteStatus, encode_leaf
 from tally.ledger.note import Signer
 from tally.ledger.review import (
     Decision,
@@ -64,6 +64,7 @@ from tally.ledger.tiles import bundles_for_size, decode_bundle
 from tally.ports import (
     PollFiles,
     QueuedAdminAction,
+    QueuedAdmissionKey,
     QueuedDecision,
     QueuedEntry,
     QueuedReview,
@@ -374,6 +375,7 @@ class PollLogs:
                     entry.option,
                     entry.accepted_ms,
                     status,
+                    _admission(entry),
                 )
             if isinstance(entry, QueuedDecision):
                 return ReviewRecord(
@@ -394,6 +396,19 @@ class PollLogs:
                 )
             except LeafError as exc:
                 raise ArchiveError(f"poll {self.poll.id} admin entry {entry.seq}: {exc}") from None
+        if isinstance(entry, QueuedAdmissionKey):
+            if entry.seq == 1:
+                raise ArchiveError(f"poll {self.poll.id}: the admin log must start with 'created'")
+            try:
+                key = AdmissionKey(
+                    entry.name, entry.public_key, entry.not_before_ms, entry.not_after_ms
+                )
+                return AdminRecord(
+                    self.poll.id, AdminAction.ADMISSION_KEY, entry.at_ms, entry.actor,
+                    admission_key=key,
+                )  # fmt: skip
+            except LeafError as exc:
+                raise ArchiveError(f"poll {self.poll.id} admin entry {entry.seq}: {exc}") from None
         if not isinstance(entry, QueuedAdminAction):
             raise ArchiveError(f"poll {self.poll.id} admin log: {entry!r} is not an admin action")
         action = _ACTIONS[entry.state]
@@ -404,6 +419,14 @@ class PollLogs:
             return AdminRecord(self.poll.id, action, entry.at_ms, entry.actor, definition)
         except LeafError as exc:
             raise ArchiveError(f"poll {self.poll.id} admin entry {entry.seq}: {exc}") from None
+
+
+def _admission(entry: QueuedVote) -> Admission | None:
+    """The gateway's admission signature of a queued vote, as its ledger record holds it."""
+    signed = entry.admission
+    if signed is None:
+        return None
+    return Admission(signed.admitted_ms, signed.key_id, signed.signature)
 
 
 def _decision(entry: QueuedDecision | QueuedReview) -> Decision:

@@ -53,7 +53,7 @@ from tally.audit.verify_checkpoints import CheckpointChecks, Log, with_known
 from tally.audit.verify_entries import EntryChecks
 from tally.audit.verify_findings import Findings
 from tally.audit.verify_meaning import MeaningChecks
-from tally.audit.verify_result import ResultChecks, recount
+from tally.audit.verify_result import INTEGRITY_CODES, ResultChecks, recount
 from tally.audit.verify_tree import partial_tiles
 from tally.ledger import layout, note
 from tally.ledger.checkpoint import admin_origin
@@ -105,6 +105,7 @@ FINDING_CODES = {
     "review-totals": "the certificate's held, released or voided total differs from the logs'",
     "held-undecided": "a result certificate is published while held votes are still undecided",
     "too-many": "more findings of one kind in one log than are listed",
+    **INTEGRITY_CODES,
     **ADMISSION_CODES,
 }
 

@@ -6,6 +6,13 @@ checkpoint (so it certifies the very leaves checked), whose counts, option by op
 poll's order, must be the recount, and whose held, released and voided totals must be the logs'.
 A poll that is not closed must publish none; nor may a closed poll while votes are still held:
 it waits for the reviewers, and a missing certificate is then no finding.
+
+A ``tally-result/v3`` certificate also records the integrity alarms the archiver raised on the
+poll (its live counters disagreed with the ledger, its queue lost entries, a vote failed its
+admission check) and, when they disagreed at close, what the counters counted. Its counts are
+still checked against the recount like any other; each recorded alarm is a finding of its own
+(``integrity-alarm``), so a poll whose ledger lost a vote never audits as OK, while everything
+that was archived is still checked, and found consistent if it is.
 """
 
 from __future__ import annotations
@@ -26,7 +33,19 @@ from tally.ledger.certificate import (
     open_certificate,
 )
 
-__all__ = ["ResultChecks", "recount"]
+__all__ = ["INTEGRITY_CODES", "ResultChecks", "recount"]
+
+INTEGRITY_CODES = {
+    "integrity-alarm": "the certificate records an integrity alarm: the live counters disagreed "
+    "with the ledger, the ledger's queue lost entries, or a vote failed its admission check",
+}
+# What each alarm kind of a v3 certificate means, for the finding's message.
+_ALARMS = {
+    "counter-mismatch": "the live counters disagreed with the ledger's count",
+    "ledger-gap": "entries were missing from the ledger's queue; the log ends where they went "
+    "missing",
+    "unsigned-vote": "a vote failed its admission check (archived, not counted)",
+}
 
 
 def recount(definition: PollDefinition | None, counts: Counter[str]) -> dict[str, int]:
@@ -83,7 +102,9 @@ class ResultChecks:
         self._check_heads(certificate, logs, meaning.definition)
         self._check_counts(certificate, meaning.definition, meaning.counts)
         self._check_review(certificate, meaning.review.totals())
-        return "verified" if len(self.findings) == before else "invalid"
+        state = "verified" if len(self.findings) == before else "invalid"
+        self._report_integrity(certificate, meaning.definition)
+        return state
 
     def _open(self, signed: bytes, poll: str) -> ResultCertificate | None:
         file = layout.CERTIFICATE
@@ -95,6 +116,28 @@ class ResultChecks:
         except CertificateError as exc:
             self.findings.add("bad-certificate", file, str(exc), expected=origin)
         return None
+
+    def _report_integrity(
+        self, certificate: ResultCertificate, definition: PollDefinition | None
+    ) -> None:
+        """Each alarm a v3 certificate records is a finding; the counters it states are shown
+        beside the certified (recounted) counts."""
+        integrity = certificate.integrity
+        if integrity is None:
+            return
+        file = layout.CERTIFICATE
+        counted = dict(certificate.counts)
+        shown = dict(integrity.counters)
+        for kind, log in integrity.alarms:
+            name = "admin log" if log == "admin" else f"lane {log}"
+            message = f"{kind} on {name}: {_ALARMS.get(kind, 'an alarm of a kind unknown here')}"
+            expected = found = None
+            if kind == "counter-mismatch" and shown:
+                options = [o.id for o in definition.options] if definition else list(counted)
+                expected = " ".join(f"{o}={counted.get(o, 0)}" for o in options)
+                found = " ".join(f"{o}={shown.get(o, 0)}" for o in options)
+                message += f" (the counters showed {found}, the ledger counts {expected})"
+            self.findings.add("integrity-alarm", file, message, expected=expected, found=found)
 
     def _check_heads(
         self, certificate: ResultCertificate, logs: list[Log], definition: PollDefinition | None

@@ -37,10 +37,22 @@ class EntryRef:
     entry_id: int
 
 
+class EvidenceStatus(StrEnum):
+    """What is known of a held vote's network evidence (kept sealed at rest)."""
+
+    KEPT = "kept"  # sealed at rest, opened for the reviewer
+    NONE = "none"  # the request showed none (or it could not be kept)
+    DELETED = "deleted"  # deleted with the poll's retention
+    UNREADABLE = "unreadable"  # does not open: its key was dropped, or it was altered or moved
+    CLEAR = "clear"  # kept in clear by an older version, until `tally evidence reencrypt`
+
+
 @dataclass(frozen=True, slots=True)
 class HeldVote:
-    """A vote still waiting for a decision. `subnet` is the request's /24 (IPv4) or /48 (IPv6),
-    "" when the vote carried no address; `reason` is the admission check's."""
+    """A vote still waiting for a decision. `reason` is the admission check's. The network
+    evidence, once opened: `subnet` is the request's /24 (IPv4) or /48 (IPv6), "" when the vote
+    carried no address (or its evidence is not readable), `address` and `user_agent` the
+    request's. `sealed` is the evidence as stored (opaque here: tally.security.evidence)."""
 
     lane: int
     entry_id: int
@@ -48,6 +60,10 @@ class HeldVote:
     reason: str
     subnet: str
     held_at_ms: int
+    address: str = ""
+    user_agent: str = ""
+    evidence: EvidenceStatus = EvidenceStatus.NONE
+    sealed: str = ""
 
     @property
     def ref(self) -> EntryRef:

@@ -16,16 +16,45 @@ VoteOutcome
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from tally.domain.polls import PollState
+
+ADMISSION_BYTES = 76  # u64 admitted ms || u32 key id || 64-byte Ed25519 signature
+_ADMISSION = struct.Struct(">QI64s")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSignature:
+    """The admitting gateway's signature of a vote (tally.ledger.admission says what it covers):
+    when it admitted it (its clock, ms), under which admission key (the key's id) and the 64
+    signature bytes. The store keeps it beside the vote as 76 bytes (`to_bytes`), opaque to it;
+    the archiver puts it in the vote's ledger record and the voter's receipt carries it."""
+
+    admitted_ms: int
+    key_id: int
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        return _ADMISSION.pack(self.admitted_ms, self.key_id, self.signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AdmissionSignature:
+        """The inverse of `to_bytes`; ValueError unless `data` is exactly 76 bytes."""
+        if len(data) != ADMISSION_BYTES:
+            raise ValueError(f"an admission signature is {ADMISSION_BYTES} bytes, got {len(data)}")
+        return cls(*_ADMISSION.unpack(data))
 
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """What a voter keeps: where their vote sits in the ledger. `entry_id` is the vote's 1-based
     position in its lane's ledger (its Merkle leaf index + 1); `leaf_hash` is the Merkle leaf
-    hash of its ledger record, which lets the voter check later that the published log holds it."""
+    hash of its ledger record, which lets the voter check later that the published log holds it.
+    `pseudonym` and the gateway's `admission` signature let anyone holding the published
+    admission key check that a gateway admitted this vote (None: a vote from before admission
+    signatures, or read back where they were not kept)."""
 
     poll_id: str
     lane: int
@@ -33,6 +62,8 @@ class Receipt:
     option: str
     accepted_at_ms: int
     leaf_hash: bytes
+    pseudonym: bytes | None = None
+    admission: AdmissionSignature | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,7 +336,9 @@ def build() -> dict[str, Any]:
                     "Votes held for review (reviewer or admin), grouped by reason and subnet: "
                     '{"poll_id", "under_review", "groups": [{"reason", "subnet", "count", '
                     '"truncated", "entries": [{"lane", "entry_id", "option", "reason", "subnet", '
-                    '"held_at"}]}]}; at most 1000 entries per group',
+                    '"held_at", "evidence", "address"?, "user_agent"?}]}]}; at most 1000 entries '
+                    "per group. The network evidence is stored sealed; address and user_agent "
+                    "are shown to the reviewer role only",
                     {"200": {"description": "application/json"}, **_problems(400, 401, 403, 404)},
                     auth=True,
                 ),

@@ -7,6 +7,10 @@ A decision body is {"decision": "release" | "void", "entries": [{"lane": L, "ent
 or {"decision": ..., "group": {"reason": R, "subnet": S}} (either or both of reason and subnet).
 The answer lists each entry's outcome; entries that are not held votes are refused one by one
 (`not-held`, or `conflict` when the other decision was taken) and nothing changes for them.
+
+Each listed vote says what is known of its network evidence (`evidence`: kept, none, deleted,
+unreadable, clear) and its subnet; the client's address and user agent are shown to the
+reviewer role only (an admin without it sees the subnets they are grouped by, not who voted).
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tally.domain.errors import InvalidInput
-from tally.domain.review import DECISION_VERBS, DecisionReport, EntryOutcome, EntryRef, Selector
+from tally.domain.review import (
+    DECISION_VERBS,
+    DecisionReport,
+    EntryOutcome,
+    EntryRef,
+    EvidenceStatus,
+    HeldVote,
+    Selector,
+)
 from tally.domain.timestamps import iso_ms
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import read_json
@@ -74,8 +86,9 @@ class ReviewRoutes:
         ]
 
     async def held(self, request: Request) -> Response:
-        self._auth.reviewer(request.headers.get("authorization"))
-        return json_response(held_doc(await self._reviews.held(poll_id_param(request))))
+        principal = self._auth.reviewer(request.headers.get("authorization"))
+        listing = await self._reviews.held(poll_id_param(request))
+        return json_response(held_doc(listing, network="reviewer" in principal.roles))
 
     async def decide(self, request: Request) -> Response:
         reviewer = self._auth.reviewer(request.headers.get("authorization"))
@@ -104,7 +117,8 @@ def selector_of(body: DecisionBody) -> Selector:
     return Selector(entries=tuple(EntryRef(e.lane, e.entry_id) for e in body.entries))
 
 
-def held_doc(listing: HeldListing) -> dict[str, Any]:
+def held_doc(listing: HeldListing, *, network: bool = False) -> dict[str, Any]:
+    """The listing; with `network`, each vote's client address and user agent too."""
     return {
         "poll_id": listing.poll_id,
         "under_review": listing.under_review,
@@ -114,21 +128,27 @@ def held_doc(listing: HeldListing) -> dict[str, Any]:
                 "subnet": group.subnet,
                 "count": len(group.votes),
                 "truncated": len(group.votes) > MAX_LISTED,
-                "entries": [
-                    {
-                        "lane": v.lane,
-                        "entry_id": v.entry_id,
-                        "option": v.option,
-                        "reason": v.reason,
-                        "subnet": v.subnet,
-                        "held_at": iso_ms(v.held_at_ms),
-                    }
-                    for v in group.votes[:MAX_LISTED]
-                ],
+                "entries": [_entry_doc(v, network) for v in group.votes[:MAX_LISTED]],
             }
             for group in listing.groups
         ],
     }
+
+
+def _entry_doc(vote: HeldVote, network: bool) -> dict[str, Any]:
+    entry = {
+        "lane": vote.lane,
+        "entry_id": vote.entry_id,
+        "option": vote.option,
+        "reason": vote.reason,
+        "subnet": vote.subnet,
+        "held_at": iso_ms(vote.held_at_ms),
+        "evidence": vote.evidence.value,
+    }
+    if network and vote.evidence is EvidenceStatus.KEPT:
+        entry["address"] = vote.address
+        entry["user_agent"] = vote.user_agent
+    return entry
 
 
 def decision_doc(poll_id: str, verb: str, report: DecisionReport) -> dict[str, Any]:

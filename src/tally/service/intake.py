@@ -1,13 +1,20 @@
 """The one vote intake: every vote, whatever carried it (HTTP, the live WebSocket, an in-process
 caller), gets in through `VoteIntake.submit`.
 
-    definition (cached) -> admission checks, in order -> pseudonym -> cast on the lane -> receipt
+    definition (cached) -> admission checks, in order -> pseudonym -> admission signature
+    -> cast on the lane -> receipt
 
 The first check whose verdict is not Admit decides the outcome: Challenge, Limit and Refuse
 become refusals and nothing is cast; Hold casts the vote held (recorded, not counted, waiting for
 a reviewer: tally.service.review) and becomes HeldForReview with its receipt. A vote is cast in
 one atomic, idempotent step (ports.BallotBox), so a retry of any request is safe: a repeat of a
 held vote gets its original receipt, as any repeat does.
+
+Once every check has passed, the gateway signs the admission (tally.ledger.admission: poll,
+pseudonym, option, verdict accepted or held, the time, its key id) and the signature is cast with
+the vote: it goes into the vote's ledger record and the voter's receipt, so an auditor can tell a
+vote a gateway admitted from one written into the store by anyone else. A repeat gets back the
+signature stored with the first vote, never a new one.
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ from tally.domain.polls import Poll, is_poll_id
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.votes import (
     Accepted,
+    AdmissionSignature,
     AlreadyVoted,
     ChallengeRequired,
     HeldForReview,
     RateLimited,
     VoteOutcome,
 )
+from tally.ledger.admission import AdmissionSigner
+from tally.ledger.leaf import VoteStatus
 from tally.ports import (
     AlreadyRecorded,
     BallotBox,
@@ -35,7 +45,6 @@ from tally.ports import (
     Recorded,
     RecordedHeld,
 )
-from tally.security.addresses import subnet_key
 from tally.service.admission import AdmissionCheck
 from tally.service.receipts import archived_receipt, held_receipt, receipt
 
@@ -52,13 +61,17 @@ class VoteIntake:
         checks: Sequence[AdmissionCheck],
         clock_ms: Callable[[], int],
         ledger: LedgerReader | None = None,
+        signer: AdmissionSigner | None = None,
     ) -> None:
+        """`signer`: the gateway's admission key; None casts unsigned votes, which the auditor
+        rejects (TALLY_ADMISSION_SIGNING=off, to measure what signing costs)."""
         self._polls = polls
         self._ballots = ballots
         self._secret = pseudonym_secret
         self._checks = tuple(checks)
         self._clock_ms = clock_ms
         self._ledger = ledger
+        self._signer = signer
         # Definitions are immutable, so the vote path caches them forever, bounded.
         self._definitions: dict[str, Poll] = {}
 
@@ -66,6 +79,7 @@ class VoteIntake:
         """Admit and cast one vote; raises PollNotFound, or StoreUnavailable (safe to retry)."""
         poll = await self.definition(request.poll_id)
         hold = None
+        now_ms = 0
         if self._checks:
             now_ms = self._clock_ms()
             for check in self._checks:
@@ -73,17 +87,34 @@ class VoteIntake:
                 if not isinstance(verdict, Admit):
                     if not isinstance(verdict, Hold):
                         return _outcome_of(verdict)
-                    # Issue 11 encrypts such evidence at rest; until then the subnet (never the
-                    # address) is all that is kept, beside the lane and out of the ledger.
-                    hold = HoldAs(verdict.reason, subnet_key(request.evidence.client))
+                    # The network evidence is kept for reviewers only sealed, beside the lane
+                    # and out of the ledger (ports.EvidenceKeeper).
+                    evidence = request.evidence
+                    hold = HoldAs(verdict.reason, evidence.client, evidence.user_agent)
                     break
         voter = request.voter
         voter_pseudonym = pseudonym(self._secret, poll.id, voter.issuer, voter.subject)
-        cast = await self._ballots.cast(poll, voter_pseudonym, request.option, hold)
+        admission = None
+        if self._signer is not None:
+            signed = self._signer.sign(
+                poll.id,
+                voter_pseudonym,
+                request.option,
+                VoteStatus.ACCEPTED if hold is None else VoteStatus.HELD,
+                now_ms or self._clock_ms(),
+            )
+            admission = AdmissionSignature(signed.admitted_ms, signed.key_id, signed.signature)
+        cast = await self._ballots.cast(poll, voter_pseudonym, request.option, hold, admission)
         if isinstance(cast, Recorded):
             return Accepted(
                 receipt(
-                    poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
+                    poll.id,
+                    cast.lane,
+                    cast.seq,
+                    voter_pseudonym,
+                    request.option,
+                    cast.accepted_ms,
+                    admission,
                 )
             )
         if isinstance(cast, RecordedHeld):
@@ -92,7 +123,13 @@ class VoteIntake:
             return HeldForReview(
                 hold.reason,
                 held_receipt(
-                    poll.id, cast.lane, cast.seq, voter_pseudonym, request.option, cast.accepted_ms
+                    poll.id,
+                    cast.lane,
+                    cast.seq,
+                    voter_pseudonym,
+                    request.option,
+                    cast.accepted_ms,
+                    admission,
                 ),
             )
         if isinstance(cast, AlreadyRecorded):
@@ -102,7 +139,15 @@ class VoteIntake:
             # A vote cast held keeps the receipt of its held record, whatever was decided.
             of = receipt if cast.status == "accepted" else held_receipt
             return AlreadyVoted(
-                of(poll.id, cast.lane, cast.seq, voter_pseudonym, cast.option, cast.accepted_ms),
+                of(
+                    poll.id,
+                    cast.lane,
+                    cast.seq,
+                    voter_pseudonym,
+                    cast.option,
+                    cast.accepted_ms,
+                    cast.admission,
+                ),
                 cast.status,
             )
         return cast  # NotOpen | UnknownOption: refused by the lane itself

@@ -2,34 +2,85 @@
 once the vote was archived and trimmed from the store's queue.
 
 The leaf hash is the Merkle leaf hash of the vote's ledger record (tally.ledger.leaf), the same
-the archiver computes when it appends the vote, so a voter can check the published log later.
+the archiver computes when it appends the vote, so a voter can check the published log later. A
+signed vote's record is version 0x02, with the gateway's admission signature: the receipt carries
+that signature and the pseudonym it covers, so anyone holding the published admission key can
+check that a gateway admitted the vote, even if the vote never reaches the log.
 """
 
 from __future__ import annotations
 
 from tally.domain.errors import StoreUnavailable
-from tally.domain.votes import Receipt
+from tally.domain.votes import AdmissionSignature, Receipt
 from tally.ledger import merkle
-from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus, decode_leaf, encode_leaf
+from tally.ledger.leaf import (
+    Admission,
+    LeafError,
+    VoteRecord,
+    VoteStatus,
+    decode_leaf,
+    encode_leaf,
+)
 from tally.ports import LedgerReader
 
 
 def receipt(
-    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
+    poll_id: str,
+    lane: int,
+    seq: int,
+    pseudonym: bytes,
+    option: str,
+    accepted_ms: int,
+    admission: AdmissionSignature | None = None,
 ) -> Receipt:
     """The receipt of a vote the store holds, with the leaf hash its ledger record will have."""
-    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms)
-    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))
+    return _receipt(
+        VoteRecord(
+            poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.ACCEPTED,
+            _ledger_admission(admission),
+        ),
+        admission,
+    )  # fmt: skip
 
 
 def held_receipt(
-    poll_id: str, lane: int, seq: int, pseudonym: bytes, option: str, accepted_ms: int
+    poll_id: str,
+    lane: int,
+    seq: int,
+    pseudonym: bytes,
+    option: str,
+    accepted_ms: int,
+    admission: AdmissionSignature | None = None,
 ) -> Receipt:
     """The receipt of a vote cast held. It is recorded with status held once and for all: a
     reviewer's decision is a later entry of the lane's log, so the vote's own record and leaf
     hash never change, whatever the decision."""
-    record = VoteRecord(poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.HELD)
-    return Receipt(poll_id, lane, seq, option, accepted_ms, merkle.leaf_hash(encode_leaf(record)))
+    return _receipt(
+        VoteRecord(
+            poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.HELD,
+            _ledger_admission(admission),
+        ),
+        admission,
+    )  # fmt: skip
+
+
+def _receipt(record: VoteRecord, admission: AdmissionSignature | None) -> Receipt:
+    return Receipt(
+        record.poll_id,
+        record.lane,
+        record.seq,
+        record.option_id,
+        record.accepted_ms,
+        merkle.leaf_hash(encode_leaf(record)),
+        record.pseudonym,
+        admission,
+    )
+
+
+def _ledger_admission(admission: AdmissionSignature | None) -> Admission | None:
+    if admission is None:
+        return None
+    return Admission(admission.admitted_ms, admission.key_id, admission.signature)
 
 
 async def archived_receipt(
@@ -46,6 +97,16 @@ async def archived_receipt(
         record = decode_leaf(entry)
     except LeafError as exc:
         raise StoreUnavailable(f"archived vote {seq} of lane {lane} is unreadable: {exc}") from None
+    signed = record.admission
     return Receipt(
-        poll_id, lane, seq, record.option_id, record.accepted_ms, merkle.leaf_hash(entry)
+        poll_id,
+        lane,
+        seq,
+        record.option_id,
+        record.accepted_ms,
+        merkle.leaf_hash(entry),
+        record.pseudonym,
+        None
+        if signed is None
+        else AdmissionSignature(signed.admitted_ms, signed.key_id, signed.signature),
     )

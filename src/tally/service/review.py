@@ -11,6 +11,9 @@ without writing anything; step 2 makes the first decision on a vote win (a confl
 is refused); step 3 applies only while the vote is still held. Every step is idempotent, so a
 retry of a whole request is safe and a crash between 2 and 3 is finished by retrying it, or by
 `recover()` at the next start. Open and closed polls alike: reviewers decide after the close.
+
+Held votes are listed with their network evidence opened (tally.service.evidence.reveal): it is
+sealed at rest, and a group's subnet is read from it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from tally.domain.review import (
     EntryOutcome,
     EntryRef,
     HeldGroup,
+    HeldVote,
     Selector,
     group_held,
     outcome_of,
 )
 from tally.ports import PollStore, ReviewStore
+from tally.security.evidence import EvidenceKeys
+from tally.service.evidence import reveal
 from tally.service.intake import load_poll
 
 MAX_ACTOR_BYTES = 255
@@ -45,15 +51,23 @@ class HeldListing:
 
 
 class ReviewService:
-    def __init__(self, polls: PollStore, reviews: ReviewStore) -> None:
+    def __init__(
+        self, polls: PollStore, reviews: ReviewStore, evidence: EvidenceKeys | None = None
+    ) -> None:
+        """`evidence`: the key ring that opens held votes' evidence (without it, sealed evidence
+        is listed as unreadable)."""
         self._polls = polls
         self._reviews = reviews
+        self._evidence = evidence
 
     async def held(self, poll_id: str) -> HeldListing:
         """The poll's held votes, grouped by reason and subnet; PollNotFound if none such."""
         poll = await load_poll(self._polls, poll_id)
-        votes = await self._reviews.held(poll)
+        votes = await self._held(poll)
         return HeldListing(poll.id, len(votes), group_held(votes))
+
+    async def _held(self, poll: Poll) -> list[HeldVote]:
+        return [reveal(poll, vote, self._evidence) for vote in await self._reviews.held(poll)]
 
     async def decide(
         self, poll_id: str, actor: str, decision: Decision, selector: Selector
@@ -71,7 +85,7 @@ class ReviewService:
             flags = await self._reviews.still_held(poll, refs)
             held = {ref for ref, still in zip(refs, flags, strict=True) if still}
         else:
-            refs = [v.ref for v in await self._reviews.held(poll) if selector.matches(v)]
+            refs = [v.ref for v in await self._held(poll) if selector.matches(v)]
             held = set(refs)
         report = DecisionReport(decision)
         # 1. Not held now: decided before (same or other decision), or never held at all.

@@ -29,6 +29,7 @@ from tally.domain.polls import (
 from tally.domain.results import Results, sum_lanes
 from tally.domain.snapshots import Snapshot
 from tally.domain.votes import VoteOutcome
+from tally.ledger.admission import AdmissionSigner
 from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
 from tally.service.admission import AdmissionCheck, default_checks
 from tally.service.deadlines import close_expired
@@ -68,10 +69,12 @@ class VotingService:
         new_id: Callable[[], str] = new_poll_id,
         default_lanes: int = DEFAULT_LANES,
         default_defences: Defences = DEFAULT_DEFENCES,
+        signer: AdmissionSigner | None = None,
     ) -> None:
         """`ledger`: where archived votes are read back for repeat voters (none: such a repeat
         is StoreUnavailable); `checks`: the admission chain (default_checks() if None);
-        `default_lanes`: for a poll created without a lane count (domain.polls.lanes_for)."""
+        `default_lanes`: for a poll created without a lane count (domain.polls.lanes_for);
+        `signer`: the gateway's admission key (VoteIntake; None: unsigned votes)."""
         self._polls = polls
         self._snapshots = snapshots
         self._clock_ms = clock_ms
@@ -85,6 +88,7 @@ class VotingService:
             checks=default_checks() if checks is None else checks,
             clock_ms=clock_ms,
             ledger=ledger,
+            signer=signer,
         )
 
     async def create_poll(self, spec: NewPoll, actor: str = "") -> Poll:

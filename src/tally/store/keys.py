@@ -7,9 +7,11 @@ vote-path command ever touches two lanes' keys.
 | key                                  | type   | holds                                             |
 |--------------------------------------|--------|---------------------------------------------------|
 | tally:polls                          | zset   | poll id -> created_at ms (listing order)          |
+| tally:admission:keys                 | hash   | `<key name>|<public key hex>` -> JSON admission key (the registry) |
 | tally:poll:{<poll>}                  | hash   | `def` (JSON definition), `state`, `updated_at`, `admin_seq` |
 | tally:poll:{<poll>}:admin            | stream | the admin log's queue: created/open/closed/reviewed, id `<seq>-0` |
 | tally:poll:{<poll>}:reviewed         | hash   | `<lane>:<seq>` -> released/voided: each held vote decided once |
+| tally:poll:{<poll>}:admission        | hash   | `<key name>|<public key hex>` -> `<not before>|<not after>` already in the admin log |
 | tally:poll:{<poll>}:archiver         | string | id of the archiver holding the poll's lease (PX ttl) |
 | tally:poll:{<poll>}:integrity        | hash   | `<kind>:<lane or admin>` -> integrity alarm JSON, first seen kept |
 | tally:poll:{<poll>}:snapshot        | hash   | `seq`, `doc` (the latest published snapshot JSON)  |
@@ -31,6 +33,8 @@ vote-path command ever touches two lanes' keys.
 from __future__ import annotations
 
 POLL_INDEX = "tally:polls"
+# The registry of gateway admission keys (tally.store.admission_keys), copied into admin logs.
+ADMISSION_KEYS = "tally:admission:keys"
 
 
 def poll_meta(poll_id: str) -> str:
@@ -50,6 +54,12 @@ def poll_admin(poll_id: str) -> str:
     """The admin actions not yet archived; shares the poll record's hash tag, so an action and
     the state change it records are one atomic call."""
     return f"tally:poll:{{{poll_id}}}:admin"
+
+
+def poll_admission(poll_id: str) -> str:
+    """Which admission keys (with which validity) the poll's admin log holds already; shares the
+    poll record's hash tag, so the check and the admin entry are one atomic call."""
+    return f"tally:poll:{{{poll_id}}}:admission"
 
 
 def poll_reviewed(poll_id: str) -> str:

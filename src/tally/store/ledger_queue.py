@@ -3,10 +3,13 @@ poll's admin stream, read in seq order by the archiver and trimmed once archived
 
 The stream format stays here: entry ids are `<seq>-0`. In a lane's stream, a vote entry has
 exactly the fields p (pseudonym), o (option id), t (accepted ms), plus s = held for a vote held
-for review; a review decision has exactly r (the held vote's seq), d (released | voided) and
-t (ms). In the admin stream, an entry has a (created | open | closed), t (ms), u (actor), and a
-reviewer's decision a = reviewed, t, u, l (lane), r (held seq), d (released | voided). Decoding
-is strict: anything else raises MalformedEntry, so nothing half-read reaches the ledger.
+for review, plus g (the gateway's 76-byte admission signature) for a signed vote; a review
+decision has exactly r (the held vote's seq), d (released | voided) and t (ms). In the admin
+stream, an entry has a (created | open | closed), t (ms), u (actor); a reviewer's decision
+a = reviewed, t, u, l (lane), r (held seq), d (released | voided); an admission key
+a = admission-key, t, u, n (key name), k (32-byte Ed25519 public key), b (not before ms),
+e (not after ms, 0 for no end). Decoding is strict: anything else raises MalformedEntry, so
+nothing half-read reaches the ledger.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any
 
 from tally.domain.polls import PollState
 from tally.domain.pseudonyms import PSEUDONYM_BYTES
+from tally.domain.votes import AdmissionSignature
 from tally.ports import (
     MalformedEntry,
     QueuedAdminAction,
+    QueuedAdmissionKey,
     QueuedDecision,
     QueuedEntry,
     QueuedReview,
@@ -36,6 +41,10 @@ _HELD_FIELDS = frozenset({b"p", b"o", b"t", b"s"})
 _DECISION_FIELDS = frozenset({b"r", b"d", b"t"})
 _ADMIN_FIELDS = frozenset({b"a", b"t", b"u"})
 _REVIEWED_FIELDS = frozenset({b"a", b"t", b"u", b"l", b"r", b"d"})
+_SIGNED_VOTE_FIELDS = _VOTE_FIELDS | {b"g"}
+_SIGNED_HELD_FIELDS = _HELD_FIELDS | {b"g"}
+_ADMISSION_KEY_FIELDS = frozenset({b"a", b"t", b"u", b"n", b"k", b"b", b"e"})
+_KEY_NAME_RE = re.compile(r"[^\s+]{1,255}")
 _DECISIONS = {b"released": True, b"voided": False}
 _MAX_LANE = 0xFFFF
 _ADMIN_ACTIONS = {b"created": PollState.DRAFT, b"open": PollState.OPEN, b"closed": PollState.CLOSED}
@@ -102,8 +111,17 @@ def decode_lane_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote | Queued
 
 def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
     """A lane stream entry as the vote it records; MalformedEntry if it is not exactly one."""
-    held = b"s" in flat[::2]
-    seq, fields = _entry(entry_id, flat, _HELD_FIELDS if held else _VOTE_FIELDS)
+    names = flat[::2]
+    held = b"s" in names
+    if b"g" in names:
+        seq, fields = _entry(entry_id, flat, _SIGNED_HELD_FIELDS if held else _SIGNED_VOTE_FIELDS)
+        try:
+            admission = AdmissionSignature.from_bytes(fields[b"g"])
+        except ValueError as exc:
+            raise MalformedEntry(f"stream entry {entry_id!r}: {exc}") from None
+    else:
+        seq, fields = _entry(entry_id, flat, _HELD_FIELDS if held else _VOTE_FIELDS)
+        admission = None
     if held and fields[b"s"] != b"held":
         raise MalformedEntry(f"stream entry {entry_id!r} has status {fields[b's']!r}, not held")
     pseudonym = fields[b"p"]
@@ -115,12 +133,16 @@ def decode_vote_entry(entry_id: bytes, flat: list[bytes]) -> QueuedVote:
         raise MalformedEntry(f"stream entry {entry_id!r} has a non-UTF-8 option id") from None
     if not option:
         raise MalformedEntry(f"stream entry {entry_id!r} has an empty option id")
-    return QueuedVote(seq, pseudonym, option, _decimal(entry_id, fields[b"t"]), held)
+    return QueuedVote(seq, pseudonym, option, _decimal(entry_id, fields[b"t"]), held, admission)
 
 
-def decode_admin_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdminAction | QueuedReview:
-    """An admin stream entry as the poll move or the review decision it records; MalformedEntry
-    otherwise."""
+def decode_admin_entry(
+    entry_id: bytes, flat: list[bytes]
+) -> QueuedAdminAction | QueuedReview | QueuedAdmissionKey:
+    """An admin stream entry as the poll move, the review decision or the admission key it
+    records; MalformedEntry otherwise."""
+    if b"k" in flat[::2]:
+        return _admission_key_entry(entry_id, flat)
     if b"l" in flat[::2]:
         seq, fields = _entry(entry_id, flat, _REVIEWED_FIELDS)
         if fields[b"a"] != b"reviewed":
@@ -142,6 +164,34 @@ def decode_admin_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdminAction 
     if state is None:
         raise MalformedEntry(f"admin entry {entry_id!r} has an unknown action {fields[b'a']!r}")
     return QueuedAdminAction(seq, state, _decimal(entry_id, fields[b"t"]), fields[b"u"])
+
+
+def _admission_key_entry(entry_id: bytes, flat: list[bytes]) -> QueuedAdmissionKey:
+    seq, fields = _entry(entry_id, flat, _ADMISSION_KEY_FIELDS)
+    if fields[b"a"] != b"admission-key":
+        raise MalformedEntry(f"admin entry {entry_id!r} names a key but is {fields[b'a']!r}")
+    try:
+        name = fields[b"n"].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedEntry(f"admin entry {entry_id!r} has a non-UTF-8 key name") from None
+    if not _KEY_NAME_RE.fullmatch(name) or len(fields[b"n"]) > 255 or not name.isprintable():
+        raise MalformedEntry(f"admin entry {entry_id!r} has an invalid key name {name!r}")
+    public_key = fields[b"k"]
+    if len(public_key) != 32:
+        raise MalformedEntry(f"admin entry {entry_id!r} has a {len(public_key)}-byte public key")
+    not_before = _decimal(entry_id, fields[b"b"], "not before")
+    not_after = _decimal(entry_id, fields[b"e"], "not after")
+    if max(not_before, not_after) >= 2**64 or (not_after and not_after < not_before):
+        raise MalformedEntry(f"admin entry {entry_id!r} has validity {not_before}..{not_after}")
+    return QueuedAdmissionKey(
+        seq,
+        _decimal(entry_id, fields[b"t"]),
+        fields[b"u"],
+        name,
+        public_key,
+        not_before,
+        not_after,
+    )
 
 
 def _entry(entry_id: bytes, flat: list[bytes], expected: frozenset[bytes]) -> tuple[int, Any]:

@@ -10,6 +10,7 @@ from tally.domain.polls import STATE_RANK, Option, Poll, PollState
 from tally.domain.results import LaneTally
 from tally.ports import StoreClient
 from tally.store import keys
+from tally.store.admission_keys import ValkeyAdmissionKeys, creation_args
 from tally.store.resp import raise_first_error
 
 FORMAT_VERSION = 2
@@ -87,10 +88,14 @@ class ValkeyPolls:
             ]
         )
         raise_first_error(replies)
+        # The admission keys valid for its votes follow 'created' in the poll's admin log.
+        admission = await creation_args(self._client, poll.created_at_ms)
         await self._client.call(
-            "FCALL", "tally_poll_create", 2, keys.poll_meta(poll.id), keys.poll_admin(poll.id),
-            encode_definition(poll), poll.state.value, poll.created_at_ms, actor,
+            "FCALL", "tally_poll_create", 3, keys.poll_meta(poll.id), keys.poll_admin(poll.id),
+            keys.poll_admission(poll.id),
+            encode_definition(poll), poll.state.value, poll.created_at_ms, actor, *admission,
         )  # fmt: skip
+        await ValkeyAdmissionKeys(self._client).sync_poll(poll.id, poll.created_at_ms, actor)
 
     async def get(self, poll_id: str) -> Poll | None:
         definition, state = await self._client.call(

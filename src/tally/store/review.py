@@ -1,7 +1,7 @@
 """Held votes and reviewers' decisions in Valkey (implements ports.ReviewStore).
 
-Per lane, `tally:{<poll>.<lane>}:held` holds each vote still held (seq -> option|reason|subnet|ms,
-written by tally_vote's held mode) and `...:decided` each decision applied (seq -> released or
+Per lane, `tally:{<poll>.<lane>}:held` holds each vote still held (seq -> option|reason|evidence|ms,
+written by tally_vote's held mode; the evidence field sealed, tally.store.evidence) and `...:decided` each decision applied (seq -> released or
 voided); the poll's `tally:poll:{<poll>}:reviewed` holds each decision in the admin log
 (`<lane>:<seq>` -> decision). `tally_poll_review` writes the admin log on the poll's slot and
 `tally_review` the lane on its own (tally.lua): one slot per call, so both work on a cluster.
@@ -129,9 +129,10 @@ def _by_lane(refs: Sequence[EntryRef]) -> dict[int, list[EntryRef]]:
 
 
 def _held_vote(lane: int, seq: bytes, value: bytes) -> HeldVote:
+    """A held index entry as stored: its evidence field still sealed (ReviewService opens it)."""
     try:
-        option, reason, subnet, at = value.decode().split("|")
-        return HeldVote(lane, int(seq), option, reason, subnet, int(at))
+        option, reason, evidence, at = value.decode().split("|")
+        return HeldVote(lane, int(seq), option, reason, "", int(at), sealed=evidence)
     except ValueError:
         raise StoreUnavailable(f"held vote {seq!r} of lane {lane} is unreadable") from None
 

@@ -4,6 +4,12 @@ poll through a lease) and the deadline sweep (formally closing polls whose deadl
 The sweep lives in this role so that a split deployment (`tally gateway` + `tally aggregator`)
 still closes polls at their deadline; `tally serve` runs it too, with its own aggregator. Several
 sweeps at once are harmless: a poll's move to closed is idempotent.
+
+The evidence retention sweep lives here too, beside the deadline sweep that already walks the
+polls by their close: it deletes held votes' network evidence TALLY_EVIDENCE_RETENTION_S after
+the poll closed (service.evidence). Not the archiver's: it certifies a poll only once nothing is
+held, so the evidence that outlives a poll is exactly that of polls it never certifies; and every
+deployment runs an aggregator. It needs no evidence key (it deletes, never opens).
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from tally.domain.errors import StoreUnavailable
 from tally.gateway.metrics import Metrics
 from tally.service import VotingService, system_clock_ms
 from tally.service.deadlines import close_expired
+from tally.service.evidence import EvidenceMaintenance
+from tally.store.evidence import ValkeyHeldEvidence
 from tally.store.polls import ValkeyPolls
+from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
 from tally.wiring.store import StoreConnection
 from tally.wiring.supervisor import Duty, Restart, Step
@@ -36,12 +45,19 @@ LOOP_RESTARTS = Restart(limit=3, window_s=60.0)
 class AggregatorRole:
     aggregator: Aggregator
     close_expired: Callable[[], Awaitable[list[str]]]
+    evidence: EvidenceMaintenance | None = None
+    evidence_retention_ms: int = 30 * 86_400_000
 
     def duties(self) -> list[Duty]:
         """The aggregator loop and the deadline sweep: each restarted after a crash (a few times)."""
         return [
             Duty("aggregator", self.aggregator.run, LOOP_RESTARTS),
             Duty("deadline sweep", self.sweep_deadlines, LOOP_RESTARTS),
+            *(
+                [Duty("evidence retention sweep", self.sweep_evidence, LOOP_RESTARTS)]
+                if self.evidence is not None
+                else []
+            ),
         ]
 
     def release_step(self, timeout_s: float) -> Step:
@@ -59,6 +75,23 @@ class AggregatorRole:
             except StoreUnavailable as exc:
                 log.warning("deadline sweep skipped: %s", exc)
 
+    async def sweep_evidence(self) -> None:
+        """Delete the network evidence of polls closed longer ago than the retention, a few
+        times per retention period (at most every 5 minutes, at least 1 s apart)."""
+        assert self.evidence is not None
+        interval_s = min(300.0, max(1.0, self.evidence_retention_ms / 4000))
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                purged = await self.evidence.purge(system_clock_ms(), self.evidence_retention_ms)
+            except StoreUnavailable as exc:
+                log.warning("evidence retention sweep skipped: %s", exc)
+                continue
+            for poll_id, n in purged.items():
+                log.info(
+                    "poll %s: network evidence of %d held votes deleted (retention)", poll_id, n
+                )
+
 
 def new_aggregator(client: StoreConnection, settings: Settings) -> Aggregator:
     return Aggregator(
@@ -75,11 +108,18 @@ def build_aggregator(
 ) -> AggregatorRole:
     """The role on its own connection (a tick's batch must not queue behind votes). `service` is
     the gateway's when both run in one process; otherwise the sweep moves polls itself."""
-    if service is not None:
-        return AggregatorRole(new_aggregator(client, settings), service.close_expired)
     polls = ValkeyPolls(client)
+    evidence = EvidenceMaintenance(polls, ValkeyReviews(client), ValkeyHeldEvidence(client))
+    retention_ms = settings.evidence_retention_s * 1000
+    if service is not None:
+        return AggregatorRole(
+            new_aggregator(client, settings), service.close_expired, evidence, retention_ms
+        )
     return AggregatorRole(
-        new_aggregator(client, settings), lambda: close_expired(polls, system_clock_ms)
+        new_aggregator(client, settings),
+        lambda: close_expired(polls, system_clock_ms),
+        evidence,
+        retention_ms,
     )
 
 

@@ -58,7 +58,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     """`tally serve`: every role in one process, on an embedded Valkey unless one is configured."""
     store = await open_store(settings, "serve", may_embed=True)
     try:
-        gateway = await build_gateway(settings, store, demo=demo)
+        gateway = await build_gateway(settings, store, demo=demo, register_admission_key=True)
         aggregator = build_aggregator(store.client("aggregator"), settings, gateway.service)
         # With TALLY_ARCHIVER=off another process writes the ledger: none is built here (nor
         # its key made), and /metrics has no archiver samples.

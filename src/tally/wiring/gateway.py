@@ -38,17 +38,20 @@ from tally.gateway.server import GatewayServer, server_config
 from tally.gateway.votes import VoteEndpoint
 from tally.gateway.voting import Voting
 from tally.security.dev_issuer import DevIssuer
+from tally.security.evidence import EvidenceKeys
 from tally.security.pow import Challenges
 from tally.security.tokens import TokenVerifier
 from tally.service import VotingService
 from tally.service.admission import default_checks
 from tally.service.challenges import ChallengeCheck, ChallengeDesk
+from tally.service.evidence import EvidenceVault
 from tally.service.ratelimits import RateLimitCheck
 from tally.service.review import ReviewService
 from tally.service.risk import RiskCheck, Traffic
 from tally.service.voting import system_clock_ms
 from tally.store.challenges import ValkeySpentChallenges
 from tally.store.cluster import ValkeyCluster
+from tally.store.evidence import ValkeyHeldEvidence
 from tally.store.integrity import ValkeyIntegrity
 from tally.store.polls import ValkeyPolls
 from tally.store.ratelimits import ValkeyRateLimits
@@ -57,6 +60,7 @@ from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
 from tally.wiring.store import Store, StoreConnection, functions_ready
+from tally.wiring.admission import gateway_signer
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -114,8 +118,11 @@ class Gateway:
         return Duty("live", self.live.run)
 
 
-async def build_gateway(settings: Settings, store: Store, *, demo: bool = False) -> Gateway:
-    """Connect to the store, check durability, finish interrupted poll moves, assemble the app."""
+async def build_gateway(
+    settings: Settings, store: Store, *, demo: bool = False, register_admission_key: bool = False
+) -> Gateway:
+    """Connect to the store, check durability, finish interrupted poll moves, assemble the app.
+    The admission key must be registered (`register_admission_key`: `tally serve` does it)."""
     secret = pseudonym_secret(settings)  # first: without it nothing else is worth starting
     metrics = Metrics()
     client = store.client("gateway")
@@ -128,10 +135,18 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     # a request's limits are one call; a cluster takes one per slot, pipelined.
     limiter = ValkeyRateLimits(client, one_call=not isinstance(client, ValkeyCluster))
     rate_limits = RateLimitCheck(limiter, secret, metrics.rate_limited.inc)
+    evidence_keys = EvidenceKeys(settings.data_dir, settings.evidence_keys)
+    evidence_keys.ring()  # made (or checked) now: a bad key file stops the start, not a vote
     traffic = Traffic(system_clock_ms)  # this process's last minute of vote answers, for the scorer
     challenges = Challenges(secret)  # one key, derived from the pseudonym secret
     proof_of_work = ChallengeCheck(
         challenges,
+    signer = await gateway_signer(
+        settings,
+        client,
+        system_clock_ms,
+        registrar=store.client("admin") if register_admission_key else None,
+    )
         ValkeySpentChallenges(client),
         secret,
         issued=metrics.challenges_issued.inc,
@@ -142,7 +157,8 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     )
     service = VotingService(
         ValkeyPolls(client),
-        ValkeyBallotBox(client),
+        # A held vote's network evidence is kept only sealed under the evidence key ring.
+        ValkeyBallotBox(client, EvidenceVault(evidence_keys, ValkeyHeldEvidence(client))),
         pseudonym_secret=secret,
         snapshots=ValkeySnapshots(client),
         ledger=LedgerDirectory(ledger_files),  # receipts of votes already trimmed from Valkey
@@ -155,13 +171,14 @@ async def build_gateway(settings: Settings, store: Store, *, demo: bool = False)
     repaired = await service.recover()
     if repaired:
         log.warning("finished interrupted open/close of polls %s", ", ".join(repaired))
-    reviews = ReviewService(ValkeyPolls(client), ValkeyReviews(client))
+    reviews = ReviewService(ValkeyPolls(client), ValkeyReviews(client), evidence_keys)
     reviewed = await reviews.recover()
     if reviewed:
         log.warning("finished interrupted review decisions of polls %s", ", ".join(reviewed))
 
     auth = Authenticator(verifier)
     handlers = Handlers(
+        signer=signer,  # every admitted vote signed (wiring.admission)
         service,
         auth,
         max_body_bytes=settings.max_body_bytes,

@@ -14,21 +14,23 @@ local function int(n)
 end
 
 -- Look up a vote in the lane's ledger by its seq; returns option, accepted ms (false, 0 once
--- trimmed) and whether it was cast held (its `s` field).
+-- trimmed), whether it was cast held (its `s` field) and its admission signature (`g`, false
+-- if none).
 local function ledger_entry(ledger, seq)
   local id = int(seq) .. '-0'
   local found = redis.call('XRANGE', ledger, id, id)
   if #found == 0 then
-    return false, 0, false
+    return false, 0, false, false
   end
   local fields = found[1][2]
-  local option, at, held = false, 0, false
+  local option, at, held, signed = false, 0, false, false
   for i = 1, #fields, 2 do
     if fields[i] == 'o' then option = fields[i + 1] end
     if fields[i] == 't' then at = tonumber(fields[i + 1]) end
     if fields[i] == 's' then held = fields[i + 1] == 'held' end
+    if fields[i] == 'g' then signed = fields[i + 1] end
   end
-  return option, at, held
+  return option, at, held, signed
 end
 
 -- What became of vote `seq` (a decimal string) of a lane: the review decision if one was
@@ -49,12 +51,15 @@ end
 KEYS[1] lane hash   KEYS[2] counts hash   KEYS[3] ledger stream   KEYS[4] voter-index bucket
 KEYS[5] held index   KEYS[6] decided hash     (held mode only)
 ARGV[1] pseudonym (16 raw bytes)   ARGV[2] voter-index field   ARGV[3] option id
-ARGV[4] hold reason   ARGV[5] subnet      (held mode only)
+ARGV[4] hold reason   ARGV[5] evidence field, '' (held mode only; tally_held_evidence fills it)
+ARGV[4] (ARGV[6] in held mode) the gateway's admission signature, 76 opaque bytes, kept as the
+  entry's `g` field; absent or empty for an unsigned vote (TALLY_ADMISSION_SIGNING=off)
 Returns one of:
   {'accepted', seq, option, accepted_ms}
   {'held', seq, option, accepted_ms}         (held mode: recorded, not counted)
-  {'already', seq, option, accepted_ms, status}
-      option false, ms 0 if the entry was trimmed; status accepted | held | released | voided
+  {'already', seq, option, accepted_ms, status, signature}
+      option false, ms 0 if the entry was trimmed; status accepted | held | released | voided;
+      signature the entry's `g` (false if trimmed or unsigned), so a repeat gets its receipt back
   {'not-open', state}                       (state 'closed' once the deadline has passed)
   {'unknown-option'}
   {'no-lane'}
@@ -62,8 +67,9 @@ The duplicate check comes before the state check on purpose: a retry of an accep
 after a timeout that raced with close) must get its receipt back, not a refusal.
 Held mode (an admission check held the vote) records the vote like any other (ledger entry with
 `s`=`held`, voter index) but instead of counting it adds it to the lane's held index
-(seq -> option|reason|subnet|ms) and to the lane's `held` field, until a reviewer decides
-(tally_review). The reason and subnet are evidence for reviewers, kept out of the ledger. ]]
+(seq -> option|reason|evidence|ms) and to the lane's `held` field, until a reviewer decides
+(tally_review). The reason and the sealed network evidence are for reviewers, kept out of the
+ledger. ]]
 local function vote(keys, args)
   local lane = redis.call('HMGET', keys[1], 'state', 'closes_at', 'seq')
   local state = lane[1]
@@ -72,7 +78,7 @@ local function vote(keys, args)
   end
   local seen = redis.call('HGET', keys[4], args[2])
   if seen then
-    local option, at, was_held = ledger_entry(keys[3], tonumber(seen))
+    local option, at, was_held, signed = ledger_entry(keys[3], tonumber(seen))
     local status = 'accepted'
     if was_held or not option then
       -- Rare (a repeat of a held or archived vote): the plain-mode call names no review keys,
@@ -81,7 +87,7 @@ local function vote(keys, args)
       status = vote_status(keys[5] or (prefix .. 'held'), keys[6] or (prefix .. 'decided'),
         seen, was_held)
     end
-    return {'already', tonumber(seen), option, at, status}
+    return {'already', tonumber(seen), option, at, status, signed}
   end
   if state ~= 'open' then
     return {'not-open', state}
@@ -95,16 +101,28 @@ local function vote(keys, args)
     return {'unknown-option'}
   end
   local seq = (tonumber(lane[3]) or 0) + 1
+  local entry = {'p', args[1], 'o', args[3], 't', int(now)}
+  local signature = args[keys[5] and 6 or 4]
   if keys[5] then
-    redis.call('XADD', keys[3], int(seq) .. '-0', 'p', args[1], 'o', args[3], 't', int(now),
-      's', 'held')
+    table.insert(entry, 's')
+    table.insert(entry, 'held')
+  end
+  if signature and signature ~= '' then
+    if #signature ~= 76 then  -- the archiver decodes it strictly: keep a bad one out of the log
+      return redis.error_reply('ERR an admission signature is 76 bytes')
+    end
+    table.insert(entry, 'g')
+    table.insert(entry, signature)
+  end
+  if keys[5] then
+    redis.call('XADD', keys[3], int(seq) .. '-0', unpack(entry))
     redis.call('HSET', keys[4], args[2], int(seq))
     redis.call('HSET', keys[5], int(seq), args[3] .. '|' .. args[4] .. '|' .. args[5] .. '|' .. int(now))
     redis.call('HINCRBY', keys[1], 'held', 1)
     redis.call('HSET', keys[1], 'seq', int(seq), 'at', int(now))
     return {'held', seq, args[3], now}
   end
-  redis.call('XADD', keys[3], int(seq) .. '-0', 'p', args[1], 'o', args[3], 't', int(now))
+  redis.call('XADD', keys[3], int(seq) .. '-0', unpack(entry))
   redis.call('HSET', keys[4], args[2], int(seq))
   redis.call('HINCRBY', keys[2], args[3], 1)
   redis.call('HSET', keys[1], 'seq', int(seq), 'at', int(now))
@@ -156,9 +174,29 @@ local function move(keys, args)
   return compare_and_set(keys[1], args[1], args, 2, nil)
 end
 
---[[ tally_poll_create: store a new poll's record and start its admin log with 'created'.
-KEYS[1] poll hash   KEYS[2] admin stream
+-- Append admission keys to a poll's admin log: args[first..] in fives (field, name, public key,
+-- not before, not after), each appended as an 'admission-key' entry by `actor` at `at` unless the
+-- poll's admission hash already holds that key with that validity.
+local function append_admission_keys(keys, args, first, actor, at)
+  local appended = 0
+  for i = first, #args - 4, 5 do
+    local validity = args[i + 3] .. '|' .. args[i + 4]
+    if redis.call('HGET', keys[3], args[i]) ~= validity then
+      local seq = redis.call('HINCRBY', keys[1], 'admin_seq', 1)
+      redis.call('XADD', keys[2], int(seq) .. '-0', 'a', 'admission-key', 't', at, 'u', actor,
+        'n', args[i + 1], 'k', args[i + 2], 'b', args[i + 3], 'e', args[i + 4])
+      redis.call('HSET', keys[3], args[i], validity)
+      appended = appended + 1
+    end
+  end
+  return appended
+end
+
+--[[ tally_poll_create: store a new poll's record and start its admin log with 'created', then
+the admission keys it is created with (a copy of the registry, tally.store.admission_keys).
+KEYS[1] poll hash   KEYS[2] admin stream   KEYS[3] poll admission-key hash (with keys only)
 ARGV[1] definition JSON   ARGV[2] state   ARGV[3] created_at ms   ARGV[4] actor (may be empty)
+ARGV[5..] admission keys in fives: field, name, public key, not before ms, not after ms
 Returns 'created', or an error if the poll record exists. ]]
 local function poll_create(keys, args)
   if redis.call('EXISTS', keys[1]) == 1 then
@@ -166,7 +204,24 @@ local function poll_create(keys, args)
   end
   redis.call('HSET', keys[1], 'def', args[1], 'state', args[2], 'updated_at', args[3], 'admin_seq', '1')
   redis.call('XADD', keys[2], '1-0', 'a', 'created', 't', args[3], 'u', args[4])
+  if keys[3] then
+    append_admission_keys(keys, args, 5, args[4], args[3])
+  end
   return 'created'
+end
+
+--[[ tally_poll_admission_keys: append admission keys registered or retired since to the admin
+log of a poll not closed (a closed poll's log no longer takes votes, so it is left alone).
+KEYS[1] poll hash   KEYS[2] admin stream   KEYS[3] poll admission-key hash
+ARGV[1] actor   ARGV[2..] admission keys in fives, as tally_poll_create
+Returns the number of entries appended (0 for a key already there with the same validity, so a
+repeat changes nothing), or -1 for a closed or missing poll. ]]
+local function poll_admission_keys(keys, args)
+  local state = redis.call('HGET', keys[1], 'state')
+  if not state or state == 'closed' then
+    return -1
+  end
+  return append_admission_keys(keys, args, 2, args[1], int(now_ms()))
 end
 
 --[[ tally_poll_move: tally_move for a poll record, recording the move in the admin log in the
@@ -302,6 +357,33 @@ local function poll_review(keys, args)
   return out
 end
 
+--[[ tally_held_evidence: compare-and-set the evidence field (the third of option|reason|evidence|ms)
+of held votes of one lane: the gateway fills a new held vote's empty field with its sealed
+evidence, `tally evidence reencrypt` re-seals it, the retention sweep deletes it. Only a vote still
+held whose field is exactly the expected one changes, so no rewrite races a decision (it never
+brings a decided vote back) or another rewrite (tally.security.evidence, tally.store.evidence).
+KEYS[1] held index   ARGV triples: seq, expected field, new field (no '|')
+Returns the number of votes changed. ]]
+local function held_evidence(keys, args)
+  for i = 3, #args, 3 do
+    if string.find(args[i], '|', 1, true) then
+      return redis.error_reply('ERR an evidence field cannot hold |')
+    end
+  end
+  local changed = 0
+  for i = 1, #args - 2, 3 do
+    local held = redis.call('HGET', keys[1], args[i])
+    if held then
+      local option, reason, field, at = string.match(held, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+      if field == args[i + 1] then
+        redis.call('HSET', keys[1], args[i], option .. '|' .. reason .. '|' .. args[i + 2] .. '|' .. at)
+        changed = changed + 1
+      end
+    end
+  end
+  return changed
+end
+
 -- end of review -------------------------------------------------------------------------------
 
 -- rate limits: GCRA buckets shared by every gateway (tally.store.ratelimits) ---------------------
@@ -378,8 +460,10 @@ redis.register_function('tally_lane_create', lane_create)
 redis.register_function('tally_move', move)
 redis.register_function('tally_poll_create', poll_create)
 redis.register_function('tally_poll_move', poll_move)
+redis.register_function('tally_poll_admission_keys', poll_admission_keys)
 redis.register_function('tally_review', review)
 redis.register_function('tally_poll_review', poll_review)
+redis.register_function('tally_held_evidence', held_evidence)
 redis.register_function('tally_gcra', gcra)
 redis.register_function{function_name='tally_lane_counters', callback=lane_counters,
   flags={'no-writes'}}
