@@ -15,11 +15,14 @@ Then, in this process, pinned to one CPU where the OS allows it:
   baseline  the floor of a leaf: `hashlib.sha256(b"\\x00" + record).digest()` over the same
             records, already in memory.
 
-Both are best of --repeat runs. Figures: leaves/s of each and their ratio (how many times the
+With --signed, every vote is a version 0x02 record signed by a gateway's admission key (named in
+the admin log), so verify also checks one Ed25519 signature per vote, on --jobs threads pinned to
+as many CPUs. Both are best of --repeat runs. Figures: leaves/s of each and their ratio (how many times the
 bare leaf hash the whole audit costs). The audit must report no findings, and its counts must be
 the votes as cast.
 
 Run:  .venv/bin/python benchmarks/audit_throughput.py [--leaves 1000000] [--lanes 16] [--json]
+      [--signed [--jobs N]]
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tally.archive.durable import DurableFiles
 from tally.archive.logs import LogWriter
@@ -43,6 +48,7 @@ from tally.audit.source import DirectorySource
 from tally.audit.verify import verify
 from tally.ledger import layout, note
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, PollOption, encode_admin
+from tally.ledger.admission import AdmissionSigner
 from tally.ledger.certificate import (
     LogHead,
     ResultCertificate,
@@ -92,10 +98,19 @@ class Result:
     baseline_leaves_per_s: float
     ratio: float  # baseline leaves/s divided by verify leaves/s
     cpus: str
+    signed: bool = False
+    jobs: int = 1
 
 
-def build(root: Path, leaves: int, lanes: int, signer: note.Signer) -> list[bytes]:
-    """Write the poll's ledger under ``root``; return every vote record, in lane order."""
+def build(
+    root: Path,
+    leaves: int,
+    lanes: int,
+    signer: note.Signer,
+    gateway: AdmissionSigner | None = None,
+) -> list[bytes]:
+    """Write the poll's ledger under ``root``; return every vote record, in lane order
+    (version 0x02, signed by ``gateway``, when one is given)."""
     files = _UnsyncedFiles(root)
     definition = PollDefinition("Audit bench", lanes, None, OPTIONS)
     admin = LogWriter(files, layout.ADMIN_LOG, admin_origin(PREFIX, POLL), signer)
@@ -104,6 +119,18 @@ def build(root: Path, leaves: int, lanes: int, signer: note.Signer) -> list[byte
             AdminRecord(POLL, AdminAction.CREATED, START_MS - 60_000, b"admin", definition)
         )
     )
+    if gateway is not None:
+        admin.append(
+            encode_admin(
+                AdminRecord(
+                    POLL,
+                    AdminAction.ADMISSION_KEY,
+                    START_MS - 60_000,
+                    b"registry",
+                    admission_key=gateway.key,
+                )
+            )
+        )
     admin.publish()
     admin.append(encode_admin(AdminRecord(POLL, AdminAction.OPENED, START_MS - 1, b"admin")))
     admin.publish()
@@ -120,9 +147,11 @@ def build(root: Path, leaves: int, lanes: int, signer: note.Signer) -> list[byte
         lane = int.from_bytes(pseudonym[-4:], "big") & (lanes - 1)
         option = OPTIONS[pseudonym[0] % len(OPTIONS)].id
         counts[option] += 1
-        record = encode_leaf(
-            VoteRecord(POLL, lane, len(records[lane]) + 1, pseudonym, option, START_MS + voter)
-        )
+        vote = VoteRecord(POLL, lane, len(records[lane]) + 1, pseudonym, option, START_MS + voter)
+        if gateway is not None:
+            admission = gateway.sign(POLL, pseudonym, option, vote.status, START_MS + voter - 3)
+            vote = replace(vote, admission=admission)
+        record = encode_leaf(vote)
         records[lane].append(record)
         writers[lane].append(record)
         if (voter + 1) % VOTES_PER_CHECKPOINT == 0:
@@ -144,12 +173,12 @@ def build(root: Path, leaves: int, lanes: int, signer: note.Signer) -> list[byte
     return [record for lane in records for record in lane]
 
 
-def pin_one_cpu() -> str:
-    """Run on one CPU (the first this process may use) where the OS supports it."""
+def pin_cpus(count: int = 1) -> str:
+    """Run on ``count`` CPUs (the first this process may use) where the OS supports it."""
     with contextlib.suppress(AttributeError, OSError):
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return str(cpu)
+        cpus = sorted(os.sched_getaffinity(0))[:count]
+        os.sched_setaffinity(0, set(cpus))
+        return ",".join(map(str, cpus))
     return "unpinned"
 
 
@@ -163,20 +192,28 @@ def best(runs: int, work: object) -> float:
     return min(times)
 
 
-def run(leaves: int, lanes: int, repeat: int) -> Result:
-    cpus = pin_one_cpu()
+def run(leaves: int, lanes: int, repeat: int, signed: bool = False, jobs: int = 1) -> Result:
+    cpus = pin_cpus(jobs)
     signer = note.Signer(PREFIX, hashlib.sha256(b"audit bench").digest())
+    gateway = (
+        AdmissionSigner(
+            f"{PREFIX}/admission/bench",
+            Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"gateway").digest()),
+        )
+        if signed
+        else None
+    )
     with tempfile.TemporaryDirectory(prefix="tally-audit-bench-") as temp:
         root = Path(temp) / POLL
         started = time.perf_counter()
-        records = build(root, leaves, lanes, signer)
+        records = build(root, leaves, lanes, signer, gateway)
         build_s = time.perf_counter() - started
         source = DirectorySource(root)
         verify_s = float("inf")
         verify_cpu_s = float("inf")
         for _ in range(repeat):
             wall, cpu = time.perf_counter(), time.process_time()
-            report = verify(source, signer.verifier)
+            report = verify(source, signer.verifier, jobs=jobs)
             verify_s = min(verify_s, time.perf_counter() - wall)
             verify_cpu_s = min(verify_cpu_s, time.process_time() - cpu)
             if not report.ok or report.votes != leaves:
@@ -198,6 +235,8 @@ def run(leaves: int, lanes: int, repeat: int) -> Result:
         baseline_leaves_per_s=round(leaves / baseline_s),
         ratio=round(verify_s / baseline_s, 1),
         cpus=cpus,
+        signed=signed,
+        jobs=jobs,
     )
 
 
@@ -207,16 +246,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=16, help="lanes (a power of two)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     parser.add_argument("--json", action="store_true", help="one JSON document")
+    parser.add_argument(
+        "--signed", action="store_true", help="votes signed by an admission key (version 0x02)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="admission-check threads, pinned to as many CPUs"
+    )
     args = parser.parse_args(argv)
     if args.lanes < 1 or args.lanes & (args.lanes - 1) or args.leaves < 1 or args.repeat < 1:
         parser.error("--lanes must be a power of two, --leaves and --repeat at least 1")
-    result = run(args.leaves, args.lanes, args.repeat)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    result = run(args.leaves, args.lanes, args.repeat, args.signed, args.jobs)
     if args.json:
         print(json.dumps(asdict(result)))
         return 0
     print(
         f"ledger    {result.leaves:,} leaves, {result.lanes} lanes, "
         f"{result.checkpoints_per_lane} checkpoints per lane (built in {result.build_s} s)"
+        + (f", votes signed, {result.jobs} admission thread(s)" if result.signed else "")
     )
     print(
         f"verify    {result.verify_leaves_per_s:>12,} leaves/s  ({result.verify_s} s wall, "

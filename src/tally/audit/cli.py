@@ -3,7 +3,8 @@
 :func:`build_parser` adds the three commands to an existing ``audit`` parser (``tally``'s), each
 with ``run=<function(args) -> int>``; :func:`main` is the same commands on their own
 (``python -m tally.audit``). Exit status: 0 when everything checks out, 1 with findings (or
-files an export could not find), 2 for a usage error or a source that cannot be read.
+files an export could not find), 2 for a usage error or a source that cannot be read; ``receipt``
+also exits 3 when the vote is missing from the final log of a closed, certified poll.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tally.audit.export import export
 from tally.audit.receipt import ReceiptError, check_receipt, parse_receipt
+from tally.audit.receipt_admission import admission_keys, published_keys
 from tally.audit.report import Progress
 from tally.audit.source import HttpSource, Source, SourceError, open_source
 from tally.audit.verify import verify
@@ -28,6 +30,15 @@ __all__ = ["build_parser", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USAGE_ERROR = 2
+MISSING_FROM_FINAL_LOG = 3  # `receipt`: the certified final log does not hold the vote
+RECEIPT_EXIT_STATUSES = """exit status:
+  0  the vote is in the lane's signed log, as the receipt says
+  1  a finding: the receipt and the log disagree, or the vote is not yet in a checkpoint
+     ("not-in-checkpoint": try again after the next checkpoint)
+  2  usage error, or the receipt, key or source cannot be read
+  3  missing from the final log: the poll is closed and certified, and the lane's final log
+     does not hold the vote (a receipt with a valid admission signature proves it was admitted)
+"""
 
 
 class UsageError(Exception):
@@ -77,7 +88,12 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         "receipt",
         help="check that a vote receipt is in the published log",
         description="Check a vote receipt against the lane's signed log (SOURCE), a tlog-proof "
-        "(--proof, offline), or both.",
+        "(--proof, offline), or both, and its admission signature against the gateways' "
+        "admission keys (--admission-key, or those SOURCE's server publishes at /ledger/keys). "
+        "With only --admission-key, check what the receipt alone proves: the gateway's "
+        "signature that it admitted the vote.",
+        epilog=RECEIPT_EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     receipt_cmd.add_argument(
         "receipt", metavar="RECEIPT", help="the receipt JSON file (or a vote reply holding it)"
@@ -95,6 +111,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a C2SP tlog-proof of the vote, checked against the key alone",
     )
+    _admission_key_argument(receipt_cmd)
     receipt_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     receipt_cmd.set_defaults(run=run_receipt)
 
@@ -251,15 +268,22 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_receipt(args: argparse.Namespace) -> int:
-    if args.source is None and args.proof is None:
-        return _fail("receipt: give a SOURCE, a --proof file, or both")
+    if args.source is None and args.proof is None and not args.admission_key:
+        return _fail("receipt: give a SOURCE, a --proof file, or an --admission-key")
     try:
         key = load_key(args.key)
         receipt = parse_receipt(_read_file(Path(args.receipt), "receipt"))
         proof = None if args.proof is None else _read_file(args.proof, "--proof")
         source: Source | None = None if args.source is None else open_source(args.source)
+        pinned = load_admission_keys(args.admission_key)
+        keys = admission_keys(pinned or _published_admission_keys(source))
         report = check_receipt(
-            receipt, key, source=source, proof=proof, proof_name=str(args.proof or "proof")
+            receipt,
+            key,
+            source=source,
+            proof=proof,
+            proof_name=str(args.proof or "proof"),
+            admission_keys=keys or None,
         )
     except ReceiptError as exc:
         return _fail(f"{args.receipt}: not a receipt: {exc}")
@@ -269,7 +293,19 @@ def run_receipt(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         sys.stdout.write(report.render_text())
-    return 0 if report.ok else 1
+    return {"ok": 0, "missing": MISSING_FROM_FINAL_LOG}.get(report.verdict, 1)
+
+
+def _published_admission_keys(source: Source | None) -> list[note.Verifier]:
+    """The admission keys the server of an http(s) ledger root publishes at /ledger/keys (none
+    for a directory, or a server that publishes none)."""
+    if not isinstance(source, HttpSource):
+        return []
+    root, _, _ = source.url.rpartition("/")  # <base>/ledger/<poll> -> <base>/ledger
+    data = HttpSource(root, timeout_s=source.timeout_s).read("keys")
+    if data is None:
+        return []
+    return published_keys(data.decode("utf-8", "replace"))
 
 
 def _read_file(path: Path, what: str) -> bytes:

@@ -18,17 +18,36 @@ The report shows the vote's status: ``accepted``, or for a vote held for review 
 (:mod:`~tally.audit.receipt_review`). A receipt may carry ``"status"`` (a vote cast held does);
 if it does, the log must agree: the record is held, and a released or voided receipt's decision
 is in the lane's log. ``tally audit verify`` checks the decisions themselves.
+
+A receipt of a signed vote also carries its pseudonym and the gateway's admission signature
+(:mod:`~tally.audit.receipt_admission`): the record rebuilt from the receipt must hash to its
+``leaf_hash``, and the signature must verify under the gateway's admission key (pinned, or as
+``GET /ledger/keys`` publishes it). On a closed poll whose signed result certificate is
+published, the certificate's line for the lane is the lane's final log: a receipt whose seq is
+beyond its size, or whose leaf there holds another record, is **missing from the final log**, a
+verdict of its own (``missing``), distinct from "not yet in a checkpoint" (``pending``): no later
+checkpoint can add it, and with a valid admission signature the receipt proves to anyone that
+the gateway admitted a vote that the final log does not hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tally.audit.receipt_admission import AdmissionVerdict, check_receipt_admission
 from tally.audit.receipt_parse import Receipt, ReceiptError, iso_ms, parse_receipt
 from tally.audit.receipt_review import STATUS_TEXT, decision_of
 from tally.audit.report import Finding
 from tally.audit.source import Source
 from tally.ledger import layout, merkle, note
+from tally.ledger.admission import AdmissionKey
+from tally.ledger.certificate import (
+    CertificateError,
+    LogHead,
+    certificate_origin,
+    open_certificate,
+)
 from tally.ledger.checkpoint import Checkpoint, CheckpointError, lane_origin, open_checkpoint
 from tally.ledger.leaf import LeafError, VoteStatus
 from tally.ledger.proof import InclusionProofText, ProofFormatError
@@ -56,6 +75,12 @@ RECEIPT_CODES = {
     "bad-record": "the entry in the log is not a valid vote record",
     "receipt-mismatch": "the vote in the log differs from the receipt in one field",
     "inclusion-failed": "the inclusion proof does not lead to the signed root",
+    "receipt-inconsistent": "the vote record rebuilt from the receipt's fields does not hash to its leaf hash",
+    "admission-unknown-key": "the receipt's admission is signed under a key id none of the admission keys has",
+    "admission-key-not-valid": "the vote was admitted outside its admission key's validity period",
+    "admission-bad-signature": "the receipt's admission signature does not verify under its key",
+    "admission-time": "the vote was accepted too long after (or before) the gateway admitted it",
+    "missing-from-final-log": "the poll is closed and certified, and the lane's final log does not hold the vote",
 }
 
 
@@ -68,11 +93,19 @@ class ReceiptReport:
     checkpoint_size: int | None = None
     root: bytes | None = None
     status: str | None = None  # once read: accepted, held, or what became of it (released...)
+    admission: str | None = None  # what the admission signature showed, for people
+    admitted_by: str | None = None  # the verifier key whose valid signature the receipt carries
+    final_size: int | None = None  # the lane's certified final size, once the poll is certified
     findings: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def missing(self) -> bool:
+        """The poll is closed and certified, and the lane's final log does not hold the vote."""
+        return any(f.code == "missing-from-final-log" for f in self.findings)
 
     @property
     def pending(self) -> bool:
@@ -102,9 +135,24 @@ class ReceiptReport:
             "checkpoint_size": self.checkpoint_size,
             "root": None if self.root is None else self.root.hex(),
             "status": self.status,
+            "verdict": self.verdict,
+            "pseudonym": None if receipt.pseudonym is None else receipt.pseudonym.hex(),
+            "admission": self.admission,
+            "admitted_by": self.admitted_by,
+            "final_size": self.final_size,
             "checked": list(self.checked),
             "findings": [f.to_json() for f in self.findings],
         }
+
+    @property
+    def verdict(self) -> str:
+        """``ok``, ``missing`` (from the final log), ``pending`` (not yet in a checkpoint) or
+        ``failed``: what the exit status of ``tally audit receipt`` says."""
+        if self.ok:
+            return "ok"
+        if self.missing:
+            return "missing"
+        return "pending" if self.pending else "failed"
 
     def render_text(self) -> str:
         receipt = self.receipt
@@ -122,9 +170,27 @@ class ReceiptReport:
             )
         if self.status is not None:
             lines.append(f"status       {STATUS_TEXT.get(self.status, self.status)}")
+        if self.admission is not None:
+            lines.append(f"admission    {self.admission}")
         lines.append(f"checked      {', '.join(self.checked) or 'nothing'}")
         if self.ok:
             verdict = "OK: the vote is in the lane's signed log, as the receipt says"
+        elif self.missing:
+            verdict = (
+                f"MISSING FROM THE FINAL LOG: the poll is closed and certified, and lane "
+                f"{receipt.lane}'s final log ({self.final_size} leaves) does not hold this vote"
+            )
+            if self.admitted_by is not None:
+                verdict += (
+                    f". The receipt carries the admission signature of {self.admitted_by}, "
+                    "valid: the gateway admitted this vote, so the log lost or dropped an "
+                    "admitted vote (anyone can check this with the receipt and the key)"
+                )
+            else:
+                verdict += (
+                    ". Check its admission signature against the gateway's published key "
+                    "(--admission-key) to prove the vote was admitted"
+                )
         elif self.pending:
             verdict = "FAIL: not yet in a checkpoint (try again after the next checkpoint)"
         else:
@@ -140,17 +206,103 @@ def check_receipt(
     source: Source | None = None,
     proof: bytes | None = None,
     proof_name: str = "proof",
+    admission_keys: Mapping[int, AdmissionKey] | None = None,
 ) -> ReceiptReport:
     """Check ``receipt`` against the lane's published log (``source``), a tlog-proof (``proof``,
-    named ``proof_name`` in findings), or both. ``key`` is named by the origin prefix."""
+    named ``proof_name`` in findings), or both. ``key`` is named by the origin prefix.
+    ``admission_keys`` (by key id) are the gateways' keys its admission signature is checked
+    against; None: not checked (none given or published)."""
     report = ReceiptReport(receipt)
     origin = lane_origin(key.name, receipt.poll_id, receipt.lane)  # ValueError: bad key name
     verifier = key.renamed(origin)
+    _check_itself(report, admission_keys)
     if proof is not None:
         _check_proof(report, verifier, origin, proof, proof_name)
     if source is not None:
-        _check_online(report, verifier, origin, source)
+        _check_online(report, verifier, origin, source, _final_head(report, key, source))
     return report
+
+
+def _check_itself(report: ReceiptReport, keys: Mapping[int, AdmissionKey] | None) -> None:
+    """What the receipt alone proves: its fields give its leaf hash, and its admission
+    signature verifies under the gateway's key."""
+    receipt = report.receipt
+    record = receipt.record()
+    if record is None:
+        report.admission = "none: an older receipt, without the vote's pseudonym or admission"
+        return
+    rebuilt = receipt.rebuilt_leaf_hash()
+    if rebuilt != receipt.leaf_hash:
+        report.add(
+            "receipt-inconsistent",
+            "receipt",
+            "the vote record rebuilt from the receipt's fields hashes to "
+            f"{rebuilt.hex() if rebuilt else '?'}, not to its leaf hash",
+            expected=receipt.leaf_hash.hex(),
+            found=rebuilt.hex() if rebuilt else None,
+        )
+    else:
+        report.checked.append("receipt fields give its leaf hash")
+    admission = receipt.admission
+    if admission is None:
+        report.admission = "none: the vote carries no admission signature (a version 0x01 record)"
+        return
+    when = receipt.admitted_at or iso_ms(admission.admitted_ms)
+    if keys is None:
+        report.admission = (
+            f"key id {admission.key_id:08x}, admitted {when}: NOT CHECKED, no admission key "
+            "given (--admission-key) or published by the source"
+        )
+        return
+    verdict: AdmissionVerdict = check_receipt_admission(record, admission, keys)
+    if verdict.code is not None:
+        report.add(verdict.code, "receipt", verdict.message, found=f"{admission.key_id:08x}")
+        report.admission = f"INVALID: {verdict.message}"
+        return
+    report.admitted_by = str(verdict.key.verifier) if verdict.key else None
+    report.admission = f"valid: {verdict.message}, admitted {when}: the gateway admitted this vote"
+    report.checked.append("admission signature")
+
+
+def _final_head(report: ReceiptReport, key: note.Verifier, source: Source) -> LogHead | None:
+    """The lane's certified final head, when the poll's result certificate is published and
+    verifies (a certificate that does not is `tally audit verify`'s to report)."""
+    receipt = report.receipt
+    signed = source.read(layout.CERTIFICATE)
+    if signed is None:
+        return None
+    origin = certificate_origin(key.name, receipt.poll_id)
+    try:
+        certificate = open_certificate(signed, [key.renamed(origin)], origin=origin)
+    except (note.NoteError, CertificateError):
+        return None
+    if certificate.poll_id != receipt.poll_id or receipt.lane >= len(certificate.lanes):
+        return None
+    report.checked.append("result certificate")
+    head = certificate.lanes[receipt.lane]
+    report.final_size = head.size
+    return head
+
+
+def _stands_alone(report: ReceiptReport) -> bool:
+    """Whether the receipt alone describes one whole vote record: its fields (pseudonym
+    included) give its leaf hash, and its admission signature, if checked, verifies. Only then
+    does another record at its leaf make the vote missing rather than the receipt wrong."""
+    return report.receipt.pseudonym is not None and not any(
+        f.code == "receipt-inconsistent" or f.code.startswith("admission-") for f in report.findings
+    )
+
+
+def _missing(report: ReceiptReport, file: str, message: str, found: str) -> None:
+    receipt = report.receipt
+    report.add(
+        "missing-from-final-log",
+        file,
+        f"entry {receipt.entry_id} of lane {receipt.lane} is missing from the final log: "
+        + message,
+        expected=receipt.leaf_hash.hex(),
+        found=found,
+    )
 
 
 def _open(
@@ -301,11 +453,24 @@ def _check_proof(
 
 
 def _check_online(
-    report: ReceiptReport, verifier: note.Verifier, origin: str, source: Source
+    report: ReceiptReport,
+    verifier: note.Verifier,
+    origin: str,
+    source: Source,
+    final: LogHead | None,
 ) -> None:
     receipt = report.receipt
     log = layout.lane_log(receipt.lane)
     file = layout.checkpoint_path(log)
+    if final is not None and receipt.index >= final.size:
+        report.checkpoint_size, report.root = final.size, final.root
+        _missing(
+            report,
+            layout.CERTIFICATE,
+            f"the certificate closes lane {receipt.lane} at {final.size} leaves",
+            str(final.size),
+        )
+        return
     signed = source.read(file)
     if signed is None:
         report.add("missing-file", file, f"lane {receipt.lane} has no published checkpoint")
@@ -328,7 +493,19 @@ def _check_online(
         except TileError as exc:
             report.add("bad-bundle", bundle_file, str(exc))
         else:
-            _check_entry(report, bundle_file, entries[index % TILE_WIDTH])
+            entry = entries[index % TILE_WIDTH]
+            _check_entry(report, bundle_file, entry)
+            if (
+                final is not None
+                and merkle.leaf_hash(entry) != receipt.leaf_hash
+                and _stands_alone(report)
+            ):
+                _missing(
+                    report,
+                    bundle_file,
+                    f"the certified final log holds another record at leaf {index}",
+                    merkle.leaf_hash(entry).hex(),
+                )
             if report.status == "held":
                 _check_decision(report, source, log, size)
 
