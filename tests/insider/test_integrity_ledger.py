@@ -178,3 +178,34 @@ async def test_an_honest_poll_archived_under_concurrent_votes_raises_no_alarm(
     assert dict(certificate.counts) == {"a": cast_total - b_votes, "b": b_votes}
     assert await integrity.alarms(poll.id) == []
     assert audit(files, poll, signer) == ("verified", [])
+
+
+async def test_a_restarted_archiver_rebuilds_its_recount_and_still_finds_a_forged_counter(
+    client: Valkey, tmp_path: Path
+) -> None:
+    """The recount is rebuilt from the archived leaves when an archiver (re)opens a poll: a
+    counter forged while no archiver ran is found by the next one, and the certificate it signs
+    counts the ledger."""
+    files, signer = LedgerFiles(tmp_path / "ledger"), make_signer()
+    service = service_of(client, files)
+    integrity = ValkeyIntegrity(client)
+    poll = await open_poll(service, lanes=2)
+    first = archiver_of(client, files, signer, owner="first")
+    await cast(service, poll, range(30))
+    await first.cycle()
+    await first.stop()
+
+    await client.execute("HINCRBY", keys.lane_counts(poll.id, 1), "a", 3)
+    await cast(service, poll, range(30, 45))  # the lane moves on past the forged counter
+    successor = archiver_of(client, files, signer, owner="successor")
+    await successor.cycle()
+    [alarm] = await integrity.alarms(poll.id)
+    assert (alarm.kind, alarm.lane) == (AlarmKind.COUNTER_MISMATCH, 1)
+
+    await service.close_poll(poll.id, actor="alice")
+    await successor.cycle()
+    certificate = certificate_of(files, poll)
+    b_votes = len(range(0, 45, 3))
+    assert certificate.counts == (("a", 45 - b_votes), ("b", b_votes))
+    assert certificate.integrity is not None
+    assert certificate.integrity.counters == (("a", 48 - b_votes), ("b", b_votes))
