@@ -18,6 +18,7 @@ from audit.test_admission_verify import GATEWAY, OUTSIDER, make_signed_spec
 from audit.test_receipt import iso_ms
 from tally.audit.cli import MISSING_FROM_FINAL_LOG
 from tally.audit.receipt import RECEIPT_CODES
+from tally.audit.receipt_admission import published_keys
 from tally.ledger import merkle
 from tally.ledger.leaf import decode_leaf, encode_leaf
 
@@ -178,3 +179,19 @@ def test_a_malformed_admission_receipt_is_refused(
     )
     assert result.returncode == 2
     assert "not a receipt" in result.stderr
+
+
+def test_published_keys_are_read_with_their_validity() -> None:
+    document = (
+        f"{KEY}\n"
+        f"{GATEWAY.key.verifier} 1000 0\n"
+        f"{OUTSIDER.key.verifier.renamed('tally.test/ledger/admission/gw-2')} 5 9\n"
+        "tally.test/ledger/admission/gw-3+00000000+AQ== 0 0\n"  # malformed: skipped
+    )
+    keys = published_keys(document)
+    gw2 = OUTSIDER.key.verifier.renamed("tally.test/ledger/admission/gw-2")
+    assert {(k.name, k.not_before_ms, k.not_after_ms) for k in keys.values()} == {
+        (GATEWAY.key.name, 1000, 0),
+        (gw2.name, 5, 9),
+    }
+    assert keys[GATEWAY.key.key_id].public_key == GATEWAY.key.public_key

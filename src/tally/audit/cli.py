@@ -24,6 +24,7 @@ from tally.audit.report import Progress
 from tally.audit.source import HttpSource, Source, SourceError, open_source
 from tally.audit.verify import verify
 from tally.ledger import note
+from tally.ledger.admission import AdmissionKey
 from tally.ledger.checkpoint import admin_origin
 
 __all__ = ["build_parser", "main"]
@@ -203,7 +204,7 @@ def load_admission_keys(texts: Sequence[str]) -> list[note.Verifier]:
 
 def load_key(text: str) -> note.Verifier:
     """The verifier key given as a key string or as a file holding one (first non-empty line)."""
-    value = text
+    value = text.strip().partition("\n")[0].strip()  # /ledger/keys: the ledger key comes first
     path = Path(text)
     if "+" not in text or path.is_file():
         try:
@@ -276,7 +277,7 @@ def run_receipt(args: argparse.Namespace) -> int:
         proof = None if args.proof is None else _read_file(args.proof, "--proof")
         source: Source | None = None if args.source is None else open_source(args.source)
         pinned = load_admission_keys(args.admission_key)
-        keys = admission_keys(pinned or _published_admission_keys(source))
+        keys = admission_keys(pinned) if pinned else _published_admission_keys(source)
         report = check_receipt(
             receipt,
             key,
@@ -296,15 +297,15 @@ def run_receipt(args: argparse.Namespace) -> int:
     return {"ok": 0, "missing": MISSING_FROM_FINAL_LOG}.get(report.verdict, 1)
 
 
-def _published_admission_keys(source: Source | None) -> list[note.Verifier]:
+def _published_admission_keys(source: Source | None) -> dict[int, AdmissionKey]:
     """The admission keys the server of an http(s) ledger root publishes at /ledger/keys (none
     for a directory, or a server that publishes none)."""
     if not isinstance(source, HttpSource):
-        return []
+        return {}
     root, _, _ = source.url.rpartition("/")  # <base>/ledger/<poll> -> <base>/ledger
     data = HttpSource(root, timeout_s=source.timeout_s).read("keys")
     if data is None:
-        return []
+        return {}
     return published_keys(data.decode("utf-8", "replace"))
 
 

@@ -41,19 +41,23 @@ def admission_keys(verifiers: Iterable[note.Verifier]) -> dict[int, AdmissionKey
     }
 
 
-def published_keys(text: str) -> list[note.Verifier]:
-    """The admission keys of a ``/ledger/keys`` document: each line's first word is a verifier
-    key; those named ``.../admission/...`` are admission keys, the rest (the ledger key) and any
-    line that does not parse are skipped."""
-    keys = []
+def published_keys(text: str) -> dict[int, AdmissionKey]:
+    """The admission keys of a ``/ledger/keys`` document, by key id: each line is a verifier key,
+    an admission key's (named ``.../admission/...``) followed by its validity, ``<not before ms>
+    <not after ms, 0: no end>``. The ledger key's line, and a line that does not parse, are
+    skipped."""
+    keys: dict[int, AdmissionKey] = {}
     for line in text.splitlines():
         words = line.split()
         if not words or ADMISSION_SEGMENT not in words[0].partition("+")[0]:
             continue
         try:
-            keys.append(note.Verifier.parse(words[0]))
-        except note.NoteError:
+            verifier = note.Verifier.parse(words[0])
+            validity = [int(word) for word in words[1:3]]
+            key = AdmissionKey(verifier.name, verifier.public_key, *validity)
+        except (note.NoteError, ValueError):
             continue
+        keys[key.key_id] = key
     return keys
 
 
