@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 from tally.domain.errors import StoreUnavailable
@@ -124,13 +124,20 @@ class EvidenceMaintenance:
         self._store = store
         self._purged: set[str] = set()  # polls whose evidence this process deleted already
 
-    async def reencrypt(self, keys: EvidenceKeys) -> ReencryptReport:
+    async def _polls_of(self, poll_ids: Collection[str] | None) -> list[Poll]:
+        polls = await self._polls.recent(MAX_POLLS)
+        return polls if poll_ids is None else [p for p in polls if p.id in poll_ids]
+
+    async def reencrypt(
+        self, keys: EvidenceKeys, poll_ids: Collection[str] | None = None
+    ) -> ReencryptReport:
         """Every blob not under the current key re-sealed under it (and clear subnets of older
-        versions sealed). Idempotent and safe beside live gateways and reviewers: each rewrite
-        is a compare-and-set, so a vote decided meanwhile is left alone."""
+        versions sealed), over every poll or those of `poll_ids`. Idempotent and safe beside
+        live gateways and reviewers: each rewrite is a compare-and-set, so a vote decided
+        meanwhile is left alone."""
         ring = keys.ring()
         report = ReencryptReport(key_id=ring.current_id)
-        for poll in await self._polls.recent(MAX_POLLS):
+        for poll in await self._polls_of(poll_ids):
             report.polls += 1
             changes: list[tuple[EntryRef, str, str]] = []
             for vote in await self._reviews.held(poll):
@@ -157,11 +164,11 @@ class EvidenceMaintenance:
             report.raced += len(changes) - changed
         return report
 
-    async def usage(self) -> Counter[int]:
+    async def usage(self, poll_ids: Collection[str] | None = None) -> Counter[int]:
         """How many held votes' evidence each key id sealed (-1: malformed fields; 0: kept in
-        clear by an older version)."""
+        clear by an older version), over every poll or those of `poll_ids`."""
         used: Counter[int] = Counter()
-        for poll in await self._polls.recent(MAX_POLLS):
+        for poll in await self._polls_of(poll_ids):
             for vote in await self._reviews.held(poll):
                 state = field_state(vote.sealed)
                 if state is FieldState.LEGACY:
