@@ -218,8 +218,17 @@ def _logged_settings(args: argparse.Namespace, **overrides: Any) -> config.Setti
     return settings
 
 
+def _private_data_dir(settings: config.Settings) -> None:
+    """What a serving process writes is its owner's alone: umask 077 (files 0600, folders 0700,
+    the embedded valkey-server's too) and the data dir itself 0700, even one made earlier."""
+    os.umask(0o077)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = _logged_settings(args, host=args.host, port=args.port)
+    _private_data_dir(settings)
     from tally.wiring import commands
 
     return uvloop.run(commands.serve(settings, demo=args.demo))
@@ -227,6 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     settings = _logged_settings(args, host=args.host, port=args.port, workers=args.workers)
+    _private_data_dir(settings)
     from tally.wiring import workers
 
     return workers.gateway(settings)
@@ -234,6 +244,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 def _aggregator(args: argparse.Namespace) -> int:
     settings = _logged_settings(args, ops_host=args.host, aggregator_port=args.port)
+    _private_data_dir(settings)
     from tally.wiring import commands
 
     return uvloop.run(commands.aggregator(settings))
@@ -241,6 +252,7 @@ def _aggregator(args: argparse.Namespace) -> int:
 
 def _archiver(args: argparse.Namespace) -> int:
     settings = _logged_settings(args, ops_host=args.host, archiver_port=args.port)
+    _private_data_dir(settings)
     from tally.wiring import commands
 
     return uvloop.run(commands.archiver(settings))
