@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from tally.archive.durable import LedgerConflict
 from tally.archive.poll_logs import ArchiveError, PollLogs
+from tally.archive.witnessing import CheckpointWitnesses
 from tally.domain.errors import StoreUnavailable
 from tally.domain.integrity import AlarmKind, IntegrityAlarm, LaneCounters
 from tally.domain.polls import Poll, PollState
@@ -90,6 +91,7 @@ class Archiver:
         interval_ms: int,
         on_alarm: Callable[[str, IntegrityAlarm], None] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        witnesses: CheckpointWitnesses | None = None,
     ) -> None:
         """`on_alarm(poll id, alarm)` is told of each alarm this archiver raises (metrics)."""
         self._polls = polls
@@ -100,6 +102,7 @@ class Archiver:
         self._queue = queue
         self._files = files
         self._signer = signer
+        self.witnesses = witnesses  # TALLY_WITNESSES: who cosigns each checkpoint (or None)
         self._owner = owner
         self._interval_s = interval_ms / 1000
         # Long enough that a slow cycle (a backlog, a slow disk) keeps it; a successor waits this
@@ -190,6 +193,8 @@ class Archiver:
                 return
             poll_files = self._files.poll_files(poll.id)
             logs = await self._in_thread(PollLogs, poll_files, poll, self._signer)
+            for each in logs.logs:  # each checkpoint is cosigned before it is published
+                logs.writer(each).witnesses = self.witnesses
             if logs.admin.appended == 0:
                 await self._check_admin_queue(poll)
             self._open[poll.id] = logs

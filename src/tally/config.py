@@ -73,6 +73,9 @@ class Settings:
     ops_host: str = "127.0.0.1"
     aggregator_port: int = 8001
     archiver_port: int = 8002
+    # Checkpoint witnesses (archive/witnessing.py): each (URL, the witness's cosignature
+    # verifier key); the archiver asks each to cosign every checkpoint before publishing it.
+    witnesses: tuple[tuple[str, str], ...] = ()
     # Defences: the defaults for new polls (TALLY_DEFENCES, a JSON object shaped like a poll's
     # `defences`, over the built-in defaults of tally.domain.defences).
     defences: Defences = DEFAULT_DEFENCES
@@ -137,6 +140,8 @@ class Settings:
                 text = json.dumps(to_document(value), separators=(",", ":"))
             elif f.name == "valkey_url":
                 text = "(embedded)" if value is None else _mask_url(value)
+            elif f.name == "witnesses":
+                text = ",".join(f"{url} {key}" for url, key in value) or "(none)"
             elif f.name == "trusted_proxies":
                 text = ",".join(str(network) for network in value) or "(none)"
             else:
@@ -192,6 +197,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "ops_host": _get(source, "TALLY_OPS_HOST", str, defaults.ops_host),
         "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
         "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
+        "witnesses": _get(source, "TALLY_WITNESSES", _witnesses, defaults.witnesses),
         "defences": _get(source, "TALLY_DEFENCES", _defences, defaults.defences),
         "trusted_proxies": _get(
             source, "TALLY_TRUSTED_PROXIES", _networks, defaults.trusted_proxies
@@ -354,6 +360,22 @@ def _key_name(raw: str) -> str:
     if not raw.isprintable() or any(ch.isspace() or ch in "+/" for ch in raw):
         raise ValueError("must be printable, with no spaces, '+' or '/'")
     return raw
+
+
+def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
+    """``<url> <verifier key>`` entries, separated by commas or newlines."""
+    from tally.ledger.cosignature import CosignatureVerifier
+
+    entries: list[tuple[str, str]] = []
+    for entry in raw.replace("\n", ",").split(","):
+        if not entry.strip():
+            continue
+        parts = entry.split()
+        if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
+            raise ValueError("each witness is '<http(s) URL> <witness verifier key>'")
+        CosignatureVerifier.parse(parts[1])  # a NoteError (a ValueError) names the problem
+        entries.append((parts[0], parts[1]))
+    return tuple(entries)
 
 
 def _switch(raw: str) -> bool:

@@ -26,6 +26,7 @@ from tally.audit.verify import verify
 from tally.ledger import note
 from tally.ledger.admission import AdmissionKey
 from tally.ledger.checkpoint import admin_origin
+from tally.ledger.cosignature import CosignatureVerifier
 
 __all__ = ["build_parser", "main"]
 
@@ -79,6 +80,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="threads that verify admission signatures (default: one per CPU)",
     )
+    _witness_arguments(verify_cmd)
     verify_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     verify_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
@@ -239,6 +241,49 @@ def _progress(args: argparse.Namespace, label: str, *, quiet: bool) -> Progress:
     return Progress(sys.stderr, enabled=enabled, label=label)
 
 
+def _witness_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a checkpoint witness's verifier key (NAME+ID+KEY, type 0x04, as `tally witness "
+        "--print-key` prints it) or a file of them; each log's newest checkpoint must carry "
+        "valid cosignatures of --min-witnesses of them; repeatable",
+    )
+    parser.add_argument(
+        "--min-witnesses",
+        type=int,
+        metavar="K",
+        help="how many of the --witness keys must have cosigned (default: all of them)",
+    )
+
+
+def load_witness_keys(texts: Sequence[str], required: int | None) -> list[CosignatureVerifier]:
+    """Each ``--witness``: a cosigner verifier key, or a file of them (one a line)."""
+    keys: list[CosignatureVerifier] = []
+    for text in texts:
+        lines = [text]
+        path = Path(text)
+        if "+" not in text or path.is_file():
+            try:
+                lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(
+                    f"--witness: not a key, and cannot read it as a file: {exc}"
+                ) from None
+        for line in lines:
+            try:
+                keys.append(CosignatureVerifier.parse(line))
+            except note.NoteError as exc:
+                raise UsageError(f"--witness: not a witness verifier key: {exc}") from None
+    if required is not None and not keys:
+        raise UsageError("--min-witnesses needs at least one --witness key")
+    if required is not None and not 1 <= required <= len(keys):
+        raise UsageError(f"--min-witnesses must be 1 to {len(keys)} (the --witness keys given)")
+    return keys
+
+
 def run_verify(args: argparse.Namespace) -> int:
     bar = _progress(args, "leaves", quiet=args.json)
     try:
@@ -248,6 +293,7 @@ def run_verify(args: argparse.Namespace) -> int:
         admission_keys = load_admission_keys(args.admission_key)
         if args.jobs is not None and args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
+        witnesses = load_witness_keys(args.witness, args.min_witnesses)
         report = verify(
             source,
             key,
@@ -256,6 +302,8 @@ def run_verify(args: argparse.Namespace) -> int:
             known=known,
             admission_keys=admission_keys,
             jobs=args.jobs,
+            witnesses=witnesses,
+            min_witnesses=args.min_witnesses,
         )
     except (UsageError, SourceError) as exc:
         bar.finish()

@@ -44,12 +44,13 @@ They sit beside this module, not in a package, so that the auditor's import rule
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from tally.audit.report import Report
 from tally.audit.source import Source
 from tally.audit.verify_admission import ADMISSION_CODES, AdmissionChecks
-from tally.audit.verify_checkpoints import CheckpointChecks, Log, with_known
+from tally.audit.verify_checkpoints import CheckpointChecks, Log, WitnessChecks, with_known
 from tally.audit.verify_entries import EntryChecks
 from tally.audit.verify_findings import Findings
 from tally.audit.verify_meaning import MeaningChecks
@@ -57,6 +58,7 @@ from tally.audit.verify_result import INTEGRITY_CODES, ResultChecks, recount
 from tally.audit.verify_tree import partial_tiles
 from tally.ledger import layout, note
 from tally.ledger.checkpoint import admin_origin
+from tally.ledger.cosignature import CosignatureVerifier
 
 __all__ = ["FINDING_CODES", "ProgressCallback", "partial_tiles", "verify"]
 
@@ -104,6 +106,9 @@ FINDING_CODES = {
     "count-mismatch": "a certified count differs from the recount of the leaves (accepted + released)",
     "review-totals": "the certificate's held, released or voided total differs from the logs'",
     "held-undecided": "a result certificate is published while held votes are still undecided",
+    "witness-missing": "a log's newest checkpoint has fewer valid cosignatures of the given witnesses than required",
+    "witness-bad-signature": "a cosignature by a given witness's key does not verify (a forged or copied cosignature)",
+    "witness-time": "a witness's cosignature time is in the future, or earlier than its cosignature of a smaller size",
     "too-many": "more findings of one kind in one log than are listed",
     **INTEGRITY_CODES,
     **ADMISSION_CODES,
@@ -121,6 +126,8 @@ def verify(
     known: Sequence[Source] = (),
     admission_keys: Sequence[note.Verifier] = (),
     jobs: int | None = None,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    min_witnesses: int | None = None,
 ) -> Report:
     """Check the poll's ledger at ``source`` against ``key`` (named by the origin prefix).
 
@@ -138,7 +145,11 @@ def verify(
     """
     admin_origin(key.name, "poll")  # ValueError: the key's name is not an origin prefix
     admission = (admission_keys, jobs)
-    return _Audit(source, key, poll_id, progress, known, admission).run()
+    audit = _Audit(source, key, poll_id, progress, known, admission)
+    if witnesses:  # each log's newest checkpoint needs min_witnesses (default: all) of them
+        required = len(witnesses) if min_witnesses is None else min_witnesses
+        audit.witnesses = WitnessChecks(witnesses, required, audit.findings, time.time())
+    return audit.run()
 
 
 class _Audit:
@@ -161,6 +172,7 @@ class _Audit:
         self.findings = Findings()
         self.admission = AdmissionChecks(self.findings, admission[0], admission[1])
         self.report = Report(source.location)
+        self.witnesses: WitnessChecks | None = None
         self.done = 0
         self.total = 0
 
@@ -174,6 +186,8 @@ class _Audit:
         logs = checkpoints.logs(history, poll)
         for log in logs:
             self.report.logs[log.name] = log.size
+        if self.witnesses is not None:
+            self.witnesses.check(logs)
         meaning = MeaningChecks(poll, self.findings, self.admission)
         try:
             self._check_logs(logs, meaning)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tally.aggregator import new_owner_id
 from tally.archive.logs import LedgerFiles
+from tally.archive.witnessing import CheckpointWitnesses, WitnessEndpoint
 from tally.archiver import STOP_WAIT_S, Archiver
 from tally.config import Settings
 from tally.gateway.metrics import Metrics
@@ -59,8 +60,17 @@ def build_archiver(client: StoreConnection, settings: Settings) -> ArchiverRole:
         ValkeyIntegrity(client),
         owner=new_owner_id(),
         interval_ms=settings.checkpoint_interval_ms,
+        witnesses=checkpoint_witnesses(settings),
     )
     return ArchiverRole(archiver, directory)
+
+
+def checkpoint_witnesses(settings: Settings) -> CheckpointWitnesses | None:
+    """TALLY_WITNESSES, if it names any: who cosigns each checkpoint before it is published."""
+    if not settings.witnesses:
+        return None
+    endpoints = [WitnessEndpoint.parse(f"{url} {key}") for url, key in settings.witnesses]
+    return CheckpointWitnesses(endpoints)
 
 
 def ledger_signer(settings: Settings) -> note.Signer:
@@ -109,6 +119,27 @@ def observe_archiver(metrics: Metrics, archiver: Archiver) -> None:
         ),
     ):
         metrics.sample(f"tally_archiver_{name}_total", help_text, "counter", read)
+    witnesses = archiver.witnesses
+    if witnesses is not None:
+        for name, help_text, read in (
+            (
+                "cosignatures",
+                "Witness cosignatures collected and published with a checkpoint.",
+                lambda: witnesses.stats.cosignatures,
+            ),
+            (
+                "unavailable",
+                "Checkpoints published without a witness's cosignature: it did not answer "
+                "(down, timeout, 5xx) or was in back-off.",
+                lambda: witnesses.stats.unavailable,
+            ),
+            (
+                "refused",
+                "Checkpoints a witness refused to cosign (inconsistent, or a bad answer).",
+                lambda: witnesses.stats.refused,
+            ),
+        ):
+            metrics.sample(f"tally_archiver_witness_{name}_total", help_text, "counter", read)
     metrics.sample(
         "tally_archiver_polls_awaiting_review",
         "Closed polls not certified yet because held votes await a reviewer's decision.",
