@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from role_processes import Role, running_role
+from role_processes import HOST, STOP_S, Role, wait_listening
+from tally.bench.processes import free_port
 from tally.ledger import merkle, note
 from tally.ledger.checkpoint import Checkpoint, lane_origin, sign_checkpoint
 from tally.ledger.cosignature import CosignatureVerifier
@@ -63,15 +65,38 @@ def witness_key(key_file: Path) -> CosignatureVerifier:
 
 @contextlib.contextmanager
 def running_witness(
-    directory: Path, log_keys: Sequence[str] = (str(LEDGER.verifier),), name: str = "witness"
+    directory: Path,
+    log_keys: Sequence[str] = (str(LEDGER.verifier),),
+    name: str = "witness",
+    port: int | None = None,
 ) -> Iterator[Role]:
-    """`tally witness` with its state and key in ``directory``; stopped on exit."""
-    args = ["--state-dir", str(directory), "--key-file", str(directory / "witness.key")]
+    """`tally witness` with its state and key in ``directory`` (on ``port``, or a free one);
+    yields once /healthz answers; on exit kills what still runs and reaps it."""
+    port = free_port() if port is None else port
+    argv = [sys.executable, "-m", "tally", "witness", "--host", HOST, "--port", str(port)]
+    argv += ["--state-dir", str(directory), "--key-file", str(directory / "witness.key")]
     for key in log_keys:
-        args += ["--log-key", key]
+        argv += ["--log-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-    with running_role("witness", env, directory.parent, name=name, args=args) as role:
+    log_path = directory.parent / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    role = Role("witness", process, port, log_path)
+    try:
+        wait_listening(role)
         yield role
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_S)
 
 
 def post(role: Role, body: bytes) -> httpx.Response:

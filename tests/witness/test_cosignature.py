@@ -37,7 +37,7 @@ def test_key_id_commits_to_the_cosignature_type_0x04() -> None:
     assert WITNESS.verifier.key_id == int.from_bytes(digest[:4], "big")
     assert WITNESS.verifier.key_id != note.key_id("witness.test/w1", public)  # 0x01's
     vkey = str(WITNESS.verifier)
-    name, hex_id, material = vkey.split("+")
+    name, hex_id, material = vkey.split("+", 2)
     assert (name, int(hex_id, 16)) == ("witness.test/w1", cosigner_key_id(name, public))
     assert base64.b64decode(material) == b"\x04" + public
     assert CosignatureVerifier.parse(vkey) == WITNESS.verifier
@@ -99,7 +99,7 @@ def test_key_strings_are_checked() -> None:
     assert Cosigner.parse(skey).verifier == CosignatureVerifier.parse(vkey)
     with pytest.raises(CosignatureError, match="0x01"):
         CosignatureVerifier.parse(str(note.Signer("w", bytes(32)).verifier))  # a note key
-    name, hex_id, material = vkey.split("+")
+    name, hex_id, material = vkey.split("+", 2)
     with pytest.raises(CosignatureError, match="does not match"):
         CosignatureVerifier.parse(f"{name}x+{hex_id}+{material}")
     with pytest.raises(CosignatureError):
