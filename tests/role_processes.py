@@ -83,6 +83,8 @@ def running_role(
 ) -> Iterator[Role]:
     """`tally <command> --host 127.0.0.1 --port <free> [args]`; yields once the port accepts
     connections; on exit kills what still runs (its whole session) and reaps it."""
+    if command == "gateway":
+        register_gateway_key(env)
     port = free_port()
     log_path = log_dir / f"{name or command}.log"
     argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port), *args]
@@ -104,6 +106,26 @@ def running_role(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=STOP_S)
+
+
+def register_gateway_key(env: Mapping[str, str]) -> None:
+    """Register the admission key the gateways of `env` sign with, as an operator does before
+    starting them (`tally gateway` refuses an unregistered key): the key is made in the data dir
+    now (as the gateway would), then `tally admission-key register` runs with the admin's URL."""
+    from tally import config
+    from tally.security.admission_keys import admission_signer
+
+    settings = config.load(env)
+    if not settings.admission_signing:
+        return
+    verifier = str(admission_signer(settings).key.verifier)
+    subprocess.run(
+        [sys.executable, "-m", "tally", "admission-key", "register", verifier],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        timeout=STARTUP_S,
+    )
 
 
 def wait_listening(role: Role) -> None:

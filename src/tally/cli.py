@@ -18,6 +18,7 @@ from typing import Any
 import uvloop
 
 from tally import config
+from tally.admission_cli import add_admission_key_parser
 from tally.audit.cli import build_parser as build_audit_parser
 from tally.client import ApiError, TallyClient
 from tally.cluster_cli import add_cluster_parser
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
+    add_admission_key_parser(sub, common, _settings)  # tally admission-key register|retire|list
     cfg_sub.add_parser(
         "show", help="print the effective configuration (secrets masked)"
     ).set_defaults(run=_config_show)

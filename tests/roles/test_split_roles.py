@@ -141,7 +141,7 @@ def test_two_gateways_an_aggregator_and_an_archiver_serve_one_deployment(
 
             receipt = accepted.json()["receipt"]
             proof = proof_of(gateway_b, receipt)
-            key = Verifier.parse(gateway_a.get("/ledger/keys").text.strip())
+            key = Verifier.parse(gateway_a.get("/ledger/keys").text.splitlines()[0])
             origin = lane_origin(key.name, poll_id, receipt["lane"])
             checkpoint = open_checkpoint(
                 proof["checkpoint"].encode(), [key.renamed(origin)], origin=origin

@@ -11,6 +11,7 @@ whose reads never block the event loop.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,10 +36,20 @@ __all__ = ["LedgerRoutes"]
 
 
 class LedgerRoutes:
-    def __init__(self, files: LedgerReader, service: VotingService, *, retry_after_s: int) -> None:
+    def __init__(
+        self,
+        files: LedgerReader,
+        service: VotingService,
+        *,
+        retry_after_s: int,
+        admission_keys: Callable[[], Awaitable[list[str]]] | None = None,
+    ) -> None:
+        """`admission_keys`: the registered gateway admission keys, one line each, served at
+        /ledger/keys after the ledger key."""
         self._files = files
         self._service = service
         self._retry_after = str(retry_after_s)
+        self._admission_keys = admission_keys
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -56,9 +67,14 @@ class LedgerRoutes:
         ]
 
     async def keys(self, request: Request) -> Response:
+        """The ledger's verifier key (first line, as ever), then one line per gateway admission
+        key: ``<verifier key> <not before ms> <not after ms, 0: no end>``."""
         data = await self._files.keys()
         if data is None:
             raise Problem(404, "not-found", "no ledger key has been published yet")
+        if self._admission_keys is not None:
+            lines = await self._admission_keys()
+            data = data + "".join(f"{line}\n" for line in lines).encode()
         return Response(data, headers={"Cache-Control": "public, max-age=300"}, media_type=NOTE)
 
     async def certificate(self, request: Request) -> Response:

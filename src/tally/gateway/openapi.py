@@ -178,6 +178,22 @@ def build() -> dict[str, Any]:
                         "description": "hex SHA-256 Merkle leaf hash of the vote's ledger record "
                         "(docs/ledger-format.md); check it with `tally audit receipt`",
                     },
+                    "pseudonym": {
+                        "type": "string",
+                        "description": "hex, 16 bytes: the voter's pseudonym in this poll",
+                    },
+                    "admission": {
+                        "type": "object",
+                        "description": "the admitting gateway's Ed25519 signature of the vote, "
+                        "checkable with its admission key (GET /ledger/keys); absent for a vote "
+                        "from before admission signatures",
+                        "required": ["key_id", "admitted_at", "signature"],
+                        "properties": {
+                            "key_id": {"type": "string", "description": "8 hex digits"},
+                            "admitted_at": {"type": "string", "format": "date-time"},
+                            "signature": {"type": "string", "description": "128 hex digits"},
+                        },
+                    },
                 },
             },
             "Challenge": {

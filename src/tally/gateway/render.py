@@ -56,6 +56,17 @@ def receipt_doc(receipt: Receipt, status: str = "accepted") -> dict[str, Any]:
         "accepted_at": iso_ms(receipt.accepted_at_ms),
         "leaf_hash": receipt.leaf_hash.hex(),
     }
+    # What lets anyone holding the published admission key check that a gateway admitted the
+    # vote (docs/ledger-format.md): the pseudonym the signature covers, and the signature.
+    if receipt.pseudonym is not None:
+        doc["pseudonym"] = receipt.pseudonym.hex()
+    admission = receipt.admission
+    if admission is not None:
+        doc["admission"] = {
+            "key_id": f"{admission.key_id:08x}",
+            "admitted_at": iso_ms(admission.admitted_ms),
+            "signature": admission.signature.hex(),
+        }
     if status != "accepted":
         doc["status"] = status
     return doc

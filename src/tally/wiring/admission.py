@@ -13,12 +13,13 @@ import logging
 from collections.abc import Callable
 
 from tally.config import Settings
+from tally.ledger import note
 from tally.ledger.admission import AdmissionSigner
 from tally.ports import StoreClient
 from tally.security.admission_keys import admission_key_file, admission_signer
 from tally.store.admission_keys import RegisteredKey, ValkeyAdmissionKeys
 
-__all__ = ["gateway_signer", "verifier_key"]
+__all__ = ["gateway_signer", "published_admission_keys", "verifier_key"]
 
 log = logging.getLogger("tally")
 
@@ -84,3 +85,12 @@ async def gateway_signer(
             + "a retired key cannot come back: make a new key and register that)"
         )
     return signer
+
+
+async def published_admission_keys(client: StoreClient) -> list[str]:
+    """Every registered admission key as GET /ledger/keys lists it after the ledger key:
+    ``<name>+<key id>+<base64 key> <not before ms> <not after ms, 0: no end>``."""
+    return [
+        f"{note.Verifier(key.name, key.public_key)} {key.not_before_ms} {key.not_after_ms}"
+        for key in await ValkeyAdmissionKeys(client).registered()
+    ]

@@ -60,7 +60,7 @@ from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.identity import pseudonym_secret, token_verifier
 from tally.wiring.store import Store, StoreConnection, functions_ready
-from tally.wiring.admission import gateway_signer
+from tally.wiring.admission import gateway_signer, published_admission_keys
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -219,6 +219,7 @@ async def build_gateway(
         ).routes(),
         challenges=ChallengeRoutes(
             ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
+        admission_keys=lambda: published_admission_keys(client),
         ).routes(),
     )
     observe_live(metrics, live)
