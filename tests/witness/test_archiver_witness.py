@@ -36,6 +36,7 @@ from tally.ledger.checkpoint import lane_origin
 from tally.ledger.cosignature import CosignatureVerifier, add_cosignatures, check_cosignatures
 from tally.ledger.leaf import decode_leaf
 from tally.service import NewPoll, Voter, VotingService
+from tally.store.resp import Valkey
 from witness.rig import running_witness, witness_key
 
 LANES = 2
@@ -78,7 +79,7 @@ def cosigned(signed: bytes, key: CosignatureVerifier) -> bool:
 
 
 async def test_cosigned_checkpoints_pass_the_audit_and_a_rewritten_lane_fails_it(
-    client: StoreConnection, tmp_path: Path
+    client: Valkey, tmp_path: Path
 ) -> None:
     files, signer = LedgerFiles(tmp_path / "ledger"), make_signer()
     service = service_of(client, files)
@@ -179,7 +180,7 @@ def rewrite_lane_without_last_vote(
 
 
 async def test_a_witness_that_is_down_does_not_stop_archiving(
-    client: StoreConnection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    client: Valkey, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     files, signer = LedgerFiles(tmp_path / "ledger"), make_signer()
     service = service_of(client, files)
