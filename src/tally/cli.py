@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         help="data directory (env TALLY_DATA_DIR, default ./data)",
     )
     common.add_argument(
+        "--ca-file",
+        type=Path,
+        default=os.environ.get("TALLY_CA_FILE") or None,
+        help="PEM CA certificate(s) to trust for an https --url, e.g. a private CA "
+        "(env TALLY_CA_FILE; default: the system's trust store)",
+    )
+    common.add_argument(
         "--token",
         default=os.environ.get("TALLY_TOKEN"),
         help="bearer token (env TALLY_TOKEN); admin commands mint one from the local data dir if omitted",
@@ -75,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="gateway address (env TALLY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gateway port (env TALLY_PORT, default 8000)")
     serve.add_argument("--demo", action="store_true", help="open a demo poll and print how to vote")
+    _tls_arguments(serve)
     serve.set_defaults(run=_serve)
 
     gateway = sub.add_parser(
@@ -87,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="gateway processes sharing the port (env TALLY_WORKERS, default one per core)",
     )
+    _tls_arguments(gateway)
     gateway.set_defaults(run=_gateway)
 
     aggregator = sub.add_parser(
@@ -193,6 +202,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="serve HTTPS and WSS with this PEM certificate chain (env TALLY_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        help="its PEM private key, readable by its owner only (env TALLY_TLS_KEY)",
+    )
+
+
 class _Subcommands:
     """add_parser that gives every command the shared options."""
 
@@ -231,7 +253,9 @@ def _private_data_dir(settings: config.Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _logged_settings(args, host=args.host, port=args.port)
+    settings = _logged_settings(
+        args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key
+    )
     _private_data_dir(settings)
     from tally.wiring import commands
 
@@ -239,7 +263,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    settings = _logged_settings(args, host=args.host, port=args.port, workers=args.workers)
+    settings = _logged_settings(
+        args,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     _private_data_dir(settings)
     from tally.wiring import workers
 
@@ -272,6 +303,13 @@ def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from tally.wiring.identity import dev_issuer
 
+    if args.ttl > settings.token_max_lifetime_s:
+        print(
+            f"tally: --ttl {args.ttl} is longer than TALLY_TOKEN_MAX_LIFETIME_S="
+            f"{settings.token_max_lifetime_s}: the gateway would refuse the token",
+            file=sys.stderr,
+        )
+        return 2
     issuer = dev_issuer(settings)
     if args.count is not None:
         if args.count < 1:
@@ -303,7 +341,7 @@ def _admin_client(args: argparse.Namespace, role: str = "admin") -> TallyClient:
             )
             raise SystemExit(2)
         token = dev_issuer(settings).mint("tally-cli", roles=[role], ttl_s=300)
-    return TallyClient(args.url, token)
+    return TallyClient(args.url, token, ca_file=args.ca_file)
 
 
 def _print(document: dict[str, Any], as_json: bool, text: str) -> None:
@@ -318,7 +356,8 @@ def _vote(args: argparse.Namespace) -> int:
     def solving(challenge: dict[str, Any]) -> None:
         print(f"solving a {challenge['difficulty']}-bit proof-of-work challenge…", file=sys.stderr)
 
-    reply = TallyClient(args.url, args.token).vote(args.poll_id, args.option, solving=solving)
+    client = TallyClient(args.url, args.token, ca_file=args.ca_file)
+    reply = client.vote(args.poll_id, args.option, solving=solving)
     receipt = reply["receipt"]
     # 202: recorded but held for review, counted only once a reviewer releases it.
     outcome = f"held for review ({reply['held']['reason']})" if "held" in reply else "accepted"
@@ -331,7 +370,9 @@ def _vote(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    results = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}/results")
+    results = TallyClient(args.url, args.token, ca_file=args.ca_file).get(
+        f"/v1/polls/{args.poll_id}/results"
+    )
     width = max((len(k) for k in results["counts"]), default=0)
     review = f", {results['under_review']} under review" if results.get("under_review") else ""
     lines = [

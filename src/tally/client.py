@@ -1,12 +1,21 @@
-"""A small synchronous HTTP client for the CLI: talks to a Tally gateway's REST API."""
+"""A small synchronous HTTP client for the CLI: talks to a Tally gateway's REST API, over
+http:// or https://.
+
+Over https the server's certificate is checked against the system's trust store, or against
+`ca_file` alone (a private CA, PEM; TALLY_CA_FILE when none is given): the CLI carries bearer
+tokens, so it never talks to a server it cannot authenticate.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tally.security.pow import solve
@@ -29,10 +38,29 @@ class ApiError(Exception):
 
 
 class TallyClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        *,
+        ca_file: Path | str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        scheme = self.base_url.partition("://")[0].lower()
+        if scheme not in ("http", "https"):
+            raise ApiError(0, "invalid-url", f"{base_url!r} is not an http:// or https:// URL", {})
+        self.ca_file = ca_file if ca_file is not None else os.environ.get("TALLY_CA_FILE") or None
+        self._tls: ssl.SSLContext | None = None
+        if scheme == "https":
+            try:
+                self._tls = ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ApiError(
+                    0, "invalid-ca-file", f"cannot use the CA file {self.ca_file}: {exc}", {}
+                ) from None
 
     def get(self, path: str) -> dict[str, Any]:
         return self._call("GET", path, None)
@@ -72,9 +100,11 @@ class TallyClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         url = self.base_url + path
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310  # scheme checked above
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310  # scheme checked in __init__
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310  # scheme checked above
+            with urllib.request.urlopen(  # noqa: S310  # scheme checked in __init__
+                request, timeout=self.timeout_s, context=self._tls
+            ) as response:
                 document: dict[str, Any] = json.loads(response.read() or b"{}")
                 return document
         except urllib.error.HTTPError as exc:
@@ -91,6 +121,9 @@ class TallyClient:
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            hint = ""
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                hint = " (a private CA? give its certificate with --ca-file or TALLY_CA_FILE)"
             raise ApiError(
-                0, "unreachable", f"cannot reach Tally at {self.base_url}: {reason}", {}
+                0, "unreachable", f"cannot reach Tally at {self.base_url}: {reason}{hint}", {}
             ) from None

@@ -90,6 +90,13 @@ class Settings:
     max_http_connections_per_ip: int = 256
     edge_rate: float = 100.0
     edge_burst: int = 200
+    # HTTPS and WSS on the gateway's port (gateway/tls.py): a PEM certificate chain and its key
+    # (the key readable by its owner only); both or neither. HSTS max-age, sent only over TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    hsts_max_age_s: int = 63_072_000  # two years, Mozilla's recommendation
+    # Bearer tokens may live at most this long (exp - iat); a token without iat is refused.
+    token_max_lifetime_s: int = 86_400
 
     # Admission signatures (security/admission_keys.py): the gateway's Ed25519 key, from
     # TALLY_ADMISSION_KEY (a PRIVATE+KEY+... signer key string) or a key file made once (default
@@ -142,6 +149,8 @@ class Settings:
                 text = "(embedded)" if value is None else _mask_url(value)
             elif f.name == "witnesses":
                 text = ",".join(f"{url} {key}" for url, key in value) or "(none)"
+            elif f.name in ("tls_cert", "tls_key"):
+                text = "(off: plain HTTP)" if value is None else str(value)
             elif f.name == "trusted_proxies":
                 text = ",".join(str(network) for network in value) or "(none)"
             else:
@@ -219,6 +228,14 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "edge_rate": _get(source, "TALLY_EDGE_RATE", _rate, defaults.edge_rate),
         "edge_burst": _get(source, "TALLY_EDGE_BURST", _count_or_off, defaults.edge_burst),
+        "tls_cert": _get(source, "TALLY_TLS_CERT", Path, None),
+        "tls_key": _get(source, "TALLY_TLS_KEY", Path, None),
+        "hsts_max_age_s": _get(
+            source, "TALLY_HSTS_MAX_AGE_S", _non_negative, defaults.hsts_max_age_s
+        ),
+        "token_max_lifetime_s": _get(
+            source, "TALLY_TOKEN_MAX_LIFETIME_S", _positive, defaults.token_max_lifetime_s
+        ),
         "admission_key": _get(source, "TALLY_ADMISSION_KEY", _nonempty, None),
         "admission_key_file": _get(source, "TALLY_ADMISSION_KEY_FILE", Path, None),
         "admission_key_name": _get(source, "TALLY_ADMISSION_KEY_NAME", _key_name, None),

@@ -29,9 +29,11 @@ class DemoTally:
     data_dir: Path
     issuer: DevIssuer
     demo_poll: dict[str, Any]
+    ca_file: Path | None = None  # the CA that signed the server's certificate, over https
 
     def admin(self) -> TallyClient:
-        return TallyClient(self.url, self.issuer.mint("e2e-admin", roles=["admin"]))
+        token = self.issuer.mint("e2e-admin", roles=["admin"])
+        return TallyClient(self.url, token, ca_file=self.ca_file)
 
     def open_poll(self, title: str, *options: str) -> dict[str, Any]:
         """Create and open a poll; returns its document."""
@@ -41,8 +43,11 @@ class DemoTally:
 
 
 @contextlib.contextmanager
-def demo_tally(data_dir: Path, *, demo: bool = True) -> Iterator[DemoTally]:
-    """Run `tally serve [--demo]` until the block ends; yields once the demo poll is open."""
+def demo_tally(
+    data_dir: Path, *, demo: bool = True, tls: tuple[Path, Path, Path] | None = None
+) -> Iterator[DemoTally]:
+    """Run `tally serve [--demo]` until the block ends; yields once the demo poll is open.
+    `tls`: (certificate, key, CA certificate) to serve https and wss instead of http."""
     port = free_port()
     environment = dict(os.environ, TALLY_DATA_DIR=str(data_dir), TALLY_LOG_LEVEL="warning")
     environment.pop("TALLY_VALKEY_URL", None)
@@ -50,13 +55,17 @@ def demo_tally(data_dir: Path, *, demo: bool = True) -> Iterator[DemoTally]:
     argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
     if demo:
         argv.append("--demo")
+    if tls is not None:
+        argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    ca_file = None if tls is None else tls[2]
     with (
         store_env(data_dir) as store,  # cluster mode: the data dir's own cluster
         running(argv, host=HOST, port=port, env={**environment, **store}, timeout_s=60),
     ):
-        url = f"http://{HOST}:{port}"
-        poll = _wait_for_demo_poll(TallyClient(url)) if demo else {}
-        yield DemoTally(url, data_dir, DevIssuer.load_or_create(data_dir / "keys"), poll)
+        url = f"{'http' if tls is None else 'https'}://{HOST}:{port}"
+        poll = _wait_for_demo_poll(TallyClient(url, ca_file=ca_file)) if demo else {}
+        issuer = DevIssuer.load_or_create(data_dir / "keys")
+        yield DemoTally(url, data_dir, issuer, poll, ca_file)
 
 
 def _wait_for_demo_poll(client: TallyClient) -> dict[str, Any]:

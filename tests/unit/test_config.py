@@ -84,6 +84,10 @@ PARSED = [
     ("TALLY_MAX_HTTP_CONNECTIONS_PER_IP", "32", "max_http_connections_per_ip", 32),
     ("TALLY_EDGE_RATE", "off", "edge_rate", 0.0),
     ("TALLY_EDGE_BURST", "50", "edge_burst", 50),
+    ("TALLY_TLS_CERT", "/etc/tally/cert.pem", "tls_cert", Path("/etc/tally/cert.pem")),
+    ("TALLY_TLS_KEY", "/etc/tally/key.pem", "tls_key", Path("/etc/tally/key.pem")),
+    ("TALLY_HSTS_MAX_AGE_S", "0", "hsts_max_age_s", 0),
+    ("TALLY_TOKEN_MAX_LIFETIME_S", "3600", "token_max_lifetime_s", 3600),
     ("TALLY_ADMISSION_KEY", "PRIVATE+KEY+x", "admission_key", "PRIVATE+KEY+x"),
     (
         "TALLY_ADMISSION_KEY_FILE",

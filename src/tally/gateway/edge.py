@@ -16,13 +16,23 @@ uvicorn's httptools protocol, with these limits added where the bytes arrive (uv
 - **Open HTTP connections per address** (`max_connections_per_ip`, IPv6 by /64): one more gets
   `429 too-many-connections` and is closed. A trusted proxy's connections are not capped: it
   carries many clients (the live WebSocket/SSE limits still count each forwarded client).
+- **One Authorization header**: a request with two or more gets
+  `400 duplicate-authorization` in place of the app (HTTP routes, the vote path, the WebSocket
+  upgrade and SSE alike), before any of them is read: a proxy, a framework and Tally could each
+  pick a different one, so which credential the request carries would depend on who reads it.
 - **Token bucket per address** (`rate`/s, `burst`; security/buckets.py), taken when a request's
   head is complete, before its body or credentials are read: an empty bucket answers
   `429 rate-limited` with Retry-After in place of the app, and the connection stays usable. The
   address is the client's as client_address.py resolves it.
 
 Every refusal is counted by reason (`Refusal`, /metrics `tally_edge_refusals_total`). Per request
-the edge adds a few attribute checks and one bucket take to uvicorn's own work.
+the edge adds a few attribute checks, one pass over the header names and one bucket take to
+uvicorn's own work.
+
+**Over TLS** (gateway/tls.py) the edge sees the decrypted bytes, so every limit above applies
+as it does over plain HTTP; a connection only reaches the edge once its TLS handshake is done,
+and the handshake itself has the head deadline (server.py). The edge's own answers carry the
+HSTS header then (`extra_headers`), as uvicorn's do.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +64,7 @@ class Refusal(enum.StrEnum):
     TOO_MANY_CONNECTIONS = "too-many-connections"
     RATE_LIMITED = "rate-limited"
     MALFORMED = "malformed"
+    DUPLICATE_AUTHORIZATION = "duplicate-authorization"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +93,10 @@ class Edge:
         limits: EdgeLimits,
         addresses: ClientAddresses,
         count: Callable[[str], None] = lambda reason: None,
+        *,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`extra_headers`: added to every answer the edge writes itself (HSTS over TLS)."""
         self.limits = limits
         self.addresses = addresses
         self.count = count
@@ -92,6 +106,9 @@ class Edge:
             else None
         )
         self.connections: dict[str, int] = {}  # address key -> open HTTP connections
+        self.answers = _Answers.with_headers(
+            [b"%s: %s\r\n" % (k.lower().encode(), v.encode()) for k, v in extra_headers]
+        )
         edge = self
 
         class BoundEdgeProtocol(EdgeProtocol):
@@ -124,6 +141,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._behind_proxy = False
         self._done = False  # refused, or handed over to a WebSocket: no more bytes through here
         self._refused_upgrade: bytes | None = None
+        self._answers = self._edge.answers
 
     # asyncio.Protocol
 
@@ -138,7 +156,7 @@ class EdgeProtocol(HttpToolsProtocol):
             self._bucket_key = key
             held = edge.connections.get(key, 0)
             if held >= edge.limits.max_connections_per_ip:
-                self._refuse(Refusal.TOO_MANY_CONNECTIONS, _TOO_MANY_CONNECTIONS)
+                self._refuse(Refusal.TOO_MANY_CONNECTIONS, self._answers.too_many_connections)
                 return
             edge.connections[key] = held + 1
             self._slot = key
@@ -171,6 +189,13 @@ class EdgeProtocol(HttpToolsProtocol):
         self._heads += 1
         if self._deadline is not None:
             self._disarm()
+        authorizations = 0
+        for name, _ in self.headers:
+            if name == b"authorization":
+                authorizations += 1
+        if authorizations > 1:
+            self._answer_instead(Refusal.DUPLICATE_AUTHORIZATION, _DUPLICATE_AUTHORIZATION_APP)
+            return
         buckets = self._buckets
         if buckets is not None:
             key = self._forwarded_key() if self._behind_proxy else self._bucket_key
@@ -199,7 +224,7 @@ class EdgeProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(Refusal.MALFORMED, _MALFORMED)
+        self._refuse(Refusal.MALFORMED, self._answers.malformed)
 
     def _parse(self, data: bytes) -> None:
         """uvicorn's data_received, minus its log line per malformed request (a flood of them
@@ -208,7 +233,7 @@ class EdgeProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._refuse(Refusal.MALFORMED, _MALFORMED)
+            self._refuse(Refusal.MALFORMED, self._answers.malformed)
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -225,11 +250,16 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _rate_limited(self, wait_s: float) -> None:
         """Answer this request with 429 in place of the app (an upgrade: in place of it)."""
-        self._edge.count(Refusal.RATE_LIMITED)
         retry_after = max(1, math.ceil(wait_s))
+        self._answer_instead(Refusal.RATE_LIMITED, _RateLimitedApp(retry_after))
+
+    def _answer_instead(self, reason: Refusal, answer: _Answer) -> None:
+        """Answer this request with `answer` in place of the app; an upgrade request is
+        answered in place of the upgrade, and its connection closed."""
+        self._edge.count(reason)
         if self.parser.should_upgrade():
-            self._refused_upgrade = _rate_limited_response(retry_after)
-        app, self.app = self.app, _RateLimitedApp(retry_after)  # this request only
+            self._refused_upgrade = answer.raw(self._answers.extra)
+        app, self.app = self.app, answer  # this request only
         try:
             _headers_complete(self)
         finally:
@@ -244,7 +274,7 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._done:
             return
         if self._in_head and self._heads == heads:
-            self._refuse(Refusal.HEAD_TOO_LARGE, _HEAD_TOO_LARGE)
+            self._refuse(Refusal.HEAD_TOO_LARGE, self._answers.head_too_large)
             return
         self.data_received(data[room:])
 
@@ -259,7 +289,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def _expired(self) -> None:
         self._deadline = None
         if self._in_head:
-            self._refuse(Refusal.HEAD_TIMEOUT, _REQUEST_TIMEOUT)
+            self._refuse(Refusal.HEAD_TIMEOUT, self._answers.request_timeout)
         else:  # the app may be waiting on this body: it hears a disconnect, nobody to answer
             self._refuse(Refusal.BODY_TIMEOUT, None)
 
@@ -292,22 +322,38 @@ _headers_complete = HttpToolsProtocol.on_headers_complete
 _message_complete = HttpToolsProtocol.on_message_complete
 
 
-class _RateLimitedApp:
-    """The answer in place of the app for a request over its address's bucket; the body, if
-    any, is never read (uvicorn discards it once the response is complete)."""
+class _Answer:
+    """A problem answered in place of the app (uvicorn writes it, with its default headers);
+    the body, if any, is never read (uvicorn discards it once the response is complete)."""
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_body", "_headers", "_status")
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+        self._status = status
+        self._body = body
         self._headers = [
             (b"content-type", MEDIA_TYPE.encode()),
-            (b"content-length", b"%d" % len(_RATE_LIMITED)),
-            (b"retry-after", b"%d" % retry_after),
+            (b"content-length", b"%d" % len(body)),
+            *headers,
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 429, "headers": self._headers})
-        await send({"type": "http.response.body", "body": _RATE_LIMITED})
+        await send(
+            {"type": "http.response.start", "status": self._status, "headers": self._headers}
+        )
+        await send({"type": "http.response.body", "body": self._body})
+
+    def raw(self, extra: Sequence[bytes]) -> bytes:
+        """The same answer as bytes that close the connection (for a refused upgrade)."""
+        lines = [b"%s: %s\r\n" % header for header in self._headers[2:]]
+        return _response(self._status, self._body, *lines, *extra)
+
+
+class _RateLimitedApp(_Answer):
+    __slots__ = ()
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(429, _RATE_LIMITED, (b"retry-after", b"%d" % retry_after))
 
 
 def _problem(status: int, code: str, detail: str, **extensions: object) -> bytes:
@@ -322,23 +368,52 @@ def _response(status: int, body: bytes, *headers: bytes) -> bytes:
     return b"".join(head) + body
 
 
-def _rate_limited_response(retry_after: int) -> bytes:
-    return _response(429, _RATE_LIMITED, b"retry-after: %d\r\n" % retry_after)
-
-
 _RATE_LIMITED = _problem(
     429, "rate-limited", "too many requests from this address", scope="address"
 )
+_DUPLICATE_AUTHORIZATION_APP = _Answer(
+    400,
+    _problem(
+        400,
+        "duplicate-authorization",
+        "the request carries more than one Authorization header; send exactly one",
+    ),
+)
 
-_HEAD_TOO_LARGE = _response(
-    431, _problem(431, "headers-too-large", "the request line and headers exceed the limit")
-)
-_REQUEST_TIMEOUT = _response(
-    408, _problem(408, "request-timeout", "the request head or body came too slowly")
-)
-_TOO_MANY_CONNECTIONS = _response(
-    429,
-    _problem(429, "too-many-connections", "too many open connections from this address"),
-    b"retry-after: 1\r\n",
-)
-_MALFORMED = _response(400, _problem(400, "invalid-request", "not a valid HTTP/1.1 request"))
+
+@dataclass(frozen=True, slots=True)
+class _Answers:
+    """The edge's own complete answers, with one edge's extra header lines (HSTS over TLS)."""
+
+    extra: tuple[bytes, ...]
+    head_too_large: bytes
+    request_timeout: bytes
+    too_many_connections: bytes
+    malformed: bytes
+
+    @classmethod
+    def with_headers(cls, extra: Sequence[bytes]) -> _Answers:
+        return cls(
+            tuple(extra),
+            _response(
+                431,
+                _problem(431, "headers-too-large", "the request line and headers exceed the limit"),
+                *extra,
+            ),
+            _response(
+                408,
+                _problem(408, "request-timeout", "the request head or body came too slowly"),
+                *extra,
+            ),
+            _response(
+                429,
+                _problem(
+                    429, "too-many-connections", "too many open connections from this address"
+                ),
+                b"retry-after: 1\r\n",
+                *extra,
+            ),
+            _response(
+                400, _problem(400, "invalid-request", "not a valid HTTP/1.1 request"), *extra
+            ),
+        )

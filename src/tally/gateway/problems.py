@@ -52,6 +52,7 @@ TITLES: dict[str, str] = {
     "challenge-invalid": "The proof-of-work answer is not valid; get a new challenge",
     "rate-limited": "Too many requests; retry later",
     "unauthorized": "A valid bearer token is required",
+    "duplicate-authorization": "The request carries more than one Authorization header",
     "forbidden": "The token does not allow this",
     "not-found": "No such resource",
     "not-archived": "Not in a published checkpoint yet; retry later",
@@ -105,6 +106,15 @@ def problem_body(problem: Problem, instance: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
+# The one wording of a 503 whose outcome is unknown (a write the store did not confirm: WAITAOF
+# not met, a reply lost), for HTTP and the WebSocket's vote_result alike; `outcome: "unknown"`
+# says the same to a program.
+OUTCOME_UNKNOWN = (
+    "the vote store did not confirm this request, so its outcome is unknown: "
+    "retry to learn the outcome; a retry never counts twice"
+)
+
+
 def from_error(error: TallyError) -> Problem:
     """The single mapping from the domain error tree to problems."""
     if isinstance(error, InvalidInput):
@@ -119,12 +129,7 @@ def from_error(error: TallyError) -> Problem:
     if isinstance(error, IllegalTransition):
         return Problem(409, "invalid-transition", str(error), state=error.current)
     if isinstance(error, StoreUnavailable):
-        unavailable = Problem(
-            503,
-            "store-unavailable",
-            "the vote store did not confirm this request, so its outcome is unknown until it is "
-            "retried; a retry is safe and never counts a vote twice",
-        )
+        unavailable = Problem(503, "store-unavailable", OUTCOME_UNKNOWN, outcome="unknown")
         unavailable.headers["Retry-After"] = "1"
         return unavailable
     return Problem(500, "internal-error")

@@ -16,7 +16,14 @@ TokenError.code, stable for clients and metrics:
     token-audience       aud is neither the configured audience nor a list holding it
     token-expired        now is past exp (plus leeway)
     token-not-yet-valid  nbf or iat lies in the future (beyond leeway)
-    token-claims         a claim is missing or has the wrong type (exp, nbf, iat, sub, roles)
+    token-lifetime       exp - iat is longer than the maximum lifetime (TALLY_TOKEN_MAX_LIFETIME_S)
+    token-claims         a claim is missing or has the wrong type (exp, iat, nbf, sub, roles)
+
+**Lifetime.** A token must say when it was issued (`iat`) and when it expires (`exp`), and may
+live at most `max_lifetime_s` (24 h by default). A bearer token is a credential anyone who
+copies it can use until `exp`: without a cap, an identity provider misconfigured to mint year-
+long tokens (or a leaked signing key used to mint one) would hand out credentials that outlive
+any poll. Without `iat` the lifetime cannot be known, so such a token is refused too.
 """
 
 from __future__ import annotations
@@ -48,11 +55,13 @@ TokenErrorCode: TypeAlias = Literal[
     "token-audience",
     "token-unknown-key",
     "token-algorithm",
+    "token-lifetime",
     "token-claims",
 ]
 
 MAX_TOKEN_CHARS: Final = 8192
 DEFAULT_LEEWAY_S: Final = 30  # clock skew allowed on exp, nbf and iat
+DEFAULT_MAX_LIFETIME_S: Final = 86_400  # exp - iat at most (module docstring)
 MAX_SUBJECT_CHARS: Final = 256
 DEFAULT_ROLES: Final = frozenset({"voter"})
 _MAX_KNOWN_HEADERS: Final = 64
@@ -112,6 +121,7 @@ class TokenVerifier:
         "_issuer",
         "_keys",
         "_leeway",
+        "_max_lifetime",
     )
 
     def __init__(
@@ -121,11 +131,15 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         leeway_s: int = DEFAULT_LEEWAY_S,
+        max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
         cache_size: int = 65536,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if leeway_s < 0 or cache_size < 0:
             raise ValueError("leeway_s and cache_size must not be negative")
+        if max_lifetime_s <= 0:
+            raise ValueError("max_lifetime_s must be positive")
+        self._max_lifetime = max_lifetime_s
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
@@ -142,6 +156,10 @@ class TokenVerifier:
     @property
     def leeway_s(self) -> int:
         return self._leeway
+
+    @property
+    def max_lifetime_s(self) -> int:
+        return self._max_lifetime
 
     def verify(self, token: str) -> Principal:
         """The principal `token` speaks for; raises TokenError saying why it is refused."""
@@ -210,20 +228,25 @@ class TokenVerifier:
         exp = _numeric_date(claims, "exp")
         if exp is None:
             raise TokenError("token-claims", "exp is required")
+        iat = _numeric_date(claims, "iat")
+        if iat is None:
+            raise TokenError(
+                "token-claims",
+                f"iat is required: a token must say when it was issued, so that its lifetime "
+                f"(at most {self._max_lifetime} s) can be checked",
+            )
         if now >= exp + leeway:
             raise TokenError("token-expired", "token has expired")
-        for name in ("nbf", "iat"):
-            moment = _numeric_date(claims, name)
+        for name, moment in (("nbf", _numeric_date(claims, "nbf")), ("iat", iat)):
             if moment is not None and moment > now + leeway:
                 raise TokenError("token-not-yet-valid", f"{name} is in the future")
-        iat = _numeric_date(claims, "iat")
-        principal = Principal(
-            self._issuer,
-            _subject(claims),
-            _roles(claims),
-            int(exp),
-            None if iat is None else int(iat),
-        )
+        if exp - iat > self._max_lifetime:
+            raise TokenError(
+                "token-lifetime",
+                f"the token lives {exp - iat:g} s (exp - iat), more than the "
+                f"{self._max_lifetime} s allowed",
+            )
+        principal = Principal(self._issuer, _subject(claims), _roles(claims), int(exp), int(iat))
         return exp + leeway, principal
 
 

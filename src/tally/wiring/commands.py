@@ -41,7 +41,7 @@ from tally.gateway.ops import ReadinessCheck, ops_app
 from tally.gateway.server import GatewayServer, server_config
 from tally.wiring.aggregator import build_aggregator, observe_aggregator
 from tally.wiring.archiver import build_archiver, observe_archiver
-from tally.wiring.gateway import Gateway, build_gateway
+from tally.wiring.gateway import Gateway, build_gateway, scheme
 from tally.wiring.store import Store, StoreConnection, functions_ready, open_store
 from tally.wiring.supervisor import Duty, Step, Supervisor
 
@@ -71,7 +71,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
         observe_archiver(gateway.metrics, archiver.archiver)
 
     async def started() -> None:
-        log.info("Tally listening on http://%s:%d", settings.host, settings.port)
+        log.info("Tally listening on %s://%s:%d", scheme(settings), settings.host, settings.port)
         if demo:
             await announce_demo(gateway.service, settings, gateway.issuer)
 
@@ -122,7 +122,9 @@ async def gateway(settings: Settings, worker: GatewayWorker | None = None) -> in
         role.metrics.combine = worker.scrape  # /metrics: the sum over every worker
 
     async def started() -> None:
-        log.info("Tally gateway listening on http://%s:%d", settings.host, settings.port)
+        log.info(
+            "Tally gateway listening on %s://%s:%d", scheme(settings), settings.host, settings.port
+        )
 
     server = role.http_server(after_startup=started)
     t = settings.shutdown_timeout_s

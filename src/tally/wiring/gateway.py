@@ -10,13 +10,14 @@ read the ledger the archiver writes (the same data dir's `ledger/`).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp
 
 from tally.archive.logs import LedgerDirectory, LedgerFiles
-from tally.config import Settings
+from tally.config import ConfigError, Settings
 from tally.domain.polls import DEFAULT_LANES, lanes_for
 from tally.gateway.app import create_app
 from tally.gateway.auth import Authenticator
@@ -34,7 +35,8 @@ from tally.gateway.metrics import Metrics
 from tally.gateway.ops import OpsRoutes
 from tally.gateway.review import ReviewRoutes
 from tally.gateway.routes import Handlers
-from tally.gateway.server import GatewayServer, server_config
+from tally.gateway.server import GatewayServer, server_config, use_tls
+from tally.gateway.tls import HSTS, hsts_value, server_context
 from tally.gateway.votes import VoteEndpoint
 from tally.gateway.voting import Voting
 from tally.security.dev_issuer import DevIssuer
@@ -79,6 +81,7 @@ class Gateway:
     live: LiveGateway
     app: ASGIApp
     edge: Edge
+    tls: ssl.SSLContext | None = None  # HTTPS and WSS (TALLY_TLS_CERT / TALLY_TLS_KEY)
 
     def http_server(
         self, *, after_startup: Callable[[], Awaitable[None]] | None = None
@@ -91,11 +94,18 @@ class Gateway:
         )
         config.ws = self.live.websocket_protocol  # /live natively (~6 KB a socket); others ASGI
         config.http = self.edge.protocol  # uvicorn's httptools, with the edge's limits
+        if self.tls is not None:
+            use_tls(config, self.tls, settings.hsts_max_age_s)
 
         async def close_live() -> None:
             await self.live.shutdown(settings.shutdown_timeout_s)
 
-        return GatewayServer(config, before_shutdown=close_live, after_startup=after_startup)
+        return GatewayServer(
+            config,
+            before_shutdown=close_live,
+            after_startup=after_startup,
+            handshake_timeout_s=settings.head_timeout_s,
+        )
 
     def http_duty(self, server: GatewayServer) -> Duty:
         """Serve uvicorn. Not restarted: a gateway that cannot listen, or whose server dies,
@@ -124,6 +134,7 @@ async def build_gateway(
     """Connect to the store, check durability, finish interrupted poll moves, assemble the app.
     The admission key must be registered (`register_admission_key`: `tally serve` does it)."""
     secret = pseudonym_secret(settings)  # first: without it nothing else is worth starting
+    tls = tls_context(settings)  # a certificate or key that cannot be used stops the start here
     metrics = Metrics()
     client = store.client("gateway")
     client.on_flush = metrics.batch_size.observe
@@ -187,7 +198,12 @@ async def build_gateway(
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics, traffic)  # one vote path for HTTP and WebSocket
     addresses = ClientAddresses(settings.trusted_proxies)  # who the client is, for every defence
-    edge = Edge(edge_limits(settings), addresses, metrics.edge_refusals.inc)
+    edge = Edge(
+        edge_limits(settings),
+        addresses,
+        metrics.edge_refusals.inc,
+        extra_headers=[(HSTS, hsts_value(settings.hsts_max_age_s))] if tls is not None else [],
+    )
     live = LiveGateway(
         LiveHub(store.live_feed(client), ValkeySnapshots(client), service),
         LiveVoting(voting),
@@ -224,7 +240,27 @@ async def build_gateway(
     )
     observe_live(metrics, live)
     observe_edge(metrics, edge)
-    return Gateway(settings, client, service, verifier, issuer, metrics, live, app, edge)
+    return Gateway(settings, client, service, verifier, issuer, metrics, live, app, edge, tls)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The gateway's TLS context (gateway.tls), or None for plain HTTP; ConfigError if the
+    certificate or key cannot be used. The ops ports of the aggregator and the archiver stay
+    plain HTTP on loopback (TALLY_OPS_HOST)."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(
+            "TALLY_TLS_CERT (--tls-cert) and TALLY_TLS_KEY (--tls-key) go together: set both "
+            "for HTTPS, or neither for plain HTTP"
+        )
+    return server_context(cert, key)
+
+
+def scheme(settings: Settings) -> str:
+    """How clients reach the gateway: https with TALLY_TLS_CERT, else http."""
+    return "http" if settings.tls_cert is None else "https"
 
 
 def edge_limits(settings: Settings) -> EdgeLimits:

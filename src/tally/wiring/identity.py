@@ -21,7 +21,12 @@ def token_verifier(settings: Settings) -> tuple[TokenVerifier, DevIssuer | None]
     Gateways sharing a data dir's keys accept each other's dev tokens."""
     issuer = dev_issuer(settings) if settings.jwks is None else None
     keys = issuer.key_set() if issuer is not None else KeySet.load(settings.jwks or "")
-    verifier = TokenVerifier(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    verifier = TokenVerifier(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        max_lifetime_s=settings.token_max_lifetime_s,
+    )
     return verifier, issuer
 
 

@@ -38,6 +38,11 @@ worker means:
   stops them in order; each has PR_SET_PDEATHSIG, so a SIGKILLed parent takes them down too
   (SIGTERM: they shut down in order on their own).
 
+**TLS.** With `--tls-cert/--tls-key` (or TALLY_TLS_CERT/TALLY_TLS_KEY) the parent checks the
+pair once at start, and each worker loads it and runs the TLS handshakes of the connections its
+socket gets, so handshakes use every core as requests do; the SO_REUSEPORT sockets are plain
+TCP sockets either way.
+
 **Metrics.** A scrape of /metrics lands on any one worker, so each worker also serves its own
 metrics text on a unix socket in a runtime directory the parent made (0700, so only this user
 can connect). The worker that answers /metrics reads its siblings' texts (1 s at most each) and
@@ -75,7 +80,7 @@ from tally.gateway.metrics import Metrics
 from tally.gateway.metrics_merge import gauge, parse, render, summed
 from tally.gateway.server import GatewayServer
 from tally.wiring import commands
-from tally.wiring.gateway import Gateway
+from tally.wiring.gateway import Gateway, scheme, tls_context
 from tally.wiring.identity import dev_issuer, pseudonym_secret
 from tally.wiring.store import check_cluster, external_url
 from tally.wiring.supervisor import Duty, Restart, Step, Supervisor
@@ -280,8 +285,9 @@ class WorkerPool:
             Step("remove the runtime directory", 5.0, then=self._remove_runtime_dir),
         ]
         log.info(
-            "Tally gateway: %d workers on http://%s:%d (runtime dir %s)",
-            self.count, self.settings.host, self.settings.port, self._runtime_dir,
+            "Tally gateway: %d workers on %s://%s:%d (runtime dir %s)",
+            self.count, scheme(self.settings), self.settings.host, self.settings.port,
+            self._runtime_dir,
         )  # fmt: skip
         try:
             return await Supervisor(duties, shutdown, force=[self._terminate_again]).run()
@@ -297,6 +303,7 @@ class WorkerPool:
         """What would stop every worker at its start stops the parent instead, once."""
         external_url(self.settings, "gateway")
         pseudonym_secret(self.settings)
+        tls_context(self.settings)  # an unusable certificate or key: one message, not N
         if self.settings.cluster:  # a bad cluster URL stops the start once, naming the setting
             asyncio.run(check_cluster(self.settings))
         if self.settings.jwks is None:
@@ -334,6 +341,10 @@ class WorkerPool:
             "--host", settings.host, "--port", str(settings.port),
             "--data-dir", str(settings.data_dir),
         ]  # fmt: skip
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            # Each worker loads the pair itself (a flag may have set it, not the environment);
+            # the TLS handshakes then run in the workers, on every core, as the requests do.
+            argv += ["--tls-cert", str(settings.tls_cert), "--tls-key", str(settings.tls_key)]
         libc = ctypes.CDLL(None, use_errno=True)
         return subprocess.Popen(  # noqa: S603  # this same program, fixed arguments
             argv,

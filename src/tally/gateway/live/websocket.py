@@ -284,7 +284,11 @@ class LiveSocket(asyncio.Protocol):
 
     def _configure_transport(self) -> None:
         assert self._transport is not None
-        self._transport.set_write_buffer_limits(high=0)
+        # Pause as soon as anything is left unsent. A TLS transport (WSS) pauses at size >= high
+        # and a plain one at size > high (uvloop's and asyncio's sslproto), so high=0 would pause
+        # a TLS socket at its first frame for good, never to resume.
+        tls = self._transport.get_extra_info("sslcontext") is not None
+        self._transport.set_write_buffer_limits(high=1 if tls else 0)
         sock = self._transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
