@@ -143,8 +143,9 @@ def test_files_cache_headers_history_and_certificate(server: RunningTally, tmp_p
     latest = httpx.get(f"{server.url}/ledger/{poll_id}/0/checkpoint")
     assert latest.headers["cache-control"] == "public, max-age=1"
     assert latest.headers["content-type"].startswith("text/plain")
-    tile = httpx.get(f"{server.url}/ledger/{poll_id}/admin/tile/0/000.p/2")
-    assert (tile.status_code, len(tile.content)) == (200, 64)
+    # The admin log: created, the serve's admission key, opened.
+    tile = httpx.get(f"{server.url}/ledger/{poll_id}/admin/tile/0/000.p/3")
+    assert (tile.status_code, len(tile.content)) == (200, 96)
     assert "immutable" in tile.headers["cache-control"]
     history = httpx.get(f"{server.url}/ledger/{poll_id}/checkpoints").json()
     assert set(history["logs"]) == {"admin", "0", "1"}

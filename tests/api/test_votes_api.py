@@ -21,7 +21,10 @@ from tally.security.dev_issuer import DevIssuer
 POLL_FIELDS = {
     "id", "title", "options", "state", "lanes", "closes_at", "created_at", "defences",
 }  # fmt: skip
-RECEIPT_FIELDS = {"poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash"}
+RECEIPT_FIELDS = {
+    "poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash",
+    "pseudonym", "admission",  # the gateway's admission signature (tests/admission)
+}  # fmt: skip
 RFC3339_UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
