@@ -248,8 +248,6 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
             f"TALLY_LEASE_TTL_MS={settings.lease_ttl_ms} must be at least twice TALLY_TICK_MS="
             f"{settings.tick_ms}, or a live aggregator could lose its lease between two ticks"
         )
-    if settings.valkey_tls_key is not None and settings.valkey_tls_cert is None:
-        raise ConfigError("TALLY_VALKEY_TLS_KEY is the key of TALLY_VALKEY_TLS_CERT: set both")
     return settings
 
 

@@ -97,6 +97,14 @@ PARSED = [
     ),
     ("TALLY_ADMISSION_KEY_NAME", "gw-7", "admission_key_name", "gw-7"),
     ("TALLY_ADMISSION_SIGNING", "off", "admission_signing", False),
+    (
+        "TALLY_VALKEY_TLS_CA",
+        "/etc/tally/valkey-ca.pem",
+        "valkey_tls_ca",
+        "/etc/tally/valkey-ca.pem",
+    ),
+    ("TALLY_VALKEY_TLS_CERT", "/etc/tally/v.pem", "valkey_tls_cert", "/etc/tally/v.pem"),
+    ("TALLY_VALKEY_TLS_KEY", "/etc/tally/v.key", "valkey_tls_key", "/etc/tally/v.key"),
 ]
 
 

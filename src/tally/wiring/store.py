@@ -102,7 +102,10 @@ async def open_store(settings: Settings, command: str, *, may_embed: bool = Fals
 
 
 def tls_files(settings: Settings) -> TlsFiles:
-    """The CA and client certificate a `rediss://` (or `valkeys+cluster://`) URL connects with."""
+    """The CA and client certificate a `rediss://` (or `valkeys+cluster://`) URL connects with;
+    SystemExit for a key without its certificate."""
+    if settings.valkey_tls_key is not None and settings.valkey_tls_cert is None:
+        raise SystemExit("TALLY_VALKEY_TLS_KEY is the key of TALLY_VALKEY_TLS_CERT: set both")
     return TlsFiles(
         ca=settings.valkey_tls_ca, cert=settings.valkey_tls_cert, key=settings.valkey_tls_key
     )
