@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -26,10 +28,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import RunningTally, serving
+from role_processes import register_gateway_key, role_env
 from tally import config
+from tally.bench.processes import free_port
 from tally.client import ApiError, TallyClient
 from tally.config import ConfigError
 from tally.gateway.tls import server_context
+from tally.store.embedded import EmbeddedValkey
 from tally.wiring.gateway import tls_context
 from tls_certs import Certificates, make_certificates
 
@@ -325,3 +330,50 @@ def test_a_certificate_without_its_key_is_a_configuration_error(tmp_path: Path) 
     with pytest.raises(ConfigError, match="go together"):
         tls_context(config.load({"TALLY_TLS_KEY": str(certs.key)}))
     assert tls_context(config.load({})) is None
+
+
+# --- tally gateway --workers N over TLS -------------------------------------------------------
+
+
+def test_every_gateway_worker_serves_https(valkey_server: EmbeddedValkey, tmp_path: Path) -> None:
+    """`tally gateway --workers 2 --tls-cert ... --tls-key ...`: each worker loads the pair
+    (the flags reach them), so every fresh connection, whichever worker the kernel hands it to,
+    speaks TLS 1.3 with HSTS; /metrics sums both workers."""
+    certs = make_certificates(tmp_path / "certs")
+    env = role_env(valkey_server, tmp_path / "data", TALLY_PSEUDONYM_SECRET="5e" * 32)
+    register_gateway_key(env)
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "tally", "gateway", "--workers", "2",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--tls-cert", str(certs.cert), "--tls-key", str(certs.key),
+    ]  # fmt: skip
+    url = f"https://127.0.0.1:{port}"
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", verify=certs.client_context()).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()
+            time.sleep(0.1)
+        answers = [  # fresh connections: the kernel spreads them over the workers' sockets
+            httpx.get(f"{url}/v1/polls", verify=certs.client_context()) for _ in range(16)
+        ]
+        assert all(a.status_code == 200 for a in answers)
+        assert all(a.headers["strict-transport-security"].startswith("max-age=") for a in answers)
+        text = httpx.get(f"{url}/metrics", verify=certs.client_context()).text
+        assert re.search(r"^tally_gateway_workers 2(\.0)?$", text, re.MULTILINE), text[-500:]
+        assert "Tally gateway: 2 workers on https://" in (tmp_path / "gateway.log").read_text()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+    assert process.returncode == 0
