@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     # alone sees held votes' client addresses and user agents.
     add_review_parser(sub, common, lambda args: _admin_client(args, role="reviewer"))
     add_evidence_parser(sub, common, _settings)  # tally evidence keys|rotate|reencrypt|drop-key
+    add_admission_key_parser(sub, common, _settings)  # tally admission-key register|retire|list
     add_witness_parser(sub)  # tally witness: a checkpoint witness (tally.witness_cli)
 
     audit = sub.add_parser(
@@ -135,7 +136,6 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
-    add_admission_key_parser(sub, common, _settings)  # tally admission-key register|retire|list
     cfg_sub.add_parser(
         "show", help="print the effective configuration (secrets masked)"
     ).set_defaults(run=_config_show)

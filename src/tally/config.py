@@ -107,6 +107,11 @@ class Settings:
     admission_key_file: Path | None = None
     admission_key_name: str | None = None
     admission_signing: bool = True
+    # Held votes' network evidence (security/evidence.py), stored only sealed: the key ring from
+    # TALLY_EVIDENCE_KEYS (`<id>:<base64url 32-byte key>,...`) or, unset, key files made in
+    # data/secrets/evidence/; deleted this long after the poll closes (default 30 days).
+    evidence_keys: str | None = None
+    evidence_retention_s: int = 2_592_000
 
     @property
     def embedded(self) -> bool:
@@ -139,6 +144,8 @@ class Settings:
                 text = "(generated in data dir)" if value is None else "********"
             elif f.name == "admission_key":
                 text = "(key file)" if value is None else "********"
+            elif f.name == "evidence_keys":
+                text = "(key files in data dir)" if value is None else "********"
             elif f.name == "workers":
                 text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
@@ -147,10 +154,10 @@ class Settings:
                 text = json.dumps(to_document(value), separators=(",", ":"))
             elif f.name == "valkey_url":
                 text = "(embedded)" if value is None else _mask_url(value)
-            elif f.name == "witnesses":
-                text = ",".join(f"{url} {key}" for url, key in value) or "(none)"
             elif f.name in ("tls_cert", "tls_key"):
                 text = "(off: plain HTTP)" if value is None else str(value)
+            elif f.name == "witnesses":
+                text = ",".join(f"{url} {key}" for url, key in value) or "(none)"
             elif f.name == "trusted_proxies":
                 text = ",".join(str(network) for network in value) or "(none)"
             else:
@@ -240,6 +247,10 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "admission_key_file": _get(source, "TALLY_ADMISSION_KEY_FILE", Path, None),
         "admission_key_name": _get(source, "TALLY_ADMISSION_KEY_NAME", _key_name, None),
         "admission_signing": _get(source, "TALLY_ADMISSION_SIGNING", _switch, True),
+        "evidence_keys": _get(source, "TALLY_EVIDENCE_KEYS", _evidence_keys, None),
+        "evidence_retention_s": _get(
+            source, "TALLY_EVIDENCE_RETENTION_S", _positive, defaults.evidence_retention_s
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -257,7 +268,7 @@ def generate_secret() -> bytes:
 
 # Never echo these back, not even in an error message.
 SECRET_VARIABLES = frozenset(
-    {"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL", "TALLY_ADMISSION_KEY"}
+    {"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL", "TALLY_ADMISSION_KEY", "TALLY_EVIDENCE_KEYS"}
 )
 
 
@@ -407,6 +418,13 @@ def _origin_prefix(raw: str) -> str:
         raise ValueError(
             "must be a URL prefix without scheme or trailing slash, e.g. tally.example/ledger"
         )
+    return raw
+
+
+def _evidence_keys(raw: str) -> str:
+    from tally.security.evidence import parse_env_keys
+
+    parse_env_keys(raw)  # ValueError naming the entry at fault, never the key
     return raw
 
 

@@ -110,8 +110,8 @@ FINDING_CODES = {
     "witness-bad-signature": "a cosignature by a given witness's key does not verify (a forged or copied cosignature)",
     "witness-time": "a witness's cosignature time is in the future, or earlier than its cosignature of a smaller size",
     "too-many": "more findings of one kind in one log than are listed",
-    **INTEGRITY_CODES,
     **ADMISSION_CODES,
+    **INTEGRITY_CODES,
 }
 
 ProgressCallback = Callable[[int, int], None]  # (leaves done, leaves in total)

@@ -60,9 +60,9 @@ from tally.store.ratelimits import ValkeyRateLimits
 from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
+from tally.wiring.admission import gateway_signer, published_admission_keys
 from tally.wiring.identity import pseudonym_secret, token_verifier
 from tally.wiring.store import Store, StoreConnection, functions_ready
-from tally.wiring.admission import gateway_signer, published_admission_keys
 from tally.wiring.supervisor import Duty
 
 log = logging.getLogger("tally")
@@ -141,6 +141,12 @@ async def build_gateway(
     await client.connect()
     client.durability = await store.durability(client, settings)
     verifier, issuer = token_verifier(settings)
+    signer = await gateway_signer(
+        settings,
+        client,
+        system_clock_ms,
+        registrar=store.client("admin") if register_admission_key else None,
+    )
     ledger_files = LedgerFiles(settings.ledger_dir)
     # Shared by every gateway on the store; refusals counted by scope in /metrics. On one node
     # a request's limits are one call; a cluster takes one per slot, pipelined.
@@ -152,12 +158,6 @@ async def build_gateway(
     challenges = Challenges(secret)  # one key, derived from the pseudonym secret
     proof_of_work = ChallengeCheck(
         challenges,
-    signer = await gateway_signer(
-        settings,
-        client,
-        system_clock_ms,
-        registrar=store.client("admin") if register_admission_key else None,
-    )
         ValkeySpentChallenges(client),
         secret,
         issued=metrics.challenges_issued.inc,
@@ -178,6 +178,7 @@ async def build_gateway(
         if isinstance(client, ValkeyCluster)
         else DEFAULT_LANES,
         default_defences=settings.defences,
+        signer=signer,  # every admitted vote signed (wiring.admission)
     )
     repaired = await service.recover()
     if repaired:
@@ -189,7 +190,6 @@ async def build_gateway(
 
     auth = Authenticator(verifier)
     handlers = Handlers(
-        signer=signer,  # every admitted vote signed (wiring.admission)
         service,
         auth,
         max_body_bytes=settings.max_body_bytes,
@@ -219,6 +219,7 @@ async def build_gateway(
         LedgerDirectory(ledger_files),
         service,
         retry_after_s=max(1, -(-settings.checkpoint_interval_ms // 1000)),
+        admission_keys=lambda: published_admission_keys(client),
     )
     app = create_app(
         handlers,
@@ -235,7 +236,6 @@ async def build_gateway(
         ).routes(),
         challenges=ChallengeRoutes(
             ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
-        admission_keys=lambda: published_admission_keys(client),
         ).routes(),
     )
     observe_live(metrics, live)
