@@ -59,10 +59,6 @@ def figures(page: Page, option_id: str) -> str:
     return f'#options li[data-option="{option_id}"] .figures'
 
 
-@pytest.mark.single_node(
-    "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
-    "valkey-server (gateway/demo_token.py)"
-)
 def test_the_page_votes_over_https_and_sees_live_totals_over_wss(
     demo: DemoTally, page: Page
 ) -> None:
@@ -78,8 +74,9 @@ def test_the_page_votes_over_https_and_sees_live_totals_over_wss(
     assert sockets, "the page opened no WebSocket"
     assert all(url.startswith("wss://127.0.0.1:") for url in sockets), sockets
 
-    page.get_by_role("button", name="Get a demo voter token").click()
-    expect(page.locator("#voter")).to_contain_text("Voting as demo-")
+    page.get_by_label("Voter token").fill(demo.issuer.mint("https-page-voter"))
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("#voter")).to_have_text("Voting as https-page-voter.")
     page.get_by_role("button", name="Vote for Aurora").click()
     expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
     expect(page.locator(figures(page, "aurora"))).to_have_text("1 vote · 100%")

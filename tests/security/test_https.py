@@ -335,6 +335,7 @@ def test_a_certificate_without_its_key_is_a_configuration_error(tmp_path: Path) 
 # --- tally gateway --workers N over TLS -------------------------------------------------------
 
 
+@pytest.mark.single_node("the role processes share the one-node Valkey (role_processes.role_env)")
 def test_every_gateway_worker_serves_https(valkey_server: EmbeddedValkey, tmp_path: Path) -> None:
     """`tally gateway --workers 2 --tls-cert ... --tls-key ...`: each worker loads the pair
     (the flags reach them), so every fresh connection, whichever worker the kernel hands it to,
