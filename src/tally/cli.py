@@ -197,6 +197,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the defences' cost: votes/s with every defence on vs off, in one run",
     )
+    bench.add_argument(
+        "--signing",
+        choices=["both"],
+        help="admission signing's cost (issue 11): hello-world baseline, signed and unsigned "
+        "votes in interleaved rounds of --voters each, in one run",
+    )
+    bench.add_argument("--rounds", type=int, default=2, help="rounds of --signing both (default 2)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(run=_bench)
     return parser

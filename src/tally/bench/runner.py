@@ -10,6 +10,9 @@ after the votes; the ratio uses the mean of the two.
 With `--defences`, the cost of the defences instead: votes/s with every defence on over votes/s
 with them off (tally.bench.defences_run).
 
+With `--signing both`, the cost of admission signing instead: the baseline, signed and unsigned
+votes in interleaved rounds, each a ratio to the baseline (tally.bench.signing_run).
+
 With `--watchers N`, N WebSocket watchers read the bench poll's snapshots during the votes
 (`tally.bench.live_run`, whose docstring lists the fields they add to the report).
 """
@@ -36,6 +39,7 @@ from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
+from tally.bench.signing_run import run_signing_bench
 from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
@@ -222,6 +226,14 @@ def run_bench(args: argparse.Namespace) -> int:
             print("tally bench: --defences takes no --watchers or --rate", file=sys.stderr)
             return 2
         return run_defences_bench(args)
+    if getattr(args, "signing", None):
+        if args.watchers or args.rate is not None or args.no_baseline:
+            print(
+                "tally bench: --signing takes no --watchers, --rate or --no-baseline",
+                file=sys.stderr,
+            )
+            return 2
+        return run_signing_bench(args)
     if args.watchers < 0 or (args.rate is not None and args.rate <= 0):
         print("tally bench: --watchers must be >= 0 and --rate positive", file=sys.stderr)
         return 2
