@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import uvloop
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tally.archive.logs import LedgerFiles, note_body
 from tally.archiver import Archiver
@@ -53,10 +54,13 @@ from tally.domain.polls import OptionSpec, Poll
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.votes import Accepted
 from tally.ledger import layout, merkle, note
-from tally.ledger.leaf import VoteRecord, encode_leaf
+from tally.ledger.admission import AdmissionSigner
+from tally.ledger.leaf import Admission, VoteRecord, encode_leaf
 from tally.service import NewPoll, Voter, VotingService
 from tally.store import keys
+from tally.store.admission_keys import RegisteredKey, ValkeyAdmissionKeys
 from tally.store.embedded import EmbeddedValkey
+from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.library import load_functions
 from tally.store.polls import ValkeyPolls
@@ -67,6 +71,7 @@ GATEWAY_VOTES_PER_S = 15_062  # BENCHMARKS.md, `tally bench` RS256, one gateway 
 SECRET = b"archiver-throughput-bench-secret"
 ISSUER = "bench"
 ORIGIN = "tally.bench/ledger"
+ADMISSION_KEY_NAME = "tally.bench/admission/bench"
 LANES = 16
 OPTIONS = 3
 BLOCK = 4096
@@ -86,6 +91,7 @@ class Setup:
     chunk_votes: int
     vote_batch: int
     order: str  # which mode ran first
+    signed: bool  # votes carry admission signatures the archiver verifies (issue 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,7 @@ class Mode:
     keeps_up: bool
     roots_match: bool  # every lane's published root == the Merkle root of the records voted
     streams_empty: bool
+    alarms: list[str]  # integrity alarms raised: none expected
     disk: Disk
 
 
@@ -211,7 +218,11 @@ async def cast(service: VotingService, poll: Poll, voters: range, batch: int, vo
                 raise RuntimeError(f"vote {i} was not accepted: {outcome}")
             r = outcome.receipt
             p = pseudonym(SECRET, poll.id, ISSUER, f"v{i}")
-            record = VoteRecord(poll.id, r.lane, r.entry_id, p, r.option, r.accepted_at_ms)
+            a = r.admission
+            admission = None if a is None else Admission(a.admitted_ms, a.key_id, a.signature)
+            record = VoteRecord(
+                poll.id, r.lane, r.entry_id, p, r.option, r.accepted_at_ms, admission=admission
+            )
             votes.lanes[r.lane].append(encode_leaf(record))
             if len(votes.lanes[r.lane]) != r.entry_id:
                 raise RuntimeError(f"lane {r.lane}: seq {r.entry_id} arrived out of order")
@@ -330,6 +341,7 @@ class Session:
     files: LedgerFiles
     poll: Poll
     votes: Votes
+    alarms: list[str]  # integrity alarms the archiver raised (a refused signature would be one)
 
 
 async def session(
@@ -337,22 +349,33 @@ async def session(
 ) -> Session:
     await client.execute("FLUSHALL", "SYNC")
     files = LedgerFiles(root / name / "ledger")
-    ballots = ValkeyBallotBox(client, waitaof=None, archive=files)
-    service = VotingService(ValkeyPolls(client), ballots, pseudonym_secret=SECRET)
+    ballots = ValkeyBallotBox(client)
+    signer = None
+    if args.signed:
+        # As `tally serve` does: the gateway's admission key registered before the poll is
+        # created, so the poll's admin log names it and the archiver checks every vote with it.
+        signer = AdmissionSigner(ADMISSION_KEY_NAME, Ed25519PrivateKey.generate())
+        start = time.time_ns() // 1_000_000 - 60_000
+        key = RegisteredKey(signer.key.name, signer.key.public_key, start)
+        await ValkeyAdmissionKeys(client).register(key, actor="bench")
+    service = VotingService(ValkeyPolls(client), ballots, pseudonym_secret=SECRET, signer=signer)
     skey, _ = note.generate_key(ORIGIN)
+    alarms: list[str] = []
     archiver = Archiver(
         ValkeyPolls(archiver_client),
         ValkeyLedgerQueue(archiver_client),
         files,
         note.Signer.parse(skey),
+        ValkeyIntegrity(archiver_client),
         owner=f"bench-{name}",
         interval_ms=round(args.interval_s * 1000),
+        on_alarm=lambda poll_id, alarm: alarms.append(f"{poll_id}: {alarm}"),
     )
     poll = await open_poll(service, args.votes)
     # The archiver was running before the votes came: the admin log (created, opened) and the
     # first, empty checkpoint of every lane are published by an unmeasured cycle.
     await archiver.cycle()
-    return Session(service, archiver, files, poll, Votes([[] for _ in range(LANES)]))
+    return Session(service, archiver, files, poll, Votes([[] for _ in range(LANES)]), alarms)
 
 
 def mode_result(
@@ -391,6 +414,7 @@ def mode_result(
         keeps_up=per_core >= GATEWAY_VOTES_PER_S,
         roots_match=roots_match(s.files, s.poll, s.votes),
         streams_empty=empty,
+        alarms=s.alarms,
         disk=disk_usage(s.files.poll_dir(s.poll.id), votes),
     )
 
@@ -492,6 +516,7 @@ async def run(args: argparse.Namespace, command: str) -> Report:
                 chunk_votes=args.chunk,
                 vote_batch=args.batch,
                 order="steady, then catch-up" if args.steady_first else "catch-up, then steady",
+                signed=args.signed,
             )
             progress(f"valkey {version}, AOF {setup.aof}, ledger on {setup.ledger_fs}")
             modes = [catch_up, steady][:: -1 if args.steady_first else 1]
@@ -557,6 +582,7 @@ def mode_lines(m: Mode, setup: Setup) -> list[str]:
     verdict = "yes" if m.keeps_up else "NO"
     checks = "roots match the votes" if m.roots_match else "ROOTS DIFFER FROM THE VOTES"
     checks += ", streams trimmed" if m.streams_empty else ", STREAMS NOT EMPTY"
+    checks += ", no alarm" if not m.alarms else f", ALARMS: {m.alarms[:3]}"
     return [
         f"  {m.leaves:,} leaves in {m.cycles} cycle(s), {m.checkpoints} checkpoints; {checks}",
         f"  wall in cycles         {m.wall_seconds:8.2f} s   {m.leaves_per_s_wall:>9,} leaves/s   "
@@ -586,7 +612,8 @@ def table(report: Report) -> str:
         [
             f"Archiver throughput  {report.date}",
             f"valkey {s.valkey_version}, AOF {s.aof}; ledger on {s.ledger_fs}; "
-            f"{s.lanes} lanes, {s.options} options, {s.votes:,} votes; ran {s.order}",
+            f"{s.lanes} lanes, {s.options} options, {s.votes:,} votes; ran {s.order}; "
+            + ("votes signed (admission signatures verified)" if s.signed else "votes unsigned"),
             "",
             f"baseline: SHA-256(0x00 || record) over the {b.leaves:,} records: "
             f"{b.leaves_per_s:,} leaves/s (between the modes {b.between_modes_leaves_per_s:,}, "
@@ -629,6 +656,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--steady-first", action="store_true", help="run the steady mode before the catch-up"
     )
     parser.add_argument("--dir", default=None, help="parent of the temp dir (default: system tmp)")
+    parser.add_argument(
+        "--signed",
+        action="store_true",
+        help="votes signed by a registered admission key, each verified by the archiver",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     args.chunk = max(1, round(args.rate * args.interval_s))

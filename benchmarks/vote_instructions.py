@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import inspect
 import json
 import os
 import re
@@ -44,11 +45,16 @@ DEFENCES_OFF = {
 }
 
 
-async def build(data_dir: Path) -> tuple[Any, Any, Any, Any]:
-    """(app, service, dev issuer, stop) of the gateway role, in either generation of wiring."""
+async def build(data_dir: Path, unsigned: bool = False) -> tuple[Any, Any, Any, Any]:
+    """(app, service, dev issuer, stop) of the gateway role, in either generation of wiring;
+    `unsigned`: admission signing off (issue 11), to price it."""
     from tally.config import Settings
 
     settings = Settings(data_dir=data_dir, log_level="warning", archiver=False)
+    if unsigned:
+        if "admission_signing" not in {f.name for f in dataclasses.fields(Settings)}:
+            raise SystemExit("--unsigned: this tree has no admission signing to turn off")
+        settings = dataclasses.replace(settings, admission_signing=False)
     try:
         from tally.wiring.gateway import build_gateway
         from tally.wiring.store import open_store
@@ -58,7 +64,12 @@ async def build(data_dir: Path) -> tuple[Any, Any, Any, Any]:
         runtime = await start(settings)
         return runtime.app, runtime.service, runtime.issuer, lambda: stop(runtime)
     store = await open_store(settings, "serve", may_embed=True)
-    gateway = await build_gateway(settings, store)
+    # Since issue 11 the gateway signs each vote with a registered admission key; `tally serve`
+    # registers its own, as here.
+    register = "register_admission_key" in inspect.signature(build_gateway).parameters
+    gateway = await build_gateway(
+        settings, store, **({"register_admission_key": True} if register else {})
+    )
     return gateway.app, gateway.service, gateway.issuer, lambda: store.close(5)
 
 
@@ -94,12 +105,14 @@ async def cast_votes(app: Any, poll_id: str, tokens: list[str]) -> dict[int, int
     return statuses
 
 
-async def inner(data_dir: Path, tokens: list[str] | None, votes: int, freeze: bool) -> list[str]:
+async def inner(
+    data_dir: Path, tokens: list[str] | None, votes: int, freeze: bool, unsigned: bool
+) -> list[str]:
     """Cast one vote per token; with no tokens, only mint `votes` of them (and return them)."""
     from tally.domain.polls import OptionSpec
     from tally.service import NewPoll
 
-    app, service, issuer, stop = await build(data_dir)
+    app, service, issuer, stop = await build(data_dir, unsigned)
     try:
         if tokens is None:
             return [issuer.mint(f"voter-{i}", ttl_s=86_400) for i in range(votes)]
@@ -124,7 +137,9 @@ async def inner(data_dir: Path, tokens: list[str] | None, votes: int, freeze: bo
         await stop()
 
 
-def instructions(src: Path, keys: Path, tokens: Path, votes: int, freeze: bool) -> int:
+def instructions(
+    src: Path, keys: Path, tokens: Path, votes: int, freeze: bool, unsigned: bool
+) -> int:
     """Callgrind's instruction total of one inner run over `votes` votes."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(keys, Path(tmp) / "keys")
@@ -132,6 +147,7 @@ def instructions(src: Path, keys: Path, tokens: Path, votes: int, freeze: bool) 
             "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
             sys.executable, __file__, "--inner", "--data-dir", tmp, "--tokens", str(tokens),
             "--votes", str(votes), *(["--freeze"] if freeze else []),
+            *(["--unsigned"] if unsigned else []),
         ]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(src))
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
@@ -147,6 +163,11 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=1000, help="votes between the two runs")
     parser.add_argument("--small", type=int, default=WARM + 200, help="votes of the short run")
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after start-up")
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="admission signing off (TALLY_ADMISSION_SIGNING=off), to price it (issue 11)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
@@ -155,7 +176,8 @@ def main() -> None:
     if args.inner:
         minting = not args.tokens.exists()
         tokens = None if minting else args.tokens.read_text().split("\n")
-        cast = uvloop.run(inner(args.data_dir, tokens, args.votes, args.freeze))  # as served
+        run = inner(args.data_dir, tokens, args.votes, args.freeze, args.unsigned)
+        cast = uvloop.run(run)  # as served
         if minting:
             args.tokens.write_text("\n".join(cast))
         return
@@ -166,12 +188,14 @@ def main() -> None:
         env = dict(os.environ, PYTHONPATH=str(args.src))
         mint = [sys.executable, __file__, "--inner", "--data-dir", str(mint_dir)]
         mint += ["--tokens", str(tokens), "--votes", str(total)]
+        mint += ["--unsigned"] if args.unsigned else []
         subprocess.run(mint, env=env, check=True)
         keys = mint_dir / "keys"
-        short = instructions(args.src, keys, tokens, args.small, args.freeze)
-        long = instructions(args.src, keys, tokens, total, args.freeze)
+        short = instructions(args.src, keys, tokens, args.small, args.freeze, args.unsigned)
+        long = instructions(args.src, keys, tokens, total, args.freeze, args.unsigned)
     per_vote = (long - short) / args.votes
     result = {"src": str(args.src), "freeze": args.freeze, "votes": args.votes}
+    result |= {"admission_signing": not args.unsigned}
     result |= {"instructions_short": short, "instructions_long": long}
     result |= {"instructions_per_vote": round(per_vote)}
     print(json.dumps(result) if args.json else f"{per_vote:,.0f} instructions per vote")
