@@ -6,26 +6,19 @@ publishes it, and a voter's receipt carries a signature anyone can check with th
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from insider_stack import tally_cli
 
 from conftest import RunningTally, serving
 from tally.ledger.admission import admission_message
 from tally.ledger.note import Verifier
 
 FAST = {"TALLY_CHECKPOINT_INTERVAL_MS": "100"}
-
-
-def tally_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tally", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def vote(t: RunningTally, poll_id: str, subject: str, option: str) -> dict[str, Any]:

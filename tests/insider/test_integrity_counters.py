@@ -10,16 +10,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from insider_stack import Operator, deployment_env
 
 from conftest import StoreUnderTest, own_store
-from role_processes import Role, role_env, running_role, wait_for
-from tally.ledger import layout
-from tally.ledger.certificate import FORMAT_V3, ResultCertificate
-from tally.security.dev_issuer import DevIssuer
+from role_processes import running_role, wait_for
+from tally.ledger.certificate import FORMAT_V3
 from tally.store import keys
 
 INTERVAL_MS = 300
@@ -40,13 +37,6 @@ async def valkey(tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
         yield store
 
 
-def integrity_of(gateway: Role, path: str) -> list[dict[str, Any]] | None:
-    reply = gateway.get(path)
-    assert reply.status_code == 200, reply.text
-    found: list[dict[str, Any]] | None = reply.json().get("integrity")
-    return found
-
-
 async def forge(valkey: StoreUnderTest, poll_id: str) -> None:
     """The insider adds 5 votes for b to lane 0's counter, as the admin user may."""
     store = valkey.client()
@@ -61,63 +51,42 @@ def test_a_forged_counter_raises_the_alarm_and_the_certificate_keeps_the_ledger_
     valkey: StoreUnderTest, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    env = (
-        role_env(valkey.server, data_dir, **ENV)
-        if valkey.server is not None
-        else valkey.role_env(data_dir, **ENV)
-    )
+    env = deployment_env(valkey, data_dir, **ENV)
     with (
         running_role("archiver", env, tmp_path) as archiver,
         running_role("gateway", env, tmp_path) as gateway,
     ):
-        issuer = DevIssuer.load_or_create(data_dir / "keys")
-        admin = {"Authorization": f"Bearer {issuer.mint('admin', roles=['admin'])}"}
-        created = httpx.post(
-            f"{gateway.url}/v1/polls",
-            json={"title": "Forged", "options": [{"id": "a", "label": "A"},
-                  {"id": "b", "label": "B"}], "lanes": 2},
-            headers=admin,
-        )  # fmt: skip
-        assert created.status_code == 201, created.text
-        poll_id = created.json()["id"]
-        assert httpx.post(f"{gateway.url}/v1/polls/{poll_id}/open", headers=admin).is_success
+        operator = Operator(gateway, data_dir)
+        poll_id = operator.open_poll("Forged", ("a", "b"), lanes=2)
         for i in range(12):
-            voted = httpx.post(
-                f"{gateway.url}/v1/polls/{poll_id}/votes",
-                json={"option": "ab"[i % 4 == 0]},
-                headers={"Authorization": f"Bearer {issuer.mint(f'voter-{i}')}"},
-            )
-            assert voted.status_code == 201, voted.text
+            operator.vote(poll_id, f"voter-{i}", "ab"[i % 4 == 0])
         results = gateway.get(f"/v1/polls/{poll_id}/results").json()
         assert results["counts"] == {"a": 9, "b": 3}
         # Honest so far: a few checkpoints later, no alarm anywhere.
         time.sleep(3 * INTERVAL_MS / 1000)
-        assert integrity_of(gateway, f"/v1/polls/{poll_id}") is None
-        assert integrity_of(gateway, f"/v1/polls/{poll_id}/results") is None
+        assert operator.integrity(f"/v1/polls/{poll_id}") is None
+        assert operator.integrity(f"/v1/polls/{poll_id}/results") is None
 
         asyncio.run(forge(valkey, poll_id))
         forged_at = time.monotonic()
         assert gateway.get(f"/v1/polls/{poll_id}/results").json()["counts"]["b"] == 8
-        wait_for(lambda: integrity_of(gateway, f"/v1/polls/{poll_id}"), "the alarm", timeout_s=10)
+        wait_for(lambda: operator.integrity(f"/v1/polls/{poll_id}"), "the alarm", timeout_s=10)
         # Within one checkpoint interval (and the cycle that found it, and this poll's HTTP).
         assert time.monotonic() - forged_at < INTERVAL_MS / 1000 + 1.0
 
-        [alarm] = integrity_of(gateway, f"/v1/polls/{poll_id}") or []
+        [alarm] = operator.integrity(f"/v1/polls/{poll_id}") or []
         assert (alarm["kind"], alarm["lane"]) == ("counter-mismatch", 0)
         assert "b=" in alarm["details"]
-        assert integrity_of(gateway, f"/v1/polls/{poll_id}/results") == [alarm]
+        assert operator.integrity(f"/v1/polls/{poll_id}/results") == [alarm]
         metrics = archiver.get("/metrics").text
         sample = f'tally_integrity_alarms_total{{kind="counter-mismatch",poll="{poll_id}"}} 1'
         assert sample in metrics.splitlines(), metrics
         assert "INTEGRITY ALARM" in archiver.log()
 
         # At close the certificate is built from the ledger: 9 a, 3 b; the counters' 8 b beside.
-        assert httpx.post(f"{gateway.url}/v1/polls/{poll_id}/close", headers=admin).is_success
-        certificate_file = data_dir / "ledger" / "polls" / poll_id / layout.CERTIFICATE
-        wait_for(certificate_file.exists, "the result certificate", timeout_s=10)
-        text = certificate_file.read_bytes().rpartition(b"\n\n")[0].decode() + "\n"
+        operator.close(poll_id)
+        text, certificate = operator.certificate(poll_id)
         assert text.splitlines()[1] == FORMAT_V3
-        certificate = ResultCertificate.parse(text)
         assert certificate.counts == (("a", 9), ("b", 3))
         assert certificate.integrity is not None
         assert certificate.integrity.counters == (("a", 9), ("b", 8))
