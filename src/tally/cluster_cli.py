@@ -1,7 +1,13 @@
 """`tally cluster up|down`: a local Valkey Cluster for development, tests and benchmarks.
 
-`up` starts and forms the cluster, prints its URL and returns while the nodes keep running;
-`down` (from any shell) stops the cluster recorded in the same directory."""
+`up` starts and forms the cluster (the default user off, one ACL user per role, Tally's
+functions loaded), prints the admin's URL, then each role's with the 0600 file that holds it, and
+returns while the nodes keep running; `down` (from any shell) stops the cluster recorded in the
+same directory and removes the URL files.
+
+    export TALLY_VALKEY_URL=$(cat data/cluster/admin.url)    # tally serve, tally store, ...
+    TALLY_VALKEY_URL=$(cat data/cluster/gateway.url) tally gateway
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
     cluster = subparsers.add_parser("cluster", help="start or stop a local Valkey Cluster")
     actions = cluster.add_subparsers(required=True, metavar="ACTION", dest="cluster_action")
     up = actions.add_parser(
-        "up", help="start a local cluster, print its URL (the nodes keep running)"
+        "up",
+        help="start a local cluster, print its admin's and each role's URL (the nodes keep "
+        "running)",
     )
     up.add_argument("--primaries", type=_positive, default=3, help="primaries (default 3)")
     up.add_argument(
@@ -57,6 +65,8 @@ def run_cluster(args: argparse.Namespace) -> int:
             cluster.up(timeout_s=args.timeout)
             print(cluster.url)
             print(f"export TALLY_VALKEY_URL='{cluster.url}'")
+            for role, path in cluster.url_files().items():
+                print(f"{role}: {cluster.url_for(role)} ({path})")
             return 0
         if not (args.dir / STATE_FILE).exists():
             print(f"no cluster recorded in {args.dir}; nothing to stop")

@@ -1,5 +1,7 @@
 """The local Valkey Cluster launcher: a real 3x1 cluster formed without valkey-cli, locked down
-(password, loopback, private files), durable, and stopped without leftovers."""
+(the default user off, one ACL user per role as on the embedded server, replicas authenticating
+as a replication-only user, loopback, private files), with Tally's functions loaded, durable, and
+stopped without leftovers."""
 
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import pytest
 
 from tally.cluster_cli import add_cluster_parser, run_cluster
 from tally.ports import ReplyError
+from tally.store import acl
+from tally.store.library import library_source
 from tally.store.local_cluster import (
     SLOTS,
     ClusterError,
     LocalCluster,
+    NodeConnection,
     cluster_url,
+    url_file,
 )
 from tally.store.resp import Valkey
 
@@ -77,11 +83,66 @@ def test_every_slot_is_served_by_three_primaries_each_with_a_replica_in_sync(
         assert f"master_port:{replica.primary_port}" in replication
 
 
-def test_the_url_lists_the_primaries_and_the_password(cluster: LocalCluster) -> None:
+def test_the_url_lists_the_primaries_and_the_admins_user(cluster: LocalCluster) -> None:
     ports = [n.port for n in cluster.nodes if n.role == "primary"]
-    assert cluster.url == cluster_url(cluster.password, ports)
-    assert cluster.url.startswith(f"valkey+cluster://:{cluster.password}@127.0.0.1:")
+    assert cluster.url == cluster_url(cluster.password, ports, "tally-admin")
+    assert cluster.url.startswith(f"valkey+cluster://tally-admin:{cluster.password}@127.0.0.1:")
     assert cluster.url.count(",") == 2
+    for role in acl.ROLES:
+        url = cluster.url_for(role)
+        assert url == cluster_url(cluster.passwords[role], ports, f"tally-{role}")
+        assert url_file(cluster.dir, role).read_text() == url
+    assert len({cluster.passwords[user] for user in (*acl.ROLES, acl.REPLICATION)}) == 5
+
+
+def test_each_node_has_the_role_users_and_the_default_user_off(cluster: LocalCluster) -> None:
+    """As on the embedded server: every role's user with its rules from store/acl.py, the
+    replication user allowed the replication handshake alone; Tally's functions on every node
+    (the primaries' loaded by `up` as the admin, the replicas' replicated)."""
+    for node in cluster.nodes:
+        users = {line.split()[1]: line for line in cluster.call(node.port, "ACL", "LIST")}
+        assert set(users) == {"default", *(f"tally-{u}" for u in (*acl.ROLES, acl.REPLICATION))}
+        assert " off " in users["default"]
+        with (
+            cluster.connect(node.port, authenticate=False) as conn,
+            pytest.raises(ReplyError, match="WRONGPASS"),
+        ):
+            conn.call("AUTH", "default", "any")
+        for role in acl.ROLES:
+            line = users[f"tally-{role}"]
+            assert f" on {acl.password_hash(cluster.passwords[role])} " in line
+            dryrun = cluster.call(node.port, "ACL", "DRYRUN", f"tally-{role}", "FLUSHALL")
+            assert (role == acl.ADMIN) == (dryrun == "OK"), (role, dryrun)
+        allowed = ("ACL", "DRYRUN", "tally-gateway", "SSUBSCRIBE", "tally:live:{p}")
+        assert cluster.call(node.port, *allowed) == "OK"
+        replication = NodeConnection(
+            node.port, cluster.passwords[acl.REPLICATION], username="tally-replication"
+        )
+        try:
+            assert replication.call("PING") == "PONG"
+            for refused in (("GET", "k"), ("FUNCTION", "LIST"), ("CLUSTER", "SHARDS")):
+                with pytest.raises(ReplyError, match="NOPERM"):
+                    replication.call(*refused)
+        finally:
+            replication.close()
+        (library,) = cluster.call(node.port, "FUNCTION", "LIST", "WITHCODE")
+        assert dict(zip(library[::2], library[1::2], strict=True))["library_code"] == (
+            library_source()
+        )
+
+
+async def test_a_role_connects_as_its_own_user_and_is_held_to_its_rules(
+    cluster: LocalCluster,
+) -> None:
+    primary = next(n.port for n in cluster.nodes if n.role == "primary")
+    client = Valkey(cluster.endpoint(primary, acl.ARCHIVER))
+    try:
+        assert await client.execute("PING") == b"PONG"  # authenticated as tally-archiver
+        for refused in (("FCALL", "tally_vote", 0), ("FLUSHALL",), ("FUNCTION", "FLUSH")):
+            with pytest.raises(ReplyError, match="NOPERM"):
+                await client.execute(*refused)
+    finally:
+        await client.close()
 
 
 def test_every_node_requires_the_password_and_listens_on_loopback_only(
@@ -104,17 +165,28 @@ def test_every_node_requires_the_password_and_listens_on_loopback_only(
             conn.call("AUTH", "not-the-password")
 
 
-def test_the_password_lives_only_in_private_files(cluster: LocalCluster) -> None:
+def test_the_passwords_live_only_in_private_files(cluster: LocalCluster) -> None:
+    """The state file and each role's URL file are 0600; a node's config holds the roles'
+    passwords as hashes only, and the replication user's (masterauth) alone in clear."""
     assert _mode(cluster.dir) == 0o700
     assert _mode(cluster.state_file) == 0o600
     assert cluster.password in cluster.state_file.read_text()
+    for role in acl.ROLES:
+        assert _mode(url_file(cluster.dir, role)) == 0o600
     for node in cluster.nodes:
         node_dir = cluster.node_dir(node.port)
         assert _mode(node_dir) == 0o700
         assert _mode(node_dir / "valkey.conf") == 0o600
         assert _mode(node_dir / "nodes.conf") & 0o077 == 0
+        config = (node_dir / "valkey.conf").read_text()
+        assert "masteruser tally-replication\n" in config
+        assert f"masterauth {cluster.passwords[acl.REPLICATION]}\n" in config
         cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
-        assert cluster.password.encode() not in cmdline
+        for user, password in cluster.passwords.items():
+            assert password.encode() not in cmdline
+            if user != acl.REPLICATION:
+                assert password not in config
+                assert acl.password_hash(password) in config
 
 
 async def test_a_write_lands_on_the_owning_primary_and_reaches_its_replica(
@@ -162,6 +234,11 @@ def test_a_killed_primary_is_failed_over_and_rejoins_as_a_replica(tmp_path: Path
         (rejoined,) = (n for n in cluster.topology() if n.port == old)
         assert rejoined.role == "replica"
         assert rejoined.primary_port == heir
+        # Every replication link, the rejoined node's to its new primary too, ran as the
+        # replication user and was refused nothing.
+        for port in cluster.live_ports():
+            refused = [e for e in cluster.call(port, "ACL", "LOG") if "tally-replication" in e]
+            assert refused == [], refused
         pids = [n.pid for n in cluster.nodes]
     assert not any(_alive(pid) for pid in pids)
     assert not cluster.state_file.exists()
@@ -176,8 +253,16 @@ def test_the_cli_brings_a_cluster_up_that_outlives_it_and_down(
     try:
         done = subprocess.run(up, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        url = LocalCluster.attach(directory).url
-        assert done.stdout.splitlines() == [url, f"export TALLY_VALKEY_URL='{url}'"]
+        attached = LocalCluster.attach(directory)
+        url = attached.url
+        assert done.stdout.splitlines() == [
+            url,
+            f"export TALLY_VALKEY_URL='{url}'",
+            *(
+                f"{role}: {attached.url_for(role)} ({directory.resolve() / f'{role}.url'})"
+                for role in acl.ROLES
+            ),
+        ]
         pids = [n.pid for n in LocalCluster.attach(directory).nodes]
         assert len(pids) == 2
         assert all(_alive(pid) for pid in pids)  # `up` has exited; the nodes run on
@@ -195,4 +280,5 @@ def test_the_cli_brings_a_cluster_up_that_outlives_it_and_down(
     assert "stopped 2 nodes" in capsys.readouterr().out
     assert not any(_alive(pid) for pid in pids)
     assert not (directory / "cluster.json").exists()
+    assert not list(directory.glob("*.url"))  # the passwords died with the nodes
     assert run_cluster(stop) == 0  # nothing recorded: nothing to do

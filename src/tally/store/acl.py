@@ -46,10 +46,13 @@ __all__ = [
     "ARCHIVER",
     "FUNCTIONS",
     "GATEWAY",
+    "REPLICATION",
+    "REPLICATION_RULES",
     "ROLES",
     "Function",
     "Role",
     "acl_file",
+    "replication_line",
     "role_rules",
     "setuser_args",
     "user_line",
@@ -356,6 +359,20 @@ def user_line(role: Role, secret: str) -> str:
     """A `user` line of an ACL file or config; `secret` is a password hash (`#hex`) or a
     placeholder the operator replaces."""
     return " ".join(["user", username(role.name), "on", secret, *role_rules(role)])
+
+
+# The user a replica authenticates to its primary as (`masteruser`/`masterauth`), on a cluster or
+# any Valkey with replicas: the replication handshake and stream, nothing else (the replica's
+# commands run on the primary as this user; the stream it then receives is not ACL-checked).
+# PSYNC, and SYNC for dual-channel replication's RDB channel (Valkey 8+), REPLCONF, PING: what
+# Valkey 9.1 asks of it, no key or channel. Not a role: no Tally process connects as it.
+REPLICATION = "replication"
+REPLICATION_RULES = ("resetkeys", "resetchannels", "-@all", "+psync", "+sync", "+replconf", "+ping")
+
+
+def replication_line(secret: str) -> str:
+    """The replication user's `user` line (`secret` as in user_line)."""
+    return " ".join(["user", username(REPLICATION), "on", secret, *REPLICATION_RULES])
 
 
 def acl_file(passwords: Mapping[str, str] | None = None) -> str:

@@ -5,17 +5,25 @@ valkey-server binary, and forms the cluster itself (valkey-cli is not bundled): 
 evenly with CLUSTER ADDSLOTSRANGE, CLUSTER MEET to the first node, CLUSTER REPLICATE, then it waits
 until every node says `cluster_state:ok` and every replica's link to its primary is up.
 
-Same durability as the embedded server: AOF with `appendfsync always`, loopback only, one random
-password per cluster (`requirepass` and `masterauth`), written into 0600 config files in 0700
-node directories, never on a command line. Failover is tuned for tests: a short
+Same durability and users as the embedded server: AOF with `appendfsync always`, loopback only,
+the default user off and one ACL user per role (store/acl.py: `tally-gateway`,
+`tally-aggregator`, `tally-archiver`, `tally-admin`), plus `tally-replication`, the user each
+replica authenticates to its primary as (`masteruser`/`masterauth`), allowed the replication
+handshake alone (acl.REPLICATION_RULES): the admin's password then sits in no node's config, and
+whoever reads a replica's `masterauth` can replicate, not write. Passwords are random per
+cluster, in 0600 config files (as SHA-256 hashes, but `masterauth`) in 0700 node directories,
+never on a command line. `up` loads Tally's functions on every primary as the admin (as the
+embedded server does), so role processes find them. Failover is tuned for tests: a short
 `cluster-node-timeout`, `cluster-replica-validity-factor 0` (any replica may be promoted) and
 `cluster-require-full-coverage no` (the other shards keep taking writes while one fails over).
 
 The processes run detached in their own sessions, so `tally cluster up` returns while the cluster
-keeps running; `<dir>/cluster.json` (0600) records ports, pids, roles and the password so that
-`tally cluster down` in another process can stop it.
+keeps running; `<dir>/cluster.json` (0600) records ports, pids, roles and the passwords so that
+`tally cluster down` in another process can stop it, and `<dir>/<role>.url` (0600) holds each
+role's TALLY_VALKEY_URL (`TALLY_VALKEY_URL=$(cat data/cluster/gateway.url) tally gateway`).
 
-Layout: `<dir>/cluster.json`, `<dir>/node-<port>/{valkey.conf,nodes.conf,appendonly/,valkey.log}`.
+Layout: `<dir>/cluster.json`, `<dir>/{admin,gateway,aggregator,archiver}.url`,
+`<dir>/node-<port>/{valkey.conf,nodes.conf,appendonly/,valkey.log}`.
 """
 
 from __future__ import annotations
@@ -30,16 +38,20 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import hiredis
 
 from tally.ports import Arg, ReplyError
+from tally.security.keys import read_or_create
+from tally.store import acl
 from tally.store.embedded import find_valkey_server, free_port
+from tally.store.library import library_source
 from tally.store.resp import Endpoint, encode
 
 __all__ = [
@@ -51,6 +63,7 @@ __all__ = [
     "NodeConnection",
     "cluster_url",
     "down",
+    "url_file",
 ]
 
 log = logging.getLogger("tally.cluster")
@@ -58,7 +71,10 @@ log = logging.getLogger("tally.cluster")
 SLOTS = 16384
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
-STATE_VERSION = 1
+# 2: a password per user (1: one shared password, the default user's; still attached, to stop it).
+STATE_VERSION = 2
+# Every user of a cluster's nodes: the roles, then the replicas' own.
+USERS = (*acl.ROLES, acl.REPLICATION)
 Role = Literal["primary", "replica"]
 T = TypeVar("T")
 
@@ -80,10 +96,17 @@ class ClusterNode:
     primary_port: int | None = None
 
 
-def cluster_url(password: str, ports: list[int]) -> str:
-    """`valkey+cluster://:<password>@127.0.0.1:<port1>,127.0.0.1:<port2>,...` (seed nodes)."""
+def cluster_url(password: str, ports: list[int], username: str | None = None) -> str:
+    """`valkey+cluster://<username>:<password>@127.0.0.1:<port1>,127.0.0.1:<port2>,...` (seed
+    nodes); no username: the default user's."""
     seeds = ",".join(f"{HOST}:{port}" for port in ports)
-    return f"valkey+cluster://:{password}@{seeds}"
+    user = quote(username or "", safe="")
+    return f"valkey+cluster://{user}:{quote(password, safe='')}@{seeds}"
+
+
+def url_file(directory: Path, role: str) -> Path:
+    """Where `up` writes `role`'s TALLY_VALKEY_URL (0600)."""
+    return Path(directory) / f"{role}.url"
 
 
 # --- a tiny blocking RESP connection: formation is a handful of commands, no event loop needed ---
@@ -92,12 +115,18 @@ def cluster_url(password: str, ports: list[int]) -> str:
 class NodeConnection:
     """A blocking connection to one node: `call(*args)` returns the reply, raises ReplyError."""
 
-    def __init__(self, port: int, password: str | None, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        password: str | None,
+        timeout_s: float = 2.0,
+        username: str | None = None,
+    ) -> None:
         self._sock = socket.create_connection((HOST, port), timeout=timeout_s)
         self._reader = hiredis.Reader(replyError=ReplyError, encoding="utf-8", errors="replace")
         if password is not None:
             try:
-                self.call("AUTH", password)
+                self.call("AUTH", *([username] if username else []), password)
             except BaseException:
                 self._sock.close()
                 raise
@@ -120,8 +149,10 @@ class NodeConnection:
 
 
 @contextlib.contextmanager
-def _connect(port: int, password: str | None) -> Iterator[NodeConnection]:
-    conn = NodeConnection(port, password)
+def _connect(
+    port: int, password: str | None, username: str | None = None
+) -> Iterator[NodeConnection]:
+    conn = NodeConnection(port, password, username=username)
     try:
         yield conn
     finally:
@@ -260,7 +291,7 @@ class LocalCluster:
         node_timeout_ms: int = 1000,
         base_port: int | None = None,
         binary: Path | None = None,
-        password: str | None = None,
+        passwords: Mapping[str, str] | None = None,
     ) -> None:
         if primaries < 1:
             raise ValueError("a cluster needs at least one primary")
@@ -274,16 +305,36 @@ class LocalCluster:
         self.node_timeout_ms = node_timeout_ms
         self.base_port = base_port
         self.binary = binary or find_valkey_server()
-        self.password = password or secrets.token_urlsafe(24)
+        # Each user's password (USERS), made here unless given (attach: as recorded).
+        self.passwords = dict(passwords or {u: secrets.token_urlsafe(24) for u in USERS})
+        # The admin's user name; None for a cluster recorded with one shared password (state
+        # version 1), whose admin is the default user.
+        self._admin_user: str | None = acl.username(acl.ADMIN)
         self._nodes: list[_Node] = []
 
     # --- public view ---
 
     @property
+    def password(self) -> str:
+        """The admin's password."""
+        return self.passwords[acl.ADMIN]
+
+    @property
     def url(self) -> str:
-        """The cluster URL, listing every primary as a seed node."""
+        """The admin's cluster URL (store-level setup, `tally serve`, `tally store`), listing
+        every primary as a seed node."""
+        return self.url_for(acl.ADMIN)
+
+    def url_for(self, role: str) -> str:
+        """TALLY_VALKEY_URL for `role` (store.acl: gateway, aggregator, archiver, admin): its own
+        ACL user, every primary as a seed node."""
         seeds = [n.port for n in self._nodes if n.role == "primary"]
-        return cluster_url(self.password, seeds)
+        username = self._admin_user if role == acl.ADMIN else acl.username(role)
+        return cluster_url(self.passwords[role], seeds, username)
+
+    def url_files(self) -> dict[str, Path]:
+        """Each role's URL file, written by `up`."""
+        return {role: url_file(self.dir, role) for role in acl.ROLES}
 
     @property
     def nodes(self) -> list[ClusterNode]:
@@ -297,19 +348,26 @@ class LocalCluster:
     def node_dir(self, port: int) -> Path:
         return self.dir / f"node-{port}"
 
-    def endpoint(self, port: int) -> Endpoint:
-        """An Endpoint for the project's async client (tally.store.resp.Valkey) to one node."""
-        return Endpoint(host=HOST, port=port, password=self.password)
+    def endpoint(self, port: int, role: str = acl.ADMIN) -> Endpoint:
+        """An Endpoint for the project's async client (tally.store.resp.Valkey) to one node, as
+        `role`'s user (the admin's unless told otherwise)."""
+        username = self._admin_user if role == acl.ADMIN else acl.username(role)
+        return Endpoint(host=HOST, port=port, password=self.passwords[role], username=username)
 
     @contextlib.contextmanager
     def connect(self, port: int, *, authenticate: bool = True) -> Iterator[NodeConnection]:
-        """A blocking connection to one node, authenticated unless told otherwise."""
-        with _connect(port, self.password if authenticate else None) as conn:
+        """A blocking connection to one node, as the admin unless told not to authenticate."""
+        if not authenticate:
+            with _connect(port, None) as conn:
+                yield conn
+            return
+        with _connect(port, self.password, self._admin_user) as conn:
             yield conn
 
     def call(self, port: int, *args: Arg) -> Any:
-        """Run one command on one node (blocking) and return its reply; ReplyError on -ERR."""
-        with _connect(port, self.password) as conn:
+        """Run one command on one node (blocking), as the admin, and return its reply;
+        ReplyError on -ERR."""
+        with _connect(port, self.password, self._admin_user) as conn:
             return conn.call(*args)
 
     def is_alive(self, port: int) -> bool:
@@ -382,12 +440,17 @@ class LocalCluster:
         self.state_file.unlink(missing_ok=True)
         for stale in self.dir.glob("node-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        for path in self.url_files().values():
+            path.unlink(missing_ok=True)  # an earlier cluster's passwords
         deadline = time.monotonic() + timeout_s
         try:
             self._start_all(deadline)
             self._save()
             self._form(deadline)
             self._save()
+            self.load_functions()
+            for role, path in self.url_files().items():
+                read_or_create(path, self.url_for(role).encode)
         except BaseException:
             self.stop()
             raise
@@ -395,7 +458,8 @@ class LocalCluster:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every node (Valkey fsyncs and exits), SIGKILL what is left after timeout_s,
-        then remove the state file. Node directories (data, logs) stay."""
+        then remove the state file and the URL files (their passwords die with the nodes). Node
+        directories (data, logs) stay."""
         for node in self._nodes:
             self.kill(node.port, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -416,6 +480,16 @@ class LocalCluster:
         if left:
             raise ClusterError(f"nodes still running after SIGKILL: {left}")
         self.state_file.unlink(missing_ok=True)
+        for path in self.url_files().values():
+            path.unlink(missing_ok=True)
+
+    def load_functions(self) -> list[int]:
+        """FUNCTION LOAD REPLACE Tally's library on every live primary, as the admin (a replica
+        gets it from its primary); the primaries' ports."""
+        ports = [n.port for n in self.topology() if n.role == "primary"]
+        for port in ports:
+            self.call(port, "FUNCTION", "LOAD", "REPLACE", library_source())
+        return ports
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         """Send sig to the node on port (no-op if it is not running)."""
@@ -481,16 +555,20 @@ class LocalCluster:
             raise ClusterError(f"no cluster recorded in {directory}") from None
         except (OSError, ValueError) as exc:
             raise ClusterError(f"unreadable cluster state {path}: {exc}") from None
-        if state.get("version") != STATE_VERSION:
-            raise ClusterError(f"{path}: unknown state version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in (1, STATE_VERSION):
+            raise ClusterError(f"{path}: unknown state version {version!r}")
         cluster = cls(
             directory,
             primaries=state["primaries"],
             replicas=state["replicas"],
             node_timeout_ms=state["node_timeout_ms"],
             binary=Path(state["binary"]),
-            password=state["password"],
+            passwords=state["passwords"] if version == STATE_VERSION else {},
         )
+        if version == 1:  # one shared password, the default user's: enough to stop it
+            cluster.passwords = {acl.ADMIN: state["password"]}
+            cluster._admin_user = None
         for raw in state["nodes"]:
             cluster._nodes.append(
                 _Node(
@@ -576,8 +654,10 @@ class LocalCluster:
             "protected-mode": "yes",
             "port": str(node.port),
             "cluster-port": str(node.cluster_port),
-            "requirepass": self.password,
-            "masterauth": self.password,
+            # A replica (every node may become one after a failover) authenticates to its
+            # primary as the replication user: the one plain password in the file.
+            "masteruser": acl.username(acl.REPLICATION),
+            "masterauth": self.passwords[acl.REPLICATION],
             "dir": str(node_dir),
             "daemonize": "no",
             "logfile": '""',  # stdout, which goes to valkey.log
@@ -595,7 +675,15 @@ class LocalCluster:
             "maxmemory-policy": "noeviction",
             "hash-max-listpack-entries": "512",  # voter-index buckets are sized for this
         }
-        return "".join(f"{key} {value}\n" for key, value in lines.items())
+        users = [
+            "user default off resetpass resetkeys resetchannels -@all",
+            *(
+                acl.user_line(role, acl.password_hash(self.passwords[name]))
+                for name, role in acl.ROLES.items()
+            ),
+            acl.replication_line(acl.password_hash(self.passwords[acl.REPLICATION])),
+        ]
+        return "".join(f"{key} {value}\n" for key, value in lines.items()) + "\n".join(users) + "\n"
 
     def _spawn(self, node: _Node) -> None:
         node_dir = self.node_dir(node.port)
@@ -624,7 +712,7 @@ class LocalCluster:
                 raise ClusterError(
                     f"valkey-server on port {node.port} exited at start; see {log_file}"
                 )
-            with _connect(node.port, self.password) as conn:
+            with _connect(node.port, self.password, self._admin_user) as conn:
                 conn.call("PING")  # -LOADING while the AOF loads: not ready yet
                 node.node_id = str(conn.call("CLUSTER", "MYID"))
             return True
@@ -721,7 +809,7 @@ class LocalCluster:
         state = {
             "version": STATE_VERSION,
             "url": self.url,
-            "password": self.password,
+            "passwords": self.passwords,
             "primaries": self.primaries,
             "replicas": self.replicas,
             "node_timeout_ms": self.node_timeout_ms,
