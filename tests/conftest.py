@@ -294,17 +294,13 @@ class StoreUnderTest:
 
     def role_env(self, data_dir: Path, **extra: str) -> dict[str, str]:
         """The environment the role processes (`tally gateway|aggregator|archiver`) of one
-        deployment share, on a cluster: what roles.role_processes.role_env (which takes a
-        valkey-server) gives on one node, with the cluster's URL."""
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
-        environment.update(
-            DEFENCES_OFF,
-            TALLY_VALKEY_URL=self.url,
-            TALLY_DATA_DIR=str(data_dir),
-            TALLY_LOG_LEVEL="info",
-            **extra,
-        )
-        return environment
+        deployment share (role_processes.role_env): the admin's URL, and each role's own user's,
+        which role_processes.running_role hands to that role's process."""
+        from role_processes import role_env
+
+        store = self.server if self.server is not None else self.cluster
+        assert store is not None
+        return role_env(store, data_dir, **extra)
 
     def flush(self) -> None:
         """Empty a cluster (FLUSHALL on every primary; Tally's functions stay loaded)."""

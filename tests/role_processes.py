@@ -1,6 +1,14 @@
 """Role processes for the split-deployment tests: `tally gateway|aggregator|archiver` as real
-subprocesses against one external valkey-server, each in its own session with its log in a file,
-and always stopped by the context manager that started it."""
+subprocesses against one external valkey-server (or a local cluster), each in its own session
+with its log in a file, and always stopped by the context manager that started it.
+
+Least privilege, as a deployment runs them: each role process connects as its own ACL user
+(store/acl.py), never as the admin. `role_env` gives the environment one deployment shares, with
+the admin's URL as TALLY_VALKEY_URL (what the operator's steps use: `tally admission-key
+register`, `tally store load-functions`, a test's store-level setup) and every role's URL beside
+it (ROLE_URL_PREFIX + ROLE, no TALLY_ variable); `running_role` (and `role_process_env`) hands
+`tally <role>` its own user's URL in place of the admin's and drops the others, so the role
+process never holds the admin's password."""
 
 from __future__ import annotations
 
@@ -18,15 +26,24 @@ import httpx
 
 from defences_off import DEFENCES_OFF
 from tally.bench.processes import free_port
+from tally.store import acl
 from tally.store.embedded import EmbeddedValkey
+from tally.store.local_cluster import LocalCluster
 
 HOST = "127.0.0.1"
 STARTUP_S = 60.0
 STOP_S = 20.0
+# role_env's variables naming each role's URL (ROLE_URL_PREFIX + "GATEWAY"...): read by
+# running_role, never passed on to a Tally process.
+ROLE_URL_PREFIX = "TEST_VALKEY_URL_"
+# The commands that run as one role's user: the command is the role's name.
+ROLE_COMMANDS = (acl.GATEWAY, acl.AGGREGATOR, acl.ARCHIVER)
+
+Store = EmbeddedValkey | LocalCluster
 
 
-def valkey_url(server: EmbeddedValkey) -> str:
-    return server.endpoint.url  # the admin's ACL user (store.acl)
+def valkey_url(store: Store) -> str:
+    return store.url_for(acl.ADMIN)  # the admin's ACL user (store.acl)
 
 
 @dataclass
@@ -59,17 +76,34 @@ class Role:
         self.process.wait(timeout=STOP_S)
 
 
-def role_env(valkey: EmbeddedValkey, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment every role of one deployment shares."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+def role_env(valkey: Store, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment every role of one deployment shares: the admin's URL as
+    TALLY_VALKEY_URL, each role's own beside it (the module docstring)."""
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TALLY_") and not k.startswith(ROLE_URL_PREFIX)
+    }
     environment.update(
         DEFENCES_OFF,
         TALLY_VALKEY_URL=valkey_url(valkey),
         TALLY_DATA_DIR=str(data_dir),
         TALLY_LOG_LEVEL="info",
-        **extra,
     )
+    environment.update({ROLE_URL_PREFIX + role.upper(): valkey.url_for(role) for role in acl.ROLES})
+    environment.update(extra)
     return environment
+
+
+def role_process_env(command: str, env: Mapping[str, str]) -> dict[str, str]:
+    """What `tally <command>` gets from a role_env: for a role, its own user's URL in place of
+    the admin's, unless the test named another store in TALLY_VALKEY_URL; no role's URL."""
+    own = {k: v for k, v in env.items() if not k.startswith(ROLE_URL_PREFIX)}
+    admin = env.get(ROLE_URL_PREFIX + acl.ADMIN.upper())
+    role_url = env.get(ROLE_URL_PREFIX + command.upper())
+    if command in ROLE_COMMANDS and role_url and env.get("TALLY_VALKEY_URL") == admin:
+        own["TALLY_VALKEY_URL"] = role_url
+    return own
 
 
 @contextlib.contextmanager
@@ -81,8 +115,9 @@ def running_role(
     name: str | None = None,
     args: Sequence[str] = (),
 ) -> Iterator[Role]:
-    """`tally <command> --host 127.0.0.1 --port <free> [args]`; yields once the port accepts
-    connections; on exit kills what still runs (its whole session) and reaps it."""
+    """`tally <command> --host 127.0.0.1 --port <free> [args]`, as the role's own Valkey user
+    (role_process_env); yields once the port accepts connections; on exit kills what still runs
+    (its whole session) and reaps it."""
     if command == "gateway":
         register_gateway_key(env)
     port = free_port()
@@ -91,7 +126,7 @@ def running_role(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             argv,
-            env=dict(env),
+            env=role_process_env(command, env),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -111,7 +146,8 @@ def running_role(
 def register_gateway_key(env: Mapping[str, str]) -> None:
     """Register the admission key the gateways of `env` sign with, as an operator does before
     starting them (`tally gateway` refuses an unregistered key): the key is made in the data dir
-    now (as the gateway would), then `tally admission-key register` runs with the admin's URL."""
+    now (as the gateway would), then `tally admission-key register` runs with the admin's URL
+    (`env`'s TALLY_VALKEY_URL: role_env's is the admin's)."""
     from tally import config
     from tally.security.admission_keys import admission_signer
 
@@ -126,6 +162,15 @@ def register_gateway_key(env: Mapping[str, str]) -> None:
         capture_output=True,
         timeout=STARTUP_S,
     )
+
+
+def process_valkey_url(pid: int) -> str | None:
+    """The TALLY_VALKEY_URL a running process was started with (its /proc environ)."""
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = entry.partition(b"=")
+        if name == b"TALLY_VALKEY_URL":
+            return value.decode()
+    return None
 
 
 def wait_listening(role: Role) -> None:

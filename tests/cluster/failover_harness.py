@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -22,8 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
-from defences_off import DEFENCES_OFF
-from role_processes import HOST, Role, running_role, wait_for
+from role_processes import HOST, Role, role_env, running_role, wait_for
 from tally.archive.logs import LedgerFiles
 from tally.bench.loadgen import Reply, build_request, run_requests
 from tally.domain.pseudonyms import lane_of, pseudonym
@@ -75,16 +73,15 @@ class Deployment:
 
 @contextlib.contextmanager
 def deployment(directory: Path) -> Iterator[Deployment]:
-    """The cluster and the three roles against it, every one stopped on exit."""
+    """The cluster and the three roles against it (each as its own ACL user), every one
+    stopped on exit."""
     data_dir = directory / "data"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(
             LocalCluster(directory / "cluster", primaries=3, replicas=1, node_timeout_ms=1000)
         )
-        environment.update(
-            ENV, **DEFENCES_OFF, TALLY_VALKEY_URL=cluster.url, TALLY_DATA_DIR=str(data_dir)
-        )
+        # Each role process as its own ACL user (running_role), the admin's URL for the rest.
+        environment = role_env(cluster, data_dir, **ENV)
         archiver = stack.enter_context(running_role("archiver", environment, directory))
         gateway = stack.enter_context(
             running_role("gateway", environment, directory, args=["--workers", "2"])

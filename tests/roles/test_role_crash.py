@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import StoreUnderTest
-from role_processes import HOST, role_env
+from role_processes import HOST, role_process_env
 from tally.bench.processes import free_port
 
 
@@ -23,11 +23,7 @@ def test_an_archiver_that_cannot_publish_its_key_is_restarted_then_exits_1(
     argv = [sys.executable, "-m", "tally", "archiver", "--host", HOST, "--port", str(free_port())]
     completed = subprocess.run(
         argv,
-        env=(
-            role_env(store_server.server, data_dir)
-            if store_server.server is not None
-            else store_server.role_env(data_dir)
-        ),
+        env=role_process_env("archiver", store_server.role_env(data_dir)),  # its own user
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -5,6 +5,7 @@ exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -18,7 +19,15 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import StoreUnderTest, is_running, own_store
-from role_processes import Role, metric, role_env, running_role, wait_for
+from role_processes import (
+    ROLE_URL_PREFIX,
+    Role,
+    metric,
+    process_valkey_url,
+    role_env,
+    running_role,
+    wait_for,
+)
 from tally.ledger import merkle
 from tally.ledger.checkpoint import lane_origin, open_checkpoint
 from tally.ledger.note import Verifier
@@ -94,12 +103,40 @@ def proof_of(gateway: Role, receipt: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def connected_users(valkey: StoreUnderTest) -> set[str]:
+    """The ACL user of every client connection on every primary."""
+    lists = asyncio.run(valkey.on_every_primary("CLIENT", "LIST"))
+    return {
+        field.removeprefix("user=")
+        for text in lists
+        for line in text.decode().splitlines()
+        for field in line.split()
+        if field.startswith("user=")
+    }
+
+
+def assert_least_privilege(roles: list[Role], env: dict[str, str], valkey: StoreUnderTest) -> None:
+    """Each role process was started with its own user's URL, holds not the admin's password,
+    and Valkey sees each role's user connected."""
+    admin_url = env[ROLE_URL_PREFIX + "ADMIN"]
+    admin_password = admin_url.rpartition("@")[0].rpartition(":")[2]
+    for role in roles:
+        own = env[ROLE_URL_PREFIX + role.command.upper()]
+        assert process_valkey_url(role.process.pid) == own
+        assert f"tally-{role.command}:" in own
+        environ = Path(f"/proc/{role.process.pid}/environ").read_bytes()
+        assert admin_password.encode() not in environ
+    users = connected_users(valkey)
+    assert {"tally-gateway", "tally-aggregator", "tally-archiver"} <= users, users
+
+
 def test_two_gateways_an_aggregator_and_an_archiver_serve_one_deployment(
-    deployment: dict[str, Any],
+    deployment: dict[str, Any], valkey: StoreUnderTest
 ) -> None:
     """Votes through either gateway count once per voter; a watcher on one gateway sees the
     aggregator's snapshots; the other gateway serves the archiver's ledger and receipt proofs; a
-    second aggregator resumes the snapshots after the first is SIGKILLed; all exit 0 on SIGTERM."""
+    second aggregator resumes the snapshots after the first is SIGKILLed; all exit 0 on SIGTERM.
+    Each role runs as its own Valkey ACL user (least privilege), never as the admin."""
     env, logs = deployment["env"], deployment["logs"]
     with contextlib.ExitStack() as stack:
         archiver = stack.enter_context(running_role("archiver", env, logs))
@@ -115,6 +152,7 @@ def test_two_gateways_an_aggregator_and_an_archiver_serve_one_deployment(
         ):
             assert_ready_and_measured(role, sample)
         assert "tally_archiver_cycles_total" not in gateway_a.get("/metrics").text
+        assert_least_privilege([archiver, gateway_a, gateway_b, first], env, valkey)
 
         issuer = DevIssuer.load_or_create(deployment["data_dir"] / "keys")
         admin = {"Authorization": f"Bearer {issuer.mint('admin', roles=['admin'])}"}
