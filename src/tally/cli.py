@@ -25,6 +25,7 @@ from tally.cluster_cli import add_cluster_parser
 from tally.evidence_cli import add_evidence_parser
 from tally.poll_cli import add_poll_parser
 from tally.review_cli import add_review_parser
+from tally.store_cli import add_store_parser
 from tally.witness_cli import add_witness_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evidence_parser(sub, common, _settings)  # tally evidence keys|rotate|reencrypt|drop-key
     add_admission_key_parser(sub, common, _settings)  # tally admission-key register|retire|list
     add_witness_parser(sub)  # tally witness: a checkpoint witness (tally.witness_cli)
+    add_store_parser(sub, common, _settings)  # tally store acl|load-functions (tally.store_cli)
 
     audit = sub.add_parser(
         "audit", help="verify a poll's published ledger, check a receipt, export a ledger"

@@ -4,9 +4,10 @@ Only a user allowed FUNCTION LOAD loads them: the admin (store/acl.py), or the o
 deployment without per-role users. A role's connection checks on connect that this Tally's
 library is there (FUNCTION LIST ... WITHCODE, which every role may run) and loads it only when it
 is missing or differs and the user may; otherwise it leaves it to the admin, and the role's
-readiness (functions_problem) says they are missing until the admin loads them
-(`tally store load-functions` as the admin, or a restart of `tally serve`, whose embedded server's
-admin loads it).
+readiness (functions_problem) says they are missing until the admin loads them: `tally store
+load-functions` with TALLY_VALKEY_URL naming the admin user (store_cli.py; on every primary of a
+cluster), or a restart of `tally serve`, whose embedded server's admin loads it (`tally cluster
+up` loads it too).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ async def ensure_functions(client: StoreClient) -> None:
             raise
         log.error(
             "Tally's Valkey functions are missing or from another version, and this role's "
-            "user may not load them: run `tally store load-functions` with the admin's URL"
+            "user may not load them: run `tally store load-functions` with TALLY_VALKEY_URL "
+            "naming the admin user (tally-admin)"
         )
 
 
@@ -70,7 +72,10 @@ async def functions_problem(client: StoreClient) -> str | None:
     """Readiness: None when Tally's library is loaded, else what is wrong. Another version is
     not a readiness failure (during a rolling upgrade both run); ensure_functions logs it."""
     if await loaded_source(client) is None:
-        return "Valkey is up but Tally's functions are not loaded"
+        return (
+            "Valkey is up but Tally's functions are not loaded (`tally store load-functions` "
+            "with the admin's TALLY_VALKEY_URL loads them)"
+        )
     return None
 
 
