@@ -49,4 +49,8 @@ def test_the_docs_give_the_generated_acl_file() -> None:
     text = DOC.read_text(encoding="utf-8")
     block = re.search(r"<!-- acl-file -->\n```\n(.*?)```\n", text, re.S)
     assert block is not None, "docs/valkey-acl.md lost its generated ACL file block"
-    assert block.group(1) == acl.acl_file(), "regenerate it: python -m tally.store.acl"
+    assert block.group(1) == acl.acl_file(), "regenerate it: tally store acl"
+    replication = acl.replication_line("#REPLICATION-PASSWORD-SHA256")
+    assert f"```\n{replication}\n```\n" in text, (
+        "and its replication line: tally store acl --replicas"
+    )
