@@ -60,8 +60,8 @@ def add_witness_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="VKEY",
-        help="a ledger's verifier key (NAME+ID+KEY) or a file of them (one per line, as "
-        "/ledger/keys); the witness follows NAME/<poll>/<log>; repeatable",
+        help="a ledger's verifier key (NAME+ID+KEY), the /ledger/keys document (its admission "
+        "keys are skipped) or a file of either; the witness follows NAME/<poll>/<log>; repeatable",
     )
     parser.add_argument(
         "--print-key", action="store_true", help="print the witness's verifier key and exit"
@@ -83,14 +83,16 @@ def load_cosigner(key_file: Path, name: str) -> Cosigner:
 
 
 def load_log_keys(values: list[str]) -> list[note.Verifier]:
-    """Each --log-key: a verifier key, or a file with one per line."""
+    """Each --log-key: a verifier key, the /ledger/keys document (as text or a file), or a file
+    with one key per line. In /ledger/keys, the lines after a key that carry a validity period
+    (`<key> <not before> <not after>`) are gateways' admission keys, not log keys: skipped."""
     keys: list[note.Verifier] = []
     for value in values:
-        path = Path(value)
-        lines = [value]
-        if "+" not in value or path.is_file():
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        keys += [note.Verifier.parse(line) for line in lines]
+        text = value
+        if "+" not in value or (("\n" not in value) and Path(value).is_file()):
+            text = Path(value).read_text()
+        lines = [line.split() for line in text.splitlines() if line.strip()]
+        keys += [note.Verifier.parse(fields[0]) for fields in lines if len(fields) == 1]
     return keys
 
 

@@ -33,7 +33,7 @@ from tally.service import NewPoll
 from tally.store import keys
 from tally.store.polls import ValkeyPolls
 from tally.wiring.gateway import Gateway, build_gateway
-from tally.wiring.store import open_store
+from tally.wiring.store import StoreConnection, open_store
 
 HOST = "127.0.0.1"
 AGGREGATOR = "test-aggregator"
@@ -44,6 +44,8 @@ class LiveServer:
     runtime: Gateway
     live: LiveGateway
     port: int
+    aggregator: StoreConnection  # the aggregator role's own connection (its ACL user)
+    admin: StoreConnection  # the operator's, for what no role may ask (PUBSUB counts)
 
     host: str = HOST
 
@@ -84,7 +86,7 @@ class LiveServer:
     ) -> str:
         """Store and publish snapshot `seq` as the aggregator would (FCALL tally_snapshot);
         returns the function's status ('published', or 'stale' for a seq not moving forward)."""
-        client = self.runtime.client
+        client = self.aggregator
         counts = dict(counts or {})
         doc = {
             "type": "snapshot",
@@ -115,7 +117,7 @@ class LiveServer:
 
     async def subscriptions(self, poll_id: str) -> int:
         """How many connections Valkey has subscribed to the poll's live channel."""
-        return await channel_subscribers(self.runtime.client, poll_id)
+        return await channel_subscribers(self.admin, poll_id)
 
 
 @contextlib.asynccontextmanager
@@ -148,7 +150,7 @@ async def live_server(
         )
     store = await open_store(settings, "serve", may_embed=True)
     try:
-        runtime = await build_gateway(settings, store)
+        runtime = await build_gateway(settings, store, register_admission_key=True)
     except BaseException:
         await store.close(5)
         raise
@@ -166,7 +168,7 @@ async def live_server(
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        yield LiveServer(runtime, live, port)
+        yield LiveServer(runtime, live, port, store.client("aggregator"), store.client("admin"))
     finally:
         await live.shutdown(5)
         server.should_exit = True

@@ -75,7 +75,7 @@ async def test_stale_malformed_and_foreign_publications_are_never_forwarded(
             stale = {"type": "snapshot", "poll_id": poll_id, "seq": 4, "counts": {}}
             foreign = {"type": "snapshot", "poll_id": "someone-else", "seq": 9, "counts": {}}
             for payload in (orjson.dumps(stale), orjson.dumps(foreign), b"{not json", b"[]"):
-                await server.runtime.client.execute("SPUBLISH", channel, payload)
+                await server.aggregator.execute("SPUBLISH", channel, payload)
             await server.publish(poll_id, 6, {"red": 6})
             assert (await receive(ws))["seq"] == 6
 

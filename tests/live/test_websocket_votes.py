@@ -76,6 +76,7 @@ async def test_vote_outcomes_match_the_http_vote(tmp_path: Path, native: bool) -
             assert accepted["status"] == 201
             assert set(accepted["receipt"]) == {
                 "poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash",
+                "pseudonym", "admission",
             }  # fmt: skip
             again = await ws_vote(ws, "r3", "green")
             status, body = await http_vote(server, poll_id, "green", server.token("ws-voter"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import fields, replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -10,9 +11,12 @@ import pytest
 
 from tally.config import ConfigError, Settings, load
 from tally.domain.defences import DEFAULT_DEFENCES
+from tally.ledger.cosignature import Cosigner
 
 SECRET_HEX = "5e" * 32
 PASSWORD = "hunter2-s3cret"
+EVIDENCE_KEYS = "1:" + base64.urlsafe_b64encode(bytes(range(32))).decode().rstrip("=")
+WITNESS = f"http://127.0.0.1:8003 {Cosigner('witness.test/w', bytes(range(32))).verifier}"
 
 
 def test_defaults_without_any_variable() -> None:
@@ -105,6 +109,9 @@ PARSED = [
     ),
     ("TALLY_VALKEY_TLS_CERT", "/etc/tally/v.pem", "valkey_tls_cert", "/etc/tally/v.pem"),
     ("TALLY_VALKEY_TLS_KEY", "/etc/tally/v.key", "valkey_tls_key", "/etc/tally/v.key"),
+    ("TALLY_WITNESSES", WITNESS, "witnesses", (tuple(WITNESS.split()),)),
+    ("TALLY_EVIDENCE_KEYS", EVIDENCE_KEYS, "evidence_keys", EVIDENCE_KEYS),
+    ("TALLY_EVIDENCE_RETENTION_S", "3600", "evidence_retention_s", 3600),
 ]
 
 
