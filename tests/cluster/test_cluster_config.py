@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from defences_off import DEFENCES_OFF
+from role_processes import register_gateway_key
 from tally.bench.processes import free_port, running
 from tally.config import ConfigError, load
+from tally.store import acl
 from tally.store.cluster import ClusterSeeds, is_cluster_url
 from tally.store.embedded import EmbeddedValkey
 from tally.store.local_cluster import SLOTS, LocalCluster
@@ -190,7 +192,7 @@ def test_a_gateway_refuses_a_plain_valkey_named_as_a_cluster(
     single_node: EmbeddedValkey, tmp_path: Path
 ) -> None:
     endpoint = single_node.endpoint
-    url = f"valkey+cluster://:{endpoint.password}@{HOST}:{endpoint.port}"
+    url = f"valkey+cluster://{endpoint.username}:{endpoint.password}@{HOST}:{endpoint.port}"
     stderr = _refused_start(url, tmp_path, endpoint.password)
     assert "not a cluster node" in stderr
 
@@ -209,7 +211,10 @@ def test_a_gateway_starts_on_a_whole_cluster_and_refuses_one_with_uncovered_slot
     with LocalCluster(tmp_path / "cluster", primaries=1, replicas=0) as cluster:
         port = free_port()
         argv = [sys.executable, "-m", "tally", "gateway"]
-        env = _environment(cluster.url, tmp_path / "data", port)
+        # As a deployment runs it: its key registered by the operator (the admin's URL), the
+        # gateway on its own ACL user.
+        register_gateway_key(_environment(cluster.url, tmp_path / "data", port))
+        env = _environment(cluster.url_for(acl.GATEWAY), tmp_path / "data", port)
         with running(argv, host=HOST, port=port, env=env, timeout_s=START_S):
             pass  # it listens: the topology check passed
         (node,) = cluster.nodes
