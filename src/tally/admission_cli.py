@@ -8,7 +8,8 @@ VKEY is the key's verifier string, ``<name>+<key id>+<base64>``, as `tally gatew
 when it refuses to start with an unregistered key. Register and retire also append the key to
 the admin log of every poll not closed (tally.store.admission_keys), which is what the auditor
 trusts. They talk to the store directly as its operator: TALLY_VALKEY_URL must name the admin
-user (on the embedded server of `tally serve`, which registers its own key, nothing is needed).
+user, or, unset, they reach the embedded server of a `tally serve` running on the data dir
+(wiring.store.operator_url); that server registers its own gateway's key.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _run(
     async def main() -> int:
         from tally.wiring.store import open_store
 
-        store = await open_store(settings, "admission-key")
+        store = await open_store(settings, "admission-key", operator=True)
         try:
             client = store.client("admin")
             await client.connect()

@@ -9,8 +9,9 @@
 
 A rotation is: rotate, reencrypt, drop-key <old id>. The key files live in the data dir
 (`secrets/evidence/`); with TALLY_EVIDENCE_KEYS set the keys come from there instead, and rotate
-and drop-key say to change that variable. keys, reencrypt and drop-key read the store, so they
-need TALLY_VALKEY_URL (an admin's: they walk every poll's held votes).
+and drop-key say to change that variable. keys, reencrypt and drop-key read the store as its
+admin (they walk every poll's held votes): TALLY_VALKEY_URL naming the admin user, or, unset, the
+embedded server of a `tally serve` running on the data dir (wiring.store.operator_url).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ async def _with_maintenance(
     from tally.store.review import ValkeyReviews
     from tally.wiring.store import open_store
 
-    store = await open_store(settings, "evidence")
+    store = await open_store(settings, "evidence", operator=True)
     try:
         client = store.client("admin")
         await client.connect()

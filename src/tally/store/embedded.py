@@ -4,9 +4,12 @@ Durability settings are not negotiable here: AOF on, `appendfsync always`, so a 
 server only after the write is fsynced. The server binds to loopback only. Its default user is
 off; each role has its own ACL user (store/acl.py: the gateway, aggregator and archiver may send
 only what their code sends, the admin everything), each with a password made fresh at each start
-of Tally, kept in this process's memory only and handed to valkey-server on stdin as its SHA-256
-(never on a command line other users can read, never in a file). The admin user loads Tally's
-functions after every (re)start; the roles only check them. valkey-server runs with umask 077,
+of Tally and handed to valkey-server on stdin as its SHA-256 (never on a command line other users
+can read). The roles' passwords stay in this process's memory. The admin's URL is written to
+`valkey/admin.url` (0600) while the server runs, and removed when it stops, so that the operator's
+commands (`tally admission-key`, `tally evidence`, `tally store`) can reach the store of a running
+`tally serve`: whoever can read the data dir holds its ledger and admission keys already. The admin
+user loads Tally's functions after every (re)start; the roles only check them. valkey-server runs with umask 077,
 so its AOF directory and files, log and pid file are its owner's alone (0600, dirs 0700).
 It runs in its own session so a terminal's Ctrl-C reaches Tally alone, which then stops it in
 order; and with PR_SET_PDEATHSIG so it dies with Tally even after a `kill -9`.
@@ -115,6 +118,22 @@ class EmbeddedValkey:
             username=acl.username(role),
         )
 
+    @staticmethod
+    def admin_url_file(data_dir: Path) -> Path:
+        """Where a running embedded server's admin URL is, for the operator's commands."""
+        return (data_dir / "valkey" / "admin.url").resolve()
+
+    def _write_admin_url(self) -> None:
+        path = self.admin_url_file(self.dir.parent)
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self.url_for(acl.ADMIN).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        temporary.replace(path)
+
     def url_for(self, role: str) -> str:
         """TALLY_VALKEY_URL for a `tally <role>` process on this server."""
         return self.endpoint_for(role).url
@@ -155,6 +174,7 @@ class EmbeddedValkey:
         self._spawn()
         await self._wait_ready(timeout_s)
         await self._load_functions()
+        self._write_admin_url()
 
     async def _load_functions(self) -> None:
         """As the admin: the roles' users may not (FUNCTION LOAD), and an AOF lost or made by
@@ -247,6 +267,7 @@ class EmbeddedValkey:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (Valkey fsyncs and exits), then SIGKILL if it takes longer than timeout_s."""
         self._stopping = True
+        self.admin_url_file(self.dir.parent).unlink(missing_ok=True)
         process = self._process
         if process is None or process.poll() is not None:
             return

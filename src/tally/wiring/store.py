@@ -86,8 +86,27 @@ def external_url(settings: Settings, command: str) -> str:
     return settings.valkey_url
 
 
-async def open_store(settings: Settings, command: str, *, may_embed: bool = False) -> Store:
-    """The configured Valkey; with `may_embed` and no URL, a valkey-server started here.
+def operator_url(settings: Settings, command: str) -> str:
+    """Where an operator's command (admission keys, evidence keys, functions) reaches the store:
+    TALLY_VALKEY_URL (the admin user's), else the embedded server of a `tally serve` running on
+    this data dir (its admin URL file, 0600)."""
+    if settings.valkey_url is not None:
+        return settings.valkey_url
+    path = EmbeddedValkey.admin_url_file(settings.data_dir)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise SystemExit(
+            f"tally {command} needs TALLY_VALKEY_URL with the store's admin user, or a running "
+            f"`tally serve` on this data dir (looked for {path})"
+        ) from None
+
+
+async def open_store(
+    settings: Settings, command: str, *, may_embed: bool = False, operator: bool = False
+) -> Store:
+    """The configured Valkey; with `may_embed` and no URL, a valkey-server started here; for an
+    `operator` command with no URL, the embedded server of a running `tally serve`.
 
     A cluster's topology is checked here, so that a URL naming no cluster, seed nodes that do
     not answer, or slots no primary serves stop the start with a message naming the setting."""
@@ -95,7 +114,7 @@ async def open_store(settings: Settings, command: str, *, may_embed: bool = Fals
         embedded = EmbeddedValkey(settings.data_dir)
         await embedded.start()
         return Store(embedded.endpoint, embedded)
-    url = external_url(settings, command)
+    url = operator_url(settings, command) if operator else external_url(settings, command)
     if not settings.cluster:
         return Store(replace(Endpoint.from_url(url), tls_files=tls_files(settings)))
     return Store(await check_cluster(settings))
