@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import signal
 import stat
 import subprocess
@@ -26,6 +27,7 @@ from tally.store.local_cluster import (
     LocalCluster,
     NodeConnection,
     cluster_url,
+    down,
     url_file,
 )
 from tally.store.resp import Valkey
@@ -282,3 +284,27 @@ def test_the_cli_brings_a_cluster_up_that_outlives_it_and_down(
     assert not (directory / "cluster.json").exists()
     assert not list(directory.glob("*.url"))  # the passwords died with the nodes
     assert run_cluster(stop) == 0  # nothing recorded: nothing to do
+
+
+def test_a_cluster_recorded_by_an_older_tally_is_still_stopped(tmp_path: Path) -> None:
+    """State version 1 (one shared password, the default user's): attached with that password
+    as the admin's, so `tally cluster down` still finds and stops its nodes."""
+    state = {
+        "version": 1,
+        "url": "valkey+cluster://:old@127.0.0.1:1",
+        "password": "old",
+        "primaries": 1,
+        "replicas": 0,
+        "node_timeout_ms": 1000,
+        "binary": "/nonexistent/valkey-server",
+        "nodes": [
+            {"port": 1, "cluster_port": 2, "pid": 2**22 + 7, "role": "primary", "node_id": "a"}
+            | {"primary_port": None, "primary_index": None}
+        ],
+    }
+    (tmp_path / "cluster.json").write_text(json.dumps(state))
+    old = LocalCluster.attach(tmp_path)
+    assert old.url == "valkey+cluster://:old@127.0.0.1:1"
+    assert old.endpoint(1).username is None
+    assert down(tmp_path).nodes[0].port == 1  # nothing alive: the record is removed
+    assert not (tmp_path / "cluster.json").exists()
