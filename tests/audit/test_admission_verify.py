@@ -2,7 +2,11 @@
 verifies only if every vote carries a valid signature by one of them, valid at its time; a vote
 stuffed into a lane by someone without a gateway key (then archived and signed by the ledger key,
 as the archiver signs whatever the store holds) is a finding that names its lane and leaf. A
-pre-admission poll (the fixture ledger of conftest.py) still verifies, reported as unsigned."""
+pre-admission poll (the fixture ledger of conftest.py) still verifies, reported as unsigned.
+
+Such a vote is not counted, accepted or released, by the archiver's recount (archive.poll_logs.
+PollReview), which makes the certificate; the auditor recounts the same way, so a certificate made
+by it (`archived`) is not blamed with a count-mismatch, and one that counts stuffed votes is."""
 
 from __future__ import annotations
 
@@ -28,14 +32,17 @@ from audit.conftest import (
     pseudonym_of,
     write_ledger,
 )
+from tally.archive.poll_logs import PollReview
 from tally.audit.report import Report
 from tally.audit.source import DirectorySource
 from tally.audit.verify import FINDING_CODES, verify
 from tally.audit.verify_findings import MAX_FINDINGS_PER_KIND
 from tally.ledger import layout, note
-from tally.ledger.admin import AdminAction, AdminRecord, encode_admin
+from tally.ledger.admin import AdminAction, AdminRecord, ReviewedVote, decode_admin, encode_admin
 from tally.ledger.admission import AdmissionKey, AdmissionSigner
-from tally.ledger.leaf import Admission, VoteRecord, decode_leaf, encode_leaf
+from tally.ledger.certificate import ReviewTotals
+from tally.ledger.leaf import Admission, VoteRecord, VoteStatus, decode_leaf, encode_leaf
+from tally.ledger.review import Decision, ReviewRecord, decode_lane_record, encode_review
 from tally.ledger.tiles import TILE_WIDTH
 
 GATEWAY = AdmissionSigner(
@@ -95,6 +102,20 @@ def signed_ledger(tmp_path_factory: pytest.TempPathFactory, signed_spec: LedgerS
     root = tmp_path_factory.mktemp("signed") / POLL
     write_ledger(root, signed_spec)
     return root
+
+
+def archived(spec: LedgerSpec) -> LedgerSpec:
+    """The poll with the certificate the archiver would sign: counts and review totals from its
+    own recount (PollReview), fed every record as it rebuilds one from the published logs (the
+    admin log, then each lane)."""
+    review = PollReview(spec.definition.lanes)
+    for data in spec.admin:
+        review.add(spec.poll_id, decode_admin(data))
+    for lane in spec.votes:
+        for data in lane:
+            review.add(spec.poll_id, decode_lane_record(data))
+    counts = review.counts([o.id for o in spec.definition.options])
+    return replace(spec, counts=counts, review=review.totals())
 
 
 def audit(root: Path, **options: object) -> Report:
@@ -182,7 +203,7 @@ def test_a_stuffed_vote_is_a_finding_naming_its_leaf(
     vote = stuffed_vote(signed_spec)
     lane = [*signed_spec.votes[STUFFED_LANE], STUFFINGS[case](vote)]
     root = tmp_path / POLL
-    write_ledger(root, signed_spec.with_lane(STUFFED_LANE, lane))  # re-signed, recounted
+    write_ledger(root, archived(signed_spec.with_lane(STUFFED_LANE, lane)))  # re-signed
     report = audit(root)
     code = case.partition("/")[0]
     assert code in FINDING_CODES
@@ -192,7 +213,8 @@ def test_a_stuffed_vote_is_a_finding_naming_its_leaf(
     assert vote.pseudonym.hex() in report.findings[0].message
     assert report.admission == "invalid"
     assert report.admission_signed == VOTERS
-    assert report.certificate == "verified"  # the counts agree: only the signature tells
+    assert report.certificate == "verified"  # the archiver did not count it either
+    assert report.counts == dict(signed_spec.recount())
     result = audit_cli("verify", str(root), "--key", KEY)
     assert result.returncode == 1
     assert f"[{code}] leaf {vote.seq - 1}" in result.stdout
@@ -212,15 +234,130 @@ def test_many_stuffed_votes_are_all_found_with_one_thread_or_several(
         lane.append(encode_leaf(record))
         seqs.append(record.seq)
     root = tmp_path / POLL
-    write_ledger(root, signed_spec.with_lane(STUFFED_LANE, lane))
+    write_ledger(root, archived(signed_spec.with_lane(STUFFED_LANE, lane)))
     one, several = audit(root, jobs=1), audit(root, jobs=3)
     assert [f.to_json() for f in one.findings] == [f.to_json() for f in several.findings]
+    assert one.counts == several.counts == dict(signed_spec.recount())
     listed, summed = one.findings[:MAX_FINDINGS_PER_KIND], one.findings[MAX_FINDINGS_PER_KIND:]
     assert [f.index for f in listed] == [seq - 1 for seq in seqs[:MAX_FINDINGS_PER_KIND]]
     assert {f.code for f in listed} == {"admission-unsigned"}
     assert [(f.code, f.expected, f.found) for f in summed] == [
         ("too-many", "admission-unsigned", str(len(seqs) - MAX_FINDINGS_PER_KIND))
     ]
+
+
+REVIEWER = b"rita"
+
+
+def stuffed_and_reviewed(spec: LedgerSpec) -> tuple[LedgerSpec, list[tuple[int, str]]]:
+    """The poll with, at the end of the stuffed lane: an unsigned accepted vote for red; an
+    unsigned held vote for blue that a reviewer releases; a held vote for green signed by a key
+    that is none of the poll's, voided; and a genuine held vote for green, released. Each
+    decision is a review record in the lane and a reviewed record in the admin log (after the
+    close). Returns the poll and the stuffed votes' (leaf index, finding code)."""
+    lane = list(spec.votes[STUFFED_LANE])
+    last = decode_leaf(lane[-1])
+    voters = (v for v in range(VOTERS, VOTERS + 100) if lane_of(pseudonym_of(v)) == STUFFED_LANE)
+
+    def vote(option: str, status: VoteStatus) -> VoteRecord:
+        seq = len(lane) + 1
+        return VoteRecord(
+            POLL, STUFFED_LANE, seq, pseudonym_of(next(voters)), option, last.accepted_ms + seq,
+            status,
+        )  # fmt: skip
+
+    held = VoteStatus.HELD
+    stuffed = vote("red", VoteStatus.ACCEPTED)
+    lane.append(encode_leaf(stuffed))
+    released = vote("blue", held)
+    lane.append(encode_leaf(released))
+    voided = vote("green", held)
+    lane.append(signed(voided, OUTSIDER))
+    genuine = vote("green", held)
+    lane.append(signed(genuine))
+    admin = list(spec.admin)
+    decided_ms = last.accepted_ms + 60_000
+    for target, decision in (
+        (released, Decision.RELEASED),
+        (voided, Decision.VOIDED),
+        (genuine, Decision.RELEASED),
+    ):
+        review = ReviewRecord(POLL, STUFFED_LANE, len(lane) + 1, target.seq, decision, decided_ms)
+        lane.append(encode_review(review))
+        reviewed = ReviewedVote(STUFFED_LANE, target.seq, decision)
+        admin.append(
+            encode_admin(
+                AdminRecord(POLL, AdminAction.REVIEWED, decided_ms, REVIEWER, None, reviewed)
+            )
+        )
+    poll = replace(spec, admin=admin, admin_publish=[*spec.admin_publish, len(admin)])
+    found = [
+        (stuffed.seq - 1, "admission-unsigned"),
+        (released.seq - 1, "admission-unsigned"),
+        (voided.seq - 1, "admission-unknown-key"),
+    ]
+    return poll.with_lane(STUFFED_LANE, lane), found
+
+
+def test_stuffed_votes_accepted_or_released_are_not_counted_as_the_archiver_certifies(
+    signed_spec: LedgerSpec, tmp_path: Path
+) -> None:
+    poll, stuffed = stuffed_and_reviewed(signed_spec)
+    honest = dict(signed_spec.recount())
+    expected = {**honest, "green": honest["green"] + 1}  # the genuine held vote, released
+    certified = archived(poll)
+    assert dict(certified.counts or ()) == expected  # what the archiver's recount certifies
+    assert certified.review == ReviewTotals(3, 2, 1)  # the logs' totals, stuffed votes included
+    root = tmp_path / POLL
+    write_ledger(root, certified)
+
+    one, several = audit(root, jobs=1), audit(root, jobs=3)
+    assert [f.to_json() for f in one.findings] == [f.to_json() for f in several.findings]
+    path = bundle_path(STUFFED_LANE, stuffed[0][0], len(poll.votes[STUFFED_LANE]))
+    assert [(f.index, f.code, f.file) for f in one.findings] == [
+        (index, code, path) for index, code in stuffed
+    ], [f.line() for f in one.findings]
+    for report in (one, several):
+        assert report.certificate == "verified"
+        assert report.counts == expected
+        assert report.review == ReviewTotals(3, 2, 1)
+        assert (report.admission, report.admission_signed) == ("invalid", VOTERS + 1)
+
+    # Pinned keys change which signatures pass, not what the archiver counted: the honest votes
+    # signed by a logged key that is not pinned are findings, but still counted.
+    pinned = audit(root, admission_keys=[GATEWAY.key.verifier])
+    assert [(f.index, f.code) for f in pinned.findings] == stuffed
+    elsewhere = audit(root, admission_keys=[OUTSIDER.key.verifier])
+    assert {f.code for f in elsewhere.findings} == {
+        "admission-key-not-pinned", "admission-unsigned", "admission-unknown-key", "too-many",
+    }  # fmt: skip
+    assert (elsewhere.counts, elsewhere.certificate) == (expected, "verified")
+
+    # A certificate that counts the stuffed votes is the one at fault: red and blue.
+    write_ledger(root, replace(certified, counts=None))  # conftest's recount: every vote
+    blamed = audit(root)
+    assert [(f.code, f.message) for f in blamed.findings if f.code == "count-mismatch"] == [
+        ("count-mismatch", f"option red: certified {honest['red'] + 1} votes, the leaves hold "
+         f"{honest['red']}"),
+        ("count-mismatch", f"option blue: certified {honest['blue'] + 1} votes, the leaves hold "
+         f"{honest['blue']}"),
+    ]  # fmt: skip
+
+
+def test_a_signed_vote_in_a_poll_without_keys_is_reported_alone_and_counted(
+    spec: LedgerSpec, tmp_path: Path
+) -> None:
+    """The admin log names no key: the archiver counts every vote, and the audit reports the one
+    signed vote (no key it could pass under), not the unsigned votes of its bundle."""
+    lane = list(spec.votes[STUFFED_LANE])
+    lane[5] = signed(decode_leaf(lane[5]))
+    poll = archived(spec.with_lane(STUFFED_LANE, lane))
+    assert poll.counts == spec.recount()
+    root = tmp_path / POLL
+    write_ledger(root, poll)
+    report = audit(root)
+    assert [(f.code, f.index) for f in report.findings] == [("admission-unknown-key", 5)]
+    assert (report.certificate, report.counts) == ("verified", dict(spec.recount()))
 
 
 def test_pinned_admission_keys_decide_which_signatures_count(

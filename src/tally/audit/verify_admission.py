@@ -10,6 +10,15 @@ poll whose admin log holds no admission key and whose votes are all version 0x01
 pre-admission poll: it verifies as before, and the report says it is unsigned. With pinned keys,
 every vote must be signed whatever the admin log says.
 
+The recount follows the archiver's rule (:class:`tally.archive.poll_logs.PollReview`, which makes
+the result certificate): in a poll whose admin log names admission keys, a vote that fails
+:func:`~tally.ledger.admission.check_admission` against *those* keys is not counted, accepted or
+released (:attr:`AdmissionChecks.refused`, taken off by :mod:`~tally.audit.verify_meaning`). The
+keys of the admin log, not the pinned ones: the archiver knows no others, so a vote signed by a
+logged key that is not pinned is an ``admission-key-not-pinned`` finding but still counted, and
+the certificate is not blamed for counting it; a poll whose admin log names no key counts every
+vote, whatever is pinned. Two keys sharing a key id leave no vote attributable: none counts.
+
 Speed: an Ed25519 verification costs ~50 µs, several times the rest of a leaf's audit, and
 OpenSSL runs it without Python's lock. So each bundle's votes are checked on a thread pool
 (``jobs`` threads, by default one per CPU this process may use) while the main thread reads,
@@ -57,8 +66,8 @@ _CODE_OF_REASON = {
 _IN_FLIGHT_PER_JOB = 4
 _ADMIN_CHECKPOINT = layout.checkpoint_path(layout.ADMIN_LOG)
 
-# One bundle's failures: (leaf index, reason, record).
-_Failures = list[tuple[int, str, VoteRecord]]
+# One bundle's failures: (leaf index, reason, record, whether the recount leaves the vote out).
+_Failures = list[tuple[int, str, VoteRecord, bool]]
 
 
 def default_jobs() -> int:
@@ -83,9 +92,14 @@ class AdmissionChecks:
         self.signed = 0  # votes with a valid admission signature
         self.unsigned = 0  # version 0x01 votes of a pre-admission poll
         self.failed = 0  # votes with a finding
+        # The votes the recount leaves out, as (lane, record), in log order (see the module doc).
+        self.refused: list[tuple[int, VoteRecord]] = []
         self._conflict = False  # two keys of the admin log share a key id
+        # The keys the recount checks votes against (the archiver's), None: it counts every vote.
+        self._recount_keys: dict[int, AdmissionKey] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[tuple[str, int, Future[_Failures]]] = deque()  # path, votes, check
+        # Bundles being checked: path, lane, votes, check.
+        self._pending: deque[tuple[str, int, int, Future[_Failures]]] = deque()
 
     @property
     def required(self) -> bool:
@@ -110,6 +124,7 @@ class AdmissionChecks:
             }
         else:
             self.keys = dict(self.logged)
+        self._recount_keys = self.logged if self.logged or self._conflict else None
 
     def listing(self) -> list[KeyListing]:
         return [
@@ -133,31 +148,42 @@ class AdmissionChecks:
     # -- the votes -----------------------------------------------------------------------------
 
     def check_bundle(
-        self, start: int, records: Sequence[VoteRecord | ReviewRecord | None], path: str
+        self,
+        start: int,
+        records: Sequence[VoteRecord | ReviewRecord | None],
+        path: str,
+        *,
+        lane: int,
     ) -> None:
-        """Check the votes among ``records`` (leaf ``start`` on; None: a leaf that did not
-        decode, reported elsewhere); the findings come in bundle order, a little later."""
+        """Check the votes among ``records`` (leaf ``start`` on of ``lane``'s log; None: a leaf
+        that did not decode, reported elsewhere); the findings and :attr:`refused` votes come in
+        bundle order, a little later."""
         votes = [
             (start + offset, record)
             for offset, record in enumerate(records)
             if type(record) is VoteRecord
         ]
+        if not self.required:
+            # No key names a signer: an unsigned vote is a pre-admission vote, nothing to check;
+            # a signed one (under no key it can pass) is checked and reported. Vote by vote, so
+            # the findings do not depend on which bundle holds a signed vote.
+            signed = [vote for vote in votes if vote[1].admission is not None]
+            self.unsigned += len(votes) - len(signed)
+            votes = signed
         if not votes:
             return
-        if not self.required and all(record.admission is None for _, record in votes):
-            self.unsigned += len(votes)  # a pre-admission poll: nothing to check
-            return
         if self.jobs == 1:
-            self._report(path, len(votes), _check(votes, self.keys))
+            self._report(path, lane, len(votes), _check(votes, self.keys, self._recount_keys))
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="tally-admission")
         while len(self._pending) >= self.jobs * _IN_FLIGHT_PER_JOB:
             self._drain_one()
-        self._pending.append((path, len(votes), self._pool.submit(_check, votes, self.keys)))
+        check = self._pool.submit(_check, votes, self.keys, self._recount_keys)
+        self._pending.append((path, lane, len(votes), check))
 
     def finish(self) -> None:
-        """Wait for every bundle still being checked, and add its findings."""
+        """Wait for every bundle still being checked, and add its findings (and refused votes)."""
         while self._pending:
             self._drain_one()
         if self._pool is not None:
@@ -165,14 +191,16 @@ class AdmissionChecks:
             self._pool = None
 
     def _drain_one(self) -> None:
-        path, votes, future = self._pending.popleft()
-        self._report(path, votes, future.result())
+        path, lane, votes, future = self._pending.popleft()
+        self._report(path, lane, votes, future.result())
 
-    def _report(self, path: str, votes: int, failures: _Failures) -> None:
+    def _report(self, path: str, lane: int, votes: int, failures: _Failures) -> None:
         self.signed += votes - len(failures)
         self.failed += len(failures)
-        for index, reason, record in failures:
+        for index, reason, record, refused in failures:
             self._add(path, index, reason, record)
+            if refused:
+                self.refused.append((lane, record))
 
     def _add(self, path: str, index: int, reason: str, record: VoteRecord) -> None:
         admission = record.admission
@@ -204,12 +232,24 @@ class AdmissionChecks:
         )
 
 
-def _check(votes: list[tuple[int, VoteRecord]], keys: Mapping[int, AdmissionKey]) -> _Failures:
-    """The votes that fail, with why (run on the pool: check_admission's Ed25519 verification
-    runs without the interpreter lock)."""
+def _check(
+    votes: list[tuple[int, VoteRecord]],
+    keys: Mapping[int, AdmissionKey],
+    recount_keys: Mapping[int, AdmissionKey] | None,
+) -> _Failures:
+    """The votes that fail, with why and whether the recount leaves them out (run on the pool:
+    check_admission's Ed25519 verification runs without the interpreter lock).
+
+    ``keys`` (the pinned keys of the admin log, or all of them) is a subset of ``recount_keys``
+    (all of them), the same key objects: a vote that fails under ``keys`` for any reason but an
+    unknown key fails alike under ``recount_keys``; only one signed by a logged key that is not
+    pinned is checked again."""
     failures: _Failures = []
     for index, record in votes:
         reason = check_admission(record, keys)
         if reason is not None:
-            failures.append((index, reason, record))
+            refused = recount_keys is not None and (
+                reason != "unknown-key" or check_admission(record, recount_keys) is not None
+            )
+            failures.append((index, reason, record, refused))
     return failures

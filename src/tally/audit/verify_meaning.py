@@ -8,7 +8,9 @@ lane ``l``, or a review record (:mod:`~tally.audit.verify_review` checks those a
 votes); no pseudonym votes twice in the whole poll. The accepted votes that pass, and the held
 ones released, are counted here, for step 4's recount. Each vote's admission signature is checked
 against the admission keys of the admin log by :mod:`~tally.audit.verify_admission`, on a thread
-pool beside this pass.
+pool beside this pass; once every lane is read (:meth:`MeaningChecks.finish_review`), the votes
+it refuses are taken off the counts again, as the archiver's recount never counted them
+(docs/ledger-format.md §14.3): the certificate is compared with the same recount that made it.
 
 Speed: :meth:`MeaningChecks.check_vote_bundle` is called once per bundle of every lane. It runs
 the checks over the whole bundle with C-level builtins (``map``, ``set``, ``Counter``,
@@ -32,7 +34,7 @@ from tally.audit.verify_review import ReviewChecks
 from tally.ledger import layout
 from tally.ledger.admin import AdminAction, AdminRecord, PollDefinition, decode_admin
 from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus
-from tally.ledger.review import ReviewRecord, decode_lane_record
+from tally.ledger.review import Decision, ReviewRecord, decode_lane_record
 
 __all__ = ["MeaningChecks"]
 
@@ -190,7 +192,7 @@ class MeaningChecks:
         except LeafError:
             self._check_votes_one_by_one(context, start, entries, path)
             return
-        self.admission.check_bundle(start, records, path)
+        self.admission.check_bundle(start, records, path, lane=context.lane)
         if not self._bundle_passes(context, start, records, path):
             self._check_votes_one_by_one(context, start, entries, path, records)
 
@@ -292,7 +294,7 @@ class MeaningChecks:
             self._check_vote(context, index, record, path)
         context.pseudonyms.append((start, path, pseudonyms))
         if decoded is None:  # a decoded bundle's admissions were checked with it
-            self.admission.check_bundle(start, read, path)
+            self.admission.check_bundle(start, read, path, lane=context.lane)
 
     def _check_vote(self, context: LaneContext, index: int, record: VoteRecord, path: str) -> None:
         self._check_vote_place(context, index, record, path)
@@ -396,10 +398,28 @@ class MeaningChecks:
             )
 
     def finish_review(self) -> None:
-        """Once every lane is read: the decisions and their admin twins, and the released votes
-        counted with the accepted ones (the recount is accepted + released)."""
+        """Once every lane is read and every admission checked: the decisions and their admin
+        twins, and the released votes counted with the accepted ones (the recount is accepted +
+        released), less the votes whose admission the recount refuses."""
         self.review.check_twins()
         self.counts.update(self.review.released)
+        self._uncount_refused()
+
+    def _uncount_refused(self) -> None:
+        """Take off the counts each vote the admission check refuses (the archiver's rule,
+        ``PollReview``): an accepted one if it was counted (an option of the poll), a held one
+        if a valid review record released it. The review totals stay the logs' (held vote
+        records and valid decisions, refused or not), as the archiver certifies them."""
+        options = None if self.definition is None else {o.id for o in self.definition.options}
+        counts = self.counts
+        for lane, record in self.admission.refused:
+            if record.status is VoteStatus.ACCEPTED:
+                if options is None or record.option_id in options:
+                    counts[record.option_id] -= 1
+            elif record.status is VoteStatus.HELD:
+                review = self.review.lanes.get(lane)
+                if review is not None and review.decided.get(record.seq) is Decision.RELEASED:
+                    counts[record.option_id] -= 1
 
     # -- one vote per pseudonym, across lanes --------------------------------------------------
 
