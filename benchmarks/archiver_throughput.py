@@ -26,7 +26,12 @@ lane's published root is checked against the Merkle root of the records as voted
 Bytes per vote: every file under the poll's ledger dir (tiles, bundles, checkpoints), as file
 sizes, rounded up to 4 KiB blocks per file, and as `du` counts them, divided by N.
 
-Run:  .venv/bin/python benchmarks/archiver_throughput.py [--votes 300000] [--json]
+With --signed (issue 11), the votes carry admission signatures: a gateway admission key is
+registered before the poll is created (as `tally serve` does), so the poll's admin log names it
+and the archiver's recount verifies every vote's Ed25519 signature. Integrity alarms raised
+(a refused signature would raise one) are reported; none are expected.
+
+Run:  .venv/bin/python benchmarks/archiver_throughput.py [--votes 300000] [--signed] [--json]
 """
 
 from __future__ import annotations
