@@ -18,7 +18,12 @@ gateway / admin of the median CPU per vote: 1.00 means the ACL checks cost nothi
 Before the blocks it checks that the two users really differ: the gateway user is refused a raw
 FLUSHALL and an HSET outside its keys (NOPERM), the admin is not refused the same HSET.
 
+With --callgrind, the figure that load does not move: valkey-server runs under callgrind, once
+per user with --votes/4 votes and once with --votes/4 + --votes, and the difference of the
+instruction totals over --votes is each user's instructions per vote (start-up cancels out).
+
 Run:  .venv/bin/python benchmarks/acl_cost.py [--votes 20000] [--rounds 3] [--json]
+      .venv/bin/python benchmarks/acl_cost.py --callgrind --votes 2000
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from tally.ledger.leaf import VoteStatus
 from tally.ports import Recorded
 from tally.service import NewPoll, VotingService
 from tally.store import acl
-from tally.store.embedded import EmbeddedValkey
+from tally.store.embedded import EmbeddedValkey, find_valkey_server
 from tally.store.polls import ValkeyPolls
 from tally.store.resp import ReplyError, Valkey
 from tally.store.votes import ValkeyBallotBox
@@ -198,13 +203,78 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def instructions(user: str, votes: int, root: Path, batch: int) -> int:
+    """valkey-server's instruction total (callgrind) for a start, one poll and `votes` votes
+    cast as `user`, and a stop."""
+    out = root / f"callgrind-{user}-{votes}.out"
+    wrapper = root / f"valkey-{user}-{votes}.sh"
+    binary = find_valkey_server()
+    wrapper.write_text(
+        f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out} {binary} "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    server = EmbeddedValkey(root / f"data-{user}-{votes}", binary=wrapper)
+    admin = Valkey(server.endpoint_for(acl.ADMIN), command_timeout_s=60)
+    client = Valkey(server.endpoint_for(user), command_timeout_s=60)
+    try:
+        await server.start(timeout_s=120)
+        await admin.connect()
+        await client.connect()
+        assert server.pid is not None
+        poll = await open_poll(admin)
+        signer = AdmissionSigner("tally.bench/admission/bench", Ed25519PrivateKey.generate())
+        await block(ValkeyBallotBox(client), poll, signer, range(votes), batch, server.pid)
+    finally:
+        await client.close()
+        await admin.close()
+        await server.stop(timeout_s=120)
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no instruction total in {out}")
+
+
+async def run_instructions(args: argparse.Namespace) -> dict[str, Any]:
+    """Instructions per vote for each user: the difference of a short and a long run, so the
+    start, the functions' load, the poll and the stop cancel out."""
+    small, large = args.votes // 4, args.votes // 4 + args.votes
+    totals: dict[str, dict[int, int]] = {"admin": {}, "gateway": {}}
+    with tempfile.TemporaryDirectory(prefix="tally-acl-cost-") as tmp:
+        for user in ("admin", "gateway", "gateway", "admin"):  # each size once per user
+            size = small if not totals[user] else large
+            totals[user][size] = await instructions(user, size, Path(tmp), args.batch)
+            progress(f"{user} {size} votes: {totals[user][size]:,} instructions")
+    per_vote = {u: round((t[large] - t[small]) / args.votes) for u, t in totals.items()}
+    return {
+        "votes": args.votes,
+        "instructions": {u: {str(k): v for k, v in t.items()} for u, t in totals.items()},
+        "instructions_per_vote": per_vote,
+        "ratio_gateway_to_admin": round(per_vote["gateway"] / per_vote["admin"], 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--votes", type=int, default=20_000, help="votes per block")
     parser.add_argument("--rounds", type=int, default=3, help="admin/gateway pairs of blocks")
     parser.add_argument("--batch", type=int, default=256, help="votes in flight")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="valkey-server's instructions per vote under callgrind instead (needs valgrind; "
+        "--votes is the difference of the two runs per user, e.g. 2000)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.callgrind:
+        counted = uvloop.run(run_instructions(args))
+        if args.json:
+            print(json.dumps(counted))
+            return
+        for user, n in counted["instructions_per_vote"].items():
+            print(f"{user:<8} {n:>10,} valkey-server instructions per vote")
+        print(f"gateway / admin: {counted['ratio_gateway_to_admin']:.4f}")
+        return
     r = uvloop.run(run(args))
     if args.json:
         print(json.dumps(r))
