@@ -23,6 +23,11 @@ log's queue stops that log only. Each finding raises an integrity alarm once per
 (IntegrityStore: the gateways show it on the poll and its results; a metric; an ERROR line), and
 a poll certified with alarms gets a v3 certificate recording them and, when they disagree at
 close, the counters' totals beside the recount.
+
+Checking each vote's admission signature is most of the recount's CPU: the archiver owns a small
+pool of threads (TALLY_ARCHIVER_VERIFY_THREADS, default one per core) that PollLogs checks each
+cycle's votes on, side by side (the Ed25519 verification releases the interpreter lock). The
+results come back in order, so what is certified and alarmed does not depend on the pool.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,8 +98,11 @@ class Archiver:
         on_alarm: Callable[[str, IntegrityAlarm], None] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         witnesses: CheckpointWitnesses | None = None,
+        verify_threads: int | None = None,
     ) -> None:
-        """`on_alarm(poll id, alarm)` is told of each alarm this archiver raises (metrics)."""
+        """`on_alarm(poll id, alarm)` is told of each alarm this archiver raises (metrics).
+        `verify_threads`: threads that check admission signatures (None: one per core; 1: the
+        worker thread checks them itself)."""
         self._polls = polls
         self._integrity = integrity
         self.on_alarm = on_alarm
@@ -116,6 +125,13 @@ class Archiver:
         # waits for it, so no write lands after the lease is handed over.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver")
         self._busy: Future[Any] | None = None
+        threads = verify_threads if verify_threads is not None else _cores()
+        self.verify_threads = threads
+        self._verify = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="archiver-verify")
+            if threads > 1
+            else None
+        )
         self.stats = ArchiverStats()
 
     @property
@@ -139,6 +155,8 @@ class Archiver:
         if self._busy is not None and not self._busy.done():
             await asyncio.wait([asyncio.wrap_future(self._busy)], timeout=STOP_WAIT_S)
         self._worker.shutdown(wait=False)
+        if self._verify is not None:
+            self._verify.shutdown(wait=False)
         for poll_id in list(self._open):
             with contextlib.suppress(StoreUnavailable):
                 await self._queue.release(poll_id, self._owner)
@@ -192,7 +210,7 @@ class Archiver:
                 await self._queue.release(poll.id, self._owner)
                 return
             poll_files = self._files.poll_files(poll.id)
-            logs = await self._in_thread(PollLogs, poll_files, poll, self._signer)
+            logs = await self._in_thread(PollLogs, poll_files, poll, self._signer, self._verify)
             for each in logs.logs:  # each checkpoint is cosigned before it is published
                 logs.writer(each).witnesses = self.witnesses
             if logs.admin.appended == 0:
@@ -356,6 +374,14 @@ class Archiver:
     def _publish_key(self) -> None:
         """Serve the verifier key at /ledger/keys (auditors should get it out of band too)."""
         self._files.publish_key(str(self._signer.verifier))
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _pairs(options: list[str], counts: list[int]) -> str:

@@ -73,6 +73,8 @@ class Settings:
     ops_host: str = "127.0.0.1"
     aggregator_port: int = 8001
     archiver_port: int = 8002
+    # Threads the archiver checks votes' admission signatures on; None: one per core.
+    archiver_verify_threads: int | None = None
     # Checkpoint witnesses (archive/witnessing.py): each (URL, the witness's cosignature
     # verifier key); the archiver asks each to cosign every checkpoint before publishing it.
     witnesses: tuple[tuple[str, str], ...] = ()
@@ -146,7 +148,7 @@ class Settings:
                 text = "(key file)" if value is None else "********"
             elif f.name == "evidence_keys":
                 text = "(key files in data dir)" if value is None else "********"
-            elif f.name == "workers":
+            elif f.name in ("workers", "archiver_verify_threads"):
                 text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
                 text = "(the ledger key's name)" if value is None else value
@@ -213,6 +215,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "ops_host": _get(source, "TALLY_OPS_HOST", str, defaults.ops_host),
         "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
         "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
+        "archiver_verify_threads": _get(source, "TALLY_ARCHIVER_VERIFY_THREADS", _positive, None),
         "witnesses": _get(source, "TALLY_WITNESSES", _witnesses, defaults.witnesses),
         "defences": _get(source, "TALLY_DEFENCES", _defences, defaults.defences),
         "trusted_proxies": _get(

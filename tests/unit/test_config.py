@@ -66,6 +66,7 @@ PARSED = [
     ("TALLY_OPS_HOST", "10.0.0.7", "ops_host", "10.0.0.7"),
     ("TALLY_AGGREGATOR_PORT", "9101", "aggregator_port", 9101),
     ("TALLY_ARCHIVER_PORT", "9102", "archiver_port", 9102),
+    ("TALLY_ARCHIVER_VERIFY_THREADS", "3", "archiver_verify_threads", 3),
     (
         "TALLY_DEFENCES",
         '{"limits": {"address": null}, "pow": {"difficulty": 16}}',
@@ -192,6 +193,7 @@ INVALID = [
     ("TALLY_ARCHIVER", "maybe"),
     ("TALLY_AGGREGATOR_PORT", "0"),
     ("TALLY_ARCHIVER_PORT", "http"),
+    ("TALLY_ARCHIVER_VERIFY_THREADS", "0"),
     ("TALLY_WORKERS", "0"),
     ("TALLY_TRUSTED_PROXIES", "10.0.0.1/8"),
     ("TALLY_TRUSTED_PROXIES", "proxy.internal"),

@@ -21,13 +21,24 @@ to trust). That costs one read of the poll's bundles per takeover.
 A gap in a log's queue (an entry deleted: seq 7 followed by 9) no longer stops the poll: that log
 stops at the gap (`gaps`, and it is read no further), every other log goes on, and the archiver
 raises a ledger-gap alarm. What was archived stays published and verifiable.
+
+The admission check is nearly all of the recount's cost (an Ed25519 verification per vote, some
+60 us of CPU on a quiet core): :meth:`PollLogs.append` checks every vote of a cycle's lane batches
+in one :func:`~tally.ledger.admission.check_admissions` call, on the thread pool the archiver
+lends (TALLY_ARCHIVER_VERIFY_THREADS; pyca/cryptography releases the interpreter lock while it
+verifies), and the rebuild at takeover does the same. The admin log's batch is applied first, so
+the keys it names in that cycle are in effect for the lanes, as they were when each vote was
+checked as it was added. Results come back in order, so the recount, its refusals and the alarms
+are the same whatever the pool's size.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from enum import Enum
 
 from tally.archive.logs import LogWriter
 from tally.domain.polls import Poll, PollState
@@ -41,7 +52,12 @@ from tally.ledger.admin import (
     decode_admin,
     encode_admin,
 )
-from tally.ledger.admission import AdmissionKey, check_admission, keys_from_admin
+from tally.ledger.admission import (
+    AdmissionKey,
+    check_admission,
+    check_admissions,
+    keys_from_admin,
+)
 from tally.ledger.certificate import (
     Integrity,
     LogHead,
@@ -87,6 +103,22 @@ class ArchiveError(RuntimeError):
 # A held vote, as both logs name it: (lane, its seq).
 HeldRef = tuple[int, int]
 _HELD = VoteStatus.HELD
+# Votes per task on the verify pool: ~15 ms of Ed25519 verification on a quiet core, so the
+# pool's cost per task (tens of us) is lost in it, and a cycle's few thousand votes still make
+# enough tasks to keep every thread busy.
+CHECK_CHUNK = 256
+# Votes decoded from the published bundles and checked at once when a recount is rebuilt: 16
+# full bundles, so a large poll's rebuild never holds all of its records.
+REBUILD_BATCH = 4096
+
+
+class _Unchecked(Enum):
+    UNCHECKED = "unchecked"
+
+
+# PollReview.add's `admission` when the caller has not checked the vote: add checks it.
+UNCHECKED = _Unchecked.UNCHECKED
+Admitted = str | None | _Unchecked
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +167,20 @@ class PollReview:
         self._key_records: list[AdminRecord] = []
         self._keys: dict[int, AdmissionKey] = {}
 
-    def add(self, poll_id: str, record: VoteRecord | ReviewRecord | AdminRecord) -> None:
-        """Follow one record appended to a log; ArchiveError if it breaks a review rule."""
+    def add(
+        self,
+        poll_id: str,
+        record: VoteRecord | ReviewRecord | AdminRecord,
+        admission: Admitted = UNCHECKED,
+    ) -> None:
+        """Follow one record appended to a log; ArchiveError if it breaks a review rule.
+        `admission`: a vote's admission check as :meth:`check` gave it under the keys in effect
+        now (None: it passed); left out, it is checked here."""
         if type(record) is VoteRecord:  # nearly every record: one test, no allocation
-            reason = check_admission(record, self._keys) if self._keys else None
+            if admission is UNCHECKED:
+                reason = check_admission(record, self._keys) if self._keys else None
+            else:
+                reason = admission
             if record.status is _HELD:
                 self.lanes[record.lane].vote(record)
                 if reason is not None:
@@ -176,6 +218,21 @@ class PollReview:
     def signed(self) -> bool:
         """Whether the poll's votes must carry admission signatures (its admin log names keys)."""
         return bool(self._keys)
+
+    @property
+    def keys(self) -> Mapping[int, AdmissionKey]:
+        """The admission keys the admin log names so far, by key id."""
+        return self._keys
+
+    def check(
+        self, votes: Sequence[VoteRecord], executor: Executor | None = None
+    ) -> list[str | None]:
+        """The admission check `add` would make of each vote now (under the keys the records
+        added so far name), in order; chunks of them side by side on `executor` if given. A
+        poll whose admin log names no key checks nothing (all None)."""
+        if not self._keys:
+            return [None] * len(votes)
+        return check_admissions(votes, self._keys, executor, chunk=CHECK_CHUNK)
 
     def lane_count(self, lane: int, seq: int) -> LaneCount:
         """The lane's recount now, which is after its entry `seq`."""
@@ -225,10 +282,14 @@ def definition_of(poll: Poll) -> PollDefinition:
 class PollLogs:
     """The writers of one poll's logs, resumed from disk."""
 
-    def __init__(self, files: PollFiles, poll: Poll, signer: Signer) -> None:
+    def __init__(
+        self, files: PollFiles, poll: Poll, signer: Signer, verify: Executor | None = None
+    ) -> None:
+        """`verify`: threads to check admission signatures on (the archiver's; None: here)."""
         self.poll = poll
         self._files = files
         self._signer = signer
+        self._verify = verify
         prefix = signer.name
         self.admin = LogWriter.open(
             self._files, layout.ADMIN_LOG, admin_origin(prefix, poll.id), signer
@@ -285,25 +346,78 @@ class PollLogs:
 
     def append(self, batches: Sequence[Sequence[QueuedEntry]]) -> int:
         """Append each log's batch (in the `reading` order they were read in); returns the
-        entries appended. A log whose batch skips a seq stops there (`gaps`)."""
+        entries appended. A log whose batch skips a seq stops there (`gaps`).
+
+        The admin log's batch first, so that the keys it names are in effect; then the lanes'
+        votes are checked all at once (on the verify pool), and the lanes appended in order with
+        those results. An entry that is not a valid record stops the batch there, as if each
+        entry had been appended as it was read: what came before it is appended, then
+        ArchiveError."""
         appended = 0
-        review, poll_id = self._review, self.poll.id
+        lanes: list[tuple[int, list[VoteRecord | ReviewRecord], Gap | None]] = []
+        failed: ArchiveError | None = None
         for log, batch in zip(self.reading(), batches, strict=True):
-            writer = self.writer(log)
-            mark = 0 if log is None else self._marks.get(log, 0)
-            for entry in batch:
-                if entry.seq != writer.appended + 1:
-                    self.gaps[log] = Gap(writer.appended + 1, entry.seq)
-                    break
-                record = self._admin_entry(entry) if log is None else self._lane_entry(log, entry)
+            if log is None:
+                appended += self._append_admin(batch)
+            elif failed is None:
+                records, gap, failed = self._lane_records(log, batch)
+                lanes.append((log, records, gap))
+        votes = [r for _, records, _ in lanes for r in records if type(r) is VoteRecord]
+        reasons = iter(self._review.check(votes, self._verify))
+        for log, records, gap in lanes:
+            appended += self._append_lane(log, records, reasons)
+            if gap is not None:
+                self.gaps[log] = gap
+        if failed is not None:
+            raise failed
+        return appended
+
+    def _append_admin(self, batch: Sequence[QueuedEntry]) -> int:
+        writer, review = self.admin, self._review
+        for n, entry in enumerate(batch):
+            if entry.seq != writer.appended + 1:
+                self.gaps[None] = Gap(writer.appended + 1, entry.seq)
+                return n
+            record = self._admin_entry(entry)
+            review.add(self.poll.id, record)
+            data = encode_admin(record)
+            writer.append(data, merkle.leaf_hash(data))
+        return len(batch)
+
+    def _lane_records(
+        self, lane: int, batch: Sequence[QueuedEntry]
+    ) -> tuple[list[VoteRecord | ReviewRecord], Gap | None, ArchiveError | None]:
+        """The batch's records up to a gap (returned) or an entry that is not a valid record
+        (its ArchiveError returned)."""
+        expected = self.lanes[lane].appended + 1
+        records: list[VoteRecord | ReviewRecord] = []
+        for entry in batch:
+            if entry.seq != expected:
+                return records, Gap(expected, entry.seq), None
+            try:
+                records.append(self._lane_entry(lane, entry))
+            except ArchiveError as exc:
+                return records, None, exc
+            expected += 1
+        return records, None, None
+
+    def _append_lane(
+        self, lane: int, records: Sequence[VoteRecord | ReviewRecord], reasons: Iterator[str | None]
+    ) -> int:
+        """Append a lane's records; `reasons` yields each vote's admission check, in order."""
+        writer, review, poll_id = self.lanes[lane], self._review, self.poll.id
+        mark = self._marks.get(lane, 0)
+        for record in records:
+            if type(record) is VoteRecord:
+                review.add(poll_id, record, next(reasons))
+                data = encode_leaf(record)
+            else:
                 review.add(poll_id, record)
                 data = _encode(record)
-                writer.append(data, merkle.leaf_hash(data))
-                appended += 1
-                if entry.seq == mark:
-                    assert log is not None
-                    self.marked[log] = review.lane_count(log, mark)
-        return appended
+            writer.append(data, merkle.leaf_hash(data))
+            if record.seq == mark:
+                self.marked[lane] = review.lane_count(lane, mark)
+        return len(records)
 
     def take_refused(self) -> list[Refused]:
         """The votes the recount refused since the last call."""
@@ -320,7 +434,11 @@ class PollLogs:
         return self._review
 
     def _read_review(self) -> PollReview:
+        """The recount rebuilt from the published leaves: the admin log first (its keys are
+        then all in effect, as an auditor applies them), then the lanes, whose votes are
+        checked REBUILD_BATCH at a time on the verify pool."""
         review = PollReview(self.poll.lanes)
+        pending: list[VoteRecord | ReviewRecord | AdminRecord] = []
         for log in self.logs:
             writer = self.writer(log)
             if writer.appended != writer.size:
@@ -334,9 +452,29 @@ class PollLogs:
                     try:
                         record = decode_admin(entry) if log is None else decode_lane_record(entry)
                     except LeafError as exc:
+                        self._follow(review, pending)  # what came before it, as if one by one
                         raise ArchiveError(f"poll {self.poll.id} log {name}: {exc}") from None
-                    review.add(self.poll.id, record)
+                    pending.append(record)
+                if len(pending) >= REBUILD_BATCH:
+                    self._follow(review, pending)
+                    pending = []
+            if log is None:  # the admin log's keys, in effect before any vote is checked
+                self._follow(review, pending)
+                pending = []
+        self._follow(review, pending)
         return review
+
+    def _follow(
+        self, review: PollReview, records: Sequence[VoteRecord | ReviewRecord | AdminRecord]
+    ) -> None:
+        """`review.add` each record, its votes checked at once first: `records` must not mix
+        votes with admin records (which may name keys)."""
+        reasons = iter(review.check([r for r in records if type(r) is VoteRecord], self._verify))
+        for record in records:
+            if type(record) is VoteRecord:
+                review.add(self.poll.id, record, next(reasons))
+            else:
+                review.add(self.poll.id, record)
 
     def certify(self, integrity: Integrity | None = None) -> bytes:
         """Sign and store the result certificate: the recount bound to every log's latest

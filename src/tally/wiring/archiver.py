@@ -61,6 +61,7 @@ def build_archiver(client: StoreConnection, settings: Settings) -> ArchiverRole:
         owner=new_owner_id(),
         interval_ms=settings.checkpoint_interval_ms,
         witnesses=checkpoint_witnesses(settings),
+        verify_threads=settings.archiver_verify_threads,
     )
     return ArchiverRole(archiver, directory)
 
