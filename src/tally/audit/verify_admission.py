@@ -13,7 +13,8 @@ every vote must be signed whatever the admin log says.
 The recount follows the archiver's rule (:class:`tally.archive.poll_logs.PollReview`, which makes
 the result certificate): in a poll whose admin log names admission keys, a vote that fails
 :func:`~tally.ledger.admission.check_admission` against *those* keys is not counted, accepted or
-released (:attr:`AdmissionChecks.refused`, taken off by :mod:`~tally.audit.verify_meaning`). The
+released (:attr:`AdmissionChecks.refused_accepted` and ``refused_held``, taken off the counts by
+:mod:`~tally.audit.verify_meaning`). The
 keys of the admin log, not the pinned ones: the archiver knows no others, so a vote signed by a
 logged key that is not pinned is an ``admission-key-not-pinned`` finding but still counted, and
 the certificate is not blamed for counting it; a poll whose admin log names no key counts every
@@ -29,7 +30,7 @@ bounded, and their findings are added in bundle order.
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -38,7 +39,7 @@ from tally.audit.verify_findings import Findings
 from tally.ledger import layout, note
 from tally.ledger.admin import AdminRecord
 from tally.ledger.admission import AdmissionKey, check_admission, keys_from_admin
-from tally.ledger.leaf import LeafError, VoteRecord
+from tally.ledger.leaf import LeafError, VoteRecord, VoteStatus
 from tally.ledger.review import ReviewRecord
 
 __all__ = ["ADMISSION_CODES", "AdmissionChecks", "default_jobs"]
@@ -64,6 +65,7 @@ _CODE_OF_REASON = {
     "admitted-too-late": "admission-time",
 }
 _IN_FLIGHT_PER_JOB = 4
+_ACCEPTED, _HELD = VoteStatus.ACCEPTED, VoteStatus.HELD
 _ADMIN_CHECKPOINT = layout.checkpoint_path(layout.ADMIN_LOG)
 
 # One bundle's failures: (leaf index, reason, record, whether the recount leaves the vote out).
@@ -92,8 +94,11 @@ class AdmissionChecks:
         self.signed = 0  # votes with a valid admission signature
         self.unsigned = 0  # version 0x01 votes of a pre-admission poll
         self.failed = 0  # votes with a finding
-        # The votes the recount leaves out, as (lane, record), in log order (see the module doc).
-        self.refused: list[tuple[int, VoteRecord]] = []
+        # The votes the recount leaves out (see the module doc): accepted ones by option, and
+        # held ones as (lane, seq, option), in log order. Counters, so that a lane of stuffed
+        # votes costs no memory per vote (its findings are capped too).
+        self.refused_accepted: Counter[str] = Counter()
+        self.refused_held: list[tuple[int, int, str]] = []
         self._conflict = False  # two keys of the admin log share a key id
         # The keys the recount checks votes against (the archiver's), None: it counts every vote.
         self._recount_keys: dict[int, AdmissionKey] | None = None
@@ -156,8 +161,8 @@ class AdmissionChecks:
         lane: int,
     ) -> None:
         """Check the votes among ``records`` (leaf ``start`` on of ``lane``'s log; None: a leaf
-        that did not decode, reported elsewhere); the findings and :attr:`refused` votes come in
-        bundle order, a little later."""
+        that did not decode, reported elsewhere); the findings and refused votes come in bundle
+        order, a little later."""
         votes = [
             (start + offset, record)
             for offset, record in enumerate(records)
@@ -199,8 +204,12 @@ class AdmissionChecks:
         self.failed += len(failures)
         for index, reason, record, refused in failures:
             self._add(path, index, reason, record)
-            if refused:
-                self.refused.append((lane, record))
+            if not refused:
+                continue
+            if record.status is _ACCEPTED:
+                self.refused_accepted[record.option_id] += 1
+            elif record.status is _HELD:
+                self.refused_held.append((lane, record.seq, record.option_id))
 
     def _add(self, path: str, index: int, reason: str, record: VoteRecord) -> None:
         admission = record.admission

@@ -412,14 +412,13 @@ class MeaningChecks:
         records and valid decisions, refused or not), as the archiver certifies them."""
         options = None if self.definition is None else {o.id for o in self.definition.options}
         counts = self.counts
-        for lane, record in self.admission.refused:
-            if record.status is VoteStatus.ACCEPTED:
-                if options is None or record.option_id in options:
-                    counts[record.option_id] -= 1
-            elif record.status is VoteStatus.HELD:
-                review = self.review.lanes.get(lane)
-                if review is not None and review.decided.get(record.seq) is Decision.RELEASED:
-                    counts[record.option_id] -= 1
+        for option, votes in self.admission.refused_accepted.items():
+            if options is None or option in options:  # votes for another option: not counted
+                counts[option] -= votes
+        for lane, seq, option in self.admission.refused_held:
+            review = self.review.lanes.get(lane)
+            if review is not None and review.decided.get(seq) is Decision.RELEASED:
+                counts[option] -= 1
 
     # -- one vote per pseudonym, across lanes --------------------------------------------------
 
