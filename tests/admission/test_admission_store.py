@@ -210,3 +210,23 @@ async def test_a_malformed_signature_is_refused_by_the_vote_function(valkey: Sto
             b"\x00" * 16, b"x", "red", b"short",
         )  # fmt: skip
     assert await ValkeyLedgerQueue(valkey).read(poll.id, [lane], [1], 10) == [[]]
+
+
+async def test_a_poll_opened_unsigned_stays_unsigned(valkey: StoreClient) -> None:
+    """A poll opened with no admission key (made before gateways signed) takes no key later: its
+    unsigned votes were counted, and a key arriving later would have the archiver (after a
+    restart) and the auditor refuse them. A draft with no key has no vote yet and takes one."""
+    service = VotingService(ValkeyPolls(valkey), ValkeyBallotBox(valkey), pseudonym_secret=SECRET)
+    options = [OptionSpec("Red", "red"), OptionSpec("Blue", "blue")]
+    unsigned = await service.create_poll(NewPoll("pre-admission", options, lanes=2))
+    draft = await service.create_poll(NewPoll("draft without keys", options, lanes=2))
+    for poll in (unsigned, draft):  # as a poll created before the registry existed
+        await valkey.call("DEL", keys.poll_admission(poll.id))
+    await service.open_poll(unsigned.id)
+    before = len(await admin_keys(valkey, unsigned))
+
+    late = new_signer(f"gw-after-{secrets.token_hex(2)}").key
+    await ValkeyAdmissionKeys(valkey).register(RegisteredKey(late.name, late.public_key, 5000))
+    assert len(await admin_keys(valkey, unsigned)) == before
+    assert late.name in [k.name for k in await admin_keys(valkey, draft)]
+    assert await ValkeyAdmissionKeys(valkey).sync_poll(unsigned.id, 6000) == -2

@@ -9,7 +9,7 @@ The registry itself proves nothing to an auditor: what counts is each poll's adm
 poll is created with every registered key not yet retired appended right after ``created``
 (tally_poll_create), and a key registered or retired later is appended to the admin log of every
 poll not closed (tally_poll_admission_keys, one call per poll: each touches one poll's keys, as
-Valkey Cluster needs). Both skip a key the poll's log already holds with the same validity, so
+Valkey Cluster needs), except a poll opened with no key, which stays unsigned. Both skip a key the poll's log already holds with the same validity, so
 any step may be repeated. A poll created while a key is being registered is caught up by
 ``sync_poll`` just after its creation.
 """
@@ -115,7 +115,7 @@ class ValkeyAdmissionKeys:
     async def sync_poll(self, poll_id: str, at_ms: int, actor: str = "") -> int:
         """Append to one poll's admin log whatever registered key not retired at `at_ms` it
         lacks (a poll created while a key was being registered); 0 if nothing was missing, -1
-        for a closed poll."""
+        for a closed poll, -2 for a poll opened unsigned (it stays so: tally_poll_admission_keys)."""
         registered = [key for key in await self.registered() if not key.retired(at_ms)]
         if not registered:
             return 0

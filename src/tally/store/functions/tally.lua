@@ -214,12 +214,18 @@ end
 log of a poll not closed (a closed poll's log no longer takes votes, so it is left alone).
 KEYS[1] poll hash   KEYS[2] admin stream   KEYS[3] poll admission-key hash
 ARGV[1] actor   ARGV[2..] admission keys in fives, as tally_poll_create
+A poll opened with no admission key (made before gateways signed, or with signing off) stays
+unsigned for good: a key appended to it would make the archiver refuse the unsigned votes it
+already counted (and the auditor with it), so the recount would depend on when a key arrived.
 Returns the number of entries appended (0 for a key already there with the same validity, so a
-repeat changes nothing), or -1 for a closed or missing poll. ]]
+repeat changes nothing), -1 for a closed or missing poll, -2 for such an unsigned poll. ]]
 local function poll_admission_keys(keys, args)
   local state = redis.call('HGET', keys[1], 'state')
   if not state or state == 'closed' then
     return -1
+  end
+  if state ~= 'draft' and redis.call('EXISTS', keys[3]) == 0 then
+    return -2
   end
   return append_admission_keys(keys, args, 2, args[1], int(now_ms()))
 end
