@@ -337,9 +337,9 @@ def test_stuffed_votes_accepted_or_released_are_not_counted_as_the_archiver_cert
     write_ledger(root, replace(certified, counts=None))  # conftest's recount: every vote
     blamed = audit(root)
     assert [(f.code, f.message) for f in blamed.findings if f.code == "count-mismatch"] == [
-        ("count-mismatch", f"option red: certified {honest['red'] + 1} votes, the leaves hold "
+        ("count-mismatch", f"option red: certified {honest['red'] + 1} votes, the recount of the leaves gives "
          f"{honest['red']}"),
-        ("count-mismatch", f"option blue: certified {honest['blue'] + 1} votes, the leaves hold "
+        ("count-mismatch", f"option blue: certified {honest['blue'] + 1} votes, the recount of the leaves gives "
          f"{honest['blue']}"),
     ]  # fmt: skip
 

@@ -103,7 +103,7 @@ FINDING_CODES = {
     "certificate-poll": "the certificate names another poll",
     "certificate-log": "a certificate log line is not that log's latest checkpoint",
     "certificate-options": "the certificate does not count exactly the poll's options, in order",
-    "count-mismatch": "a certified count differs from the recount of the leaves (accepted + released)",
+    "count-mismatch": "a certified count differs from the recount of the leaves (accepted + released, less votes failing their admission check)",
     "review-totals": "the certificate's held, released or voided total differs from the logs'",
     "held-undecided": "a result certificate is published while held votes are still undecided",
     "witness-missing": "a log's newest checkpoint has fewer valid cosignatures of the given witnesses than required",

@@ -226,7 +226,7 @@ class ResultChecks:
                 self.findings.add(
                     "count-mismatch",
                     file,
-                    f"option {option}: certified {claimed} votes, the leaves hold {recounted}",
+                    f"option {option}: certified {claimed} votes, the recount of the leaves gives {recounted}",
                     expected=str(recounted),
                     found=str(claimed),
                 )
