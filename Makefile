@@ -20,7 +20,7 @@ test: $(STAMP)
 
 # The vote, realtime and ledger suites again, on a local 3-primary/3-replica Valkey Cluster
 # (TALLY_TEST_STORE=cluster, tests/conftest.py); bounded, and SIGTERM stops the clusters too.
-CLUSTER_SUITES := tests/api tests/live tests/integration tests/audit tests/e2e tests/roles tests/chaos tests/defences
+CLUSTER_SUITES := tests/api tests/live tests/integration tests/audit tests/e2e tests/roles tests/chaos tests/defences tests/admission tests/insider tests/security tests/witness
 test-cluster: $(STAMP)
 	TALLY_TEST_STORE=cluster timeout --kill-after=60 1800 $(BIN)/pytest $(CLUSTER_SUITES)
 
