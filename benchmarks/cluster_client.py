@@ -3,7 +3,11 @@
 on one real local Valkey Cluster.
 
 Setup: `LocalCluster` (the bundled valkey-server, AOF `appendfsync always`, loopback) with 3
-primaries x 1 replica, started in a temp dir by this script and stopped at the end. For every
+primaries x 1 replica, started in a temp dir by this script and stopped at the end. Its default
+user is off (issue 11), so every client logs in as the admin's ACL user, `tally-admin`: redis-py
+and glide learn the cluster's slots with `CLUSTER SLOTS`, which the gateway's user is not granted
+(it has `CLUSTER SHARDS`, what ours asks), and one user for all three keeps ACL's own cost (none
+for the admin: benchmarks/acl_cost.py measures the gateway's) out of the comparison. For every
 run a fresh poll (16 lanes, 4 options, sized for the run's voters) is created and opened with the
 real `ValkeyPolls` over our client, so the lanes' keys spread over the three primaries as Tally
 places them. The votes are the real ones: one `FCALL tally_vote 4 <lane keys> <pseudonym> <index
@@ -71,7 +75,7 @@ from tally.store.cluster import ClusterSeeds, ValkeyCluster
 from tally.store.library import load_functions
 from tally.store.local_cluster import LocalCluster
 from tally.store.polls import ValkeyPolls
-from tally.store.resp import Valkey, WaitAof
+from tally.store.resp import Endpoint, Valkey, WaitAof
 from tally.store.votes import ValkeyBallotBox
 
 SECRET = bytes(range(32))
@@ -240,10 +244,15 @@ class RedisPy:
     name = "redis-py RedisCluster"
     durable_ok = True
 
-    def __init__(self, host: str, port: int, password: str) -> None:
+    def __init__(self, endpoint: Endpoint) -> None:
         from redis.asyncio.cluster import RedisCluster
 
-        self.client = RedisCluster(host=host, port=port, password=password)
+        self.client = RedisCluster(
+            host=endpoint.host,
+            port=endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+        )
 
     async def start(self) -> None:
         await self.client.initialize()
@@ -284,8 +293,8 @@ class Glide:
     name = "valkey-glide"
     durable_ok = False
 
-    def __init__(self, host: str, port: int, password: str) -> None:
-        self.config = (host, port, password)
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
         self.client: Any = None
 
     async def start(self) -> None:
@@ -296,11 +305,13 @@ class Glide:
             ServerCredentials,
         )
 
-        host, port, password = self.config
+        endpoint = self.endpoint
         self.client = await GlideClusterClient.create(
             GlideClusterClientConfiguration(
-                [NodeAddress(host, port)],
-                credentials=ServerCredentials(password=password),
+                [NodeAddress(endpoint.host, endpoint.port)],
+                credentials=ServerCredentials(
+                    password=endpoint.password, username=endpoint.username
+                ),
                 request_timeout=5000,
             )
         )
@@ -337,11 +348,12 @@ def glide_available() -> str | None:
 async def compare(cluster: LocalCluster, args: argparse.Namespace) -> dict[str, Any]:
     pids = [node.pid for node in cluster.nodes]
     seed = next(node for node in cluster.nodes if node.role == "primary")
-    ours = Ours(cluster.url)
-    clients: list[Any] = [ours, RedisPy("127.0.0.1", seed.port, cluster.password)]
+    ours = Ours(cluster.url)  # the admin's user, as are the others (see the docstring)
+    admin = cluster.endpoint(seed.port)
+    clients: list[Any] = [ours, RedisPy(admin)]
     glide_skipped = "left out (--no-glide)" if args.no_glide else glide_available()
     if glide_skipped is None:
-        clients.append(Glide("127.0.0.1", seed.port, cluster.password))
+        clients.append(Glide(admin))
     for client in clients:
         await client.start()
     try:

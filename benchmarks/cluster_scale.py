@@ -12,8 +12,11 @@ Setups (each in a fresh temp dir, everything stopped before the next):
   6p+6r       `LocalCluster` 6 primaries x 1 replica, `tally gateway --workers 4`, `tally
               aggregator`: the largest this 2-core machine is given here (see below).
 
-The roles share TALLY_VALKEY_URL, a TALLY_PSEUDONYM_SECRET and TALLY_DATA_DIR (the dev issuer's
-keys, so every gateway worker accepts the tokens). No archiver runs: the lane streams just grow.
+The roles share a TALLY_PSEUDONYM_SECRET and TALLY_DATA_DIR (the dev issuer's keys, so every
+gateway worker accepts the tokens); each connects as its own ACL user (issue 11: the default user
+is off), TALLY_VALKEY_URL its role's URL (`url_for(role)`), as a deployment runs them. Before the
+gateway starts, its admission key is registered as the admin (`tally admission-key register`
+with the admin's URL), as an operator does: a gateway refuses to sign with an unregistered key. No archiver runs: the lane streams just grow.
 A warm-up poll takes `--warmup` votes first; then a 16-lane, 4-option poll takes one vote per
 voter (EdDSA tokens minted beforehand by the dev issuer, pre-built requests) from the project's
 load generator (`tally.bench.loadgen`, one process, `--concurrency` keep-alive connections that
@@ -45,6 +48,7 @@ import contextlib
 import json
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,15 +60,18 @@ from typing import Any
 
 import uvloop
 
+from tally import config
+from tally.bench.defences_run import DEFENCES_OFF
 from tally.bench.loadgen import run_requests
 from tally.bench.polls import final_total
 from tally.bench.processes import free_port, running
 from tally.bench.runner import vote_requests
 from tally.client import TallyClient
+from tally.security.admission_keys import admission_signer
 from tally.security.dev_issuer import DevIssuer
 from tally.security.keys import keys_dir
 from tally.service import new_poll_id
-from tally.store import keys
+from tally.store import acl, keys
 from tally.store.cluster import key_slot
 from tally.store.embedded import EmbeddedValkey
 from tally.store.local_cluster import LocalCluster
@@ -99,15 +106,16 @@ def children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def valkey(setup: Setup, directory: Path) -> Iterator[tuple[str, dict[str, int], Any]]:
-    """The store: (TALLY_VALKEY_URL, {node label: pid}, LocalCluster or None)."""
+def valkey(setup: Setup, directory: Path) -> Iterator[tuple[dict[str, str], dict[str, int], Any]]:
+    """The store: ({role: its TALLY_VALKEY_URL, as its own ACL user}, {node label: pid},
+    LocalCluster or None)."""
     if not setup.primaries:
         server = EmbeddedValkey(directory)
         asyncio.run(server.start())
         try:
-            ep = server.endpoint
             assert server.pid is not None
-            yield f"redis://:{ep.password}@{ep.host}:{ep.port}", {"node": server.pid}, None
+            urls = {role: server.url_for(role) for role in acl.ROLES}
+            yield urls, {"node": server.pid}, None
         finally:
             asyncio.run(server.stop())
         return
@@ -120,9 +128,26 @@ def valkey(setup: Setup, directory: Path) -> Iterator[tuple[str, dict[str, int],
         for node in cluster.nodes:
             kind = "P" if node.role == "primary" else "R"
             pids[f"{kind}{node.port}"] = node.pid
-        yield cluster.url, pids, cluster
+        yield {role: cluster.url_for(role) for role in acl.ROLES}, pids, cluster
     finally:
         cluster.stop()
+
+
+def register_admission_key(env: dict[str, str]) -> None:
+    """What an operator does before starting a gateway: its admission key (made in the data dir
+    now, as the gateway would) registered with `tally admission-key register`, as the admin
+    (`env`'s TALLY_VALKEY_URL)."""
+    settings = config.load(env)
+    if not settings.admission_signing:
+        return
+    verifier = str(admission_signer(settings).key.verifier)
+    subprocess.run(
+        [sys.executable, "-m", "tally", "admission-key", "register", verifier],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def role_env(url: str, data_dir: Path, secret: str) -> dict[str, str]:
@@ -132,6 +157,7 @@ def role_env(url: str, data_dir: Path, secret: str) -> dict[str, str]:
         TALLY_PSEUDONYM_SECRET=secret,
         TALLY_DATA_DIR=str(data_dir),
         TALLY_LOG_LEVEL="warning",
+        TALLY_EDGE_RATE="0",  # one address sends every vote (see open_poll)
     )
     return env
 
@@ -152,9 +178,10 @@ def wait_ready(base: str, timeout_s: float = 60.0) -> None:
 
 
 def open_poll(admin: TallyClient, title: str) -> dict[str, Any]:
-    poll = admin.post(
-        "/v1/polls", {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": LANES}
-    )
+    # The vote path itself, as `tally bench` measures it: every voter votes from this one address
+    # without a challenge, which the default defences (issue 10) refuse with 429s.
+    body = {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": LANES}
+    poll = admin.post("/v1/polls", {**body, "defences": DEFENCES_OFF})
     return admin.post(f"/v1/polls/{poll['id']}/open")
 
 
@@ -213,20 +240,22 @@ def measure(setup: Setup, voters: int, warmup: int, concurrency: int) -> dict[st
         data_dir = root / "data"
         data_dir.mkdir()
         issuer = DevIssuer.load_or_create(keys_dir(data_dir))  # before any role: shared keys
-        with valkey(setup, root) as (url, valkey_pids, cluster):
-            env = role_env(url, data_dir, secrets.token_hex(32))
+        with valkey(setup, root) as (urls, valkey_pids, cluster):
+            secret = secrets.token_hex(32)
+            env = {role: role_env(urls[role], data_dir, secret) for role in acl.ROLES}
+            register_admission_key(env[acl.ADMIN])
             port, ops = free_port(), free_port()
             aggregator = [sys.executable, "-m", "tally", "aggregator", "--host", HOST]
             gateway = [sys.executable, "-m", "tally", "gateway", "--host", HOST]
             with (
                 running(
-                    [*aggregator, "--port", str(ops)], host=HOST, port=ops, env=env
+                    [*aggregator, "--port", str(ops)], host=HOST, port=ops, env=env[acl.AGGREGATOR]
                 ) as aggregator_process,
                 running(
                     [*gateway, "--port", str(port), "--workers", str(setup.workers)],
                     host=HOST,
                     port=port,
-                    env=env,
+                    env=env[acl.GATEWAY],
                     timeout_s=60,
                 ) as gateway_process,
             ):

@@ -59,6 +59,7 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
     from tally.domain.polls import OptionSpec
     from tally.gateway.server import GatewayServer, server_config
     from tally.service import NewPoll
+    from tally.store import acl
     from tally.wiring.gateway import build_gateway
     from tally.wiring.store import open_store
 
@@ -70,8 +71,11 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
     )
     store = await open_store(settings, "serve", may_embed=True)
     assert store.embedded is not None
-    endpoint = store.embedded.endpoint
-    runtime = await build_gateway(settings, store)
+    # The snapshots are published as the aggregator publishes them, as its own ACL user (the
+    # default user is off: issue 11).
+    endpoint = store.embedded.endpoint_for(acl.AGGREGATOR)
+    # As `tally serve` does since issue 11: the gateway registers its own admission key.
+    runtime = await build_gateway(settings, store, register_admission_key=True)
     live = runtime.live
     config = server_config(runtime.app, "127.0.0.1", port)
     if native:
@@ -93,6 +97,7 @@ async def gateway(port: int, data_dir: Path, native: bool) -> None:
                 "poll_id": poll.id,
                 "host": endpoint.host,
                 "port": endpoint.port,
+                "username": endpoint.username,
                 "password": endpoint.password,
             }
         ),
@@ -228,7 +233,7 @@ async def publish(info: dict[str, Any], seq: int) -> float:
     from tally.store import keys
     from tally.store.resp import Endpoint, Valkey
 
-    client = Valkey(Endpoint(info["host"], info["port"], info["password"]))
+    client = Valkey(Endpoint(info["host"], info["port"], info["password"], info["username"]))
     poll_id = info["poll_id"]
     lease = keys.poll_lease(poll_id)
     doc = json.dumps(

@@ -320,7 +320,7 @@ async def open_poll(client: Valkey, votes: int, lanes: int, options: int, bits: 
     store = ValkeyPolls(client)
     await store.create(poll)
     await store.move(poll, PollState.OPEN)
-    return poll.moved_to(PollState.OPEN)
+    return poll.moved_to(PollState.OPEN, int(time.time() * 1000))
 
 
 async def measure_votes(
