@@ -1,9 +1,10 @@
 """The archiver's admission checks on its verify pool (TALLY_ARCHIVER_VERIFY_THREADS), on a real
 Valkey and a real disk: a cycle whose lane batches mix valid, unsigned, unknown-key, bad-signature
-and out-of-time votes, with the admission key registered mid-poll so that its admin record is
-archived in that same cycle, raises the same alarms and certifies the same counts whether one
-thread checks the votes or four do; a successor that takes the poll over rebuilds the same
-recount from the published bundles on its own pool; and stopping the archiver ends its pool."""
+and out-of-time votes, with the gateway's admission key rotated mid-poll so that the new key's
+admin record is archived in that same cycle, raises the same alarms and certifies the same counts
+whether one thread checks the votes or four do; a successor that takes the poll over rebuilds the
+same recount from the published bundles on its own pool; and stopping the archiver ends its
+pool."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ from tally.store.votes import ValkeyBallotBox
 
 GATEWAY = AdmissionSigner(
     f"{PREFIX}/admission/gw", Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+)
+PREVIOUS = AdmissionSigner(  # the gateway's key when the poll opened, before a rotation
+    f"{PREFIX}/admission/gw-old", Ed25519PrivateKey.from_private_bytes(bytes(range(2, 34)))
 )
 STRANGER = AdmissionSigner(
     f"{PREFIX}/admission/evil", Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -136,35 +140,45 @@ async def archive_mixed_poll(
     rebuilt from the published bundles) by one on `successor_threads`, which certifies it."""
     files, signer = LedgerFiles(ledger), make_signer()
     polls, ballots = ValkeyPolls(client), ValkeyBallotBox(client)
-    service = VotingService(
-        polls,
-        ballots,
-        pseudonym_secret=SECRET,
-        ledger=LedgerDirectory(files),
-        new_id=lambda: POLL_ID,  # voters' pseudonyms, so their lanes, are the poll's
-        signer=GATEWAY,
+    integrity, registry = ValkeyIntegrity(client), ValkeyAdmissionKeys(client)
+
+    def service_of(admission: AdmissionSigner) -> VotingService:
+        return VotingService(
+            polls,
+            ballots,
+            pseudonym_secret=SECRET,
+            ledger=LedgerDirectory(files),
+            new_id=lambda: POLL_ID,  # voters' pseudonyms, so their lanes, are the poll's
+            signer=admission,
+        )
+
+    # The poll opens with the gateway's previous key registered (its admin log names it).
+    now = time.time_ns() // 1_000_000
+    await registry.register(
+        RegisteredKey(PREVIOUS.key.name, PREVIOUS.key.public_key, now - HOUR_MS)
     )
-    integrity = ValkeyIntegrity(client)
+    service = service_of(PREVIOUS)
     options = [OptionSpec("A", "a"), OptionSpec("B", "b")]
     poll = await service.create_poll(NewPoll("Admission", options, lanes=2), actor="alice")
     poll = await service.open_poll(poll.id, actor="alice")
     first = archiver_of(client, files, signer, "first", threads)
-
-    # No key registered yet: the poll's admin log names none, and no vote is checked.
     receipts = await cast(service, poll, range(20))
     await first.cycle()
     assert await integrity.alarms(poll.id) == []
 
-    # The key is registered mid-poll: its admin record is archived in the same cycle as the
-    # votes below, and is in effect for them.
-    now = time.time_ns() // 1_000_000
+    # The gateway's key is rotated mid-poll: the new key's admin record is archived in the same
+    # cycle as the votes it signs below, and must be in effect for them (else all 600 would be
+    # refused as unknown-key).
     key = RegisteredKey(GATEWAY.key.name, GATEWAY.key.public_key, now - HOUR_MS)
-    assert await ValkeyAdmissionKeys(client).register(key, actor="ops") == 1
+    assert await registry.register(key, actor="ops") == 1
+    service = service_of(GATEWAY)
     receipts += await cast(service, poll, range(20, 620))
     expected = [
         await stuff(ballots, poll, "unsigned", None, "unsigned"),
-        await stuff(ballots, poll, "stranger", signed_by(STRANGER, poll, "stranger", now), "unknown-key"),
-        # Another voter's real signature: the right key, over another pseudonym.
+        await stuff(
+            ballots, poll, "stranger", signed_by(STRANGER, poll, "stranger", now), "unknown-key"
+        ),
+        # Another voter's real signature: a key of the poll, over another pseudonym.
         await stuff(ballots, poll, "copied", receipts[0].admission, "bad-signature"),
         await stuff(
             ballots, poll, "early", signed_by(GATEWAY, poll, "early", now - 2 * HOUR_MS),

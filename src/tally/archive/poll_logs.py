@@ -35,7 +35,7 @@ are the same whatever the pool's size.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
@@ -218,11 +218,6 @@ class PollReview:
     def signed(self) -> bool:
         """Whether the poll's votes must carry admission signatures (its admin log names keys)."""
         return bool(self._keys)
-
-    @property
-    def keys(self) -> Mapping[int, AdmissionKey]:
-        """The admission keys the admin log names so far, by key id."""
-        return self._keys
 
     def check(
         self, votes: Sequence[VoteRecord], executor: Executor | None = None
