@@ -25,7 +25,8 @@ async def ensure_demo_poll(service: VotingService) -> Poll:
 
 
 def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> str:
-    base = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.tls_cert is not None else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     option = poll.options[0].id
     lines = [
         "",

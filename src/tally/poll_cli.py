@@ -114,12 +114,12 @@ def _move(args: argparse.Namespace, action: str, client: TallyClient) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    poll = TallyClient(args.url, args.token).get(f"/v1/polls/{args.poll_id}")
+    poll = TallyClient(args.url, args.token, ca_file=args.ca_file).get(f"/v1/polls/{args.poll_id}")
     _print(poll, args.json, poll_text(poll) + "\n" + defences_text(poll["defences"]))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    polls = TallyClient(args.url, args.token).get("/v1/polls")
+    polls = TallyClient(args.url, args.token, ca_file=args.ca_file).get("/v1/polls")
     _print(polls, args.json, "\n".join(poll_text(p) for p in polls["polls"]) or "no polls")
     return 0
