@@ -1,6 +1,6 @@
 """`rediss://` to Valkey for real: the bundled valkey-server is built without TLS, so a TLS
-terminator (tests/tls_terminator.py: stdlib ssl, client certificates required, a test CA made
-with `cryptography`) stands in front of it. Votes go through it from the store client, the live
+terminator (tests/tls_terminator.py: stdlib ssl, client certificates required, the test CA of
+tests/tls_certs.py) stands in front of it. Votes go through it from the store client, the live
 feed and split role processes, each as its role's ACL user; a server whose certificate the
 configured CA did not sign, and a client without a certificate, are refused with a clear error.
 """
@@ -28,7 +28,8 @@ from tally.store.polls import ValkeyPolls
 from tally.store.pubsub import ValkeyLiveFeed
 from tally.store.resp import Endpoint, TlsFiles, Valkey
 from tally.store.votes import ValkeyBallotBox
-from tls_terminator import Pki, TlsTerminator, make_ca, make_pki, terminating
+from tls_certs import Pki, make_ca, make_pki
+from tls_terminator import TlsTerminator, terminating
 
 pytestmark = pytest.mark.single_node(reason="a TLS terminator in front of one valkey-server")
 
