@@ -46,7 +46,7 @@ from tally.ports import (
     RecordedHeld,
 )
 from tally.service.admission import AdmissionCheck
-from tally.service.receipts import archived_receipt, held_receipt, receipt
+from tally.service.receipts import archived_receipt, receipt
 
 MAX_CACHED_POLLS = 10_000
 
@@ -122,7 +122,7 @@ class VoteIntake:
                 raise StoreUnavailable(f"the store held a vote of poll {poll.id} unasked")
             return HeldForReview(
                 hold.reason,
-                held_receipt(
+                receipt(
                     poll.id,
                     cast.lane,
                     cast.seq,
@@ -130,6 +130,7 @@ class VoteIntake:
                     request.option,
                     cast.accepted_ms,
                     admission,
+                    held=True,
                 ),
             )
         if isinstance(cast, AlreadyRecorded):
@@ -137,9 +138,8 @@ class VoteIntake:
                 archived = await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq)
                 return AlreadyVoted(archived, cast.status)
             # A vote cast held keeps the receipt of its held record, whatever was decided.
-            of = receipt if cast.status == "accepted" else held_receipt
             return AlreadyVoted(
-                of(
+                receipt(
                     poll.id,
                     cast.lane,
                     cast.seq,
@@ -147,6 +147,7 @@ class VoteIntake:
                     cast.option,
                     cast.accepted_ms,
                     cast.admission,
+                    held=cast.status != "accepted",
                 ),
                 cast.status,
             )

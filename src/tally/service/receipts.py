@@ -32,47 +32,25 @@ def receipt(
     option: str,
     accepted_ms: int,
     admission: AdmissionSignature | None = None,
+    *,
+    held: bool = False,
 ) -> Receipt:
-    """The receipt of a vote the store holds, with the leaf hash its ledger record will have."""
-    return _receipt(
-        VoteRecord(
-            poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.ACCEPTED,
-            _ledger_admission(admission),
-        ),
-        admission,
+    """The receipt of a vote the store holds, with the leaf hash its ledger record will have.
+    A vote cast `held` is recorded with status held once and for all: a reviewer's decision is
+    a later entry of the lane's log, so the vote's own record and leaf hash never change,
+    whatever the decision."""
+    record = VoteRecord(
+        poll_id, lane, seq, pseudonym, option, accepted_ms,
+        VoteStatus.HELD if held else VoteStatus.ACCEPTED, _ledger_admission(admission),
     )  # fmt: skip
-
-
-def held_receipt(
-    poll_id: str,
-    lane: int,
-    seq: int,
-    pseudonym: bytes,
-    option: str,
-    accepted_ms: int,
-    admission: AdmissionSignature | None = None,
-) -> Receipt:
-    """The receipt of a vote cast held. It is recorded with status held once and for all: a
-    reviewer's decision is a later entry of the lane's log, so the vote's own record and leaf
-    hash never change, whatever the decision."""
-    return _receipt(
-        VoteRecord(
-            poll_id, lane, seq, pseudonym, option, accepted_ms, VoteStatus.HELD,
-            _ledger_admission(admission),
-        ),
-        admission,
-    )  # fmt: skip
-
-
-def _receipt(record: VoteRecord, admission: AdmissionSignature | None) -> Receipt:
     return Receipt(
-        record.poll_id,
-        record.lane,
-        record.seq,
-        record.option_id,
-        record.accepted_ms,
+        poll_id,
+        lane,
+        seq,
+        option,
+        accepted_ms,
         merkle.leaf_hash(encode_leaf(record)),
-        record.pseudonym,
+        pseudonym,
         admission,
     )
 
