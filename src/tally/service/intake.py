@@ -105,34 +105,23 @@ class VoteIntake:
             )
             admission = AdmissionSignature(signed.admitted_ms, signed.key_id, signed.signature)
         cast = await self._ballots.cast(poll, voter_pseudonym, request.option, hold, admission)
-        if isinstance(cast, Recorded):
-            return Accepted(
-                receipt(
-                    poll.id,
-                    cast.lane,
-                    cast.seq,
-                    voter_pseudonym,
-                    request.option,
-                    cast.accepted_ms,
-                    admission,
-                )
+        if isinstance(cast, Recorded | RecordedHeld):
+            held = isinstance(cast, RecordedHeld)
+            made = receipt(
+                poll.id,
+                cast.lane,
+                cast.seq,
+                voter_pseudonym,
+                request.option,
+                cast.accepted_ms,
+                admission,
+                held=held,
             )
-        if isinstance(cast, RecordedHeld):
+            if not held:
+                return Accepted(made)
             if hold is None:  # tally_vote holds only when asked to: a store out of contract
                 raise StoreUnavailable(f"the store held a vote of poll {poll.id} unasked")
-            return HeldForReview(
-                hold.reason,
-                receipt(
-                    poll.id,
-                    cast.lane,
-                    cast.seq,
-                    voter_pseudonym,
-                    request.option,
-                    cast.accepted_ms,
-                    admission,
-                    held=True,
-                ),
-            )
+            return HeldForReview(hold.reason, made)
         if isinstance(cast, AlreadyRecorded):
             if cast.option is None or cast.accepted_ms is None:
                 archived = await archived_receipt(self._ledger, poll.id, cast.lane, cast.seq)
