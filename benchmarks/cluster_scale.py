@@ -63,9 +63,8 @@ import uvloop
 from tally import config
 from tally.bench.defences_run import DEFENCES_OFF
 from tally.bench.loadgen import run_requests
-from tally.bench.polls import final_total
+from tally.bench.polls import final_total, vote_requests
 from tally.bench.processes import free_port, running
-from tally.bench.runner import vote_requests
 from tally.client import TallyClient
 from tally.security.admission_keys import admission_signer
 from tally.security.dev_issuer import DevIssuer

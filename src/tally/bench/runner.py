@@ -37,7 +37,7 @@ from tally import config
 from tally.bench.defences_run import DEFENCES_OFF, run_defences_bench
 from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
-from tally.bench.polls import final_total
+from tally.bench.polls import final_total, vote_requests
 from tally.bench.processes import free_port, running
 from tally.bench.signing_run import run_signing_bench
 from tally.bench.watchers import raise_open_files
@@ -73,24 +73,6 @@ def _problem_code(body: bytes) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return "unparseable-reply"
     return str(code)
-
-
-def vote_requests(
-    issuer: DevIssuer, poll_id: str, option_ids: list[str], voters: int, alg: str, prefix: str
-) -> list[bytes]:
-    """One raw vote request per voter (`<prefix><i>`), options in turn, with fresh tokens."""
-    path = f"/v1/polls/{poll_id}/votes"
-    tokens = issuer.mint_many((f"{prefix}{i}" for i in range(voters)), alg=alg, ttl_s=3600)
-    return [
-        build_request(
-            "POST",
-            path,
-            host=HOST,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            body=b'{"option":"%b"}' % option_ids[i % len(option_ids)].encode(),
-        )
-        for i, token in enumerate(tokens)
-    ]
 
 
 def _open_poll(client: TallyClient, title: str, lanes: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from tally.audit.receipt_admission import admission_keys, check_receipt_admissio
 from tally.audit.receipt_parse import ReceiptError, parse_receipt
 from tally.bench.defences_run import DEFENCES_OFF, server_cpu_s
 from tally.bench.loadgen import LoadResult, build_request, run_requests
-from tally.bench.polls import final_total
+from tally.bench.polls import final_total, vote_requests
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
 from tally.config import Settings
@@ -75,21 +75,6 @@ class _Server:
     issuer: DevIssuer
     poll_id: str
     options: list[str]
-
-    def votes(self, poll_id: str, options: list[str], voters: range, alg: str) -> list[bytes]:
-        """One vote request per voter of `voters` (fresh tokens), options in turn."""
-        path = f"/v1/polls/{poll_id}/votes"
-        tokens = self.issuer.mint_many((f"voter-{i}" for i in voters), alg=alg, ttl_s=3600)
-        return [
-            build_request(
-                "POST",
-                path,
-                host=HOST,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-                body=b'{"option":"%b"}' % options[n % len(options)].encode(),
-            )
-            for n, token in enumerate(tokens)
-        ]
 
 
 def _open_poll(admin: TallyClient, title: str, lanes: int) -> tuple[str, list[str]]:
@@ -167,12 +152,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         uvloop.run(run_requests(HOST, base_port, [hello] * min(WARMUP, voters), concurrency=conc))
         for server in servers.values():
             warm_poll, warm_options = _open_poll(server.admin, "bench warm-up", args.lanes)
-            warm = server.votes(warm_poll, warm_options, range(min(WARMUP, voters)), args.alg)
+            warm = vote_requests(
+                server.issuer, warm_poll, warm_options, min(WARMUP, voters), args.alg, "voter-"
+            )
             uvloop.run(run_requests(HOST, server.port, warm, concurrency=conc))
         # Tokens are minted before the timed blocks: minting is the bench's work, not the server's.
         pending = {
             side: [
-                s.votes(s.poll_id, s.options, range(r * voters, (r + 1) * voters), args.alg)
+                vote_requests(
+                    s.issuer, s.poll_id, s.options, voters, args.alg, "voter-", first=r * voters
+                )
                 for r in range(args.rounds)
             ]
             for side, s in servers.items()
