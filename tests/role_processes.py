@@ -123,10 +123,21 @@ def running_role(
     port = free_port()
     log_path = log_dir / f"{name or command}.log"
     argv = [sys.executable, "-m", "tally", command, "--host", HOST, "--port", str(port), *args]
+    with running_process(command, argv, role_process_env(command, env), port, log_path) as role:
+        yield role
+
+
+@contextlib.contextmanager
+def running_process(
+    command: str, argv: Sequence[str], env: Mapping[str, str], port: int, log_path: Path
+) -> Iterator[Role]:
+    """`argv` (`tally <command>` listening on `port`) in a session of its own, its output in
+    `log_path`; yields once /healthz answers; on exit kills what still runs (the whole session)
+    and reaps it."""
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            argv,
-            env=role_process_env(command, env),
+            list(argv),
+            env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from role_processes import HOST, STOP_S, Role, wait_listening
+from role_processes import HOST, Role, running_process
 from tally.bench.processes import free_port
 from tally.ledger import merkle, note
 from tally.ledger.checkpoint import Checkpoint, lane_origin, sign_checkpoint
@@ -79,24 +78,8 @@ def running_witness(
         argv += ["--log-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     log_path = directory.parent / f"{name}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    role = Role("witness", process, port, log_path)
-    try:
-        wait_listening(role)
+    with running_process("witness", argv, env, port, log_path) as role:
         yield role
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_S)
 
 
 def post(role: Role, body: bytes) -> httpx.Response:
