@@ -6,6 +6,7 @@ from __future__ import annotations
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archiver import Archiver
 from tally.ledger import note
+from tally.ports import StoreClient
 from tally.service import VotingService
 from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
@@ -30,7 +31,12 @@ def service_of(client: Valkey, files: LedgerFiles) -> VotingService:
 
 
 def archiver_of(
-    client: Valkey, files: LedgerFiles, signer: note.Signer, owner: str = "t"
+    client: StoreClient,
+    files: LedgerFiles,
+    signer: note.Signer,
+    owner: str = "t",
+    *,
+    verify_threads: int | None = None,
 ) -> Archiver:
     return Archiver(
         ValkeyPolls(client),
@@ -40,4 +46,5 @@ def archiver_of(
         ValkeyIntegrity(client),
         owner=owner,
         interval_ms=100,
+        verify_threads=verify_threads,
     )

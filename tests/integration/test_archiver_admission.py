@@ -18,16 +18,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from archive_rig import PREFIX, SECRET, make_signer
+from archive_rig import PREFIX, SECRET, archiver_of, make_signer
 from conftest import StoreConnection, own_store
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archive.poll_logs import PollLogs, Refused
-from tally.archiver import Archiver
 from tally.domain.integrity import AlarmKind
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.review import Decision, EntryRef, Selector
 from tally.domain.votes import Accepted, AdmissionSignature, Receipt
-from tally.ledger import layout, note
+from tally.ledger import layout
 from tally.ledger.admission import AdmissionSigner
 from tally.ledger.certificate import certificate_origin, open_certificate
 from tally.ledger.leaf import VoteStatus
@@ -36,7 +35,6 @@ from tally.service import NewPoll, Voter, VotingService
 from tally.service.review import ReviewService
 from tally.store.admission_keys import RegisteredKey, ValkeyAdmissionKeys
 from tally.store.integrity import ValkeyIntegrity
-from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
 from tally.store.review import ValkeyReviews
 from tally.store.votes import ValkeyBallotBox
@@ -70,21 +68,6 @@ class Outcome:
 def pseudonym_of(label: str) -> bytes:
     """A made-up voter's pseudonym, the same in every run (so is the lane it lands in)."""
     return hashlib.sha256(label.encode()).digest()[:16]
-
-
-def archiver_of(
-    client: StoreConnection, files: LedgerFiles, signer: note.Signer, owner: str, threads: int
-) -> Archiver:
-    return Archiver(
-        ValkeyPolls(client),
-        ValkeyLedgerQueue(client),
-        files,
-        signer,
-        ValkeyIntegrity(client),
-        owner=owner,
-        interval_ms=100,
-        verify_threads=threads,
-    )
 
 
 def pool_threads() -> set[threading.Thread]:
@@ -161,7 +144,7 @@ async def archive_mixed_poll(
     options = [OptionSpec("A", "a"), OptionSpec("B", "b")]
     poll = await service.create_poll(NewPoll("Admission", options, lanes=2), actor="alice")
     poll = await service.open_poll(poll.id, actor="alice")
-    first = archiver_of(client, files, signer, "first", threads)
+    first = archiver_of(client, files, signer, "first", verify_threads=threads)
     receipts = await cast(service, poll, range(20))
     await first.cycle()
     assert await integrity.alarms(poll.id) == []
@@ -227,7 +210,7 @@ async def archive_mixed_poll(
     await reviews.decide(poll.id, "rita", Decision.RELEASED, selector)
 
     # The successor rebuilds the recount from the published bundles, on its own pool.
-    successor = archiver_of(client, files, signer, "successor", successor_threads)
+    successor = archiver_of(client, files, signer, "successor", verify_threads=successor_threads)
     receipts += await cast(service, poll, range(620, 920))
     expected.append(await stuff(ballots, poll, "unsigned-later", None, "unsigned"))
     await service.close_poll(poll.id, actor="alice")
