@@ -38,7 +38,7 @@ PUBLIC = {
     "admission": {
         "ADMISSION_CONTEXT", "MAX_ADMISSION_AGE_MS", "MAX_CLOCK_SKEW_MS", "REASONS", "Admission",
         "AdmissionKey", "AdmissionSigner", "admission_message", "check_admission",
-        "keys_from_admin",
+        "check_admissions", "keys_from_admin",
     },
     "review": {
         "Decision", "LaneReview", "LeafError", "ReviewRecord", "decode_lane_record",
