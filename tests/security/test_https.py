@@ -167,6 +167,33 @@ def test_the_cli_reads_results_over_https_with_ca_file(tls_tally: TlsTally) -> N
     assert orjson.loads(done.stdout)["poll_id"] == poll_id
 
 
+def test_the_auditor_reads_a_ledger_over_https_with_ca_file(tls_tally: TlsTally) -> None:
+    """`tally audit verify` fetches the ledger over https trusting --ca-file; without it the
+    private CA's certificate does not verify and the audit cannot read its source (exit 2)."""
+    poll_id = tls_tally.open_poll()
+    with httpx.Client(base_url=tls_tally.url, verify=tls_tally.certs.client_context()) as http:
+        deadline = time.monotonic() + 30
+        # The admin log's first checkpoint comes with the archiver's next cycle.
+        while http.get(f"/ledger/{poll_id}/admin/checkpoint").status_code != 200:
+            assert time.monotonic() < deadline, "no checkpoint of the admin log"
+            time.sleep(0.2)
+        ledger_key = http.get("/ledger/keys").text.splitlines()[0]
+    env = {k: v for k, v in os.environ.items() if k != "TALLY_CA_FILE"}
+    argv = [
+        sys.executable, "-m", "tally", "audit", "verify", f"{tls_tally.url}/ledger/{poll_id}",
+        "--key", ledger_key, "--json",
+    ]  # fmt: skip
+    trusted = subprocess.run(
+        [*argv, "--ca-file", str(tls_tally.certs.ca)],
+        env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr
+    assert orjson.loads(trusted.stdout)["poll_id"] == poll_id
+    refused = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert b"CERTIFICATE_VERIFY_FAILED" in refused.stderr
+
+
 # --- TLS itself -------------------------------------------------------------------------------
 
 

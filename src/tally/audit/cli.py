@@ -81,6 +81,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         help="threads that verify admission signatures (default: one per CPU)",
     )
     _witness_arguments(verify_cmd)
+    _ca_file_argument(verify_cmd)
     verify_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     verify_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
@@ -115,6 +116,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
         help="a C2SP tlog-proof of the vote, checked against the key alone",
     )
     _admission_key_argument(receipt_cmd)
+    _ca_file_argument(receipt_cmd)
     receipt_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     receipt_cmd.set_defaults(run=run_receipt)
 
@@ -142,6 +144,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     export_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
     )
+    _ca_file_argument(export_cmd)
     export_cmd.set_defaults(run=run_export)
 
 
@@ -166,6 +169,15 @@ def _key_argument(parser: argparse.ArgumentParser) -> None:
         metavar="VKEY",
         help="the ledger's verifier key (NAME+ID+KEY, as /ledger/keys serves it) or a file "
         "holding it; get it from the poll's organiser, not only from the server audited",
+    )
+
+
+def _ca_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="CA certificate(s) to trust for an https source, e.g. a private CA "
+        "(default: TALLY_CA_FILE, else the system's)",
     )
 
 
@@ -288,8 +300,8 @@ def run_verify(args: argparse.Namespace) -> int:
     bar = _progress(args, "leaves", quiet=args.json)
     try:
         key = load_key(args.key)
-        source = open_source(args.source)
-        known = [open_source(text) for text in args.known]
+        source = open_source(args.source, ca_file=args.ca_file)
+        known = [open_source(text, ca_file=args.ca_file) for text in args.known]
         admission_keys = load_admission_keys(args.admission_key)
         if args.jobs is not None and args.jobs < 1:
             raise UsageError("--jobs must be at least 1")
@@ -323,7 +335,9 @@ def run_receipt(args: argparse.Namespace) -> int:
         key = load_key(args.key)
         receipt = parse_receipt(_read_file(Path(args.receipt), "receipt"))
         proof = None if args.proof is None else _read_file(args.proof, "--proof")
-        source: Source | None = None if args.source is None else open_source(args.source)
+        source: Source | None = (
+            None if args.source is None else open_source(args.source, ca_file=args.ca_file)
+        )
         pinned = load_admission_keys(args.admission_key)
         keys = admission_keys(pinned) if pinned else _published_admission_keys(source)
         report = check_receipt(
@@ -351,7 +365,7 @@ def _published_admission_keys(source: Source | None) -> dict[int, AdmissionKey]:
     if not isinstance(source, HttpSource):
         return {}
     root, _, _ = source.url.rpartition("/")  # <base>/ledger/<poll> -> <base>/ledger
-    data = HttpSource(root, timeout_s=source.timeout_s).read("keys")
+    data = HttpSource(root, timeout_s=source.timeout_s, ca_file=source.ca_file).read("keys")
     if data is None:
         return {}
     return published_keys(data.decode("utf-8", "replace"))
@@ -368,11 +382,11 @@ def run_export(args: argparse.Namespace) -> int:
     bar = _progress(args, "files", quiet=False)
     try:
         if args.source:
-            source = open_source(args.source)
+            source = open_source(args.source, ca_file=args.ca_file)
         else:
             base = getattr(args, "url", None) or os.environ.get("TALLY_URL") or DEFAULT_URL
             poll = urllib.parse.quote(args.poll, safe="")
-            source = HttpSource(f"{base.rstrip('/')}/ledger/{poll}")
+            source = HttpSource(f"{base.rstrip('/')}/ledger/{poll}", ca_file=args.ca_file)
         result = export(source, args.directory, progress=bar)
     except SourceError as exc:
         bar.finish()

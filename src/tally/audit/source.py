@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -85,10 +87,11 @@ class Source(Protocol):
         ...
 
 
-def open_source(text: str) -> Source:
-    """A source for a URL (``http://`` or ``https://``) or a directory path."""
+def open_source(text: str, *, ca_file: str | None = None) -> Source:
+    """A source for a URL (``http://`` or ``https://``, trusting ``ca_file`` if given) or a
+    directory path."""
     if text.startswith(("http://", "https://")):
-        return HttpSource(text)
+        return HttpSource(text, ca_file=ca_file)
     return DirectorySource(Path(text))
 
 
@@ -157,7 +160,11 @@ class DirectorySource:
 class HttpSource:
     """A poll's ledger root served by Tally: ``<base>/ledger/<poll id>``, read with urllib."""
 
-    def __init__(self, url: str, *, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float = TIMEOUT_S, ca_file: str | None = None
+    ) -> None:
+        """``ca_file`` (else TALLY_CA_FILE, else the system's): the CA certificates to trust for
+        an https URL, e.g. a server with a private CA."""
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise SourceError(f"{url}: not an http(s) URL")
@@ -165,6 +172,13 @@ class HttpSource:
             raise SourceError(f"{url}: a ledger root URL has no query or fragment")
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.ca_file = ca_file or os.environ.get("TALLY_CA_FILE") or None
+        self._tls: ssl.SSLContext | None = None
+        if parsed.scheme == "https" and self.ca_file is not None:
+            try:
+                self._tls = ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise SourceError(f"cannot use the CA file {self.ca_file}: {exc}") from None
 
     @property
     def location(self) -> str:
@@ -176,7 +190,9 @@ class HttpSource:
             url, headers={"User-Agent": "tally-audit", "Accept": "*/*"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:  # noqa: S310  # http(s) only, checked above
+            with urllib.request.urlopen(
+                request, timeout=self.timeout_s, context=self._tls
+            ) as reply:  # noqa: S310  # http(s) only, checked above
                 body: bytes = reply.read()
                 return body
         except urllib.error.HTTPError as exc:
