@@ -190,9 +190,9 @@ class HttpSource:
             url, headers={"User-Agent": "tally-audit", "Accept": "*/*"}
         )
         try:
-            with urllib.request.urlopen(
+            with urllib.request.urlopen(  # noqa: S310  # http(s) only, checked above
                 request, timeout=self.timeout_s, context=self._tls
-            ) as reply:  # noqa: S310  # http(s) only, checked above
+            ) as reply:
                 body: bytes = reply.read()
                 return body
         except urllib.error.HTTPError as exc:
