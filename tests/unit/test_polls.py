@@ -17,7 +17,6 @@ from tally.domain.polls import (
     MAX_LANES,
     MAX_OPTIONS,
     MAX_TITLE,
-    OPTION_ID_RE,
     STATE_RANK,
     TRANSITIONS,
     VOTERS_PER_BUCKET,
@@ -25,6 +24,7 @@ from tally.domain.polls import (
     Poll,
     PollState,
     bucket_bits_for,
+    is_option_id,
     new_poll,
 )
 
@@ -223,18 +223,46 @@ def test_limits_are_inclusive(changes: dict[str, object]) -> None:
 
 
 def test_option_ids_are_slugs_of_their_labels() -> None:
-    """Labels become lower-case ASCII slugs, accents folded, runs of symbols one hyphen."""
-    assert option_ids("Café Crème", "Ñandú", "  Rock & Roll!  ", "Zoë's 2nd") == [
-        "cafe-creme",
-        "nandu",
+    """Labels become lower-case slugs that keep their letters (accents too), runs of symbols one
+    hyphen."""
+    assert option_ids("Café Crème", "Ñandú", "  Rock & Roll!  ", "Zoë's 2nd", "Groß") == [
+        "café-crème",
+        "ñandú",
         "rock-roll",
-        "zoe-s-2nd",
+        "zoë-s-2nd",
+        "groß",
+    ]
+
+
+def test_letters_of_every_script_stay_in_the_id() -> None:
+    """Non-Latin letters and digits are kept in NFC (a decomposed é is the composed one)."""
+    assert option_ids("東京", "Москва", "Cafe\u0301", "٣ نجوم") == [
+        "東京",
+        "москва",
+        "café",
+        "٣-نجوم",
     ]
 
 
 def test_label_without_letters_or_digits_gets_positional_id() -> None:
-    """A label with nothing to slug (symbols, emoji, non-Latin script) becomes option-<position>."""
-    assert option_ids("Red", "!!!", "🎉", "東京") == ["red", "option-2", "option-3", "option-4"]
+    """A label with nothing to slug (symbols, emoji) becomes option-<position>."""
+    assert option_ids("Red", "!!!", "🎉") == ["red", "option-2", "option-3"]
+
+
+@pytest.mark.parametrize("option_id", ["red", "option-2", "a" * 32, "groß", "東京", "zoë-s-2nd"])
+def test_explicit_ids_of_letters_digits_and_hyphens_are_accepted(option_id: str) -> None:
+    """Old ASCII ids and ids in any script alike."""
+    assert option_ids(OptionSpec("First", id=option_id), "Second")[0] == option_id
+
+
+@pytest.mark.parametrize(
+    "option_id",
+    ["", "-red", "Red", "GROSS", "a" * 33, "a|b", "a b", "a_b", "Cafe\u0301".lower(), "\u0301a"],
+)
+def test_explicit_ids_outside_the_rule_are_refused(option_id: str) -> None:
+    """Upper case, separators, a leading hyphen or mark, non-NFC text, over 32 characters."""
+    with pytest.raises(InvalidInput, match=r"options\[0\]\.id"):
+        option_ids(OptionSpec("First", id=option_id), "Second")
 
 
 def test_colliding_slugs_get_numbered_suffixes() -> None:
@@ -275,7 +303,7 @@ labels = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.strip()) <=
 def test_generated_option_ids_are_valid_and_unique(label_list: list[str]) -> None:
     """For any distinct labels, every generated id is a valid option id and no two are equal."""
     ids = option_ids(*label_list)
-    assert all(OPTION_ID_RE.fullmatch(i) for i in ids)
+    assert all(is_option_id(i) for i in ids)
     assert len(set(ids)) == len(ids)
 
 

@@ -31,7 +31,28 @@ MAX_EXPECTED_VOTERS = 10_000_000_000
 POLL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 """What can name a poll: 1 to 64 of a-z, 0-9, '_' and '-', the first a letter or digit."""
 POLL_ID_RE = re.compile(POLL_ID_PATTERN)
-OPTION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+MAX_OPTION_ID = 32
+"""Characters in an option id: up to 128 UTF-8 bytes, well inside the ledger's 255 (a u8 length)."""
+
+
+def is_option_id(text: str) -> bool:
+    """Whether `text` can name an option: 1 to MAX_OPTION_ID lower-case letters, digits (any
+    script), combining marks and '-', in NFC, the first a letter or digit. Every id of the
+    ASCII rule before issue 12 ([a-z0-9][a-z0-9-]{0,31}) is one, so old polls stay valid; none
+    holds '|', white space or a control, which the store's held fields and the ledger's result
+    lines use as separators."""
+    return (
+        0 < len(text) <= MAX_OPTION_ID
+        and _category(text[0]) in "LN"
+        and all(ch == "-" or _category(ch) in "LNM" for ch in text)
+        and text == text.lower()
+        and unicodedata.is_normalized("NFC", text)
+    )
+
+
+def _category(ch: str) -> str:
+    """The Unicode major class: L letter, N number, M mark, P punctuation, ..."""
+    return unicodedata.category(ch)[0]
 
 
 def is_poll_id(text: str) -> bool:
@@ -51,6 +72,14 @@ TRANSITIONS: dict[PollState, frozenset[PollState]] = {
     PollState.OPEN: frozenset({PollState.CLOSED}),
     PollState.CLOSED: frozenset(),
 }
+
+class Visibility(StrEnum):
+    """Who sees a poll's counts before it closes (domain.visibility holds the rule)."""
+
+    LIVE = "live"  # everyone, all the time (the default, and every poll made before issue 12)
+    AFTER_VOTE = "after-vote"  # a voter once they have voted; everyone once the poll closes
+    AFTER_CLOSE = "after-close"  # everyone once the poll closes
+
 
 # States only ever move forward; the rank lets recovery finish a half-applied transition.
 STATE_RANK: dict[PollState, int] = {PollState.DRAFT: 0, PollState.OPEN: 1, PollState.CLOSED: 2}
@@ -73,6 +102,7 @@ class Poll:
     created_at_ms: int
     bucket_bits: int
     defences: Defences = DEFAULT_DEFENCES  # its rate limits, challenge and risk rules
+    visibility: Visibility = Visibility.LIVE  # who sees its counts before it closes
 
     @property
     def option_ids(self) -> frozenset[str]:
@@ -115,6 +145,7 @@ def new_poll(
     closes_at_ms: int | None = None,
     expected_voters: int = DEFAULT_EXPECTED_VOTERS,
     defences: Defences = DEFAULT_DEFENCES,
+    visibility: Visibility = Visibility.LIVE,
 ) -> Poll:
     """Validate a poll definition and return it as a draft. Raises InvalidInput naming the field."""
     if not is_poll_id(poll_id):
@@ -148,6 +179,7 @@ def new_poll(
         created_at_ms=now_ms,
         bucket_bits=bucket_bits_for(expected_voters, lanes),
         defences=defences.check(),
+        visibility=visibility,
     )
 
 
@@ -191,8 +223,12 @@ def _options(specs: list[OptionSpec]) -> tuple[Option, ...]:
             option_id = _unique(_slug(label) or f"option-{i + 1}", ids | explicit)
         else:
             option_id = spec.id
-            if not OPTION_ID_RE.fullmatch(option_id):
-                raise InvalidInput(f"options[{i}].id", "must match [a-z0-9][a-z0-9-]{0,31}")
+            if not is_option_id(option_id):
+                raise InvalidInput(
+                    f"options[{i}].id",
+                    f"must be 1 to {MAX_OPTION_ID} lower-case letters, digits and '-', "
+                    "starting with a letter or digit",
+                )
             if option_id in ids:
                 raise InvalidInput(f"options[{i}].id", "duplicate id")
         ids.add(option_id)
@@ -201,9 +237,16 @@ def _options(specs: list[OptionSpec]) -> tuple[Option, ...]:
 
 
 def _slug(label: str) -> str:
-    ascii_label = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_label.lower()).strip("-")
-    return slug[:32].rstrip("-")
+    """The label in lower case (NFC), each run of other characters one '-': letters stay as
+    they are written in any script ('Groß' is 'groß', '東京' is '東京'), since folding to ASCII
+    dropped them ('gro') or left nothing. lower(), not casefold(): casefold makes 'ß' 'ss'."""
+    text = unicodedata.normalize("NFC", unicodedata.normalize("NFC", label).lower())
+    kept = "".join(ch if _category(ch) in "LNM" else "-" for ch in text)
+    slug = re.sub(r"-{2,}", "-", kept).lstrip("-")
+    while slug and _category(slug[0]) == "M":  # a mark cannot start an id
+        slug = slug[1:].lstrip("-")
+    slug = slug[:MAX_OPTION_ID].rstrip("-")
+    return slug if is_option_id(slug) else ""
 
 
 def _unique(candidate: str, taken: set[str]) -> str:
@@ -212,7 +255,7 @@ def _unique(candidate: str, taken: set[str]) -> str:
     n = 2
     while True:
         suffix = f"-{n}"
-        name = candidate[: 32 - len(suffix)] + suffix
+        name = candidate[: MAX_OPTION_ID - len(suffix)].rstrip("-") + suffix
         if name not in taken:
             return name
         n += 1
