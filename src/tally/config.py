@@ -163,9 +163,20 @@ class Settings:
             elif f.name == "trusted_proxies":
                 text = ",".join(str(network) for network in value) or "(none)"
             else:
-                text = "" if value is None else str(value)
+                text = _as_written(value)
             view[f"TALLY_{f.name.upper()}"] = text
         return view
+
+
+def _as_written(value: object) -> str:
+    """A value as one would set it: on/off (not True/False), 10 (not 10.0), blank for unset."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -173,16 +184,16 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     source = os.environ if env is None else env
     defaults = Settings()
     values: dict[str, object] = {
-        "host": _get(source, "TALLY_HOST", str, defaults.host),
+        "host": _get(source, "TALLY_HOST", _host, defaults.host),
         "port": _get(source, "TALLY_PORT", _port, defaults.port),
         "workers": _get(source, "TALLY_WORKERS", _positive, None),
-        "data_dir": _get(source, "TALLY_DATA_DIR", Path, defaults.data_dir),
+        "data_dir": _get(source, "TALLY_DATA_DIR", _path, defaults.data_dir),
         "valkey_url": _get(source, "TALLY_VALKEY_URL", _valkey_url, None),
-        "valkey_tls_ca": _get(source, "TALLY_VALKEY_TLS_CA", str, None),
-        "valkey_tls_cert": _get(source, "TALLY_VALKEY_TLS_CERT", str, None),
-        "valkey_tls_key": _get(source, "TALLY_VALKEY_TLS_KEY", str, None),
+        "valkey_tls_ca": _get(source, "TALLY_VALKEY_TLS_CA", _nonempty, None),
+        "valkey_tls_cert": _get(source, "TALLY_VALKEY_TLS_CERT", _nonempty, None),
+        "valkey_tls_key": _get(source, "TALLY_VALKEY_TLS_KEY", _nonempty, None),
         "pseudonym_secret": _get(source, "TALLY_PSEUDONYM_SECRET", _secret, None),
-        "jwks": _get(source, "TALLY_JWKS", str, None),
+        "jwks": _get(source, "TALLY_JWKS", _nonempty, None),
         "jwt_issuer": _get(source, "TALLY_JWT_ISSUER", _nonempty, defaults.jwt_issuer),
         "jwt_audience": _get(source, "TALLY_JWT_AUDIENCE", _nonempty, defaults.jwt_audience),
         "waitaof_replicas": _get(source, "TALLY_WAITAOF_REPLICAS", _non_negative, None),
@@ -212,7 +223,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "ledger_origin": _get(source, "TALLY_LEDGER_ORIGIN", _origin_prefix, None),
         "archiver": _get(source, "TALLY_ARCHIVER", _switch, defaults.archiver),
-        "ops_host": _get(source, "TALLY_OPS_HOST", str, defaults.ops_host),
+        "ops_host": _get(source, "TALLY_OPS_HOST", _host, defaults.ops_host),
         "aggregator_port": _get(source, "TALLY_AGGREGATOR_PORT", _port, defaults.aggregator_port),
         "archiver_port": _get(source, "TALLY_ARCHIVER_PORT", _port, defaults.archiver_port),
         "archiver_verify_threads": _get(source, "TALLY_ARCHIVER_VERIFY_THREADS", _positive, None),
@@ -238,8 +249,8 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         ),
         "edge_rate": _get(source, "TALLY_EDGE_RATE", _rate, defaults.edge_rate),
         "edge_burst": _get(source, "TALLY_EDGE_BURST", _count_or_off, defaults.edge_burst),
-        "tls_cert": _get(source, "TALLY_TLS_CERT", Path, None),
-        "tls_key": _get(source, "TALLY_TLS_KEY", Path, None),
+        "tls_cert": _get(source, "TALLY_TLS_CERT", _path, None),
+        "tls_key": _get(source, "TALLY_TLS_KEY", _path, None),
         "hsts_max_age_s": _get(
             source, "TALLY_HSTS_MAX_AGE_S", _non_negative, defaults.hsts_max_age_s
         ),
@@ -247,7 +258,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
             source, "TALLY_TOKEN_MAX_LIFETIME_S", _positive, defaults.token_max_lifetime_s
         ),
         "admission_key": _get(source, "TALLY_ADMISSION_KEY", _nonempty, None),
-        "admission_key_file": _get(source, "TALLY_ADMISSION_KEY_FILE", Path, None),
+        "admission_key_file": _get(source, "TALLY_ADMISSION_KEY_FILE", _path, None),
         "admission_key_name": _get(source, "TALLY_ADMISSION_KEY_NAME", _key_name, None),
         "admission_signing": _get(source, "TALLY_ADMISSION_SIGNING", _switch, True),
         "evidence_keys": _get(source, "TALLY_EVIDENCE_KEYS", _evidence_keys, None),
@@ -282,8 +293,18 @@ def _get(source: Mapping[str, str], name: str, parse: Callable[[str], T], defaul
     try:
         return parse(raw)
     except (ValueError, TypeError) as exc:
-        shown = "(value hidden)" if name in SECRET_VARIABLES else repr(raw)
-        raise ConfigError(f"{name}={shown} is invalid: {_without(raw, exc)}") from None
+        raise ConfigError(_refusal(name, raw, exc)) from None
+
+
+def _refusal(name: str, raw: str, exc: Exception) -> str:
+    """`TALLY_PORT must be an integer 1-65535, not 'http'`: what the setting expects, in words.
+    Every parser here says `must ...`; a message from elsewhere (a key or URL parser) is quoted
+    as the reason."""
+    shown = "(value hidden)" if name in SECRET_VARIABLES else repr(raw)
+    reason = _without(raw, exc)
+    if reason.startswith("must "):
+        return f"{name} {reason}, not {shown}"
+    return f"{name} is not usable ({reason}): {shown}"
 
 
 def _without(raw: str, exc: Exception) -> str:
@@ -291,31 +312,39 @@ def _without(raw: str, exc: Exception) -> str:
     return str(exc).replace(raw, "...")
 
 
+def _integer(raw: str, lowest: int, highest: int | None, expected: str) -> int:
+    """An integer in [lowest, highest]; anything else (16k, 80.5, http) fails with `expected`,
+    never with int()'s "invalid literal for int() with base 10"."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(expected) from None
+    if value < lowest or (highest is not None and value > highest):
+        raise ValueError(expected)
+    return value
+
+
 def _port(raw: str) -> int:
-    port = int(raw)
-    if not 0 < port < 65536:
-        raise ValueError("must be a port number 1-65535")
-    return port
+    return _integer(raw, 1, 65535, "must be an integer 1-65535")
 
 
 def _positive(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
+    return _integer(raw, 1, None, "must be a whole number of at least 1")
 
 
 def _non_negative(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be zero or a positive integer")
-    return value
+    return _integer(raw, 0, None, "must be a whole number of at least 0")
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    """A duration or another positive quantity: 10, 0.25, 1e3; not 0, nan or inf."""
+    expected = "must be a positive number, e.g. 10 or 0.5"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(expected) from None
     if not 0 < value < math.inf:
-        raise ValueError("must be a positive, finite number")
+        raise ValueError(expected)
     return value
 
 
@@ -325,10 +354,27 @@ def _nonempty(raw: str) -> str:
     return raw
 
 
+def _host(raw: str) -> str:
+    """A host name or an IP address to bind or reach: no blanks, no scheme, no port."""
+    if not raw.strip() or any(ch.isspace() for ch in raw) or "/" in raw:
+        raise ValueError("must be a host name or an IP address, e.g. 127.0.0.1 or ::")
+    return raw
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip() or "\x00" in raw:
+        raise ValueError("must be a file or directory path")
+    return Path(raw)
+
+
 def _secret(raw: str) -> bytes:
-    data = bytes.fromhex(raw)
+    expected = "must be at least 32 bytes, hex encoded (64 hex digits)"
+    try:
+        data = bytes.fromhex(raw)
+    except ValueError:
+        raise ValueError(expected) from None
     if len(data) < 32:
-        raise ValueError("must be at least 32 bytes, hex encoded (64 hex digits)")
+        raise ValueError(expected)
     return data
 
 
@@ -343,8 +389,11 @@ def _valkey_url(raw: str) -> str:
             "valkey+cluster://host:port,host:port... (a cluster)"
         )
     if not parts.hostname:
-        raise ValueError("must name a host")
-    _ = parts.port  # raises ValueError on a malformed port
+        raise ValueError("must name a host, e.g. redis://valkey.internal:6379")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("must name a port 1-65535 after the host, or none (6379)") from None
     return raw
 
 
@@ -352,31 +401,44 @@ def _defences(raw: str) -> Defences:
     try:
         document = json.loads(raw)
     except ValueError as exc:
-        raise ValueError(f"must be a JSON object: {exc}") from None
+        raise ValueError(f"must be a JSON object shaped like a poll's defences ({exc})") from None
     try:
         return from_document(document)
     except InvalidInput as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"must be a JSON object shaped like a poll's defences: {exc}") from None
 
 
 def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     # strict: 10.0.0.1/8 is a typo for a host or a network, and guessing which trusts too much
-    return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part))
+        except ValueError:
+            raise ValueError(
+                "must be IP networks separated by commas, e.g. 10.0.0.0/8,::1 (host bits zero: "
+                f"10.0.0.0/8, not 10.0.0.1/8); {part!r} is not one"
+            ) from None
+    return tuple(networks)
 
 
 def _head_bytes(raw: str) -> int:
-    value = int(raw)
-    if value < 1024:  # a request line and a bearer token alone take more
-        raise ValueError("must be at least 1024 bytes")
-    return value
+    # a request line and a bearer token alone take more than 1024
+    return _integer(raw, 1024, None, "must be a whole number of bytes, at least 1024")
 
 
 def _rate(raw: str) -> float:
     if raw.strip().lower() == "off":
         return 0.0
-    value = float(raw)
+    expected = "must be a number of requests per second (0 or off: no limit)"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(expected) from None
     if not 0 <= value < math.inf:
-        raise ValueError("must be a number of requests per second (0 or off: no limit)")
+        raise ValueError(expected)
     return value
 
 
@@ -401,7 +463,9 @@ def _witnesses(raw: str) -> tuple[tuple[str, str], ...]:
             continue
         parts = entry.split()
         if len(parts) != 2 or not parts[0].startswith(("http://", "https://")):
-            raise ValueError("each witness is '<http(s) URL> <witness verifier key>'")
+            raise ValueError(
+                "must be '<http(s) URL> <witness verifier key>' entries, separated by commas"
+            )
         CosignatureVerifier.parse(parts[1])  # a NoteError (a ValueError) names the problem
         entries.append((parts[0], parts[1]))
     return tuple(entries)
@@ -413,7 +477,7 @@ def _switch(raw: str) -> bool:
         return True
     if value in ("0", "off", "false", "no"):
         return False
-    raise ValueError("must be on or off")
+    raise ValueError("must be on or off (or true/false, yes/no, 1/0)")
 
 
 def _origin_prefix(raw: str) -> str:

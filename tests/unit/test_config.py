@@ -210,8 +210,58 @@ INVALID = [
 @pytest.mark.parametrize(("variable", "raw"), INVALID)
 def test_invalid_value_raises_config_error_naming_the_variable(variable: str, raw: str) -> None:
     """A value Tally cannot use fails at load, and the message starts with the variable's name."""
-    with pytest.raises(ConfigError, match=rf"^{variable}="):
+    with pytest.raises(ConfigError, match=rf"^{variable} "):
         load({variable: raw})
+
+
+# Python's own words, which tell a user nothing about what the setting wants.
+PYTHON_WORDS = ("invalid literal", "base 10", "could not convert", "does not appear to be")
+
+
+@pytest.mark.parametrize(("variable", "raw"), INVALID)
+def test_invalid_value_says_what_is_expected_in_words(variable: str, raw: str) -> None:
+    """Every refusal says what the setting must be, not a Python message."""
+    with pytest.raises(ConfigError) as caught:
+        load({variable: raw})
+    message = str(caught.value)
+    assert " must " in message or " is not usable (" in message, message
+    assert not any(words in message for words in PYTHON_WORDS), message
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "message"),
+    [
+        ("TALLY_PORT", "http", "TALLY_PORT must be an integer 1-65535, not 'http'"),
+        ("TALLY_PORT", "70000", "TALLY_PORT must be an integer 1-65535, not '70000'"),
+        (
+            "TALLY_MAX_BODY_BYTES",
+            "16k",
+            "TALLY_MAX_BODY_BYTES must be a whole number of at least 1",
+        ),
+        ("TALLY_SHUTDOWN_TIMEOUT_S", "soon", "TALLY_SHUTDOWN_TIMEOUT_S must be a positive number"),
+        ("TALLY_ARCHIVER", "maybe", "TALLY_ARCHIVER must be on or off"),
+        ("TALLY_HOST", "my host", "TALLY_HOST must be a host name or an IP address"),
+        ("TALLY_TRUSTED_PROXIES", "proxy.internal", "TALLY_TRUSTED_PROXIES must be IP networks"),
+        ("TALLY_VALKEY_URL", "redis://h:port", "TALLY_VALKEY_URL must name a port 1-65535"),
+    ],
+)
+def test_refusals_name_the_expected_form(variable: str, raw: str, message: str) -> None:
+    """The exact words for the common mistakes."""
+    with pytest.raises(ConfigError) as caught:
+        load({variable: raw})
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("raw", ["on", "ON", "true", "1", "yes", " on "])
+def test_switches_take_on_true_yes_and_1(raw: str) -> None:
+    """Every spelling of on is on."""
+    assert load({"TALLY_ARCHIVER": "off", "TALLY_ADMISSION_SIGNING": raw}).admission_signing
+
+
+@pytest.mark.parametrize("raw", ["off", "False", "0", "no"])
+def test_switches_take_off_false_no_and_0(raw: str) -> None:
+    """Every spelling of off is off."""
+    assert not load({"TALLY_ARCHIVER": raw}).archiver
 
 
 def test_config_error_is_a_value_error() -> None:
@@ -221,7 +271,7 @@ def test_config_error_is_a_value_error() -> None:
 
 def test_infinite_shutdown_timeout_is_rejected() -> None:
     """A shutdown with no end is not a timeout: 'inf' is refused like 'nan'."""
-    with pytest.raises(ConfigError, match=r"^TALLY_SHUTDOWN_TIMEOUT_S="):
+    with pytest.raises(ConfigError, match=r"^TALLY_SHUTDOWN_TIMEOUT_S "):
         load({"TALLY_SHUTDOWN_TIMEOUT_S": "inf"})
 
 
@@ -268,6 +318,17 @@ def test_public_view_shows_defaults_as_text() -> None:
     assert view["TALLY_PSEUDONYM_SECRET"] == "(generated in data dir)"
     assert view["TALLY_JWKS"] == ""
     assert view["TALLY_PORT"] == "8000"
+
+
+def test_public_view_writes_values_as_they_are_set() -> None:
+    """Switches show as on/off and whole seconds without '.0', so a line can be pasted back."""
+    view = load({"TALLY_ARCHIVER": "false"}).public_view()
+    assert (view["TALLY_ARCHIVER"], view["TALLY_ADMISSION_SIGNING"]) == ("off", "on")
+    assert view["TALLY_SHUTDOWN_TIMEOUT_S"] == "10"
+    assert view["TALLY_EDGE_RATE"] == "100"
+    assert load({"TALLY_SLOW_CLIENT_S": "2.5"}).public_view()["TALLY_SLOW_CLIENT_S"] == "2.5"
+    pasted = {name: value for name, value in view.items() if not value.startswith("(")}
+    assert load(pasted).public_view() == view
 
 
 def test_public_view_masks_the_pseudonym_secret() -> None:
