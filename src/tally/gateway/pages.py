@@ -92,8 +92,12 @@ def page_routes() -> list[Route]:
             raise Problem(404, "not-found")
         return found.response(request)
 
+    async def verify(request: Request) -> Response:  # "verify my vote": static/verify.*
+        return files["verify.html"].response(request, _PAGE_HEADERS)
+
     return [
         Route("/", page, methods=["GET"]),
+        Route("/verify", verify, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]
 
