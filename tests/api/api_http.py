@@ -82,9 +82,10 @@ def send_json(
     )
 
 
-def get_json(server: Listening, path: str) -> Any:
-    """The JSON document a GET of `path` answers with, which must be a 200."""
-    answer = send(server, "GET", path)
+def get_json(server: Listening, path: str, *, token: str | None = None) -> Any:
+    """The JSON document a GET of `path` answers with, which must be a 200. `token`: as whom
+    (a draft poll is shown to an admin only)."""
+    answer = send(server, "GET", path, token=token)
     assert answer.status == 200, (path, answer.status, answer.body)
     assert answer.media_type == JSON
     return answer.json()

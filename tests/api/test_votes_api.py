@@ -126,10 +126,12 @@ def test_closes_at_reads_back_in_utc(tally: RunningTally) -> None:
 
 
 def test_a_poll_reads_back_the_same_alone_and_in_the_list(tally: RunningTally) -> None:
-    """GET /v1/polls/{id} and GET /v1/polls show the poll exactly as created."""
+    """GET /v1/polls/{id} and GET /v1/polls show the poll exactly as created (a draft: to an
+    admin, with ?include=drafts; tests/api/test_drafts.py has the public side)."""
     poll = create_poll(tally)
-    assert get_json(tally, f"/v1/polls/{poll['id']}") == poll
-    listed = get_json(tally, "/v1/polls")["polls"]
+    admin = tally.admin_token()
+    assert get_json(tally, f"/v1/polls/{poll['id']}", token=admin) == poll
+    listed = get_json(tally, "/v1/polls?include=drafts", token=admin)["polls"]
     assert all(set(p) == POLL_FIELDS for p in listed)
     assert poll in listed
 
@@ -179,7 +181,7 @@ def test_opening_a_draft_past_its_deadline_does_not_report_it_open(tally: Runnin
     time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.1)
     answer = move(tally, poll_id, "open")
     assert answer.json()["state"] != "open"
-    assert get_json(tally, f"/v1/polls/{poll_id}")["state"] != "open"
+    assert get_json(tally, f"/v1/polls/{poll_id}", token=tally.admin_token())["state"] != "open"
 
 
 # Votes
@@ -487,7 +489,7 @@ def test_a_voter_token_on_an_admin_route_is_403(
         token=tally.voter_token("ambitious"),
     )
     assert_problem(answer, 403, "forbidden")
-    assert get_json(tally, f"/v1/polls/{poll_id}")["state"] == "draft"
+    assert get_json(tally, f"/v1/polls/{poll_id}", token=tally.admin_token())["state"] == "draft"
 
 
 def test_an_admin_token_may_vote(tally: RunningTally, open_poll: str) -> None:

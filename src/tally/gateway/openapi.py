@@ -268,11 +268,35 @@ def build() -> dict[str, Any]:
                     body="CreatePollBody",
                     auth=True,
                 ),
-                "get": _op("List polls", {"200": _json("PollList", "polls")}),
+                "get": {
+                    **_op(
+                        "List the most recent open and closed polls; with `include=drafts` and an "
+                        "admin credential, the drafts too (the organiser console's list)",
+                        {"200": _json("PollList", "polls"), **_problems(401, 403, 422)},
+                    ),
+                    "parameters": [
+                        {
+                            "name": "include",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["drafts"]},
+                            "description": "`drafts`: list drafts too (needs the admin role: "
+                            "401 without a credential, 403 without the role)",
+                        }
+                    ],
+                    "security": [{}, {"bearer": []}],
+                },
             },
             "/v1/polls/{poll_id}": {
                 "parameters": poll_id,
-                "get": _op("One poll", {"200": _json("Poll", "the poll"), **_problems(400, 404)}),
+                "get": {
+                    **_op(
+                        "One poll. A draft is shown to an admin only: anyone else gets the 404 of "
+                        "an unknown poll",
+                        {"200": _json("Poll", "the poll"), **_problems(400, 404)},
+                    ),
+                    "security": [{}, {"bearer": []}],
+                },
             },
             "/v1/polls/{poll_id}/open": {
                 "parameters": poll_id,

@@ -11,17 +11,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tally.domain.errors import PollNotFound
 from tally.domain.integrity import IntegrityAlarm
-from tally.domain.polls import is_poll_id
+from tally.domain.polls import PollState, is_poll_id
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
-from tally.gateway.problems import invalid_poll_id
+from tally.gateway.problems import Problem, from_error, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
 from tally.service import VotingService
 
 JSON = "application/json"
+INCLUDE_DRAFTS = "drafts"  # GET /v1/polls?include=drafts: the organiser's list
 
 
 def json_response(
@@ -58,11 +60,18 @@ class Handlers:
         return json_response(poll_doc(poll), 201, {"Location": f"/v1/polls/{poll.id}"})
 
     async def list_polls(self, request: Request) -> Response:
-        return json_response({"polls": [poll_doc(p) for p in await self._service.list_polls()]})
+        """Open and closed polls; `?include=drafts` (admin only) adds the drafts, for the
+        organiser console."""
+        drafts = self._include_drafts(request)
+        polls = await self._service.list_polls(drafts=drafts)
+        return json_response({"polls": [poll_doc(p) for p in polls]})
 
     async def get_poll(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
         poll, alarms = await asyncio.gather(self._service.get_poll(poll_id), self._alarms(poll_id))
+        if poll.state is PollState.DRAFT and not self._is_admin(request):
+            # The same 404 as an unknown poll: a draft's existence is not public either.
+            raise from_error(PollNotFound(poll_id))
         return json_response(poll_doc(poll, alarms))
 
     async def open_poll(self, request: Request) -> Response:
@@ -98,6 +107,30 @@ class Handlers:
 
     def _admin(self, request: Request) -> Principal:
         return self._auth.admin(request.headers.get("authorization"))
+
+    def _is_admin(self, request: Request) -> bool:
+        """Whether the request carries a valid admin credential (no credential: not an admin)."""
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return False
+        try:
+            return self._auth.principal(authorization).is_admin
+        except Problem:
+            return False
+
+    def _include_drafts(self, request: Request) -> bool:
+        include = request.query_params.getlist("include")
+        if not include:
+            return False
+        if include != [INCLUDE_DRAFTS]:
+            raise Problem(
+                422,
+                "validation-failed",
+                f"include: the only value is {INCLUDE_DRAFTS!r}",
+                errors=[{"field": "include", "message": f"the only value is {INCLUDE_DRAFTS!r}"}],
+            )
+        self._admin(request)  # 401 without a credential, 403 without the admin role
+        return True
 
 
 def actor_of(admin: Principal) -> str:

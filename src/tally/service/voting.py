@@ -111,9 +111,15 @@ class VotingService:
         poll = await self._load(poll_id)
         return replace(poll, state=poll.effective_state(self._clock_ms()))
 
-    async def list_polls(self, limit: int = 100) -> list[Poll]:
+    async def list_polls(self, limit: int = 100, *, drafts: bool = False) -> list[Poll]:
+        """The `limit` most recent polls; drafts only with `drafts` (an organiser's list): a
+        draft is work in progress, shown to the public only once it opens."""
         now = self._clock_ms()
-        return [replace(p, state=p.effective_state(now)) for p in await self._polls.recent(limit)]
+        return [
+            replace(p, state=p.effective_state(now))
+            for p in await self._polls.recent(limit)
+            if drafts or p.state is not PollState.DRAFT
+        ]
 
     async def open_poll(self, poll_id: str, actor: str = "") -> Poll:
         """`actor` names who acts in the public admin log ("" for the system)."""
