@@ -209,6 +209,10 @@ class BallotBox(Protocol):
     ) -> CastResult: ...
 
 
+    async def has_voted(self, poll: Poll, pseudonym: bytes) -> bool:
+        """Whether the voter-index holds this pseudonym's vote (accepted or held): one read, for
+        result visibility (domain.visibility), never on the vote path."""
+
 class ReviewStore(Protocol):
     """Held votes and reviewers' decisions on them (domain.review).
 

@@ -20,6 +20,7 @@ from tally.security.dev_issuer import DevIssuer
 
 POLL_FIELDS = {
     "id", "title", "options", "state", "lanes", "closes_at", "created_at", "defences",
+    "visibility",  # who sees the counts before the close (tests/api/test_visibility_api.py)
 }  # fmt: skip
 RECEIPT_FIELDS = {
     "poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash",

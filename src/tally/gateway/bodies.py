@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from starlette.requests import Request
 
-from tally.domain.polls import OptionSpec
+from tally.domain.polls import OptionSpec, Visibility
 from tally.gateway.problems import Problem
 from tally.security.pow import MAX_ANSWER_CHARS as MAX_PROOF_CHARS
 from tally.service import NewPoll
@@ -32,6 +32,8 @@ class CreatePollBody(msgspec.Struct, forbid_unknown_fields=True):
     expected_voters: int = 1_000_000
     # Over the server's defaults (TALLY_DEFENCES); checked field by field by domain.defences.
     defences: dict[str, Any] | None = None
+    # Who sees the counts before the poll closes (domain.visibility); absent: live.
+    visibility: Visibility = Visibility.LIVE
 
 
 class VoteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -102,6 +104,7 @@ def to_new_poll(body: CreatePollBody) -> NewPoll:
         closes_at_ms=None if body.closes_at is None else parse_time_ms("closes_at", body.closes_at),
         expected_voters=body.expected_voters,
         defences=body.defences,
+        visibility=body.visibility,
     )
 
 

@@ -10,6 +10,7 @@ from tally.domain.integrity import IntegrityAlarm
 from tally.domain.polls import Poll
 from tally.domain.results import Results
 from tally.domain.timestamps import iso_ms
+from tally.domain.visibility import Hidden
 from tally.domain.votes import Receipt
 
 __all__ = ["integrity_doc", "iso_ms", "poll_doc", "receipt_doc", "results_doc"]
@@ -30,6 +31,7 @@ def poll_doc(poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any
     }
     if alarms:
         doc["integrity"] = integrity_doc(alarms)
+        "visibility": poll.visibility.value,
     return doc
 
 
@@ -72,11 +74,15 @@ def receipt_doc(receipt: Receipt, status: str = "accepted") -> dict[str, Any]:
     return doc
 
 
-def results_doc(results: Results, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any]:
+def results_doc(
+    results: Results, alarms: Sequence[IntegrityAlarm] = (), hidden: Hidden | None = None
+) -> dict[str, Any]:
+    """`hidden`: why the caller may not see the counts yet (domain.visibility): `counts` is then
+    null and `hidden` says why; total, state and under_review stay."""
     doc: dict[str, Any] = {
         "poll_id": results.poll_id,
         "state": results.state.value,
-        "counts": results.counts,
+        "counts": None if hidden is not None else results.counts,
         "total": results.total,
         "under_review": results.under_review,
         "updated_at": iso_ms(results.updated_at_ms),
@@ -84,3 +90,5 @@ def results_doc(results: Results, alarms: Sequence[IntegrityAlarm] = ()) -> dict
     if alarms:
         doc["integrity"] = integrity_doc(alarms)
     return doc
+    if hidden is not None:
+        doc["hidden"] = hidden.value

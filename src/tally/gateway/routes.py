@@ -20,6 +20,7 @@ from tally.gateway.problems import Problem, from_error, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
+from tally.gateway.viewer import cache_headers, viewer_of
 from tally.service import VotingService
 
 JSON = "application/json"
@@ -86,17 +87,23 @@ class Handlers:
 
     async def results(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
-        results, alarms = await asyncio.gather(
-            self._service.results(poll_id), self._alarms(poll_id)
+        viewer = viewer_of(self._auth, request.headers.get("authorization"))
+        (results, hidden), alarms = await asyncio.gather(
+            self._service.visible_results(poll_id, viewer.voter, is_admin=viewer.is_admin),
+            self._alarms(poll_id),
         )
-        body = orjson.dumps(results_doc(results, alarms))
+        if hidden is not None:
+            alarms = []  # a counter-mismatch alarm's details quote counts
+        body = orjson.dumps(results_doc(results, alarms, hidden))
         if results.seq is not None:
             # A snapshot's seq names its content: the store never accepts one seq twice. Alarms
-            # are only ever added, so their number completes the name.
-            etag = f'"{results.poll_id}.{results.seq}{f".i{len(alarms)}" if alarms else ""}"'
+            # are only ever added, so their number completes the name; a hidden answer is
+            # another representation of the same snapshot, so it gets its own name.
+            etag = f'"{results.poll_id}.{results.seq}{f".i{len(alarms)}" if alarms else ""}'
+            etag += f'{f".{hidden.value}" if hidden is not None else ""}"'
         else:
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        headers = {"ETag": etag, "Cache-Control": "public, max-age=1"}
+        headers = {"ETag": etag, **cache_headers(viewer)}
         wanted = _etags(request.headers.get("if-none-match", ""))
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)

@@ -23,11 +23,14 @@ from tally.domain.polls import (
     OptionSpec,
     Poll,
     PollState,
+    Visibility,
     is_poll_id,
     new_poll,
 )
+from tally.domain.pseudonyms import pseudonym
 from tally.domain.results import Results, sum_lanes
 from tally.domain.snapshots import Snapshot
+from tally.domain.visibility import Hidden, closed_state, hidden_reason, needs_vote_lookup
 from tally.domain.votes import VoteOutcome
 from tally.ledger.admission import AdmissionSigner
 from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
@@ -53,6 +56,7 @@ class NewPoll:
     expected_voters: int = DEFAULT_EXPECTED_VOTERS
     # Over the service's default defences (domain.defences.from_document); None: those defaults.
     defences: dict[str, Any] | None = None
+    visibility: Visibility = Visibility.LIVE  # who sees the counts before it closes
 
 
 class VotingService:
@@ -76,6 +80,8 @@ class VotingService:
         `default_lanes`: for a poll created without a lane count (domain.polls.lanes_for);
         `signer`: the gateway's admission key (VoteIntake; None: unsigned votes)."""
         self._polls = polls
+        self._ballots = ballots
+        self._pseudonym_secret = pseudonym_secret
         self._snapshots = snapshots
         self._clock_ms = clock_ms
         self._new_id = new_id
@@ -103,6 +109,7 @@ class VotingService:
             defences=self.default_defences
             if spec.defences is None
             else from_document(spec.defences, self.default_defences),
+            visibility=spec.visibility,
         )
         await self._polls.create(poll, actor)
         return poll
@@ -150,6 +157,32 @@ class VotingService:
         poll = await self._load(poll_id)
         lanes, state_changed_at = await self._polls.tallies(poll)
         return sum_lanes(poll, poll.effective_state(self._clock_ms()), lanes, state_changed_at)
+
+    async def visible_results(
+        self, poll_id: str, voter: Voter | None, *, is_admin: bool
+    ) -> tuple[Results, Hidden | None]:
+        """The poll's results as this viewer may see them (domain.visibility): the results, and
+        why their counts are hidden from the viewer (None: they are not). `voter`: the caller's
+        identity, None for an anonymous one; the store is asked whether they voted only where
+        that decides."""
+        results, poll = await asyncio.gather(self.results(poll_id), self.definition(poll_id))
+        state = closed_state(poll, results.state, self._clock_ms())
+        voted = False
+        if voter is not None and needs_vote_lookup(poll.visibility, state, is_admin):
+            voted = await self.has_voted(poll, voter)
+        hidden = hidden_reason(
+            poll.visibility, state, viewer_is_admin=is_admin, viewer_has_voted=voted
+        )
+        return results, hidden
+
+    async def definition(self, poll_id: str) -> Poll:
+        """The poll's definition, cached (it never changes; its `state` may be stale)."""
+        return await self.intake.definition(poll_id)
+
+    async def has_voted(self, poll: Poll, voter: Voter) -> bool:
+        """Whether `voter` has a vote (accepted or held) in `poll`: one read of its voter index."""
+        voter_pseudonym = pseudonym(self._pseudonym_secret, poll.id, voter.issuer, voter.subject)
+        return await self._ballots.has_voted(poll, voter_pseudonym)
 
     async def close_expired(self) -> list[str]:
         """Formally close every open poll whose deadline has passed (votes already stopped)."""

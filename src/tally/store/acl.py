@@ -291,6 +291,7 @@ ROLES: dict[str, Role] = {
                 DECIDED: ("HMGET",),
                 SPENT_CHALLENGE: ("SET",),  # SET NX PX: a proof-of-work answer spent once
             },
+                VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
             channels={LIVE_CHANNEL: ("SSUBSCRIBE", "SUNSUBSCRIBE")},
             # A batch of votes confirmed durable (store.resp.WaitAof); the live link's name.
             keyless=("WAIT", "WAITAOF", "CLIENT|SETNAME"),

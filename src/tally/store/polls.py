@@ -6,16 +6,18 @@ import orjson
 
 from tally.domain import defences
 from tally.domain.errors import InvalidInput, StoreUnavailable
-from tally.domain.polls import STATE_RANK, Option, Poll, PollState
+from tally.domain.polls import STATE_RANK, Option, Poll, PollState, Visibility
 from tally.domain.results import LaneTally
 from tally.ports import StoreClient
 from tally.store import keys
 from tally.store.admission_keys import ValkeyAdmissionKeys, creation_args
 from tally.store.resp import raise_first_error
 
-FORMAT_VERSION = 2
-# Version 1 definitions (before per-poll defences) read with the default defences.
-READABLE_VERSIONS = frozenset({1, FORMAT_VERSION})
+FORMAT_VERSION = 3
+# Version 1 definitions (before per-poll defences) read with the default defences; versions 1
+# and 2 (before result visibility) as `live`, which is what they were. Version 3 because a Tally
+# that ignored `visibility` would show hidden counts: it refuses the poll instead.
+READABLE_VERSIONS = frozenset({1, 2, FORMAT_VERSION})
 
 
 def encode_definition(poll: Poll) -> bytes:
@@ -30,6 +32,7 @@ def encode_definition(poll: Poll) -> bytes:
             "created_at_ms": poll.created_at_ms,
             "bucket_bits": poll.bucket_bits,
             "defences": defences.to_document(poll.defences),
+            "visibility": poll.visibility.value,
         }
     )
 
@@ -53,6 +56,7 @@ def decode_poll(definition: bytes, state: bytes) -> Poll:
         defences=defences.from_document(d["defences"])
         if "defences" in d
         else defences.DEFAULT_DEFENCES,
+        visibility=Visibility(d.get("visibility", Visibility.LIVE)),
     )
 
 

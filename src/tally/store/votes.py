@@ -93,6 +93,13 @@ class ValkeyBallotBox:
             await self._evidence.keep(poll, lane, result.seq, hold)
         return result
 
+    async def has_voted(self, poll: Poll, pseudonym: bytes) -> bool:
+        """One HEXISTS on the voter's index bucket, the same field tally_vote checks (the index
+        keeps every vote, accepted or held, after its ledger entry is archived and trimmed)."""
+        k = self._keys(poll)[lane_of(pseudonym, poll.lanes)]
+        bucket = b"%b%x" % (k.voters_prefix, bucket_of(pseudonym, poll.bucket_bits))
+        return bool(await self._client.call("HEXISTS", bucket, index_field(pseudonym)))
+
     def _keys(self, poll: Poll) -> tuple[_LaneKeys, ...]:
         cached = self._lane_keys.get(poll.id)
         if cached is None:

@@ -1,0 +1,54 @@
+"""Who is looking at a poll's results: the one reading of an optional credential that every
+results transport uses (REST /results and its CSV, SSE, the WebSocket's auth frame), for result
+visibility (domain.visibility).
+
+No credential is an anonymous viewer, never an error: results are public. A credential that is
+sent but invalid is a 401 (the caller meant to be someone: telling them beats silently showing
+less).
+
+Caching: a results answer that depends on the credential says so (`Vary: Authorization`, and
+`private` once a credential was sent), so no shared cache hands one viewer's counts to another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tally.domain.admission import Voter
+from tally.gateway.auth import Authenticator
+from tally.security.tokens import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """`voter`: the identity whose vote is looked up (None: anonymous); `is_admin`: an
+    organiser, who always sees the counts."""
+
+    voter: Voter | None = None
+    is_admin: bool = False
+
+    @property
+    def personal(self) -> bool:
+        """Whether an answer was made for this caller (so only a private cache may keep it)."""
+        return self.voter is not None
+
+
+ANONYMOUS = Viewer()
+
+
+def viewer_of_principal(principal: Principal) -> Viewer:
+    voter = Voter(principal.issuer, principal.subject, principal.issued_at, principal.expires_at)
+    return Viewer(voter, principal.is_admin)
+
+
+def viewer_of(auth: Authenticator, authorization: str | None) -> Viewer:
+    """The viewer behind an optional `Authorization` header; a 401 problem if it is invalid."""
+    if authorization is None:
+        return ANONYMOUS
+    return viewer_of_principal(auth.principal(authorization))
+
+
+def cache_headers(viewer: Viewer) -> dict[str, str]:
+    """Cache-Control and Vary for an answer that follows result visibility."""
+    scope = "private" if viewer.personal else "public"
+    return {"Cache-Control": f"{scope}, max-age=1", "Vary": "Authorization"}
