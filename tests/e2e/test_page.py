@@ -67,43 +67,38 @@ def test_the_demo_poll_is_shown_with_its_four_options(demo: DemoTally, page: Pag
     "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
     "valkey-server (gateway/demo_token.py); on an external store it is a 404"
 )
-def test_a_demo_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receipt(
+def test_a_demo_voter_signs_in_votes_and_a_repeat_gets_the_original_receipt(
     demo: DemoTally, page: Page
 ) -> None:
-    """Demo token -> vote -> receipt and a count of 1; a second vote answers already-voted with
-    the first vote's receipt, and the count stays 1."""
+    """Sign in (a demo voter) -> vote -> receipt and a count of 1; a second vote answers
+    already-voted with the first vote's receipt, and the count stays 1."""
     page.goto(demo.url + "/")
-    page.get_by_role("button", name="Get a demo voter token").click()
+    page.get_by_role("button", name="Sign in to vote").click()
     expect(page.locator("#voter")).to_contain_text("Voting as demo-")
 
     page.get_by_role("button", name="Vote for Aurora").click()
     outcome = page.locator("#outcome")
     expect(outcome).to_have_attribute("data-kind", "accepted")
-    expect(outcome).to_contain_text("Vote accepted")
+    expect(outcome).to_contain_text("Your vote for Aurora is recorded.")
     expect(outcome.locator('[data-field="option"]')).to_have_text("Aurora")
     receipt = {
-        field: outcome.locator(f'[data-field="{field}"]').inner_text()
-        for field in ("lane", "entry_id", "leaf_hash")
+        field: outcome.locator(f'[data-field="{field}"]').text_content()
+        for field in ("lane", "entry_id", "leaf_hash", "accepted_at")
     }
-    accepted_at = outcome.locator('[data-field="accepted_at"]').get_attribute("data-value")
     assert receipt["entry_id"] == "1"
-    assert len(bytes.fromhex(receipt["leaf_hash"])) == 32
-    expect(outcome.get_by_role("link", name="Save this receipt")).to_have_attribute(
+    assert len(bytes.fromhex(receipt["leaf_hash"] or "")) == 32
+    expect(outcome.get_by_role("link", name="Save receipt")).to_have_attribute(
         "download", re.compile(r"^tally-receipt-.+\.json$")
     )
-    assert accepted_at is not None
     expect(figures(page, "aurora")).to_have_text("1 vote · 100%")
     expect(page.locator("#poll-total")).to_have_text("1")
 
     page.get_by_role("button", name="Vote for Borealis").click()
     expect(outcome).to_have_attribute("data-kind", "already-voted")
-    expect(outcome).to_contain_text("already voted")
+    expect(outcome).to_contain_text("You have already voted in this poll, for Aurora.")
     expect(outcome.locator('[data-field="option"]')).to_have_text("Aurora")
     for field, value in receipt.items():
-        expect(outcome.locator(f'[data-field="{field}"]')).to_have_text(value)
-    expect(outcome.locator('[data-field="accepted_at"]')).to_have_attribute(
-        "data-value", accepted_at
-    )
+        expect(outcome.locator(f'[data-field="{field}"]')).to_have_text(value or "")
     expect(figures(page, "borealis")).to_have_text("0 votes · 0%")
     expect(page.locator("#poll-total")).to_have_text("1")
 
@@ -112,29 +107,34 @@ def test_a_demo_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receip
     page.screenshot(path=str(SCREENSHOT_NARROW), full_page=True)
 
 
-def test_voting_without_a_token_asks_for_one_from_the_keyboard(demo: DemoTally, page: Page) -> None:
-    """Enter on a vote button with no token explains what is missing and focuses the token field."""
+def test_voting_signed_out_asks_to_sign_in_from_the_keyboard(demo: DemoTally, page: Page) -> None:
+    """Enter on a vote button while signed out explains what is missing and focuses the
+    sign-in button."""
     page.goto(demo.url + "/")
     page.get_by_role("button", name="Vote for Cascade").focus()
     page.keyboard.press("Enter")
-    expect(page.locator("#outcome")).to_contain_text("A voter token is needed")
-    expect(page.get_by_label("Voter token")).to_be_focused()
+    expect(page.locator("#outcome")).to_contain_text("Sign in to vote")
+    expect(page.get_by_role("button", name="Sign in to vote")).to_be_focused()
 
 
 def test_a_pasted_token_is_used_and_a_refusal_shows_the_problem(
     demo: DemoTally, page: Page
 ) -> None:
-    """A token typed into the field votes; an invalid one shows the problem's title."""
+    """The advanced path: a token typed into the field votes; an invalid one shows the problem's
+    title; signing out forgets it."""
     page.goto(demo.url + "/")
+    page.get_by_text("Advanced: use an API token").click()
     page.get_by_label("Voter token").fill("not-a-token")
     page.get_by_role("button", name="Use token").click()
     page.get_by_role("button", name="Vote for Dynamo").click()
     expect(page.locator("#outcome")).to_have_attribute("data-kind", "problem")
     expect(page.locator("#outcome")).to_contain_text("A valid bearer token is required")
 
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in to vote")).to_be_visible()
     page.get_by_label("Voter token").fill(demo.issuer.mint("pasted-voter"))
     page.get_by_role("button", name="Use token").click()
-    expect(page.locator("#voter")).to_have_text("Voting as pasted-voter.")
+    expect(page.locator("#voter")).to_have_text("Voting as pasted-voter")
     page.get_by_role("button", name="Vote for Dynamo").click()
     expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
     expect(figures(page, "dynamo")).to_have_text("1 vote · 100%")
@@ -168,15 +168,19 @@ def test_a_closed_poll_shows_closed_with_voting_disabled(demo: DemoTally, page: 
     expect(page.get_by_role("button", name="Vote for No")).to_be_disabled()
 
 
-def test_without_demo_mode_the_page_offers_no_demo_token(tmp_path: Path, page: Page) -> None:
-    """A server started without --demo answers 404 to the token probe; the page hides the button."""
+def test_without_any_sign_in_the_button_leads_to_the_token_form(tmp_path: Path, page: Page) -> None:
+    """A server started without --demo answers 404 to the demo token probe: "Sign in to vote"
+    says there is no sign-in here and opens the token form instead."""
     with demo_tally(tmp_path / "data", demo=False) as server:
+        server.open_poll("Plain", "Yes", "No")
         with page.expect_response(lambda answer: answer.url.endswith("/v1/demo/token")) as probe:
             page.goto(server.url + "/")
         assert probe.value.status == 404
-        expect(page.locator("#poll-title")).to_have_text("No polls yet")
-        expect(page.get_by_label("Voter token")).to_be_visible()
-        expect(page.get_by_role("button", name="Get a demo voter token")).to_be_hidden()
+        expect(page.locator("#poll-title")).to_have_text("Plain")
+        expect(page.get_by_label("Voter token")).to_be_hidden()
+        page.get_by_role("button", name="Sign in to vote").click()
+        expect(page.locator("#sign-in-note")).to_contain_text("no sign-in set up")
+        expect(page.get_by_label("Voter token")).to_be_focused()
 
 
 def test_held_votes_show_as_under_review_beside_the_counts(demo: DemoTally, page: Page) -> None:

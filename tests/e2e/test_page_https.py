@@ -74,9 +74,10 @@ def test_the_page_votes_over_https_and_sees_live_totals_over_wss(
     assert sockets, "the page opened no WebSocket"
     assert all(url.startswith("wss://127.0.0.1:") for url in sockets), sockets
 
+    page.get_by_text("Advanced: use an API token").click()
     page.get_by_label("Voter token").fill(demo.issuer.mint("https-page-voter"))
     page.get_by_role("button", name="Use token").click()
-    expect(page.locator("#voter")).to_have_text("Voting as https-page-voter.")
+    expect(page.locator("#voter")).to_have_text("Voting as https-page-voter")
     page.get_by_role("button", name="Vote for Aurora").click()
     expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
     expect(page.locator(figures(page, "aurora"))).to_have_text("1 vote · 100%")

@@ -1,11 +1,20 @@
-// The Tally page: the poll list, one poll's live results, and voting with a bearer token.
+// The voting page: the poll list, one poll's live results, signing in and voting, the receipt.
 // Everything from the server is written with textContent, never parsed as HTML.
 
 import { follow } from "./live.js";
 import { fetchChallenge, solve } from "./pow.js";
+import {
+  receiptFileName,
+  receiptFileUrl,
+  storedReceipt,
+  storeReceipt,
+  verifyHref,
+} from "./receipts.js";
 
-const TOKEN_KEY = "tally.token";
+// Contract 1's storage, shared with /static/session.js: the signed-in voter's credential.
+const SESSION_KEY = "tally.session";
 const POLL_LIST_REFRESH_MS = 30000;
+const RETRY_MS = 2000;
 const MODE_TEXT = {
   connecting: "Connecting…",
   websocket: "Live · WebSocket",
@@ -15,6 +24,10 @@ const MODE_TEXT = {
   offline: "Offline · retrying",
   idle: "No poll to follow",
 };
+const HIDDEN_TEXT = {
+  "until-vote": "Results are hidden until you vote.",
+  "until-close": "Results are hidden until the poll closes.",
+};
 
 const $ = (id) => document.getElementById(id);
 const view = {
@@ -22,17 +35,26 @@ const view = {
   liveText: $("live-text"),
   pollList: $("poll-list"),
   pollsEmpty: $("polls-empty"),
+  missing: $("missing"),
+  pollCard: $("poll-card"),
+  voteCard: $("vote-card"),
   title: $("poll-title"),
   state: $("poll-state"),
   total: $("poll-total"),
   totalWord: $("poll-total-word"),
   review: $("poll-review"),
+  resultsHidden: $("results-hidden"),
   options: $("options"),
   outcome: $("outcome"),
+  signedOut: $("signed-out"),
+  signedIn: $("signed-in"),
+  signIn: $("sign-in"),
+  signInNote: $("sign-in-note"),
+  signOut: $("sign-out"),
+  voterName: $("voter-name"),
+  advanced: $("advanced"),
   tokenForm: $("token-form"),
   token: $("token"),
-  voter: $("voter"),
-  demoToken: $("demo-token"),
 };
 
 const current = {
@@ -43,7 +65,11 @@ const current = {
   lastSeq: -1,
   feed: null,
   mode: null,
-  memoryToken: "",
+  selecting: 0, // the newest select()'s number: an older one's late answer is dropped
+  receiptUrl: null,
+  sessions: null, // /static/session.js's exports, where the server has it
+  methods: { oidc: false, demo: false },
+  memorySession: null, // where localStorage is disabled
 };
 
 function el(tag, props = {}, ...children) {
@@ -86,34 +112,87 @@ function renderPollList() {
   );
 }
 
-function wantedPollId() {
-  const asked = new URLSearchParams(location.search).get("poll");
-  if (asked) return asked;
+function askedPollId() {
+  return new URLSearchParams(location.search).get("poll");
+}
+
+function defaultPollId() {
   const open = current.polls.find((poll) => poll.state === "open");
   return (open ?? current.polls[0])?.id ?? null;
 }
 
-function select(pollId) {
+/** The poll `pollId`: from the list, else asked for (a join code's link may name a poll opened
+ * after the list was read). null: no such poll; undefined: Tally did not answer. */
+async function findPoll(pollId) {
+  const listed = current.polls.find((poll) => poll.id === pollId);
+  if (listed) return listed;
+  try {
+    const response = await fetch(`/v1/polls/${encodeURIComponent(pollId)}`, { cache: "no-store" });
+    if (response.ok) return await response.json();
+    // 404, or an id the server refuses to look up at all: either way there is no such poll.
+    return response.status >= 400 && response.status < 500 ? null : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function select(asked) {
+  const number = ++current.selecting;
   current.feed?.stop();
   current.feed = null;
-  current.poll = current.polls.find((poll) => poll.id === pollId) ?? null;
+  current.poll = null;
   current.lastSeq = -1;
-  view.outcome.replaceChildren();
-  renderPollList();
-  if (!current.poll) {
-    view.title.textContent = pollId ? `No poll “${pollId}”` : "No polls yet";
-    document.title = "Tally";
-    view.options.replaceChildren();
-    setState(null, 0);
-    setMode("idle");
+  const pollId = asked ?? defaultPollId();
+  const poll = pollId === null ? null : await findPoll(pollId);
+  if (number !== current.selecting) return;
+  if (poll === undefined) {
+    showUnreachable(() => select(asked));
     return;
   }
-  view.title.textContent = current.poll.title;
-  document.title = `${current.poll.title} · Tally`;
-  renderOptions(current.poll);
-  setState(current.poll.state, 0);
+  current.poll = poll;
+  renderPollList();
+  showOutcome(null);
+  if (!poll) {
+    showMissing(pollId !== null);
+    return;
+  }
+  view.missing.hidden = true;
+  view.pollCard.hidden = false;
+  view.voteCard.hidden = false;
+  view.title.textContent = poll.title;
+  document.title = `${poll.title} · Tally`;
+  renderOptions(poll);
+  setState(poll.state, 0);
+  const receipt = storedReceipt(poll.id);
+  if (receipt) showReceipt("stored", receipt);
   setMode("connecting");
-  current.feed = follow(current.poll.id, apply, setMode);
+  current.feed = follow(poll.id, apply, setMode, () => currentSession()?.token ?? null);
+}
+
+/** Nothing to show: an unknown poll shows only that (no title, options or vote form of another
+ * poll); with no poll at all, the page says there are none yet. */
+function showMissing(unknown) {
+  view.options.replaceChildren();
+  current.rows.clear();
+  setState(null, 0);
+  setMode("idle");
+  view.missing.hidden = !unknown;
+  view.pollCard.hidden = unknown;
+  view.voteCard.hidden = true;
+  view.resultsHidden.hidden = true;
+  view.title.textContent = "No polls yet";
+  document.title = unknown ? "No such poll · Tally" : "Tally";
+}
+
+function showUnreachable(retry) {
+  view.missing.hidden = true;
+  view.pollCard.hidden = false;
+  view.voteCard.hidden = true;
+  view.options.replaceChildren();
+  current.rows.clear();
+  view.title.textContent = "Tally is unreachable";
+  setMode("offline");
+  setTimeout(retry, RETRY_MS);
 }
 
 // ---- results -------------------------------------------------------------------------------
@@ -134,10 +213,12 @@ function renderOptions(poll) {
       button.addEventListener("click", () => vote(option));
       const bar = el("span", { className: "bar" }, fill);
       bar.setAttribute("aria-hidden", "true");
+      const mine = el("span", { className: "mine" }, "✓ Your vote");
       const head = el(
         "span",
         { className: "head" },
         el("span", { className: "label", id: labelId }, option.label),
+        mine,
         figures,
       );
       const row = el("li", { className: "option" }, head, bar, button);
@@ -155,14 +236,22 @@ function apply(doc) {
     if (doc.seq <= current.lastSeq) return;
     current.lastSeq = doc.seq;
   }
-  const counts = doc.counts ?? {};
   const total = doc.total ?? 0;
+  // Counts withheld from this viewer (the poll's visibility): the turnout and a sentence, no bars.
+  const hidden = doc.counts === null;
+  view.options.classList.toggle("counts-hidden", hidden);
+  view.resultsHidden.hidden = !hidden;
+  view.resultsHidden.textContent = hidden
+    ? (HIDDEN_TEXT[doc.hidden] ?? "Results are hidden for now.")
+    : "";
+  const counts = doc.counts ?? {};
   const leader = Math.max(0, ...Object.values(counts));
   for (const [id, parts] of current.rows) {
     const count = counts[id] ?? 0;
-    const percent = total > 0 ? Math.round((count * 1000) / total) / 10 : 0;
-    parts.figures.textContent =
-      `${count.toLocaleString()} ${count === 1 ? "vote" : "votes"} · ${percent}%`;
+    const percent = total > 0 && !hidden ? Math.round((count * 1000) / total) / 10 : 0;
+    parts.figures.textContent = hidden
+      ? ""
+      : `${count.toLocaleString()} ${count === 1 ? "vote" : "votes"} · ${percent}%`;
     parts.fill.style.width = `${percent}%`; // CSSOM, which the CSP allows (style attributes it does not)
     parts.row.classList.toggle("leading", leader > 0 && count === leader);
   }
@@ -189,15 +278,19 @@ function setMode(mode) {
   view.liveText.textContent = MODE_TEXT[mode] ?? mode;
 }
 
+/** Highlight the option this browser voted for (null: none). */
+function markChosen(optionId) {
+  for (const [id, { row }] of current.rows) row.classList.toggle("chosen", id === optionId);
+}
+
 // ---- voting --------------------------------------------------------------------------------
 
 async function vote(option) {
   const poll = current.poll;
-  const token = readToken();
+  const token = currentSession()?.token;
   if (!token) {
-    const demo = view.demoToken.hidden ? "" : ", or get a demo voter token";
-    showProblem("A voter token is needed", `Enter the token from your identity provider${demo}.`);
-    view.token.focus();
+    showProblem("Sign in to vote", "Sign in first, then pick your option: it takes a moment.");
+    view.signIn.focus();
     return;
   }
   let response;
@@ -225,15 +318,20 @@ async function vote(option) {
   } finally {
     setVoting(false);
   }
-  if (response.status === 201 && doc?.receipt) {
-    showReceipt("accepted", "Vote accepted. Your receipt:", doc.receipt);
-  } else if (response.status === 202 && doc?.receipt) {
-    showReceipt("held", "Your vote is recorded and held for review: it counts once a reviewer releases it. Your receipt:", doc.receipt);
-  } else if (response.status === 409 && doc?.code === "already-voted" && doc.receipt) {
-    showReceipt("already-voted", "You have already voted in this poll. Your original receipt:", doc.receipt);
+  if (current.poll !== poll) return; // another poll was chosen meanwhile
+  const kind =
+    response.status === 201 ? "accepted"
+    : response.status === 202 ? "held"
+    : response.status === 409 && doc?.code === "already-voted" ? "already-voted"
+    : null;
+  if (kind && doc?.receipt) {
+    storeReceipt(doc.receipt);
+    showReceipt(kind, doc.receipt);
   } else {
     showProblem(doc?.title ?? `HTTP ${response.status}`, doc?.detail ?? "");
+    if (response.status === 401) renderVoter(); // an expired session shows as signed out
   }
+  // Having voted may let this voter see counts hidden until now: ask again, as this voter.
   current.feed?.refresh();
 }
 
@@ -252,8 +350,7 @@ function solveShown(challenge) {
   // The running count is hidden from screen readers: the live region announces the state once.
   const count = el("span", {}, "");
   count.setAttribute("aria-hidden", "true");
-  view.outcome.dataset.kind = "solving";
-  view.outcome.replaceChildren(el("p", {}, "Checking you’re human…", count));
+  showOutcome("solving", el("p", {}, "Checking you’re human…", count));
   return solve(challenge, (hashes) => {
     count.textContent = ` ${hashes.toLocaleString()} hashes`;
   });
@@ -265,86 +362,160 @@ function setVoting(busy) {
   }
 }
 
-function showReceipt(kind, message, receipt) {
+// ---- the receipt ---------------------------------------------------------------------------
+
+const RECEIPT_HEADLINE = {
+  accepted: (label) => `Your vote for ${label} is recorded.`,
+  held: (label) =>
+    `Your vote for ${label} is recorded and held for review: it counts once a reviewer releases it.`,
+  "already-voted": (label) => `You have already voted in this poll, for ${label}.`,
+  stored: (label) => `You voted for ${label} from this browser.`,
+};
+
+/** The receipt in words, its fields, and what to do with it: save it, verify it. */
+function showReceipt(kind, receipt) {
+  markChosen(receipt.option);
   const label = current.poll?.options.find((o) => o.id === receipt.option)?.label ?? receipt.option;
   const accepted = new Date(receipt.accepted_at);
+  const when = Number.isNaN(accepted.getTime()) ? receipt.accepted_at : accepted.toLocaleString();
+  const words =
+    `It is entry ${receipt.entry_id} of lane ${receipt.lane} in this poll's public ledger, ` +
+    `accepted at ${when}. Keep the receipt: with it you can check that the published ledger ` +
+    "holds your vote, once the lane's next checkpoint is out.";
   const fields = [
     ["option", "Option", label],
     ["lane", "Lane", String(receipt.lane)],
     ["entry_id", "Entry", String(receipt.entry_id)],
-    ["accepted_at", "Accepted at", `${receipt.accepted_at} (${accepted.toLocaleTimeString()})`],
+    ["accepted_at", "Accepted at", receipt.accepted_at],
     ["leaf_hash", "Leaf hash", receipt.leaf_hash],
   ];
   const list = el("dl");
   for (const [field, name, value] of fields) {
     const dd = el("dd", {}, value);
     dd.dataset.field = field;
-    if (field === "accepted_at") dd.dataset.value = receipt.accepted_at;
     list.append(el("dt", {}, name), dd);
   }
-  // Keep the receipt: `tally audit receipt receipt.json <ledger> --key <key>` checks, once its
-  // lane's next checkpoint is out, that the published log holds this very vote.
-  const saved = new Blob([JSON.stringify({ receipt }, null, 2)], { type: "application/json" });
-  const keep = el("p", {},
-    el("a", { href: URL.createObjectURL(saved), download: `tally-receipt-${receipt.poll_id}.json` }, "Save this receipt"),
-    " · ",
-    el("a", { href: `/v1/polls/${encodeURIComponent(receipt.poll_id)}/receipts/${receipt.lane}/${receipt.entry_id}/proof` },
-      "Inclusion proof"),
+  if (current.receiptUrl) URL.revokeObjectURL(current.receiptUrl);
+  current.receiptUrl = receiptFileUrl(receipt);
+  const save = el("a", { href: current.receiptUrl, download: receiptFileName(receipt.poll_id) });
+  save.append("Save receipt");
+  const actions = el(
+    "p",
+    { className: "receipt-links" },
+    save,
+    el("a", { href: verifyHref(receipt.poll_id) }, "Verify my vote"),
   );
-  keep.className = "receipt-links";
-  view.outcome.dataset.kind = kind;
-  view.outcome.replaceChildren(el("p", {}, el("strong", {}, message)), list, keep);
+  const details = el("details", {}, el("summary", {}, "Receipt details"), list);
+  showOutcome(
+    kind,
+    el("p", {}, el("strong", {}, RECEIPT_HEADLINE[kind](label))),
+    el("p", {}, words),
+    actions,
+    details,
+  );
 }
 
 function showProblem(title, detail) {
-  view.outcome.dataset.kind = "problem";
-  view.outcome.replaceChildren(el("p", {}, el("strong", {}, title)));
+  showOutcome("problem", el("p", {}, el("strong", {}, title)));
   if (detail) view.outcome.append(el("p", {}, detail));
 }
 
-// ---- the voter token -----------------------------------------------------------------------
+function showOutcome(kind, ...content) {
+  view.outcome.dataset.kind = kind ?? "";
+  view.outcome.replaceChildren(...content);
+  if (kind === null) markChosen(null);
+}
 
-function readToken() {
+// ---- the voter: signing in -----------------------------------------------------------------
+// /static/session.js (contract 1) signs in and out and reads the session. A server without it
+// (an older Tally) still has this page's own reading of the same localStorage key, and a bearer
+// token from the advanced form or a demo voter token is stored there in the same shape.
+
+function currentSession() {
+  if (current.sessions) return current.sessions.currentSession();
+  let stored;
   try {
-    return localStorage.getItem(TOKEN_KEY) ?? "";
+    stored = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
   } catch {
-    return current.memoryToken; // storage disabled: keep it for this page only
+    stored = current.memorySession;
   }
+  if (!stored || typeof stored.token !== "string" || !stored.token) return null;
+  if (typeof stored.expires_at === "number" && stored.expires_at * 1000 <= Date.now()) return null;
+  return {
+    token: stored.token,
+    subject: stored.subject,
+    name: stored.name,
+    roles: stored.roles ?? [],
+    expiresAt: stored.expires_at,
+  };
 }
 
-function saveToken(token) {
-  current.memoryToken = token;
+/** Keep a bearer token (a JWT) as this browser's session, named by its claims. */
+function useBearer(token) {
+  const claims = jwtClaims(token);
+  const subject = claims?.sub ?? "the token's voter";
+  const session = {
+    token,
+    subject,
+    name: typeof claims?.name === "string" ? claims.name : subject,
+    roles: Array.isArray(claims?.roles) ? claims.roles : [],
+    expires_at: typeof claims?.exp === "number" ? claims.exp : null,
+  };
+  current.memorySession = session;
   try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
+    localStorage.setItem(SESSION_KEY, JSON.stringify(session));
   } catch {
-    // storage disabled: memoryToken holds it
+    // storage disabled: memorySession holds it for this page
   }
-  view.token.value = token;
-  showVoter(token);
+  renderVoter();
+  current.feed?.refresh();
 }
 
-function showVoter(token) {
-  const subject = tokenSubject(token);
-  view.voter.textContent = token ? `Voting as ${subject ?? "the token's voter"}.` : "";
-}
-
-function tokenSubject(token) {
+function jwtClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(payload)).sub ?? null;
+    return JSON.parse(atob(payload));
   } catch {
     return null;
   }
 }
 
-async function offerDemoTokens() {
-  try {
-    const response = await fetch("/v1/demo/token", { cache: "no-store" });
-    view.demoToken.hidden = response.status !== 204;
-  } catch {
-    view.demoToken.hidden = true;
+function renderVoter() {
+  const session = currentSession();
+  view.signedOut.hidden = session !== null;
+  view.signedIn.hidden = session === null;
+  view.voterName.textContent = session ? (session.name || session.subject) : "";
+}
+
+async function signIn() {
+  const { oidc, demo } = current.methods;
+  if (current.sessions && (oidc || demo)) {
+    current.sessions.signIn(location.pathname + location.search);
+  } else if (demo) {
+    await getDemoToken();
+  } else {
+    // No sign-in on this server: the token path is all there is.
+    view.signInNote.hidden = false;
+    view.signInNote.textContent =
+      "This Tally has no sign-in set up: use a token from your identity provider below.";
+    view.advanced.open = true;
+    view.token.focus();
   }
+}
+
+function signOut() {
+  if (current.sessions) {
+    current.sessions.signOut();
+  } else {
+    current.memorySession = null;
+    try {
+      localStorage.removeItem(SESSION_KEY);
+    } catch {
+      // storage disabled: nothing was stored
+    }
+  }
+  renderVoter();
+  current.feed?.refresh();
 }
 
 async function getDemoToken() {
@@ -352,42 +523,57 @@ async function getDemoToken() {
     const response = await fetch("/v1/demo/token", { method: "POST" });
     const doc = await response.json();
     if (response.status !== 201) {
-      showProblem(doc.title ?? "No demo token", doc.detail ?? "");
+      showProblem(doc.title ?? "No demo voter", doc.detail ?? "");
       return;
     }
-    saveToken(doc.token);
-    view.outcome.dataset.kind = "";
-    view.outcome.replaceChildren(
-      el("p", {}, `New demo voter ${doc.subject} is ready: pick an option above.`),
-    );
+    useBearer(doc.token);
+    showOutcome("", el("p", {}, `You are demo voter ${doc.subject}: pick an option above.`));
   } catch {
-    showProblem("No answer from Tally", "Could not get a demo voter token.");
+    showProblem("No answer from Tally", "Could not sign in as a demo voter.");
+  }
+}
+
+/** What this server offers: session.js's answer where it is served, else the demo token probe. */
+async function loadSignIn() {
+  try {
+    current.sessions = await import("./session.js");
+    current.methods = await current.sessions.signInMethods();
+    return;
+  } catch {
+    current.sessions = null;
+  }
+  try {
+    const response = await fetch("/v1/demo/token", { cache: "no-store" });
+    current.methods = { oidc: false, demo: response.status === 204 };
+  } catch {
+    current.methods = { oidc: false, demo: false };
   }
 }
 
 // ---- start ---------------------------------------------------------------------------------
 
 function start() {
-  view.token.value = readToken();
-  showVoter(view.token.value);
+  // What the server offers for signing in is asked beside the poll list, not before it.
+  const signInReady = loadSignIn().then(renderVoter);
+  view.signIn.addEventListener("click", () => signInReady.then(signIn));
+  view.signOut.addEventListener("click", signOut);
   view.tokenForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    saveToken(view.token.value.trim());
+    const token = view.token.value.trim();
+    view.token.value = "";
+    if (token) useBearer(token);
   });
-  view.demoToken.addEventListener("click", getDemoToken);
-  window.addEventListener("popstate", () => select(wantedPollId()));
-  offerDemoTokens();
+  window.addEventListener("popstate", () => select(askedPollId()));
+  renderVoter();
   showPolls();
 }
 
 async function showPolls() {
   if (!(await loadPolls())) {
-    view.title.textContent = "Tally is unreachable";
-    setMode("offline");
-    setTimeout(showPolls, 2000);
+    showUnreachable(showPolls);
     return;
   }
-  select(wantedPollId());
+  select(askedPollId());
   setInterval(loadPolls, POLL_LIST_REFRESH_MS);
 }
 

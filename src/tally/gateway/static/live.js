@@ -5,6 +5,10 @@
 // A transport that fails before delivering anything hands over to the next one. One that worked
 // and then dropped starts the chain over from WebSocket after a growing pause. Ordering (seq)
 // is the caller's business: this module only delivers documents.
+//
+// Who watches matters where a poll hides its counts until one has voted: the WebSocket sends
+// the voter's credential in an auth frame and polling sends it as a header, so the server can
+// show that voter the counts. EventSource cannot send a header: SSE shows what anyone sees.
 
 const POLL_INTERVAL_MS = 1000;
 const MAX_BACKOFF_MS = 10000;
@@ -12,9 +16,12 @@ const MAX_BACKOFF_MS = 10000;
 /**
  * Follow `pollId`. `onDoc(doc)` gets every snapshot doc ({type: "snapshot", seq, ...}) or polled
  * results doc ({type: "results", ...}); `onMode(mode)` gets "websocket" | "sse" | "polling" |
- * "reconnecting" | "offline". Returns {stop(), refresh()}; refresh() asks polling to fetch now.
+ * "reconnecting" | "offline". `token()` gives the viewer's credential now, or null (read at each
+ * use, so a sign-in or sign-out between two requests is followed). Returns {stop(), refresh()};
+ * refresh() sends the credential again over a WebSocket (the server looks again whether this
+ * viewer has voted) and asks polling to fetch now.
  */
-export function follow(pollId, onDoc, onMode) {
+export function follow(pollId, onDoc, onMode, token = () => null) {
   const path = `/v1/polls/${encodeURIComponent(pollId)}`;
   const transports = [viaWebSocket, viaEventSource, viaPolling];
   let stopped = false;
@@ -26,6 +33,7 @@ export function follow(pollId, onDoc, onMode) {
     if (stopped) return;
     let delivered = false;
     current = transports[index](path, {
+      token,
       doc(doc) {
         if (stopped) return;
         delivered = true;
@@ -82,7 +90,16 @@ function viaWebSocket(path, sink) {
     return { close() {} };
   }
   let closed = false;
-  socket.addEventListener("open", () => sink.mode("websocket"));
+  const authenticate = () => {
+    const credential = sink.token();
+    if (credential && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "auth", token: credential }));
+    }
+  };
+  socket.addEventListener("open", () => {
+    authenticate();
+    sink.mode("websocket");
+  });
   socket.addEventListener("message", (event) => {
     const doc = typeof event.data === "string" ? parse(event.data) : null;
     if (doc) sink.doc(doc);
@@ -99,6 +116,7 @@ function viaWebSocket(path, sink) {
       closed = true;
       socket.close(1000);
     },
+    refresh: authenticate,
   };
 }
 
@@ -135,6 +153,7 @@ function viaEventSource(path, sink) {
 function viaPolling(path, sink) {
   const controller = new AbortController();
   let etag = null;
+  let asked = null; // the credential the validator was answered for
   let timer = 0;
   let stopped = false;
   let busy = false;
@@ -149,8 +168,13 @@ function viaPolling(path, sink) {
     busy = true;
     try {
       // no-store: we send our own If-None-Match and want to see the 304 ourselves.
+      const credential = sink.token();
+      if (credential !== asked) etag = null; // another viewer: the validator was not theirs
+      asked = credential;
+      const headers = etag ? { "If-None-Match": etag } : {};
+      if (credential) headers.Authorization = `Bearer ${credential}`;
       const response = await fetch(`${path}/results`, {
-        headers: etag ? { "If-None-Match": etag } : {},
+        headers,
         cache: "no-store",
         signal: controller.signal,
       });
@@ -186,6 +210,9 @@ function viaPolling(path, sink) {
       controller.abort();
     },
     refresh() {
+      // Whether this viewer may see the counts can change (a vote, a sign-in) while the
+      // results do not: ask without a validator, so a 304 cannot keep a hidden document.
+      etag = null;
       if (!stopped) tick();
     },
   };
