@@ -1,0 +1,208 @@
+// The "verify my vote" page: takes a receipt (this browser's `tally.receipts` for ?poll=, a file or
+// a paste), runs verify.ledger.js's checks step by step, and says in words what they proved and
+// what they did not. The checks are verify.ledger.js's; this module only shows them.
+
+import {
+  CheckFailed,
+  NotYet,
+  STEPS,
+  Unsupported,
+  hexId,
+  parseReceipt,
+  verifyReceipt,
+} from "/static/verify.ledger.js";
+
+const RECEIPTS_KEY = "tally.receipts"; // poll id -> receipt, written by the voting page
+const $ = (id) => document.getElementById(id);
+
+let current = null; // the receipt being checked (parsed), for "Check again"
+
+function storedReceipt(pollId) {
+  try {
+    const all = JSON.parse(localStorage.getItem(RECEIPTS_KEY) ?? "{}");
+    return all && typeof all === "object" ? (all[pollId] ?? null) : null;
+  } catch {
+    return null;
+  }
+}
+
+function setStep(step, state, text = "") {
+  const item = document.querySelector(`#steps li[data-step="${step}"]`);
+  item.dataset.state = state;
+  item.querySelector(".result").textContent = text;
+}
+
+function setVerdict(verdict, text) {
+  const element = $("verdict");
+  element.dataset.verdict = verdict;
+  element.textContent = text;
+}
+
+function showReceipt(receipt) {
+  const rows = [
+    ["Poll", receipt.pollId],
+    ["Option", receipt.option],
+    ["Lane, entry", `lane ${receipt.lane}, entry ${receipt.entryId}`],
+    ["Accepted", receipt.acceptedAt],
+    ["Status", receipt.status ?? "accepted"],
+  ];
+  const list = $("receipt-summary");
+  list.replaceChildren(
+    ...rows.flatMap(([name, value]) => {
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = name;
+      dd.textContent = value;
+      return [dt, dd];
+    }),
+  );
+  list.hidden = false;
+  $("back").href = `/?poll=${encodeURIComponent(receipt.pollId)}`;
+}
+
+async function pollInfo(pollId) {
+  // Only for the words: the title and the option's label. The proof does not depend on them.
+  try {
+    const answer = await fetch(`/v1/polls/${encodeURIComponent(pollId)}`);
+    return answer.ok ? await answer.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+function item(text) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  return li;
+}
+
+const HELD_MEANING = {
+  held:
+    "Your vote was held for review when it was cast: it is in the ledger, but it is counted only " +
+    "if a reviewer releases it. This page does not read the reviewers' decisions; " +
+    "tally audit receipt does.",
+  released:
+    "Your vote was held for review, and your receipt says a reviewer released it (so it counts). " +
+    "The ledger's record of your vote stays 'held'; the release is a later record, which this " +
+    "page does not read (tally audit receipt does).",
+  voided:
+    "Your vote was held for review, and your receipt says a reviewer voided it (it is not counted). " +
+    "The release or void is a later record of the ledger, which this page does not read " +
+    "(tally audit receipt does).",
+};
+
+function explain(facts, poll) {
+  const { receipt, checkpoint, laneKey, admittedBy } = facts;
+  const option = poll?.options?.find((o) => o.id === receipt.option);
+  const choice = option ? `“${option.label}”` : `“${receipt.option}”`;
+  if (option) $("receipt-summary").querySelector("dd:nth-of-type(2)").textContent = `${option.label} (${option.id})`;
+  const pollName = poll?.title ? `“${poll.title}” (${receipt.pollId})` : receipt.pollId;
+  let proved =
+    `Your vote for ${choice} is in the public ledger of poll ${pollName}, at entry ${receipt.entryId} ` +
+    `of lane ${receipt.lane}, in the tree of ${checkpoint.size} vote record${checkpoint.size === 1 ? "" : "s"} ` +
+    `signed by ${laneKey.name} (key ID ${hexId(laneKey.keyId)}), as checked at ${new Date().toISOString()}.`;
+  if (admittedBy) {
+    proved +=
+      ` The gateway's signature (${admittedBy.name}, key ID ${hexId(admittedBy.keyId)}) shows it ` +
+      `admitted this vote at ${receipt.admission.admittedAt}.`;
+  } else {
+    proved += " The vote carries no gateway admission signature.";
+  }
+  $("proved").textContent = proved;
+  const held = facts.record.status === "held" ? HELD_MEANING[receipt.status ?? "held"] : null;
+  $("status-meaning").textContent = held ?? "";
+  $("status-meaning").hidden = held === null;
+  $("not-proved").replaceChildren(
+    item(
+      "It does not prove the final count. That is the auditor's recount of every vote against the " +
+        "signed result certificate: tally audit verify (docs/ledger-format.md §5).",
+    ),
+    item("It does not show that the other votes in the ledger are genuine, or that nobody voted twice."),
+    item(
+      `The keys came from this server. Compare the ledger key ID ${hexId(facts.keys.ledger.keyId)}` +
+        (admittedBy ? ` and the gateway key ID ${hexId(admittedBy.keyId)}` : "") +
+        " with the ones the organiser publishes elsewhere: a server that rewrote its ledger could serve a new key.",
+    ),
+    item("It does not reveal or prove who you are: the ledger holds only a pseudonym."),
+  );
+  $("meaning").hidden = false;
+}
+
+async function check(receipt) {
+  current = receipt;
+  $("retry").hidden = true;
+  $("meaning").hidden = true;
+  for (const step of STEPS) setStep(step, "idle");
+  setVerdict("running", "Checking…");
+  showReceipt(receipt);
+  let running = STEPS[0];
+  setStep(running, "running");
+  const report = (step, state, text) => {
+    setStep(step, state, text);
+    const next = STEPS[STEPS.indexOf(step) + 1];
+    if (state === "ok" && next) {
+      running = next;
+      setStep(next, "running");
+    }
+  };
+  const info = pollInfo(receipt.pollId);
+  try {
+    const facts = await verifyReceipt(receipt, { report });
+    explain(facts, await info);
+    setVerdict("ok", "Verified: your vote is in the signed public ledger, as your receipt says.");
+  } catch (error) {
+    for (const step of STEPS.slice(STEPS.indexOf(running) + 1)) setStep(step, "skipped");
+    if (error instanceof NotYet) {
+      setVerdict("waiting", `Not verified yet: ${error.message}`);
+      $("retry").hidden = false;
+    } else if (error instanceof Unsupported) {
+      setVerdict("unsupported", `Cannot verify in this browser: ${error.message}`);
+    } else if (error instanceof CheckFailed) {
+      const number = STEPS.indexOf(error.step) + 1;
+      setVerdict("failed", `Verification FAILED at step ${number} (${error.code}): ${error.message}`);
+    } else {
+      setStep(running, "failed", String(error?.message ?? error));
+      setVerdict("failed", `Verification FAILED at step ${STEPS.indexOf(running) + 1}: ${error?.message ?? error}`);
+    }
+  }
+}
+
+function start(doc, where) {
+  let receipt;
+  try {
+    receipt = parseReceipt(doc);
+  } catch (error) {
+    setVerdict("invalid", `This is not a receipt: ${error.message}`);
+    return;
+  }
+  $("source").textContent = where;
+  check(receipt);
+}
+
+$("retry").addEventListener("click", () => current && check(current));
+
+$("receipt-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("receipt-file").files[0];
+  const pasted = $("receipt-text").value.trim();
+  if (pasted) start(pasted, "Checking the receipt you pasted.");
+  else if (file) start(await file.text(), `Checking the receipt file ${file.name}.`);
+  else setVerdict("invalid", "Choose your receipt file or paste your receipt first.");
+});
+
+$("receipt-file").addEventListener("change", async () => {
+  const file = $("receipt-file").files[0];
+  if (file) start(await file.text(), `Checking the receipt file ${file.name}.`);
+});
+
+const pollId = new URLSearchParams(location.search).get("poll");
+if (pollId) {
+  const stored = storedReceipt(pollId);
+  if (stored) start(stored, `Checking the receipt this browser kept for poll ${pollId}.`);
+  else {
+    $("source").textContent =
+      `This browser holds no receipt for poll ${pollId}. Choose your receipt file or paste it below.`;
+  }
+} else {
+  $("source").textContent = "Choose your receipt file or paste it below.";
+}
