@@ -114,6 +114,22 @@ class Settings:
     # data/secrets/evidence/; deleted this long after the poll closes (default 30 days).
     evidence_keys: str | None = None
     evidence_retention_s: int = 2_592_000
+    # Voter sign-in (security/oidc.py, gateway/signin.py): the organiser's OpenID Connect
+    # provider (a discovery URL, or its issuer URL), this gateway's client at it (a secret only
+    # for a confidential client), the issuers whose ID tokens are accepted (default: the one
+    # discovery names), the callback URL registered there (default: /auth/callback on the
+    # request's own origin), the ID token claim listing roles, and subjects made admin.
+    oidc_discovery_url: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_allowed_issuers: tuple[str, ...] = ()
+    oidc_redirect_url: str | None = None
+    oidc_roles_claim: str = "roles"
+    oidc_admin_subjects: tuple[str, ...] = ()
+    # Voting sessions (security/sessions.py): how long one lives, and the HMAC keys
+    # (`<id>:<base64url 32 bytes>,...`, the first signs; unset: data/keys/session.key).
+    session_ttl_s: int = 43_200
+    session_keys: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -148,6 +164,12 @@ class Settings:
                 text = "(key file)" if value is None else "********"
             elif f.name == "evidence_keys":
                 text = "(key files in data dir)" if value is None else "********"
+            elif f.name == "session_keys":
+                text = "(key file in data dir)" if value is None else "********"
+            elif f.name == "oidc_client_secret":
+                text = "(none: public client)" if value is None else "********"
+            elif f.name in ("oidc_allowed_issuers", "oidc_admin_subjects"):
+                text = ",".join(value) or "(none)"
             elif f.name in ("workers", "archiver_verify_threads"):
                 text = "(one per core)" if value is None else str(value)
             elif f.name == "ledger_origin":
@@ -265,6 +287,15 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "evidence_retention_s": _get(
             source, "TALLY_EVIDENCE_RETENTION_S", _positive, defaults.evidence_retention_s
         ),
+        "oidc_discovery_url": _get(source, "TALLY_OIDC_DISCOVERY_URL", _http_url, None),
+        "oidc_client_id": _get(source, "TALLY_OIDC_CLIENT_ID", _nonempty, None),
+        "oidc_client_secret": _get(source, "TALLY_OIDC_CLIENT_SECRET", _nonempty, None),
+        "oidc_allowed_issuers": _get(source, "TALLY_OIDC_ALLOWED_ISSUERS", _list, ()),
+        "oidc_redirect_url": _get(source, "TALLY_OIDC_REDIRECT_URL", _http_url, None),
+        "oidc_roles_claim": _get(source, "TALLY_OIDC_ROLES_CLAIM", _nonempty, "roles"),
+        "oidc_admin_subjects": _get(source, "TALLY_OIDC_ADMIN_SUBJECTS", _list, ()),
+        "session_ttl_s": _get(source, "TALLY_SESSION_TTL_S", _positive, defaults.session_ttl_s),
+        "session_keys": _get(source, "TALLY_SESSION_KEYS", _session_keys, None),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]  # keys are exactly Settings' fields
@@ -282,7 +313,14 @@ def generate_secret() -> bytes:
 
 # Never echo these back, not even in an error message.
 SECRET_VARIABLES = frozenset(
-    {"TALLY_PSEUDONYM_SECRET", "TALLY_VALKEY_URL", "TALLY_ADMISSION_KEY", "TALLY_EVIDENCE_KEYS"}
+    {
+        "TALLY_PSEUDONYM_SECRET",
+        "TALLY_VALKEY_URL",
+        "TALLY_ADMISSION_KEY",
+        "TALLY_EVIDENCE_KEYS",
+        "TALLY_SESSION_KEYS",
+        "TALLY_OIDC_CLIENT_SECRET",
+    }
 )
 
 
@@ -493,6 +531,24 @@ def _evidence_keys(raw: str) -> str:
 
     parse_env_keys(raw)  # ValueError naming the entry at fault, never the key
     return raw
+
+
+def _session_keys(raw: str) -> str:
+    from tally.security.sessions import parse_env_keys
+
+    parse_env_keys(raw)  # ValueError naming the entry at fault, never the key
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _log_level(raw: str) -> str:

@@ -38,6 +38,7 @@ def test_defaults_without_any_variable() -> None:
     )
 
 
+SESSION_KEYS = "k2:" + "A" * 43 + ",k1:" + "B" * 43
 PARSED = [
     ("TALLY_HOST", "0.0.0.0", "host", "0.0.0.0"),  # noqa: S104  # a value under test, never bound
     ("TALLY_PORT", "9000", "port", 9000),
@@ -113,6 +114,25 @@ PARSED = [
     ("TALLY_WITNESSES", WITNESS, "witnesses", (tuple(WITNESS.split()),)),
     ("TALLY_EVIDENCE_KEYS", EVIDENCE_KEYS, "evidence_keys", EVIDENCE_KEYS),
     ("TALLY_EVIDENCE_RETENTION_S", "3600", "evidence_retention_s", 3600),
+    ("TALLY_OIDC_DISCOVERY_URL", "https://id.example", "oidc_discovery_url", "https://id.example"),
+    ("TALLY_OIDC_CLIENT_ID", "tally", "oidc_client_id", "tally"),
+    ("TALLY_OIDC_CLIENT_SECRET", "s3cret", "oidc_client_secret", "s3cret"),
+    (
+        "TALLY_OIDC_ALLOWED_ISSUERS",
+        "https://a, https://b",
+        "oidc_allowed_issuers",
+        ("https://a", "https://b"),
+    ),
+    (
+        "TALLY_OIDC_REDIRECT_URL",
+        "https://v.example/auth/callback",
+        "oidc_redirect_url",
+        "https://v.example/auth/callback",
+    ),
+    ("TALLY_OIDC_ROLES_CLAIM", "groups", "oidc_roles_claim", "groups"),
+    ("TALLY_OIDC_ADMIN_SUBJECTS", "olga,ann", "oidc_admin_subjects", ("olga", "ann")),
+    ("TALLY_SESSION_TTL_S", "600", "session_ttl_s", 600),
+    ("TALLY_SESSION_KEYS", SESSION_KEYS, "session_keys", SESSION_KEYS),
 ]
 
 

@@ -35,6 +35,7 @@ def create_app(
     ledger: Sequence[BaseRoute] = (),
     review: Sequence[BaseRoute] = (),
     challenges: Sequence[BaseRoute] = (),
+    signin: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
@@ -54,6 +55,7 @@ def create_app(
         *ledger,
         *review,
         *challenges,
+        *signin,  # /auth/*: voter sign-in (gateway/signin.py)
         *demo_routes,
     ]
     if live is not None:

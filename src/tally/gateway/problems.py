@@ -65,6 +65,11 @@ TITLES: dict[str, str] = {
     "request-timeout": "The request did not arrive in time",
     "shutting-down": "The server is shutting down; reconnect",
     "internal-error": "Internal error",
+    "signin-state": "This sign-in is not the one this browser started; sign in again",
+    "signin-refused": "The identity provider did not sign you in",
+    "signin-token": "The identity provider's ID token did not pass the checks",
+    "signin-provider": "The identity provider cannot be reached or is misconfigured",
+    "invalid-next": "The return address is not a path on this site",
 }
 
 

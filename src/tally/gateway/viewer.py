@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tally.domain.admission import Voter
+from tally.domain.polls import PollState
+from tally.domain.visibility import hidden_reason, needs_vote_lookup
 from tally.gateway.auth import Authenticator
 from tally.security.tokens import Principal
+from tally.service import VotingService
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +55,37 @@ def cache_headers(viewer: Viewer) -> dict[str, str]:
     """Cache-Control and Vary for an answer that follows result visibility."""
     scope = "private" if viewer.personal else "public"
     return {"Cache-Control": f"{scope}, max-age=1", "Vary": "Authorization"}
+
+
+class Viewers:
+    """What a live connection (WebSocket, SSE) asks about its viewer: who the credential names,
+    and whether they may see the counts before the close. A connection starts redacted unless
+    this says otherwise; the close shows everyone the counts through the snapshot itself (a
+    closed snapshot has no redacted encoding: gateway.live.snapshot)."""
+
+    def __init__(self, auth: Authenticator, service: VotingService) -> None:
+        self._auth = auth
+        self._service = service
+
+    def of(self, authorization: str | None) -> Viewer:
+        """As viewer_of: anonymous without a credential, a 401 problem for an invalid one."""
+        return viewer_of(self._auth, authorization)
+
+    async def sees_counts(self, poll_id: str, viewer: Viewer, *, voted: bool = False) -> bool:
+        """Whether `viewer` may see the counts of the poll while it is open. `voted`: they are
+        known to have voted (a vote answered on this connection); otherwise the store is asked
+        where that decides. Raises PollNotFound or StoreUnavailable."""
+        poll = await self._service.definition(poll_id)
+        state = PollState.OPEN  # a closed poll's snapshots are never redacted
+        if (
+            not voted
+            and viewer.voter is not None
+            and needs_vote_lookup(poll.visibility, state, viewer.is_admin)
+        ):
+            voted = await self._service.has_voted(poll, viewer.voter)
+        return (
+            hidden_reason(
+                poll.visibility, state, viewer_is_admin=viewer.is_admin, viewer_has_voted=voted
+            )
+            is None
+        )

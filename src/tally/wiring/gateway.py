@@ -38,6 +38,7 @@ from tally.gateway.routes import Handlers
 from tally.gateway.server import GatewayServer, server_config, use_tls
 from tally.gateway.tls import HSTS, hsts_value, server_context
 from tally.gateway.votes import VoteEndpoint
+from tally.gateway.viewer import Viewers
 from tally.gateway.voting import Voting
 from tally.security.dev_issuer import DevIssuer
 from tally.security.evidence import EvidenceKeys
@@ -61,7 +62,7 @@ from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.admission import gateway_signer, published_admission_keys
-from tally.wiring.identity import pseudonym_secret, token_verifier
+from tally.wiring.identity import pseudonym_secret, sessions, signin, token_verifier
 from tally.wiring.store import Store, StoreConnection, functions_ready
 from tally.wiring.supervisor import Duty
 
@@ -188,7 +189,8 @@ async def build_gateway(
     if reviewed:
         log.warning("finished interrupted review decisions of polls %s", ", ".join(reviewed))
 
-    auth = Authenticator(verifier)
+    voting_sessions = sessions(settings)  # signed-in voters' credentials (security/sessions.py)
+    auth = Authenticator(verifier, voting_sessions)
     handlers = Handlers(
         service,
         auth,
@@ -206,7 +208,7 @@ async def build_gateway(
     )
     live = LiveGateway(
         LiveHub(store.live_feed(client), ValkeySnapshots(client), service),
-        LiveVoting(voting),
+        LiveVoting(voting, Viewers(auth, service)),  # and who sees hidden counts
         ConnectionLimits(settings.max_connections, settings.max_connections_per_ip),
         slow_client_s=settings.slow_client_s,
         ping_interval_s=settings.ping_interval_s,
@@ -234,6 +236,7 @@ async def build_gateway(
             max_body_bytes=settings.max_body_bytes,
             count=metrics.review_decisions.inc,
         ).routes(),
+        signin=signin(settings, voting_sessions, demo=demo).routes(),  # /auth/*
         challenges=ChallengeRoutes(
             ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
         ).routes(),

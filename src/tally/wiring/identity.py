@@ -3,9 +3,12 @@ local dev issuer), and the pseudonym secret every gateway of a deployment must s
 
 from __future__ import annotations
 
-from tally.config import Settings, generate_secret
+from tally.config import ConfigError, Settings, generate_secret
+from tally.gateway.signin import OidcSettings, SignIn
 from tally.security.dev_issuer import DevIssuer
 from tally.security.keys import keys_dir, pseudonym_secret_file, read_or_create
+from tally.security.oidc import Provider, StateSeal
+from tally.security.sessions import SessionKeys, Sessions
 from tally.security.tokens import KeySet, TokenVerifier
 
 
@@ -40,3 +43,38 @@ def pseudonym_secret(settings: Settings) -> bytes:
             "or one voter could vote once per gateway"
         )
     return read_or_create(pseudonym_secret_file(settings.data_dir), generate_secret)
+
+
+def sessions(settings: Settings) -> Sessions:
+    """Voting sessions under TALLY_SESSION_KEYS, or the data dir's session key (made once)."""
+    keys = (
+        SessionKeys.from_env(settings.session_keys)
+        if settings.session_keys
+        else SessionKeys.load_or_create(settings.data_dir)
+    )
+    return Sessions(keys, ttl_s=settings.session_ttl_s)
+
+
+def signin(settings: Settings, made: Sessions, *, demo: bool) -> SignIn:
+    """/auth/*: OIDC when TALLY_OIDC_DISCOVERY_URL and TALLY_OIDC_CLIENT_ID are set; the demo
+    sign-in with `--demo` on the embedded store (sessions under the dev issuer's name)."""
+    url, client_id = settings.oidc_discovery_url, settings.oidc_client_id
+    if (url is None) != (client_id is None):
+        raise ConfigError(
+            "TALLY_OIDC_DISCOVERY_URL and TALLY_OIDC_CLIENT_ID go together: set both for "
+            "sign-in with your OpenID Connect provider, or neither"
+        )
+    oidc = None
+    if url is not None and client_id is not None:
+        provider = Provider(
+            url, client_id, settings.oidc_client_secret, settings.oidc_allowed_issuers
+        )
+        oidc = OidcSettings(
+            provider,
+            settings.oidc_redirect_url,
+            settings.oidc_roles_claim,
+            settings.oidc_admin_subjects,
+        )
+    seal = StateSeal(made.state_key)
+    demo_issuer = settings.jwt_issuer if demo and settings.embedded else None
+    return SignIn(made, seal, oidc, demo_issuer=demo_issuer)

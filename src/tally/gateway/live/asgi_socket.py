@@ -16,7 +16,7 @@ import contextlib
 from starlette.types import Receive, Scope, Send
 
 from tally.domain.admission import Evidence, Transport
-from tally.domain.errors import PollNotFound, StoreUnavailable
+from tally.domain.errors import PollNotFound, StoreUnavailable, TallyError
 from tally.domain.polls import is_poll_id
 from tally.gateway.live.host import LiveHost
 from tally.gateway.live.limits import (
@@ -97,6 +97,7 @@ class _AsgiConnection:
         self._sent_seq = 0
         self._wake = asyncio.Event()
         self._token: str | None = None
+        self._sees = False  # counts even where the poll hides them (websocket.py's _sees)
         self._room = asyncio.Semaphore(MAX_VOTES_IN_FLIGHT)
         self._sender: asyncio.Task[None] | None = None
 
@@ -178,19 +179,41 @@ class _AsgiConnection:
             return
         if isinstance(message, AuthMessage):
             self._token = message.token  # kept even when invalid, as in websocket.py
-            _, frame = self._gateway.voting.authenticate(message.token, self._instance)
+            valid, frame = self._gateway.voting.authenticate(message.token, self._instance)
             await self._text(frame)
+            if valid and not self._sees:
+                await self._entitle(message.token, voted=False)
             return
         await self._room.acquire()  # at most MAX_VOTES_IN_FLIGHT; no queue beyond
         self._gateway.track(self._vote(message, self._token))
 
     async def _vote(self, message: VoteMessage, token: str | None) -> None:
         try:
-            await self._text(
-                await self._gateway.voting.vote(self._poll_id, token, message, self._evidence)
+            answer = await self._gateway.voting.vote_answer(
+                self._poll_id, token, message, self._evidence
             )
+            await self._text(answer.frame)
         finally:
             self._room.release()
+        if answer.voted and not self._sees and token is not None:
+            await self._entitle(token, voted=True)
+
+    async def _entitle(self, token: str, *, voted: bool) -> None:
+        """As websocket.py's: send the counts from now on if the viewer may see them."""
+        viewers = self._gateway.voting.viewers
+        if viewers is None:
+            return
+        try:
+            viewer = viewers.of(f"Bearer {token}")
+            sees = await viewers.sees_counts(self._poll_id, viewer, voted=voted)
+        except (Problem, TallyError):
+            return
+        if sees and not self._sees:
+            self._sees = True
+            latest = self._gateway.hub.latest(self._poll_id)
+            if latest is not None and latest.hidden_doc is not None:
+                self._sent_seq = min(self._sent_seq, latest.seq - 1)
+                self.deliver(latest)
 
     async def _send_snapshots(self) -> None:
         while self._state is WatcherState.OPEN:
@@ -202,7 +225,8 @@ class _AsgiConnection:
             self._sent_seq = snapshot.seq
             try:
                 async with asyncio.timeout(self._gateway.slow_client_s):
-                    await self._send({"type": "websocket.send", "text": snapshot.doc.decode()})
+                    text = snapshot.doc_for(self._sees).decode()
+                    await self._send({"type": "websocket.send", "text": text})
             except TimeoutError:
                 seconds = self._gateway.slow_client_s
                 self.close(CloseCode.SLOW_CLIENT, f"could not keep up for {seconds:g} s")

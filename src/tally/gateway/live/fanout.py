@@ -71,6 +71,7 @@ class _Channel:
 
     def __init__(self, poll_id: str) -> None:
         self.poll_id = poll_id
+        self.poll: Poll | None = None  # its definition, once opened: its result visibility
         self.watchers: set[Watcher] = set()
         self.latest: LiveSnapshot | None = None
         self.ready: asyncio.Future[None] | None = None
@@ -170,7 +171,7 @@ class LiveHub:
 
     def _offer(self, channel: _Channel, doc: bytes) -> None:
         try:
-            snapshot = live_snapshot(channel.poll_id, doc)
+            snapshot = live_snapshot(channel.poll_id, doc, poll.visibility)
         except ValueError as exc:
             log.warning("dropped a malformed snapshot: %s", exc)
             return

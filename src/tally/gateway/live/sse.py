@@ -8,8 +8,16 @@ timing the stream out. Latest-only, like the WebSocket: one write in flight at m
 buffer holding the newest snapshot not yet sent. A write blocked for `slow_client_s` ends the
 stream (ASGI offers no abort, so uvicorn logs it as an incomplete response).
 
+Result visibility (domain.visibility): where the poll hides its counts, a stream gets them redacted
+(`counts` null, `hidden` says why) unless its request carries an `Authorization` header of an
+admin, or of a voter who has voted in an after-vote poll (checked once, when the stream starts; a
+browser's EventSource cannot send the header, so it reconnects or uses the WebSocket, which
+follows a vote at once). Once the poll closes every stream gets the counts: a closed snapshot is
+never redacted.
+
 Refusals before the stream starts are problem documents: 400 invalid-poll-id, 404 poll-not-found,
-429 too-many-connections and 503 shutting-down (both with Retry-After), 503 store-unavailable.
+429 too-many-connections and 503 shutting-down (both with Retry-After), 503 store-unavailable, 401
+for an invalid credential.
 One task per stream plus one waiting for the disconnect: SSE is the fallback, not the bulk path.
 """
 
@@ -27,6 +35,7 @@ from tally.gateway.live.limits import shutting_down, too_many_connections
 from tally.gateway.live.snapshot import LiveSnapshot
 from tally.gateway.live.state import WatcherState, moved
 from tally.gateway.problems import Problem, from_error, invalid_poll_id, problem_response
+from tally.gateway.viewer import ANONYMOUS
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -40,10 +49,11 @@ KEEPALIVE = b": keepalive\n\n"
 class SseStream:
     """One stream's state: the slot, the wake-up, and the lifecycle."""
 
-    __slots__ = ("_pending", "_sent_seq", "_wake", "state")
+    __slots__ = ("_pending", "_sent_seq", "_wake", "sees", "state")
 
-    def __init__(self) -> None:
+    def __init__(self, sees: bool = False) -> None:
         self.state = WatcherState.JOINING
+        self.sees = sees  # counts even where the poll hides them (result visibility)
         self._pending: LiveSnapshot | None = None
         self._sent_seq = 0
         self._wake = asyncio.Event()
@@ -101,12 +111,22 @@ class EventStreams:
         gateway = self._gateway
         poll_id: str = scope["path_params"]["poll_id"]
         ip = gateway.addresses.of_scope(scope)
+        viewers = gateway.voting.viewers
+        viewer = ANONYMOUS
         problem: Problem | None = None
         if not is_poll_id(poll_id):
             problem = invalid_poll_id()
         elif gateway.closing:
             problem = shutting_down()
-        elif not gateway.limits.admit(ip):
+        elif viewers is not None:
+            # EventSource sends no headers: a browser is anonymous here. A client that can
+            # send `Authorization` (curl, a server) is a viewer as on GET /results. Before the
+            # connection limit, so a refused credential holds no slot.
+            try:
+                viewer = viewers.of(_header(scope, b"authorization"))
+            except Problem as refused:
+                problem = refused
+        if problem is None and not gateway.limits.admit(ip):
             problem = too_many_connections()
         if problem is not None:
             await problem_response(problem, scope["path"])(scope, receive, send)
@@ -115,6 +135,8 @@ class EventStreams:
         gateway.opened(stream)
         try:
             try:
+                if viewers is not None and viewer is not ANONYMOUS:
+                    stream.sees = await viewers.sees_counts(poll_id, viewer)
                 await gateway.hub.join(poll_id, stream)
             except TallyError as exc:
                 await problem_response(from_error(exc), scope["path"])(scope, receive, send)
@@ -134,13 +156,13 @@ class EventStreams:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             first = stream.take()
-            chunk = RETRY + (first.sse_event if first is not None else b"")
+            chunk = RETRY + (first.sse_event_for(stream.sees) if first is not None else b"")
             while stream.state is WatcherState.OPEN:
                 async with asyncio.timeout(gateway.slow_client_s):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await stream.wait(gateway.sse_keepalive_s)  # at once if a snapshot is pending
                 snapshot = stream.take()
-                chunk = snapshot.sse_event if snapshot is not None else KEEPALIVE
+                chunk = snapshot.sse_event_for(stream.sees) if snapshot is not None else KEEPALIVE
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
             return  # a stalled reader: give its slot back
@@ -152,6 +174,13 @@ async def _until_disconnect(receive: Receive, stream: SseStream) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     stream.close()
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _last_event_id(scope: Scope) -> int | None:

@@ -21,13 +21,14 @@ never travel in the URL.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import orjson
 
 from tally.domain.admission import Evidence
 from tally.gateway.problems import Problem, problem_body
+from tally.gateway.viewer import Viewers
 from tally.gateway.voting import Ballot, Voting
 from tally.security.pow import MAX_ANSWER_CHARS as MAX_PROOF_CHARS
 
@@ -79,9 +80,23 @@ def _with_problem(head: dict[str, Any], problem: Problem, instance: str) -> byte
     return orjson.dumps(head)[:-1] + b',"error":' + problem_body(problem, instance) + b"}"
 
 
+# A vote answered with these outcomes means the voter has a vote in the poll (result visibility).
+VOTED_LABELS = frozenset({"accepted", "held", "already-voted"})
+
+
+class LiveAnswer(NamedTuple):
+    """A vote_result frame, and whether the voter now has a vote in the poll."""
+
+    frame: bytes
+    voted: bool
+
+
 class LiveVoting:
-    def __init__(self, voting: Voting) -> None:
+    def __init__(self, voting: Voting, viewers: Viewers | None = None) -> None:
+        """`viewers`: who may see the counts before the close (result visibility); None: every
+        connection stays redacted on a poll that hides its counts until the close."""
         self._voting = voting
+        self.viewers = viewers
 
     def authenticate(self, token: str, instance: str) -> tuple[bool, bytes]:
         """Check a token now (each vote checks it again); returns (valid, auth_result frame)."""
@@ -95,6 +110,12 @@ class LiveVoting:
         self, poll_id: str, token: str | None, message: VoteMessage, evidence: Evidence
     ) -> bytes:
         """Cast the vote as the HTTP route would; returns the vote_result frame."""
+        return (await self.vote_answer(poll_id, token, message, evidence)).frame
+
+    async def vote_answer(
+        self, poll_id: str, token: str | None, message: VoteMessage, evidence: Evidence
+    ) -> LiveAnswer:
+        """`vote`, also saying whether the voter now has a vote in the poll."""
         authorization = None if token is None else f"Bearer {token}"
 
         async def ballot() -> Ballot:
@@ -106,9 +127,10 @@ class LiveVoting:
             "request_id": message.request_id,
             "status": answer.status,
         }
+        voted = answer.label in VOTED_LABELS
         if answer.problem is None:
-            return orjson.dumps({**head, **(answer.document or {})})
+            return LiveAnswer(orjson.dumps({**head, **(answer.document or {})}), voted)
         retry_after = answer.problem.headers.get("Retry-After")
         if retry_after is not None:  # what HTTP says in a header, the frame says in a field
             head["retry_after"] = int(retry_after)
-        return _with_problem(head, answer.problem, f"/v1/polls/{poll_id}/votes")
+        return LiveAnswer(_with_problem(head, answer.problem, f"/v1/polls/{poll_id}/votes"), voted)

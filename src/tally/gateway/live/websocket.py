@@ -38,7 +38,7 @@ from websockets.protocol import State as CoreState
 from websockets.server import ServerProtocol
 
 from tally.domain.admission import Evidence, Transport
-from tally.domain.errors import PollNotFound, StoreUnavailable
+from tally.domain.errors import PollNotFound, StoreUnavailable, TallyError
 from tally.domain.polls import is_poll_id
 from tally.gateway.live.host import LiveHost
 from tally.gateway.live.limits import (
@@ -109,6 +109,7 @@ class LiveSocket(asyncio.Protocol):
         "_pending",
         "_poll_id",
         "_reading",
+        "_sees",
         "_sent_seq",
         "_slow_timer",
         "_state",
@@ -127,6 +128,10 @@ class LiveSocket(asyncio.Protocol):
         self._evidence = Evidence(Transport.WEBSOCKET)
         self._poll_id = ""
         self._sent_seq = 0
+        # Sent the full snapshot even where the poll hides its counts (result visibility): an
+        # admin, or a voter who has voted. Starts False: redacted until the auth frame or a vote
+        # on this socket says otherwise.
+        self._sees = False
         self._pending: LiveSnapshot | None = None
         self._paused = False
         self._reading = True
@@ -202,7 +207,8 @@ class LiveSocket(asyncio.Protocol):
         if state is _OPEN and not self._paused:
             assert self._transport is not None
             self._sent_seq = snapshot.seq
-            self._transport.write(snapshot.ws_frame)
+            hidden = snapshot.hidden_ws_frame  # None on a live poll: no redaction to choose
+            self._transport.write(snapshot.ws_frame if hidden is None or self._sees else hidden)
         elif (state is _OPEN or state is _JOINING) and (
             self._pending is None or snapshot.seq > self._pending.seq
         ):
@@ -359,8 +365,10 @@ class LiveSocket(asyncio.Protocol):
         if isinstance(message, AuthMessage):
             # Kept even when invalid: each vote verifies it again and answers its precise 401.
             self._token = message.token
-            _, frame = self._gateway.voting.authenticate(message.token, instance)
+            valid, frame = self._gateway.voting.authenticate(message.token, instance)
             self._send(frame)
+            if valid and not self._sees:
+                self._gateway.track(self._entitle(message.token, voted=False))
             return
         self._votes += 1
         self._update_reading()
@@ -368,11 +376,34 @@ class LiveSocket(asyncio.Protocol):
 
     async def _vote(self, message: VoteMessage, token: str | None) -> None:
         try:
-            frame = await self._gateway.voting.vote(self._poll_id, token, message, self._evidence)
+            answer = await self._gateway.voting.vote_answer(
+                self._poll_id, token, message, self._evidence
+            )
         finally:
             self._votes -= 1
-        self._send(frame)
+        self._send(answer.frame)
         self._update_reading()
+        if answer.voted and not self._sees and token is not None:
+            await self._entitle(token, voted=True)
+
+    async def _entitle(self, token: str, *, voted: bool) -> None:
+        """Start sending this socket the counts if its viewer may now see them (result
+        visibility): an admin's auth frame, a voter's who has voted, a vote on this socket."""
+        viewers = self._gateway.voting.viewers
+        if viewers is None:
+            return
+        try:
+            viewer = viewers.of(f"Bearer {token}")
+            sees = await viewers.sees_counts(self._poll_id, viewer, voted=voted)
+        except (Problem, TallyError):
+            return  # an expired token or a store hiccup: stay redacted; a retry re-checks
+        if sees and not self._sees:
+            self._sees = True
+            latest = self._gateway.hub.latest(self._poll_id)
+            if latest is not None and latest.hidden_ws_frame is not None:
+                # Already sent redacted: send the same snapshot again, in full.
+                self._sent_seq = min(self._sent_seq, latest.seq - 1)
+                self.deliver(latest)
 
     def _update_reading(self) -> None:
         """Read while closing (to hear the close frame), else only with room for more answers:

@@ -1,0 +1,239 @@
+"""Tally voting sessions: the short-lived credential a voter holds after signing in.
+
+Signing in (gateway/signin.py) checks the identity provider's ID token once, with its asymmetric
+signature, and exchanges it for a session credential signed with HMAC-SHA256 under a server key.
+Every vote after that costs one HMAC (about a microsecond), not an RS256 check (~40 % of a vote's
+CPU with bearer JWTs), so a burst of votes when a poll opens does not pay for the sign-in again.
+
+A credential is sent exactly like a bearer JWT (`Authorization: Bearer <credential>`) and is told
+apart by its prefix:
+
+    tsv1.<key id>.<payload>.<mac>
+
+- key id: which server key made the MAC ([A-Za-z0-9_-]{1,16}); keys rotate by adding a new first
+  key to TALLY_SESSION_KEYS and keeping the old one listed until its sessions have expired;
+- payload: base64url (no padding) of `iss`, `sub`, roles (comma separated), `iat`, `exp` joined by
+  the unit separator 0x1F: a split, not a JSON parse, on the first use of a credential;
+- mac: base64url HMAC-SHA256(key, "tsv1.<key id>.<payload>"), compared in constant time.
+
+The principal is the ID token's issuer and subject, exactly as a bearer JWT from that provider
+gives them, so a voter's pseudonym (and the one-vote-per-voter rule) is the same whichever way they
+signed in. Errors reuse TokenError and its stable codes, so a bad session gets the same 401
+problem as a bad JWT.
+
+The server key: TALLY_SESSION_KEYS (`<id>:<base64url 32-byte key>,...`, the first signs, every one
+verifies; all gateways of a deployment must share it), or else `data/keys/session.key`, made once
+by keys.read_or_create (0600), which the gateways sharing a data dir share.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Final
+
+from tally.security.keys import keys_dir, read_or_create
+from tally.security.tokens import MAX_SUBJECT_CHARS, Principal, TokenError
+
+__all__ = [
+    "PREFIX",
+    "SessionKeys",
+    "Sessions",
+    "is_session",
+    "parse_env_keys",
+    "session_key_file",
+]
+
+PREFIX: Final = "tsv1."
+KEY_BYTES: Final = 32
+DEFAULT_TTL_S: Final = 12 * 3600
+MAX_CREDENTIAL_CHARS: Final = 2048
+MAX_ISSUER_CHARS: Final = 512
+KNOWN_ROLES: Final = frozenset({"voter", "reviewer", "admin"})
+_SEPARATOR: Final = "\x1f"
+_KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_B64: Final = re.compile(r"[A-Za-z0-9_-]+")
+# Text that could break the field split or a log line is refused when a session is made.
+_UNSAFE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_session(credential: str) -> bool:
+    """Whether a bearer credential is a Tally session (not a JWT, which starts with `ey`)."""
+    return credential.startswith(PREFIX)
+
+
+def session_key_file(data_dir: Path) -> Path:
+    return keys_dir(data_dir) / "session.key"
+
+
+def parse_env_keys(raw: str) -> dict[str, bytes]:
+    """TALLY_SESSION_KEYS: `<id>:<base64url 32-byte key>` entries separated by commas, the first
+    signing; ValueError naming the entry at fault (never the key)."""
+    keys: dict[str, bytes] = {}
+    for i, part in enumerate(p.strip() for p in raw.split(",") if p.strip()):
+        key_id, sep, encoded = part.partition(":")
+        if not sep or _KEY_ID.fullmatch(key_id) is None:
+            raise ValueError(
+                f"entry {i + 1} is not <id>:<base64url key> with an id of 1-16 "
+                "letters, digits, '-' or '_'"
+            )
+        try:
+            key = _b64decode(encoded)
+        except ValueError:
+            raise ValueError(f"key {key_id} is not base64url") from None
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"key {key_id} is {len(key)} bytes, not {KEY_BYTES}")
+        if key_id in keys:
+            raise ValueError(f"key id {key_id} appears twice")
+        keys[key_id] = key
+    if not keys:
+        raise ValueError("names no key")
+    return keys
+
+
+class SessionKeys:
+    """The server keys: the first signs new sessions, every one verifies (rotation)."""
+
+    __slots__ = ("current", "keys")
+
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        if not keys:
+            raise ValueError("at least one session key is needed")
+        self.keys: dict[str, bytes] = dict(keys)
+        self.current: str = next(iter(self.keys))
+
+    @classmethod
+    def from_env(cls, raw: str) -> SessionKeys:
+        return cls(parse_env_keys(raw))
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> SessionKeys:
+        """The data dir's key file, made on first use; its id is derived from the key, so every
+        gateway reading the file agrees on it and a rotated file gets a new id."""
+        path = session_key_file(data_dir)
+        try:
+            secret = _b64decode(read_or_create(path, _generate).decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            secret = b""
+        if len(secret) != KEY_BYTES:
+            raise ValueError(f"{path} does not hold a base64url {KEY_BYTES}-byte key")
+        return cls({_derived_id(secret): secret})
+
+
+class Sessions:
+    """Makes and checks session credentials under one key ring.
+
+    Checked credentials are cached by their exact text (a voter resends the same one on every
+    vote and on the WebSocket); a hit re-checks expiry only. Refusals are never cached. Meant for
+    one event loop thread, like TokenVerifier's cache."""
+
+    __slots__ = ("_cache", "_cache_size", "_clock", "_keys", "_leeway", "ttl_s")
+
+    def __init__(
+        self,
+        keys: SessionKeys,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        leeway_s: int = 30,
+        cache_size: int = 65536,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_s <= 0 or leeway_s < 0 or cache_size < 0:
+            raise ValueError("ttl_s must be positive, leeway_s and cache_size not negative")
+        self._keys = keys
+        self.ttl_s = ttl_s
+        self._leeway = leeway_s
+        self._cache_size = cache_size
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    @property
+    def state_key(self) -> bytes:
+        """The current key, for sealing sign-ins in flight (oidc.StateSeal derives its own)."""
+        return self._keys.keys[self._keys.current]
+
+    def mint(self, issuer: str, subject: str, roles: Iterable[str]) -> tuple[str, Principal]:
+        """A new credential for the voter `issuer`/`subject`, living `ttl_s`; and its principal."""
+        role_set = frozenset(roles) | {"voter"}
+        if not 0 < len(issuer) <= MAX_ISSUER_CHARS or _UNSAFE.search(issuer):
+            raise ValueError(f"issuer must be 1..{MAX_ISSUER_CHARS} printable chars")
+        if not 0 < len(subject) <= MAX_SUBJECT_CHARS or _UNSAFE.search(subject):
+            raise ValueError(f"subject must be 1..{MAX_SUBJECT_CHARS} printable chars")
+        if not role_set <= KNOWN_ROLES:
+            raise ValueError(f"roles must be among {sorted(KNOWN_ROLES)}")
+        now = int(self._clock())
+        expires = now + self.ttl_s
+        fields = (issuer, subject, ",".join(sorted(role_set)), str(now), str(expires))
+        payload = _b64encode(_SEPARATOR.join(fields).encode("utf-8"))
+        key_id = self._keys.current
+        signed = f"{PREFIX}{key_id}.{payload}"
+        credential = f"{signed}.{_mac(self._keys.keys[key_id], signed)}"
+        return credential, Principal(issuer, subject, role_set, expires, now)
+
+    def verify(self, credential: str) -> Principal:
+        """The principal a credential speaks for; TokenError saying why it is refused."""
+        cached = self._cache.get(credential)
+        if cached is not None:
+            deadline, principal = cached
+            if self._clock() < deadline:
+                return principal
+            self._cache.pop(credential, None)
+            raise TokenError("token-expired", "session has expired")
+        deadline, principal = self._verify_uncached(credential)
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+            self._cache[credential] = (deadline, principal)
+        return principal
+
+    def _verify_uncached(self, credential: str) -> tuple[float, Principal]:
+        if len(credential) > MAX_CREDENTIAL_CHARS or not credential.startswith(PREFIX):
+            raise TokenError("token-malformed", "not a Tally session credential")
+        parts = credential[len(PREFIX) :].split(".")
+        if len(parts) != 3 or not all(_B64.fullmatch(part) for part in parts):
+            raise TokenError("token-malformed", "a session is tsv1.<key id>.<payload>.<mac>")
+        key_id, payload, mac = parts
+        key = self._keys.keys.get(key_id)
+        if key is None:
+            raise TokenError("token-unknown-key", f"no session key with id {key_id[:16]!r}")
+        signed = credential[: len(credential) - len(mac) - 1]
+        if not hmac.compare_digest(mac, _mac(key, signed)):
+            raise TokenError("token-signature", f"session MAC does not verify ({key_id})")
+        try:
+            issuer, subject, roles, iat, exp = _b64decode(payload).decode("utf-8").split(_SEPARATOR)
+            issued_at, expires_at = int(iat), int(exp)
+        except ValueError:  # only a key holder could sign such a payload; refuse it all the same
+            raise TokenError("token-claims", "session payload is not five fields") from None
+        if self._clock() >= expires_at + self._leeway:
+            raise TokenError("token-expired", "session has expired")
+        principal = Principal(issuer, subject, frozenset(roles.split(",")), expires_at, issued_at)
+        return expires_at + self._leeway, principal
+
+
+def _mac(key: bytes, signed: str) -> str:
+    return _b64encode(hmac.digest(key, signed.encode("ascii"), "sha256"))
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if _B64.fullmatch(text) is None:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _generate() -> bytes:
+    return _b64encode(secrets.token_bytes(KEY_BYTES)).encode("ascii") + b"\n"
+
+
+def _derived_id(key: bytes) -> str:
+    """A file key's id: not secret (a hash of the key), stable across gateways and restarts."""
+    return "f" + hashlib.sha256(b"tally session key id\x00" + key).hexdigest()[:11]
