@@ -67,7 +67,7 @@ class PollDirectory(Protocol):
 
 
 class _Channel:
-    __slots__ = ("latest", "poll_id", "ready", "watchers")
+    __slots__ = ("latest", "poll", "poll_id", "ready", "watchers")
 
     def __init__(self, poll_id: str) -> None:
         self.poll_id = poll_id
@@ -155,7 +155,7 @@ class LiveHub:
         await self._feed.close()
 
     async def _open(self, channel: _Channel) -> None:
-        await self._polls.get_poll(channel.poll_id)
+        channel.poll = await self._polls.get_poll(channel.poll_id)
         await self._feed.subscribe(channel.poll_id)
         await self._refresh(channel)
 
@@ -170,6 +170,9 @@ class LiveHub:
             self._offer(channel, doc)
 
     def _offer(self, channel: _Channel, doc: bytes) -> None:
+        poll = channel.poll
+        if poll is None:  # nothing is heard before the channel's poll is read (_open)
+            return
         try:
             snapshot = live_snapshot(channel.poll_id, doc, poll.visibility)
         except ValueError as exc:
