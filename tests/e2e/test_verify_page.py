@@ -448,3 +448,58 @@ def test_the_pages_record_and_admission_bytes_match_the_python_ledger_code(
                 parsed.admission.key_id,
             ).hex()
         assert browser == {"leaf": rebuilt.hex(), "message": expected_message}, doc
+
+
+def test_a_held_vote_verifies_and_then_shows_the_reviewers_proved_decision(
+    ledger: Ledger, page: Page
+) -> None:
+    """A vote held for review verifies as held with no decision yet; once a reviewer releases
+    it, the page finds the review record in the lane's bundles, proves it against the signed
+    root, and says the vote counts. A receipt claiming "voided" then fails at step 3, as the
+    Python auditor's does, and the two agree on every status."""
+    fresh = {"signal": "token_age_s", "comparison": "below", "value": 3600, "score": 100,
+             "reason": "fresh-token"}  # fmt: skip
+    admin = ledger.server.admin()
+    poll = admin.post(
+        "/v1/polls",
+        {
+            "title": "Held",
+            "options": ["Yes", "No"],
+            "lanes": 1,
+            "defences": {"risk": {"rules": [fresh], "challenge_at": 50, "hold_at": 100}},
+        },
+    )
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    voter = TallyClient(ledger.server.url, ledger.server.issuer.mint("verify-held-voter"))
+    held = voter.post(f"/v1/polls/{poll['id']}/votes", {"option": "yes"})["receipt"]
+    assert held["status"] == "held"
+    _wait_for_checkpoint(ledger.server, poll["id"], held)
+
+    open_verify(page, ledger, held)
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+    expect(page.locator("#status-meaning")).to_contain_text("holds no decision on it yet")
+    assert ledger.python_check(held)["status"] == "held"
+
+    admin.post(
+        f"/v1/polls/{poll['id']}/held/decisions",
+        {"decision": "release", "entries": [{"lane": 0, "entry_id": held["entry_id"]}]},
+    )
+    _wait_for_checkpoint(ledger.server, poll["id"], {**held, "entry_id": 2})
+    released = {**held, "status": "released"}
+    page.locator("#receipt-text").fill(json.dumps(released))  # the receipt, asked again later
+    page.get_by_role("button", name="Check this receipt").click()
+    expect(page.locator("#source")).to_contain_text("the receipt you pasted")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+    expect(page.locator("#status-meaning")).to_contain_text("a reviewer released it: it counts")
+    expect(page.locator("#status-meaning")).to_contain_text("entry 2 of lane 0")
+    python = ledger.python_check(released)
+    assert (python["verdict"], python["status"]) == ("ok", "released")
+
+    claimed = {**held, "status": "voided"}
+    assert js_check(page, claimed) == {
+        "verdict": "failed",
+        "code": "receipt-mismatch",
+        "step": "inclusion",
+    }
+    python = ledger.python_check(claimed)
+    assert "receipt-mismatch" in {finding["code"] for finding in python["findings"]}

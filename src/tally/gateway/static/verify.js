@@ -76,20 +76,21 @@ function item(text) {
   return li;
 }
 
-const HELD_MEANING = {
-  held:
-    "Your vote was held for review when it was cast: it is in the ledger, but it is counted only " +
-    "if a reviewer releases it. This page does not read the reviewers' decisions; " +
-    "tally audit receipt does.",
-  released:
-    "Your vote was held for review, and your receipt says a reviewer released it (so it counts). " +
-    "The ledger's record of your vote stays 'held'; the release is a later record, which this " +
-    "page does not read (tally audit receipt does).",
-  voided:
-    "Your vote was held for review, and your receipt says a reviewer voided it (it is not counted). " +
-    "The release or void is a later record of the ledger, which this page does not read " +
-    "(tally audit receipt does).",
-};
+/** What a held vote's status means, once step 3 found (and proved) the reviewer's decision. */
+function heldMeaning(receipt, decision) {
+  if (decision === null) {
+    return (
+      "Your vote was held for review when it was cast: it is in the ledger, but it counts only if " +
+      "a reviewer releases it, and the signed log holds no decision on it yet. Check again later."
+    );
+  }
+  const what = decision.decision === "released" ? "released it: it counts" : "voided it: it is not counted";
+  return (
+    `Your vote was held for review when it was cast, and a reviewer ${what}. The decision, made at ` +
+    `${new Date(decision.decidedMs).toISOString()}, is entry ${decision.seq} of lane ${receipt.lane}, ` +
+    "proved in the same signed log."
+  );
+}
 
 function explain(facts, poll) {
   const { receipt, checkpoint, laneKey, admittedBy } = facts;
@@ -109,7 +110,7 @@ function explain(facts, poll) {
     proved += " The vote carries no gateway admission signature.";
   }
   $("proved").textContent = proved;
-  const held = facts.record.status === "held" ? HELD_MEANING[receipt.status ?? "held"] : null;
+  const held = facts.record.status === "held" ? heldMeaning(receipt, facts.decision) : null;
   $("status-meaning").textContent = held ?? "";
   $("status-meaning").hidden = held === null;
   $("not-proved").replaceChildren(

@@ -554,7 +554,7 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
     let checkpoint = latest;
     if (doc.checkpoint !== latest.note) {
       if (typeof doc.checkpoint !== "string") throw new CheckFailed("inclusion", "bad-proof", "the proof names no checkpoint");
-      checkpoint = await openCheckpoint(doc.checkpoint, laneKey, origin, "inclusion");
+      checkpoint = { ...(await openCheckpoint(doc.checkpoint, laneKey, origin, "inclusion")), note: doc.checkpoint };
       if (checkpoint.size < latest.size) {
         throw new CheckFailed("inclusion", "bad-proof", `the proof is against an older checkpoint (${checkpoint.size} leaves) than the latest (${latest.size})`);
       }
@@ -592,8 +592,22 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
           `${root === null ? "no root (wrong length)" : hex(root)}, the checkpoint signs ${hex(checkpoint.root)}.`,
       );
     }
-    return { checkpoint, record, proofLength: hashes.length };
+    let decision = null;
+    if (record.status === "held") {
+      decision = await findDecision(receipt, checkpoint, { base, fetcher, laneKey, origin });
+      const found = decision ? decision.decision : "held";
+      if ((receipt.status === "released" || receipt.status === "voided") && receipt.status !== found) {
+        throw new CheckFailed(
+          "inclusion",
+          "receipt-mismatch",
+          `The receipt says ${receipt.status}, but lane ${receipt.lane}'s signed log up to ${checkpoint.size} leaves ` +
+            (decision ? `holds ${found}` : "holds no decision on it") + ".",
+        );
+      }
+    }
+    return { checkpoint, record, decision, proofLength: hashes.length };
   });
+  facts.decision = included.decision;
   facts.checkpoint = included.checkpoint;
   facts.record = included.record;
   report(
@@ -601,7 +615,12 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
     "ok",
     `Your vote record hashes to the receipt's leaf hash ${hex(receipt.leafHash).slice(0, 16)}…, says what the receipt says, ` +
       `and its inclusion proof (${included.proofLength} hash${included.proofLength === 1 ? "" : "es"}) leads to the signed root of ` +
-      `${included.checkpoint.size} leaves.`,
+      `${included.checkpoint.size} leaves.` +
+      (included.record.status !== "held"
+        ? ""
+        : included.decision
+          ? ` It was held for review; the reviewer's decision (${included.decision.decision}, entry ${included.decision.seq}) is proved in the same log.`
+          : " It was held for review, and the signed log holds no decision on it yet."),
   );
 
   // 4. The gateway's admission signature.
@@ -686,4 +705,111 @@ async function checkAdmission(receipt, keys) {
     );
   }
   return key;
+}
+
+// ---- what became of a held vote (§13) ---------------------------------------------------------
+
+/** The tlog-tiles path of entry bundle `index` (§3.1): 3-digit groups, all but the last "x"-led. */
+export function bundlePath(index, width) {
+  const groups = [];
+  let n = index;
+  do {
+    groups.unshift(String(n % 1000).padStart(3, "0"));
+    n = Math.floor(n / 1000);
+  } while (n > 0);
+  const name = groups.map((g, i) => (i < groups.length - 1 ? `x${g}` : g)).join("/");
+  return `tile/entries/${name}${width < 256 ? `.p/${width}` : ""}`;
+}
+
+function decodeBundle(bytes, width) {
+  const entries = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (at + 2 > bytes.length) throw new Error("an entry's length is cut short");
+    const length = (bytes[at] << 8) | bytes[at + 1];
+    if (at + 2 + length > bytes.length) throw new Error("an entry is cut short");
+    entries.push(bytes.slice(at + 2, at + 2 + length));
+    at += 2 + length;
+  }
+  if (entries.length !== width) throw new Error(`the bundle has ${entries.length} entries, not ${width}`);
+  return entries;
+}
+
+/** A review record (§2.4) strictly, or null for any other entry. */
+export function decodeReview(bytes) {
+  if (bytes.length < 3 || bytes[0] !== 0x01 || bytes[1] !== 0x03) return null;
+  const length = bytes[2];
+  if (length < 1 || bytes.length !== 30 + length) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const at = 3 + length;
+  const decision = { 1: "released", 2: "voided" }[bytes[at + 18]];
+  if (decision === undefined) return null;
+  let pollId;
+  try {
+    pollId = strictUtf8.decode(bytes.slice(3, at));
+  } catch {
+    return null;
+  }
+  return {
+    pollId,
+    lane: view.getUint16(at),
+    seq: Number(view.getBigUint64(at + 2)),
+    heldSeq: Number(view.getBigUint64(at + 10)),
+    decision,
+    decidedMs: Number(view.getBigUint64(at + 19)),
+  };
+}
+
+/** The reviewer's decision on the held vote of `receipt` among the lane's first
+ * `checkpoint.size` leaves, or null if none is published. The review record is read from the
+ * lane's entry bundles, then proved like the vote: its inclusion proof must lead to a root signed
+ * by the ledger key, so a bundle changed on the way cannot invent a decision. */
+async function findDecision(receipt, checkpoint, { base, fetcher, laneKey, origin }) {
+  const lanePath = `${base}/ledger/${encodeURIComponent(receipt.pollId)}/${receipt.lane}`;
+  const full = Math.floor(checkpoint.size / 256);
+  const last = Math.floor((checkpoint.size - 1) / 256);
+  for (let bundle = Math.floor(receipt.index / 256); bundle <= last; bundle++) {
+    const width = bundle < full ? 256 : checkpoint.size % 256;
+    const path = `${lanePath}/${bundlePath(bundle, width)}`;
+    const answer = await fetcher(path);
+    if (!answer.ok) {
+      throw new CheckFailed("inclusion", "missing-file", `the lane's entry bundle ${bundlePath(bundle, width)} answered ${answer.status}`);
+    }
+    let entries;
+    try {
+      entries = decodeBundle(new Uint8Array(await answer.arrayBuffer()), width);
+    } catch (error) {
+      throw new CheckFailed("inclusion", "bad-bundle", `the entry bundle ${bundlePath(bundle, width)}: ${error.message}`);
+    }
+    for (const [i, entry] of entries.entries()) {
+      const review = decodeReview(entry);
+      const index = bundle * 256 + i;
+      if (review === null || review.heldSeq !== receipt.entryId || index <= receipt.index) continue;
+      if (review.pollId !== receipt.pollId || review.lane !== receipt.lane || review.seq !== index + 1) continue;
+      await proveEntry(entry, index, receipt, checkpoint, { base, fetcher, laneKey, origin });
+      return { ...review, index };
+    }
+  }
+  return null;
+}
+
+async function proveEntry(entry, index, receipt, checkpoint, { base, fetcher, laneKey, origin }) {
+  const path = `/v1/polls/${encodeURIComponent(receipt.pollId)}/receipts/${receipt.lane}/${index + 1}/proof`;
+  const answer = await fetcher(base + path);
+  if (!answer.ok) throw new CheckFailed("inclusion", "missing-file", `GET ${path} answered ${answer.status}`);
+  const doc = await answer.json();
+  const signed =
+    doc.checkpoint === checkpoint.note ? checkpoint : await openCheckpoint(doc.checkpoint, laneKey, origin, "inclusion");
+  const hashes = Array.isArray(doc.proof) ? doc.proof.map(fromBase64) : [null];
+  const root =
+    hashes.some((h) => h === null || h.length !== HASH_SIZE) || index >= signed.size
+      ? null
+      : await rootFromInclusion(await leafHash(entry), index, signed.size, hashes);
+  if (root === null || !equal(root, signed.root)) {
+    throw new CheckFailed(
+      "inclusion",
+      "inclusion-failed",
+      `The reviewer's decision at leaf ${index} is not proved in the signed log: its inclusion proof does not lead to the signed root.`,
+    );
+  }
 }
