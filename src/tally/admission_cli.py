@@ -53,7 +53,7 @@ def add_admission_key_parser(
     retire.add_argument("--actor", default="operator", help="who retires it (admin log)")
     retire.set_defaults(run=lambda args: _run(_retire, args, settings_of(args)))
     listing = actions.add_parser("list", parents=[common], help="every registered admission key")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     listing.set_defaults(run=lambda args: _run(_list, args, settings_of(args)))
 
 

@@ -20,26 +20,29 @@ import uvloop
 from tally import config
 from tally.admission_cli import add_admission_key_parser
 from tally.audit.cli import build_parser as build_audit_parser
-from tally.client import ApiError, TallyClient
+from tally.client import DEFAULT_URL, ApiError, TallyClient, default_url
 from tally.cluster_cli import add_cluster_parser
 from tally.evidence_cli import add_evidence_parser
-from tally.poll_cli import add_poll_parser
+from tally.poll_cli import add_poll_parser, resolve_option
+from tally.progress import Progress
 from tally.review_cli import add_review_parser
 from tally.store_cli import add_store_parser
 from tally.witness_cli import add_witness_parser
-
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "url", "") is None:  # a client command given no --url
+            args.url, args.url_from = default_url()
         return int(args.run(args) or 0)
     except config.ConfigError as exc:
         print(f"tally: configuration error: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
         print(f"tally: {exc}", file=sys.stderr)
+        if exc.code == "unreachable" and getattr(args, "url_from", None):
+            print(f"tally: that URL came from {args.url_from}", file=sys.stderr)
         if exc.document.get("receipt"):
             print(json.dumps(exc.document["receipt"], indent=2))
         return 1
@@ -52,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
-        default=os.environ.get("TALLY_URL", DEFAULT_URL),
-        help="Tally server (env TALLY_URL)",
+        default=None,
+        help=f"Tally server (env TALLY_URL; else TALLY_HOST and TALLY_PORT as tally serve reads "
+        f"them; default {DEFAULT_URL})",
     )
     common.add_argument(
         "--data-dir",
@@ -138,44 +142,72 @@ def _parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = _Subcommands(cfg.add_subparsers(required=True, metavar="ACTION"), common)
-    cfg_sub.add_parser(
-        "show", help="print the effective configuration (secrets masked)"
-    ).set_defaults(run=_config_show)
+    show = cfg_sub.add_parser(
+        "show", help="print the effective configuration (secrets masked), as TALLY_X=value lines"
+    )
+    show.add_argument("--json", action="store_true", help=JSON_HELP)
+    show.set_defaults(run=_config_show)
 
-    token = sub.add_parser("token", help="mint tokens from the local dev issuer")
-    token.add_argument("subject", nargs="?")
-    token.add_argument("--role", choices=["voter", "reviewer", "admin"], default="voter")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds")
-    token.add_argument("--alg", choices=["EdDSA", "ES256", "RS256"], default="EdDSA")
+    token = sub.add_parser(
+        "token",
+        help="mint tokens from the dev issuer in the data dir (the one tally serve made there)",
+    )
+    token.add_argument("subject", nargs="?", help="the voter (or admin, reviewer) it speaks for")
+    token.add_argument(
+        "--role",
+        choices=["voter", "reviewer", "admin"],
+        default="voter",
+        help="its role (default voter)",
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument(
+        "--alg",
+        choices=["EdDSA", "ES256", "RS256"],
+        default="EdDSA",
+        help="signature algorithm (default EdDSA)",
+    )
     token.add_argument("--count", type=int, help="mint N voter tokens, one per line")
     token.add_argument("--prefix", default="voter-", help="subject prefix with --count")
+    token.add_argument(
+        "--create",
+        action="store_true",
+        help="make a new dev issuer if the data dir has none (a running server trusts only the "
+        "one in its own data dir)",
+    )
+    token.add_argument("--json", action="store_true", help=JSON_HELP)
     token.set_defaults(run=_token)
 
     add_poll_parser(sub, common, _admin_client)  # tally poll create|open|close|show|list
 
     vote = sub.add_parser("vote", help="vote in a poll")
-    vote.add_argument("poll_id")
-    vote.add_argument("option")
-    vote.add_argument("--json", action="store_true")
+    vote.add_argument("poll_id", help="the poll")
+    vote.add_argument(
+        "option", help="the option: its id or its label, in any case (e.g. groß or Groß)"
+    )
+    vote.add_argument("--json", action="store_true", help=JSON_HELP)
     vote.set_defaults(run=_vote)
 
     results = sub.add_parser("results", help="current results of a poll")
-    results.add_argument("poll_id")
-    results.add_argument("--json", action="store_true")
+    results.add_argument("poll_id", help="the poll")
+    results.add_argument("--json", action="store_true", help=JSON_HELP)
     results.set_defaults(run=_results)
 
     bench = sub.add_parser(
         "bench", help="measure vote throughput and latency against a Starlette baseline"
     )
-    bench.add_argument("--voters", type=int, default=20000)
-    bench.add_argument("--concurrency", type=int, default=64)
+    bench.add_argument(
+        "--voters", type=int, default=20000, help="voters, each voting once (default 20000)"
+    )
+    bench.add_argument(
+        "--concurrency", type=int, default=64, help="connections sending votes (default 64)"
+    )
     bench.add_argument(
         "--alg",
         choices=["EdDSA", "ES256", "RS256"],
         default="EdDSA",
         help="token algorithm the voters' tokens use",
     )
-    bench.add_argument("--lanes", type=int, default=16)
+    bench.add_argument("--lanes", type=int, default=16, help="the bench poll's lanes (default 16)")
     bench.add_argument(
         "--no-baseline", action="store_true", help="skip the Starlette hello-world baseline"
     )
@@ -206,9 +238,12 @@ def _parser() -> argparse.ArgumentParser:
         "votes in interleaved rounds of --voters each, in one run",
     )
     bench.add_argument("--rounds", type=int, default=2, help="rounds of --signing both (default 2)")
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--json", action="store_true", help=JSON_HELP)
     bench.set_defaults(run=_bench)
     return parser
+
+
+JSON_HELP = "print the result as JSON (data only: no progress, no prose)"
 
 
 def _tls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,7 +338,11 @@ def _archiver(args: argparse.Namespace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    for name, value in _settings(args).public_view().items():
+    view = _settings(args).public_view()
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    for name, value in view.items():
         print(f"{name}={value}")
     return 0
 
@@ -319,21 +358,55 @@ def _token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    issuer = dev_issuer(settings)
-    if args.count is not None:
-        if args.count < 1:
-            print("tally: --count must be at least 1", file=sys.stderr)
-            return 2
-        subjects = (f"{args.prefix}{i}" for i in range(args.count))
-        out = sys.stdout
-        for token in issuer.mint_many(subjects, ttl_s=args.ttl, alg=args.alg):
-            out.write(token + "\n")
-        return 0
-    if not args.subject:
+    if args.count is not None and args.count < 1:
+        print("tally: --count must be at least 1", file=sys.stderr)
+        return 2
+    if args.count is None and not args.subject:
         print("tally: give a SUBJECT or --count N", file=sys.stderr)
         return 2
-    print(issuer.mint(args.subject, roles=[args.role], ttl_s=args.ttl, alg=args.alg))
+    if not _has_dev_issuer(settings) and not args.create:
+        return 2
+    issuer = dev_issuer(settings)
+    if args.count is not None:
+        subjects = [f"{args.prefix}{i}" for i in range(args.count)]
+        tokens = issuer.mint_many(subjects, ttl_s=args.ttl, alg=args.alg)
+        if args.json:
+            pairs = zip(subjects, tokens, strict=True)
+            print(json.dumps([{"subject": s, "token": t} for s, t in pairs]))
+            return 0
+        out = sys.stdout
+        with Progress("minting tokens", total=args.count, unit="tokens") as shown:
+            for token in tokens:
+                out.write(shown.step(token) + "\n")
+        return 0
+    token = issuer.mint(args.subject, roles=[args.role], ttl_s=args.ttl, alg=args.alg)
+    if args.json:
+        print(json.dumps({"subject": args.subject, "role": args.role, "token": token}))
+    else:
+        print(token)
     return 0
+
+
+def _has_dev_issuer(settings: config.Settings) -> bool:
+    """Whether the data dir has a dev issuer, or may get one: a token from a new issuer made
+    anywhere else is one no running server accepts, so outside a data dir `tally token` says
+    where it looked instead of minting it. A data dir that exists (a server's, or one named on
+    purpose) gets its issuer made on first use, as `tally serve` would."""
+    from tally.security.keys import keys_dir
+
+    keys = keys_dir(settings.data_dir)
+    if (keys / "jwks.json").is_file() or settings.data_dir.is_dir():
+        return True
+    print(
+        f"tally: no dev issuer: the data dir {settings.data_dir.resolve()} does not exist, so no "
+        f"server made one there (looked for {keys / 'jwks.json'}).\n"
+        "  Point at the data dir of the running server with --data-dir DIR or TALLY_DATA_DIR "
+        "(tally serve prints it),\n"
+        "  or add --create to make a new issuer there (only a server started on that data dir "
+        "accepts its tokens).",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _admin_client(args: argparse.Namespace, role: str = "admin") -> TallyClient:
@@ -363,10 +436,19 @@ def _vote(args: argparse.Namespace) -> int:
         return 2
 
     def solving(challenge: dict[str, Any]) -> None:
-        print(f"solving a {challenge['difficulty']}-bit proof-of-work challenge…", file=sys.stderr)
+        if not args.json:
+            print(
+                f"solving a {challenge['difficulty']}-bit proof-of-work challenge…",
+                file=sys.stderr,
+            )
 
     client = TallyClient(args.url, args.token, ca_file=args.ca_file)
-    reply = client.vote(args.poll_id, args.option, solving=solving)
+    # The API takes option ids; a person types what the page shows, so the CLI reads the poll
+    # and sends the id of the option named by id or label.
+    option = resolve_option(client.get(f"/v1/polls/{args.poll_id}"), args.option)
+    if option is None:
+        return 2
+    reply = client.vote(args.poll_id, option, solving=solving)
     receipt = reply["receipt"]
     # 202: recorded but held for review, counted only once a reviewer releases it.
     outcome = f"held for review ({reply['held']['reason']})" if "held" in reply else "accepted"

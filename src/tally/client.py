@@ -13,7 +13,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from tally.security.pow import solve
 
 # A vote may be asked for a proof of work by the poll, then for a harder one by the risk scorer.
 MAX_CHALLENGES = 3
+# Where `tally serve` listens with no settings, and so where the CLI looks with none.
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +123,34 @@ class TallyClient:
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            hint = ""
             if isinstance(reason, ssl.SSLCertVerificationError):
                 hint = " (a private CA? give its certificate with --ca-file or TALLY_CA_FILE)"
+            else:
+                # The first thing a newcomer meets when the server runs on another port.
+                hint = (
+                    f"; is Tally running there? Point the CLI at the server with --url URL or "
+                    f"TALLY_URL (tried {url})"
+                )
             raise ApiError(
                 0, "unreachable", f"cannot reach Tally at {self.base_url}: {reason}{hint}", {}
             ) from None
+
+
+def default_url(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The server a CLI command talks to when it has no --url, and where that came from:
+    TALLY_URL, else the gateway's own TALLY_HOST/TALLY_PORT (https with TALLY_TLS_CERT), so a
+    shell that started `tally serve` on another port reaches it without --url."""
+    source = os.environ if env is None else env
+    if source.get("TALLY_URL"):
+        return source["TALLY_URL"], "TALLY_URL"
+    from tally import config  # the settings' own parsers, so a bad TALLY_PORT reads the same
+
+    names = ("TALLY_HOST", "TALLY_PORT", "TALLY_TLS_CERT")
+    settings = config.load({name: source[name] for name in names if source.get(name)})
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)  # noqa: S104  # a wildcard bind is reached on loopback
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if settings.tls_cert is not None else "http"
+    given = [name for name in names[:2] if source.get(name)]
+    origin = " and ".join(given) if given else "the default (no --url, TALLY_URL or TALLY_PORT)"
+    return f"{scheme}://{host}:{settings.port}", origin

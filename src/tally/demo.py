@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
+from tally.client import DEFAULT_URL
 from tally.config import Settings
 from tally.domain.polls import OptionSpec, Poll, PollState
 from tally.security.dev_issuer import DevIssuer
@@ -28,6 +30,15 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
     scheme = "https" if settings.tls_cert is not None else "http"
     base = f"{scheme}://{settings.host}:{settings.port}"
     option = poll.options[0].id
+    # The commands work as printed on any port and data dir: each names the server and the
+    # data dir whose dev issuer it trusts whenever they are not the CLI's defaults.
+    url = "" if base == DEFAULT_URL else f" --url {shlex.quote(base)}"
+    data = (
+        ""
+        if settings.data_dir == Path("data")
+        else f" --data-dir {shlex.quote(str(settings.data_dir.resolve()))}"
+    )
+    tally = ".venv/bin/tally"
     lines = [
         "",
         f"Tally is running at {base}  (Ctrl-C to stop; data in {settings.data_dir.resolve()})",
@@ -37,7 +48,7 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
         f"Open {base}/?poll={poll.id} in a browser to watch it live and vote.",
         "",
         "Vote with the CLI (a new voter per token):",
-        f'  .venv/bin/tally vote {poll.id} {option} --token "$(.venv/bin/tally token alice)"',
+        f'  {tally} vote {poll.id} {option}{url} --token "$({tally} token alice{data})"',
     ]
     if issuer is not None:
         token = issuer.mint("demo-voter-1", ttl_s=24 * 3600)
@@ -54,11 +65,11 @@ def instructions(poll: Poll, settings: Settings, issuer: DevIssuer | None) -> st
         ]
     lines += [
         "Results:",
-        f"  .venv/bin/tally results {poll.id}     or     curl -s {base}/v1/polls/{poll.id}/results",
+        f"  {tally} results {poll.id}{url}     or     curl -s {base}/v1/polls/{poll.id}/results",
         "Audit the published ledger (checkpoints every few seconds) and a saved receipt:",
-        f'  .venv/bin/tally audit verify {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
-        f'  .venv/bin/tally vote {poll.id} {option} --token "$(.venv/bin/tally token carol)" --json > receipt.json',
-        f'  .venv/bin/tally audit receipt receipt.json {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
+        f'  {tally} audit verify {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
+        f'  {tally} vote {poll.id} {option}{url} --token "$({tally} token carol{data})" --json > receipt.json',
+        f'  {tally} audit receipt receipt.json {base}/ledger/{poll.id} --key "$(curl -s {base}/ledger/keys)"',
         f"API description: {base}/openapi.json",
         "",
     ]

@@ -42,19 +42,21 @@ def add_evidence_parser(
     )
     actions = evidence.add_subparsers(required=True, metavar="ACTION")
     keys = actions.add_parser("keys", parents=[common], help="key ids and the blobs each sealed")
-    keys.add_argument("--json", action="store_true")
+    keys.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     keys.set_defaults(run=lambda args: _keys(args, settings_of(args)))
     rotate = actions.add_parser("rotate", parents=[common], help="add a key that seals from now")
     rotate.set_defaults(run=lambda args: _rotate(settings_of(args)))
     again = actions.add_parser(
         "reencrypt", parents=[common], help="re-seal every blob under the current key"
     )
-    again.add_argument("--json", action="store_true")
+    again.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     again.set_defaults(run=lambda args: _reencrypt(args, settings_of(args)))
     drop = actions.add_parser(
         "drop-key", parents=[common], help="delete an old key no blob uses any more"
     )
-    drop.add_argument("key_id", type=int)
+    drop.add_argument(
+        "key_id", type=int, help="the id of the key to delete (see tally evidence keys)"
+    )
     drop.set_defaults(run=lambda args: _drop(args, settings_of(args)))
 
 

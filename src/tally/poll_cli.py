@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +32,13 @@ def add_poll_parser(
     poll = subparsers.add_parser("poll", help="create, open, close, show, list polls")
     actions = poll.add_subparsers(required=True, metavar="ACTION")
     create = actions.add_parser("create", parents=[common], help="create a poll (admin)")
-    create.add_argument("title")
+    create.add_argument("title", help="the question, 1-200 characters")
     create.add_argument(
         "--option", action="append", required=True, help="an option label (repeat, 2-64)"
     )
-    create.add_argument("--lanes", type=int)
+    create.add_argument(
+        "--lanes", type=int, help="vote logs the poll spreads over (default: from the store)"
+    )
     create.add_argument("--closes-at", help="RFC 3339 deadline, e.g. 2026-12-31T20:00:00Z")
     create.add_argument(
         "--defences",
@@ -43,19 +46,19 @@ def add_poll_parser(
         help='rate limits, challenge and risk rules over the server\'s defaults, e.g. \'{"limits": {"address": {"per_s": 2, "burst": 30}}}\'',
     )
     create.add_argument("--open", action="store_true", help="open it right away")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     create.set_defaults(run=lambda args: _create(args, admin_client(args)))
     for action in ("open", "close"):
         p = actions.add_parser(action, parents=[common], help=f"{action} a poll (admin)")
-        p.add_argument("poll_id")
-        p.add_argument("--json", action="store_true")
+        p.add_argument("poll_id", help="the poll")
+        p.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
         p.set_defaults(run=lambda args, action=action: _move(args, action, admin_client(args)))
     show = actions.add_parser("show", parents=[common], help="show a poll and its defences")
-    show.add_argument("poll_id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("poll_id", help="the poll")
+    show.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     show.set_defaults(run=_show)
     listing = actions.add_parser("list", parents=[common], help="list polls")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     listing.set_defaults(run=_list)
 
 
@@ -123,3 +126,25 @@ def _list(args: argparse.Namespace) -> int:
     polls = TallyClient(args.url, args.token, ca_file=args.ca_file).get("/v1/polls")
     _print(polls, args.json, "\n".join(poll_text(p) for p in polls["polls"]) or "no polls")
     return 0
+
+
+def resolve_option(poll: dict[str, Any], given: str) -> str | None:
+    """The id of the option of `poll` that `given` names: its id, else its label or id in any case
+    (casefolded, NFC: 'GROSS' and 'Groß' both name 'groß'). None, having said on stderr which
+    options there are, when it names none."""
+    if any(o["id"] == given for o in poll["options"]):
+        return given
+    wanted = _folded(given)
+    for key in ("label", "id"):
+        for option in poll["options"]:
+            if _folded(option[key]) == wanted:
+                return str(option["id"])
+    listed = ", ".join(f"{o['id']} ({o['label']})" for o in poll["options"])
+    print(
+        f"tally: poll {poll['id']} has no option {given!r}; its options: {listed}", file=sys.stderr
+    )
+    return None
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold().strip())

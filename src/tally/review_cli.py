@@ -35,21 +35,23 @@ def add_review_parser(
     listing = actions.add_parser(
         "list", parents=[common], help="held votes grouped by reason and subnet"
     )
-    listing.add_argument("poll_id")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("poll_id", help="the poll")
+    listing.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
     listing.set_defaults(run=lambda args: _list(args, client_of(args)))
     for verb in ("release", "void"):
         decide = actions.add_parser(
             verb, parents=[common], help=f"{verb} held votes: by group or one by one"
         )
-        decide.add_argument("poll_id")
+        decide.add_argument("poll_id", help="the poll")
         decide.add_argument("--reason", help="every vote held for this reason")
         decide.add_argument("--subnet", help="every vote held from this subnet (e.g. 192.0.2.0/24)")
         decide.add_argument(
             "--entry", action="append", type=_entry, default=[], metavar="LANE:ID",
             help="one held vote by its receipt's lane and entry_id (repeat)",
         )  # fmt: skip
-        decide.add_argument("--json", action="store_true")
+        decide.add_argument(
+            "--json", action="store_true", help="print the result as JSON (data only)"
+        )
         decide.set_defaults(run=lambda args, verb=verb: _decide(args, verb, client_of(args)))
 
 

@@ -66,7 +66,9 @@ def add_witness_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--print-key", action="store_true", help="print the witness's verifier key and exit"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"], help="default info"
+    )
     parser.set_defaults(run=run_witness)
     return parser
 

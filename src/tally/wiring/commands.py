@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -143,7 +144,7 @@ async def gateway(settings: Settings, worker: GatewayWorker | None = None) -> in
         ]
         # 2. (then 3. the Valkey connections) It stops answering its siblings' scrapes.
         shutdown.insert(1, worker.metrics_step(t))
-    return await supervise(duties, shutdown, server)
+    return await supervise(duties, shutdown, server, report=worker is None)
 
 
 async def aggregator(settings: Settings) -> int:
@@ -206,14 +207,18 @@ async def archiver(settings: Settings) -> int:
     return await supervise(duties, shutdown, server)
 
 
-async def supervise(duties: Sequence[Duty], shutdown: Sequence[Step], server: GatewayServer) -> int:
+async def supervise(
+    duties: Sequence[Duty], shutdown: Sequence[Step], server: GatewayServer, *, report: bool = True
+) -> int:
     """Run the role's duties until it stops; the exit status.
 
     Everything built until now (modules, the app, caches) lives as long as the process, so
     `gc.freeze()` moves it out of the collector's reach: full collections no longer traverse
     it, which took ~19k instructions off every vote (BENCHMARKS.md, the seams refactor)."""
     gc.freeze()
-    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)]).run()
+    # `report`: what was stopped goes to stderr, unless a parent (tally gateway --workers) reports
+    out = sys.stderr if report else None
+    return await Supervisor(duties, shutdown, force=[lambda: force_exit(server)], report=out).run()
 
 
 def ops_duty(server: GatewayServer) -> Duty:

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger("tally.supervisor")
 
@@ -82,7 +82,10 @@ class Supervisor:
         shutdown: Sequence[Step],
         *,
         force: Sequence[Callable[[], None]] = (),
+        report: TextIO | None = None,
     ) -> None:
+        """`report`: where to print, once shut down, what was stopped (a person's terminal; the
+        log may be off or elsewhere). None for a process whose parent reports for it."""
         names = [duty.name for duty in duties]
         if len(set(names)) != len(names):
             raise ValueError(f"duty names must be unique: {names}")
@@ -92,6 +95,7 @@ class Supervisor:
         self._duties = tuple(duties)
         self._steps = tuple(shutdown)
         self._force = tuple(force)
+        self._report = report
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._signals = 0
@@ -191,8 +195,11 @@ class Supervisor:
 
     async def _shut_down(self) -> None:
         """The steps in order; then any duty no step ended is cancelled (it should not be)."""
+        began = time.monotonic()
+        stopped: list[str] = []
         for number, step in enumerate(self._steps, start=1):
             log.info("shutdown %d/%d: %s", number, len(self._steps), step.what)
+            step_began, outcome = time.monotonic(), "done"
             try:
                 async with asyncio.timeout(step.timeout_s):
                     await self._end(step)
@@ -202,10 +209,13 @@ class Supervisor:
                 log.error(
                     "shutdown %d (%s) took over %g s; going on", number, step.what, step.timeout_s
                 )
-                self.exit_status = EXIT_CRASHED
+                self.exit_status, outcome = EXIT_CRASHED, "TIMED OUT"
             except Exception as exc:
                 log.error("shutdown %d (%s) failed; going on", number, step.what, exc_info=exc)
-                self.exit_status = EXIT_CRASHED
+                self.exit_status, outcome = EXIT_CRASHED, "FAILED"
+            ended = f" ({', '.join(step.ends)})" if step.ends else ""
+            took = time.monotonic() - step_began
+            stopped.append(f"  {number}. {outcome:<9} {step.what}{ended}: {took:.2f} s\n")
             for name in step.ends:  # what outlived its step is cancelled, never left behind
                 self._tasks[name].cancel()
         leftover = [name for name, task in self._tasks.items() if not task.done()]
@@ -213,6 +223,11 @@ class Supervisor:
             log.warning("no shutdown step ended %s; cancelling", ", ".join(leftover))
             for name in leftover:
                 self._tasks[name].cancel()
+        if self._report is not None:
+            verdict = "stopped" if self.exit_status == EXIT_OK else "stopped, not cleanly"
+            took = time.monotonic() - began
+            self._report.write(f"tally: {verdict} in {took:.1f} s:\n{''.join(stopped)}")
+            self._report.flush()
 
     async def _end(self, step: Step) -> None:
         tasks = [self._tasks[name] for name in step.ends]

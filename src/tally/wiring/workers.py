@@ -290,7 +290,9 @@ class WorkerPool:
             self._runtime_dir,
         )  # fmt: skip
         try:
-            return await Supervisor(duties, shutdown, force=[self._terminate_again]).run()
+            return await Supervisor(
+                duties, shutdown, force=[self._terminate_again], report=sys.stderr
+            ).run()
         finally:  # only after a failure of the supervisor itself is there anything left here
             self._close_sockets()
             for process in self._processes.values():
