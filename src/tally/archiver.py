@@ -51,7 +51,14 @@ from tally.domain.polls import Poll, PollState
 from tally.ledger import layout
 from tally.ledger.certificate import Integrity
 from tally.ledger.note import Signer
-from tally.ports import IntegrityStore, LedgerQueue, LedgerStore, PollStore, QueuedAdminAction
+from tally.ports import (
+    IntegrityStore,
+    LedgerQueue,
+    LedgerStore,
+    PollStore,
+    QueuedAdminAction,
+    TurnoutStore,
+)
 
 log = logging.getLogger("tally.archiver")
 DRAFT = PollState.DRAFT  # the state a poll enters with 'created', its admin log's first entry
@@ -99,11 +106,14 @@ class Archiver:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         witnesses: CheckpointWitnesses | None = None,
         verify_threads: int | None = None,
+        turnout: TurnoutStore | None = None,
     ) -> None:
         """`on_alarm(poll id, alarm)` is told of each alarm this archiver raises (metrics).
         `verify_threads`: threads that check admission signatures (None: one per core; 1: the
-        worker thread checks them itself)."""
+        worker thread checks them itself). `turnout`: where each poll's ballots per minute, as
+        the recount buckets them from the ledger, are saved (None: not kept)."""
         self._polls = polls
+        self._turnout = turnout
         self._integrity = integrity
         self.on_alarm = on_alarm
         self._clock_ms = clock_ms
@@ -226,6 +236,10 @@ class Archiver:
         self.stats.checkpoints += await self._in_thread(logs.publish)
         await self._queue.trim(poll.id, logs.logs, logs.published_seqs())
         await self._check_integrity(logs, counters)
+        if self._turnout is not None:
+            changed = await self._in_thread(logs.take_turnout)
+            if changed:
+                await self._turnout.save(poll.id, changed)
         if final:
             await self._certify(poll, logs)
 

@@ -21,7 +21,7 @@ tally.store; the ledger directory, in tally.archive).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -208,12 +208,12 @@ class BallotBox(Protocol):
         admission: AdmissionSignature | None = None,
     ) -> CastResult: ...
 
-
     async def has_voted(self, poll: Poll, pseudonym: bytes) -> bool:
         """Whether the voter-index holds this pseudonym's vote (accepted or held): one read, for
         result visibility (domain.visibility), never on the vote path."""
 
 class ReviewStore(Protocol):
+
     """Held votes and reviewers' decisions on them (domain.review).
 
     A decision on a held vote is two atomic steps, always in this order, each idempotent:
@@ -480,6 +480,17 @@ class LedgerReader(Protocol):
 
     async def keys(self) -> bytes | None:
         """The ledger's verifier key(s), one per line."""
+class TurnoutStore(Protocol):
+    """Ballots per minute of each poll (domain.turnout), as its archiver counts them from the
+    ledger. `save` sets each given minute's whole count (idempotent: a takeover saves them all
+    again); `minutes` is what gateways export."""
+
+    async def save(self, poll_id: str, minutes: Mapping[int, int]) -> None: ...
+
+    async def minutes(self, poll_id: str) -> dict[int, int]:
+        """Minute start (epoch ms) -> ballots, for every minute saved."""
+
+
 
     async def read(self, poll_id: str, relative: str) -> bytes | None: ...
 

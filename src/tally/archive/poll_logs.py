@@ -42,6 +42,7 @@ from enum import Enum
 
 from tally.archive.logs import LogWriter
 from tally.domain.polls import Poll, PollState
+from tally.domain.turnout import minute_of
 from tally.ledger import layout, merkle
 from tally.ledger.admin import (
     AdminAction,
@@ -164,6 +165,10 @@ class PollReview:
         self._refused_held: list[dict[int, str]] = [{} for _ in range(lanes)]
         self._uncounted: list[Counter[str]] = [Counter() for _ in range(lanes)]
         self.refused: list[Refused] = []  # since the caller last took them
+        # Ballots per minute of their accepted time (domain.turnout), and the minutes changed
+        # since the caller last took them (every minute after a rebuild).
+        self.turnout: Counter[int] = Counter()
+        self.turnout_changed: set[int] = set()
         self._key_records: list[AdminRecord] = []
         self._keys: dict[int, AdmissionKey] = {}
 
@@ -189,6 +194,10 @@ class PollReview:
                 self.accepted[record.lane][record.option_id] += 1
             if reason is not None:
                 self.refused.append(Refused(record.lane, record.seq, reason))
+            else:
+                minute = minute_of(record.accepted_ms)
+                self.turnout[minute] += 1
+                self.turnout_changed.add(minute)
         elif isinstance(record, ReviewRecord):
             problem = self.lanes[record.lane].decide(record)
             if problem is not None:
@@ -413,6 +422,13 @@ class PollLogs:
             if record.seq == mark:
                 self.marked[lane] = review.lane_count(lane, mark)
         return len(records)
+
+    def take_turnout(self) -> dict[int, int]:
+        """The ballots of each minute (domain.turnout) whose count changed since the last call:
+        minute start -> its whole count so far, so saving them is idempotent."""
+        review = self._review
+        changed, review.turnout_changed = review.turnout_changed, set()
+        return {minute: review.turnout[minute] for minute in changed}
 
     def take_refused(self) -> list[Refused]:
         """The votes the recount refused since the last call."""

@@ -36,6 +36,8 @@ def create_app(
     review: Sequence[BaseRoute] = (),
     challenges: Sequence[BaseRoute] = (),
     signin: Sequence[BaseRoute] = (),
+    present: Sequence[BaseRoute] = (),
+    exports: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
     spec = orjson.dumps(openapi.build())
 
@@ -56,6 +58,8 @@ def create_app(
         *review,
         *challenges,
         *signin,  # /auth/*: voter sign-in (gateway/signin.py)
+        *present,  # /j/{code}, /v1/polls/{poll_id}/qr.svg
+        *exports,  # /v1/polls/{poll_id}/results.csv and turnout.csv (gateway/export.py)
         *demo_routes,
     ]
     if live is not None:

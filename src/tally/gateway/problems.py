@@ -55,6 +55,7 @@ TITLES: dict[str, str] = {
     "duplicate-authorization": "The request carries more than one Authorization header",
     "forbidden": "The token does not allow this",
     "not-found": "No such resource",
+    "results-hidden": "The poll does not show its counts to you yet",
     "not-archived": "Not in a published checkpoint yet; retry later",
     "invalid-ledger-path": "That is not a ledger file path",
     "method-not-allowed": "Method not allowed",

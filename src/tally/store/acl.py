@@ -83,6 +83,7 @@ POLL = "tally:poll:{*}"
 ADMIN_LOG = "tally:poll:{*}:admin"
 REVIEWED = "tally:poll:{*}:reviewed"
 INTEGRITY = "tally:poll:{*}:integrity"
+TURNOUT = "tally:poll:{*}:turnout"  # ballots per minute (store.turnout)
 POLL_ADMISSION = "tally:poll:{*}:admission"  # admission keys already in the poll's admin log
 ADMISSION_KEYS = "tally:admission:keys"  # the registry of gateway admission keys
 ARCHIVER_LEASE = "tally:poll:{*}:archiver"
@@ -292,6 +293,8 @@ ROLES: dict[str, Role] = {
                 SPENT_CHALLENGE: ("SET",),  # SET NX PX: a proof-of-work answer spent once
             },
                 VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
+                TURNOUT: ("HGETALL",),  # turnout.csv
+                VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
             channels={LIVE_CHANNEL: ("SSUBSCRIBE", "SUNSUBSCRIBE")},
             # A batch of votes confirmed durable (store.resp.WaitAof); the live link's name.
             keyless=("WAIT", "WAITAOF", "CLIENT|SETNAME"),
@@ -330,6 +333,7 @@ ROLES: dict[str, Role] = {
             leases=(ARCHIVER_LEASE,),
         ),
         Role(
+                TURNOUT: ("HSET",),  # ballots per minute, from the ledger
             ADMIN,
             "the operator's tool: loads the functions (FUNCTION LOAD), backups, repairs; never "
             "used by a serving process",

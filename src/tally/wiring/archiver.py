@@ -19,6 +19,7 @@ from tally.security.keys import ledger_key_file, read_or_create
 from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
+from tally.store.turnout import ValkeyTurnout
 from tally.wiring.aggregator import LOOP_RESTARTS
 from tally.wiring.store import StoreConnection
 from tally.wiring.supervisor import Duty, Step
@@ -62,6 +63,7 @@ def build_archiver(client: StoreConnection, settings: Settings) -> ArchiverRole:
         interval_ms=settings.checkpoint_interval_ms,
         witnesses=checkpoint_witnesses(settings),
         verify_threads=settings.archiver_verify_threads,
+        turnout=ValkeyTurnout(client),  # ballots per minute, for turnout.csv
     )
     return ArchiverRole(archiver, directory)
 

@@ -25,6 +25,7 @@ from tally.gateway.challenges import ChallengeRoutes
 from tally.gateway.client_address import ClientAddresses
 from tally.gateway.demo_token import demo_token_routes
 from tally.gateway.edge import Edge, EdgeLimits, Refusal
+from tally.gateway.export import ExportRoutes
 from tally.gateway.ledger import LedgerRoutes
 from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.live.fanout import LiveHub
@@ -63,6 +64,7 @@ from tally.store.snapshots import ValkeySnapshots
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.admission import gateway_signer, published_admission_keys
 from tally.wiring.identity import pseudonym_secret, sessions, signin, token_verifier
+from tally.store.turnout import ValkeyTurnout
 from tally.wiring.store import Store, StoreConnection, functions_ready
 from tally.wiring.supervisor import Duty
 
@@ -243,6 +245,7 @@ async def build_gateway(
     )
     observe_live(metrics, live)
     observe_edge(metrics, edge)
+        exports=ExportRoutes(service, auth, ValkeyTurnout(client)).routes(),  # results/turnout CSV
     return Gateway(settings, client, service, verifier, issuer, metrics, live, app, edge, tls)
 
 
