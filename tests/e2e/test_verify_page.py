@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from tally.ledger.admission import admission_message
 
 TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_MS = "200"
-STEPS = ("keys", "checkpoint", "inclusion", "admission")
+STEPS = ("keys", "checkpoint", "inclusion", "admission", "certificate")
 OPTIONS = ("Alpha", "Beta", "Gamma")
 
 
@@ -169,7 +170,7 @@ def test_a_voters_receipt_verifies_and_the_page_says_what_was_proved(
     poll, the entry, the signing key and the gateway, and what it did not prove."""
     open_verify(page, ledger, ledger.receipt)
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
-    expect_states(page, "ok", "ok", "ok", "ok")
+    expect_states(page, "ok", "ok", "ok", "ok", "none")
     proved = page.locator("#proved")
     expect(proved).to_contain_text(
         "Your vote for “Beta” is in the public ledger of poll “Verify me”"
@@ -224,7 +225,7 @@ def test_a_tampered_receipt_fails_at_step_3_as_the_auditor_says(
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "failed")
     expect(page.locator("#verdict")).to_contain_text(f"FAILED at step 3 ({code})")
     expect(step(page, "inclusion")).to_contain_text("The receipt was altered")
-    expect_states(page, "ok", "ok", "failed", "skipped")
+    expect_states(page, "ok", "ok", "failed", "skipped", "skipped")
     python = ledger.python_check(tampered)
     assert python["verdict"] == "failed"
     assert code in {finding["code"] for finding in python["findings"]}
@@ -239,7 +240,7 @@ def test_an_old_receipt_without_pseudonym_is_checked_against_the_logged_record(
     old = {k: v for k, v in ledger.receipt.items() if k not in ("pseudonym", "admission")}
     open_verify(page, ledger, old)
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
-    expect_states(page, "ok", "ok", "ok", "none")
+    expect_states(page, "ok", "ok", "ok", "none", "none")
     expect(page.locator("#proved")).to_contain_text("carries no gateway admission signature")
 
     altered = {**old, "option": "gamma"}
@@ -269,7 +270,7 @@ def test_a_proof_tampered_on_the_network_fails_at_step_3(ledger: Ledger, page: P
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "failed")
     expect(page.locator("#verdict")).to_contain_text("FAILED at step 3 (inclusion-failed)")
     expect(step(page, "inclusion")).to_contain_text("does not lead to the signed root")
-    expect_states(page, "ok", "ok", "failed", "skipped")
+    expect_states(page, "ok", "ok", "failed", "skipped", "skipped")
 
 
 def test_a_leaf_tampered_on_the_network_fails_at_step_3(ledger: Ledger, page: Page) -> None:
@@ -304,7 +305,7 @@ def test_a_checkpoint_under_the_wrong_key_fails_at_step_2(ledger: Ledger, page: 
     open_verify(page, ledger, ledger.receipt)
     expect(page.locator("#verdict")).to_contain_text("FAILED at step 2 (bad-signature)")
     expect(step(page, "checkpoint")).to_contain_text("does not verify under")
-    expect_states(page, "ok", "failed", "skipped", "skipped")
+    expect_states(page, "ok", "failed", "skipped", "skipped", "skipped")
 
 
 def test_a_checkpoint_with_a_broken_signature_fails_at_step_2(ledger: Ledger, page: Page) -> None:
@@ -337,7 +338,7 @@ def test_an_admission_key_not_published_fails_at_step_4(ledger: Ledger, page: Pa
     page.route("**/ledger/keys", other_gateway)
     open_verify(page, ledger, ledger.receipt)
     expect(page.locator("#verdict")).to_contain_text("FAILED at step 4 (admission-unknown-key)")
-    expect_states(page, "ok", "ok", "ok", "failed")
+    expect_states(page, "ok", "ok", "ok", "failed", "skipped")
 
 
 def test_not_yet_checkpointed_says_so_and_check_again_passes_later(
@@ -355,7 +356,7 @@ def test_not_yet_checkpointed_says_so_and_check_again_passes_later(
     open_verify(page, ledger, ledger.receipt)
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "waiting")
     expect(page.locator("#verdict")).to_contain_text("Not yet in a checkpoint")
-    expect_states(page, "ok", "waiting", "skipped", "skipped")
+    expect_states(page, "ok", "waiting", "skipped", "skipped", "skipped")
     page.unroute("**/ledger/*/0/checkpoint")
     page.get_by_role("button", name="Check again").click()
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
@@ -378,7 +379,7 @@ def test_without_ed25519_the_page_says_it_cannot_verify(ledger: Ledger, page: Pa
     open_verify(page, ledger, ledger.receipt)
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "unsupported")
     expect(page.locator("#verdict")).to_contain_text("has no Ed25519")
-    expect_states(page, "ok", "unsupported", "skipped", "skipped")
+    expect_states(page, "ok", "unsupported", "skipped", "skipped", "skipped")
 
 
 def test_a_pasted_receipt_or_a_receipt_file_is_checked(
@@ -503,3 +504,46 @@ def test_a_held_vote_verifies_and_then_shows_the_reviewers_proved_decision(
     }
     python = ledger.python_check(claimed)
     assert "receipt-mismatch" in {finding["code"] for finding in python["findings"]}
+
+
+def test_on_a_certified_poll_the_vote_is_tied_to_the_result_or_missing_from_it(
+    ledger: Ledger, page: Page
+) -> None:
+    """Once the poll is closed and certified, step 5 checks the signed result certificate closes
+    the lane at the very tree the vote was proved in, and shows the certified counts. A receipt
+    whose entry lies beyond the certified final log is missing from it (not "try later"), as
+    `tally audit receipt` says."""
+    admin = ledger.server.admin()
+    poll = admin.post("/v1/polls", {"title": "Closed", "options": ["Up", "Down"], "lanes": 1})
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    receipts = [
+        TallyClient(ledger.server.url, ledger.server.issuer.mint(f"verify-closed-{n}")).post(
+            f"/v1/polls/{poll['id']}/votes", {"option": option}
+        )["receipt"]
+        for n, option in enumerate(("up", "down", "up"))
+    ]
+    admin.post(f"/v1/polls/{poll['id']}/close")
+    certificate = f"{ledger.server.url}/ledger/{poll['id']}/certificate"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            get_text(certificate)
+            break
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, "no certificate within 20 s"
+            time.sleep(0.1)
+
+    open_verify(page, ledger, receipts[1])
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+    expect_states(page, "ok", "ok", "ok", "ok", "ok")
+    expect(step(page, "certificate")).to_contain_text("certifies up 2, down 1 (total 3)")
+    expect(page.locator("#proved")).to_contain_text("result certificate closes lane 0")
+
+    beyond = {**receipts[2], "entry_id": 7}
+    assert js_check(page, beyond) == {
+        "verdict": "failed",
+        "code": "missing-from-final-log",
+        "step": "checkpoint",
+    }
+    python = ledger.python_check(beyond)
+    assert python["verdict"] == "missing"

@@ -109,6 +109,11 @@ function explain(facts, poll) {
   } else {
     proved += " The vote carries no gateway admission signature.";
   }
+  if (facts.certificate) {
+    proved +=
+      ` The poll's signed result certificate closes lane ${receipt.lane} at that same tree: your vote is ` +
+      "among the records its counts are made from.";
+  }
   $("proved").textContent = proved;
   const held = facts.record.status === "held" ? heldMeaning(receipt, facts.decision) : null;
   $("status-meaning").textContent = held ?? "";
@@ -141,7 +146,7 @@ async function check(receipt) {
   const report = (step, state, text) => {
     setStep(step, state, text);
     const next = STEPS[STEPS.indexOf(step) + 1];
-    if (state === "ok" && next) {
+    if ((state === "ok" || state === "none") && next) {
       running = next;
       setStep(next, "running");
     }

@@ -445,7 +445,7 @@ export function admissionMessage(receipt) {
 
 // ---- the whole check --------------------------------------------------------------------------
 
-export const STEPS = ["keys", "checkpoint", "inclusion", "admission"];
+export const STEPS = ["keys", "checkpoint", "inclusion", "admission", "certificate"];
 
 /** Check `receipt` (parsed) against the ledger served at `base` (the page's origin). `report(step,
  * state, text)` hears each step as it ends: state "ok", "failed", "waiting", "none" (nothing to
@@ -503,6 +503,17 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
     const note = await answer.text();
     const checkpoint = await openCheckpoint(note, laneKey, origin, "checkpoint");
     if (receipt.index >= checkpoint.size) {
+      const final = await certifiedLane(keys.ledger, receipt, base, fetcher);
+      if (final !== null && receipt.index >= final.size) {
+        throw new CheckFailed(
+          "checkpoint",
+          "missing-from-final-log",
+          `MISSING FROM THE FINAL LOG: the poll is closed and certified, and lane ${receipt.lane}'s final log ` +
+            `(${final.size} leaves) does not hold your vote (entry ${receipt.entryId}). No later checkpoint can add it. ` +
+            "If your receipt carries the gateway's admission signature, it is evidence that an admitted vote was " +
+            "lost: keep it, and check it with tally audit receipt.",
+        );
+      }
       throw new NotYet(
         "checkpoint",
         `Not yet in a checkpoint: lane ${receipt.lane}'s latest signed checkpoint has ${checkpoint.size} ` +
@@ -628,16 +639,70 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
   if (admission === null) {
     facts.admittedBy = null;
     report("admission", "none", "This vote carries no admission signature (a vote from before admission signatures): nothing to check.");
-    return facts;
+  } else {
+    facts.admittedBy = await guard("admission", () => checkAdmission(receipt, keys.admission));
+    report(
+      "admission",
+      "ok",
+      `The admission signature verifies under ${facts.admittedBy.name} (key ID ${hexId(facts.admittedBy.keyId)}), ` +
+        `valid when the vote was admitted at ${admission.admittedAt}.`,
+    );
   }
-  facts.admittedBy = await guard("admission", () => checkAdmission(receipt, keys.admission));
-  report(
-    "admission",
-    "ok",
-    `The admission signature verifies under ${facts.admittedBy.name} (key ID ${hexId(facts.admittedBy.keyId)}), ` +
-      `valid when the vote was admitted at ${admission.admittedAt}.`,
-  );
+
+  // 5. The result certificate, once the poll is closed and certified: its lane line must be the
+  // very tree the vote was proved in (the final checkpoint), so the certified counts are made
+  // from a log that holds this vote.
+  facts.certificate = await guard("certificate", async () => {
+    const final = await certifiedLane(keys.ledger, receipt, base, fetcher);
+    if (final === null) return null;
+    const proved = facts.checkpoint;
+    if (final.size !== proved.size || !equal(final.root, proved.root)) {
+      throw new CheckFailed(
+        "certificate",
+        "certificate-mismatch",
+        `The result certificate closes lane ${receipt.lane} at ${final.size} leaves (root ${hex(final.root).slice(0, 16)}…), ` +
+          `but the lane's latest signed checkpoint has ${proved.size} (root ${hex(proved.root).slice(0, 16)}…): ` +
+          "a certified log must be its final checkpoint (tally audit verify reports which is wrong).",
+      );
+    }
+    return final;
+  });
+  if (facts.certificate === null) {
+    report("certificate", "none", "The poll has no result certificate yet (it is certified once closed): check again after the close to tie your vote to the result.");
+  } else {
+    const counts = facts.certificate.counts.map(([option, votes]) => `${option} ${votes}`).join(", ");
+    report(
+      "certificate",
+      "ok",
+      `The signed result certificate (${facts.certificate.version}) closes lane ${receipt.lane} at the very tree your vote ` +
+        `was proved in (${facts.certificate.size} leaves); it certifies ${counts} (total ${facts.certificate.total}).`,
+    );
+  }
   return facts;
+}
+
+/** The lane's final head in the poll's signed result certificate (§9), with the certified counts,
+ * or null when none is published or it does not verify (as tally audit receipt, which leaves a
+ * bad certificate to tally audit verify). */
+async function certifiedLane(ledgerKey, receipt, base, fetcher) {
+  const answer = await fetcher(`${base}/ledger/${encodeURIComponent(receipt.pollId)}/certificate`);
+  if (!answer.ok) return null;
+  const origin = `${ledgerKey.name}/${receipt.pollId}/certificate`;
+  let text;
+  try {
+    text = await openNote(await answer.text(), await renamed(ledgerKey, origin));
+  } catch (error) {
+    if (error instanceof Unsupported) throw error;
+    return null;
+  }
+  const lines = text.split("\n");
+  if (lines[0] !== origin || !/^tally-result\/v[123]$/.test(lines[1]) || lines[2] !== `poll ${receipt.pollId}`) return null;
+  const head = lines.map((line) => line.split(" ")).find((w) => w[0] === "log" && w[1] === String(receipt.lane));
+  const root = head && fromBase64(head[3]);
+  if (!head || !/^(0|[1-9][0-9]*)$/.test(head[2]) || !root || root.length !== HASH_SIZE) return null;
+  const counts = lines.filter((l) => l.startsWith("count ")).map((l) => l.split(" ").slice(1));
+  const total = lines.find((l) => l.startsWith("total "))?.slice(6) ?? "?";
+  return { version: lines[1], size: Number(head[2]), root, counts, total };
 }
 
 async function openCheckpoint(note, key, origin, step) {
