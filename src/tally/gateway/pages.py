@@ -95,9 +95,13 @@ def page_routes() -> list[Route]:
     async def verify(request: Request) -> Response:  # "verify my vote": static/verify.*
         return files["verify.html"].response(request, _PAGE_HEADERS)
 
+    async def console(request: Request) -> Response:  # the organiser console: static/admin.*
+        return files["admin.html"].response(request, _PAGE_HEADERS)
+
     return [
         Route("/", page, methods=["GET"]),
         Route("/verify", verify, methods=["GET"]),
+        Route("/admin", console, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]
 
