@@ -48,6 +48,7 @@ def test_a_session_carries_the_voter_and_roles() -> None:
     assert (principal.issuer, principal.subject) == ("https://id.example", "alice")
     assert principal.roles == {"admin", "voter"}
     assert principal.is_admin
+    assert principal.issued_at is not None
     assert principal.expires_at - principal.issued_at == 600
 
 
