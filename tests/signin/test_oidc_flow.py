@@ -172,7 +172,7 @@ def test_a_session_votes_over_the_websocket(gateway: RunningTally, provider: Oid
             await socket.send(
                 orjson.dumps({"type": "vote", "request_id": "r1", "option": "green"}).decode()
             )
-            frames = []
+            frames: list[dict[str, Any]] = []
             while len([f for f in frames if f["type"] in ("auth_result", "vote_result")]) < 2:
                 frames.append(orjson.loads(await asyncio.wait_for(socket.recv(), 10)))
             return [f for f in frames if f["type"] in ("auth_result", "vote_result")]
