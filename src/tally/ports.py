@@ -212,8 +212,8 @@ class BallotBox(Protocol):
         """Whether the voter-index holds this pseudonym's vote (accepted or held): one read, for
         result visibility (domain.visibility), never on the vote path."""
 
-class ReviewStore(Protocol):
 
+class ReviewStore(Protocol):
     """Held votes and reviewers' decisions on them (domain.review).
 
     A decision on a held vote is two atomic steps, always in this order, each idempotent:
@@ -457,6 +457,17 @@ class IntegrityStore(Protocol):
     async def alarms(self, poll_id: str) -> list[IntegrityAlarm]: ...
 
 
+class TurnoutStore(Protocol):
+    """Ballots per minute of each poll (domain.turnout), as its archiver counts them from the
+    ledger. `save` sets each given minute's whole count (idempotent: a takeover saves them all
+    again); `minutes` is what gateways export."""
+
+    async def save(self, poll_id: str, minutes: Mapping[int, int]) -> None: ...
+
+    async def minutes(self, poll_id: str) -> dict[int, int]:
+        """Minute start (epoch ms) -> ballots, for every minute saved."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProvenEntry:
     """A log entry, its index and inclusion proof, and the signed checkpoint it is proven against
@@ -480,17 +491,6 @@ class LedgerReader(Protocol):
 
     async def keys(self) -> bytes | None:
         """The ledger's verifier key(s), one per line."""
-class TurnoutStore(Protocol):
-    """Ballots per minute of each poll (domain.turnout), as its archiver counts them from the
-    ledger. `save` sets each given minute's whole count (idempotent: a takeover saves them all
-    again); `minutes` is what gateways export."""
-
-    async def save(self, poll_id: str, minutes: Mapping[int, int]) -> None: ...
-
-    async def minutes(self, poll_id: str) -> dict[int, int]:
-        """Minute start (epoch ms) -> ballots, for every minute saved."""
-
-
 
     async def read(self, poll_id: str, relative: str) -> bytes | None: ...
 

@@ -28,10 +28,10 @@ def poll_doc(poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any
         "created_at": iso_ms(poll.created_at_ms),
         # Published, not hidden: the rules that admit votes are part of what auditors check.
         "defences": to_document(poll.defences),
+        "visibility": poll.visibility.value,
     }
     if alarms:
         doc["integrity"] = integrity_doc(alarms)
-        "visibility": poll.visibility.value,
     return doc
 
 
@@ -87,8 +87,8 @@ def results_doc(
         "under_review": results.under_review,
         "updated_at": iso_ms(results.updated_at_ms),
     }
+    if hidden is not None:
+        doc["hidden"] = hidden.value
     if alarms:
         doc["integrity"] = integrity_doc(alarms)
     return doc
-    if hidden is not None:
-        doc["hidden"] = hidden.value

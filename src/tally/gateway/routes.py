@@ -18,9 +18,9 @@ from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.problems import Problem, from_error, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
+from tally.gateway.viewer import cache_headers, viewer_of
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
-from tally.gateway.viewer import cache_headers, viewer_of
 from tally.service import VotingService
 
 JSON = "application/json"

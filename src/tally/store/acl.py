@@ -290,11 +290,10 @@ ROLES: dict[str, Role] = {
                 COUNTS: ("HGETALL",),
                 HELD: ("HGETALL", "HMGET"),
                 DECIDED: ("HMGET",),
-                SPENT_CHALLENGE: ("SET",),  # SET NX PX: a proof-of-work answer spent once
-            },
                 VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
                 TURNOUT: ("HGETALL",),  # turnout.csv
-                VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
+                SPENT_CHALLENGE: ("SET",),  # SET NX PX: a proof-of-work answer spent once
+            },
             channels={LIVE_CHANNEL: ("SSUBSCRIBE", "SUNSUBSCRIBE")},
             # A batch of votes confirmed durable (store.resp.WaitAof); the live link's name.
             keyless=("WAIT", "WAITAOF", "CLIENT|SETNAME"),
@@ -329,11 +328,11 @@ ROLES: dict[str, Role] = {
                 LEDGER: ("XRANGE", "XTRIM"),
                 ADMIN_LOG: ("XRANGE", "XTRIM"),
                 INTEGRITY: ("HSETNX", "HGETALL"),
+                TURNOUT: ("HSET",),  # ballots per minute, from the ledger
             },
             leases=(ARCHIVER_LEASE,),
         ),
         Role(
-                TURNOUT: ("HSET",),  # ballots per minute, from the ledger
             ADMIN,
             "the operator's tool: loads the functions (FUNCTION LOAD), backups, repairs; never "
             "used by a serving process",

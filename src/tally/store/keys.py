@@ -77,14 +77,14 @@ def poll_integrity(poll_id: str) -> str:
     return f"tally:poll:{{{poll_id}}}:integrity"
 
 
-def live_channel(poll_id: str) -> str:
-    return f"tally:live:{{{poll_id}}}"
 def poll_turnout(poll_id: str) -> str:
     """Ballots per minute (domain.turnout): minute start ms -> count, written by its archiver
     from the ledger, read by gateways for turnout.csv."""
     return f"tally:poll:{{{poll_id}}}:turnout"
 
 
+def live_channel(poll_id: str) -> str:
+    return f"tally:live:{{{poll_id}}}"
 
 
 def lane_prefix(poll_id: str, lane: int) -> str:

@@ -38,8 +38,8 @@ from tally.gateway.review import ReviewRoutes
 from tally.gateway.routes import Handlers
 from tally.gateway.server import GatewayServer, server_config, use_tls
 from tally.gateway.tls import HSTS, hsts_value, server_context
-from tally.gateway.votes import VoteEndpoint
 from tally.gateway.viewer import Viewers
+from tally.gateway.votes import VoteEndpoint
 from tally.gateway.voting import Voting
 from tally.security.dev_issuer import DevIssuer
 from tally.security.evidence import EvidenceKeys
@@ -61,10 +61,10 @@ from tally.store.polls import ValkeyPolls
 from tally.store.ratelimits import ValkeyRateLimits
 from tally.store.review import ValkeyReviews
 from tally.store.snapshots import ValkeySnapshots
+from tally.store.turnout import ValkeyTurnout
 from tally.store.votes import ValkeyBallotBox
 from tally.wiring.admission import gateway_signer, published_admission_keys
 from tally.wiring.identity import pseudonym_secret, sessions, signin, token_verifier
-from tally.store.turnout import ValkeyTurnout
 from tally.wiring.store import Store, StoreConnection, functions_ready
 from tally.wiring.supervisor import Duty
 
@@ -239,13 +239,13 @@ async def build_gateway(
             count=metrics.review_decisions.inc,
         ).routes(),
         signin=signin(settings, voting_sessions, demo=demo).routes(),  # /auth/*
+        exports=ExportRoutes(service, auth, ValkeyTurnout(client)).routes(),  # results/turnout CSV
         challenges=ChallengeRoutes(
             ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
         ).routes(),
     )
     observe_live(metrics, live)
     observe_edge(metrics, edge)
-        exports=ExportRoutes(service, auth, ValkeyTurnout(client)).routes(),  # results/turnout CSV
     return Gateway(settings, client, service, verifier, issuer, metrics, live, app, edge, tls)
 
 
