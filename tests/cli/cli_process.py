@@ -26,7 +26,7 @@ def tally(
     timeout_s: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """`tally ARGS` (the installed console script); never raises on its exit status."""
-    return subprocess.run(  # noqa: S603  # the test's own arguments
+    return subprocess.run(  # the test's own arguments
         [str(VENV / "bin" / "tally"), *map(str, args)],
         env=clean_env(env),
         cwd=cwd,
@@ -41,7 +41,7 @@ def shell(
     line: str, *, cwd: Path, env: Mapping[str, str] | None = None, timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """One command line exactly as printed, run by bash in `cwd`."""
-    return subprocess.run(  # noqa: S603  # a line Tally printed for its user to paste
+    return subprocess.run(  # a line Tally printed for its user to paste
         ["/bin/bash", "-c", line],
         env=clean_env(env),
         cwd=cwd,

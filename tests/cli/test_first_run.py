@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli_process import VENV, clean_env, shell, tally, with_venv
+
 from conftest import settled_results, store_env
 from defences_off import DEFENCES_OFF
 from tally.bench.processes import free_port
@@ -48,7 +49,7 @@ def serve_demo(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Iter
     """`.venv/bin/tally serve --demo ARGS` run in `cwd` until its instructions are printed."""
     stdout, stderr = cwd / "serve.out", cwd / "serve.err"
     with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(  # noqa: S603  # the test's own command
+        process = subprocess.Popen(  # the test's own command
             [str(VENV / "bin" / "tally"), "serve", "--demo", *args],
             cwd=cwd,
             env=clean_env(env),
@@ -115,13 +116,17 @@ def test_every_printed_command_works_as_printed_on_another_port(tmp_path: Path) 
         assert server.url == f"http://127.0.0.1:{port}"
         commands = printed_commands(server.printed())
         assert len(commands) == 7, server.printed()
-        assert all(f"--url {server.url}" in c for c in commands if c.startswith(".venv/bin/tally v"))
+        assert all(
+            f"--url {server.url}" in c for c in commands if c.startswith(".venv/bin/tally v")
+        )
         assert all(f"--data-dir {data_dir.resolve()}" in c for c in commands if " token " in c)
         for line in commands:
             done = until_ok(line, cwd=user_dir) if " audit " in line else shell(line, cwd=user_dir)
             assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
         receipt = json.loads((user_dir / "receipt.json").read_text())
-        assert receipt["receipt"]["poll_id"] == server.printed().split("Demo poll '")[1].split("'")[0]
+        assert (
+            receipt["receipt"]["poll_id"] == server.printed().split("Demo poll '")[1].split("'")[0]
+        )
         results = settled_results(TallyClient(server.url), receipt["receipt"]["poll_id"], total=3)
         assert results["total"] == 3  # alice and carol by the CLI, demo-voter-1 by curl
         assert not (user_dir / "data").exists()  # no command fell back to ./data

@@ -181,9 +181,7 @@ class TokenVerifier:
 
     def _verify_uncached(self, token: str) -> tuple[float, Principal]:
         if _COMPACT_JWS.fullmatch(token) is None:
-            dots = token.count(".")
-            detail = f"{dots + 1} segments, not 3" if dots != 2 else "not base64url segments"
-            raise TokenError("token-malformed", detail)
+            raise TokenError("token-malformed", _not_a_jwt(token))
         header_segment, payload_segment, signature_segment = token.split(".")
         key = self._header_keys.get(header_segment)
         if key is None:
@@ -250,20 +248,33 @@ class TokenVerifier:
         return exp + leeway, principal
 
 
+def _not_a_jwt(token: str) -> str:
+    """Why `token` is not even shaped like a JWT, in words a person pasting one understands."""
+    shape = "a JWT is three base64url parts joined by dots: header.payload.signature"
+    if not token.strip():
+        return f"not a JWT: the token is empty ({shape})"
+    if token.startswith(("Bearer ", "bearer ")):
+        return "not a JWT: give the token without its 'Bearer ' prefix"
+    dots = token.count(".")
+    if dots != 2:
+        return f"not a JWT: {dots + 1} part{'s' if dots else ''}, not 3 ({shape})"
+    return f"not a JWT: a part holds characters outside base64url ({shape})"
+
+
 def _segment_bytes(segment: str, what: str) -> bytes:
     try:
         return b64url_decode(segment)
     except ValueError:
-        raise TokenError("token-malformed", f"{what} is not base64url") from None
+        raise TokenError("token-malformed", f"not a JWT: its {what} is not base64url") from None
 
 
 def _json_object(segment: str, what: str) -> dict[str, object]:
     try:
         value: object = orjson.loads(_segment_bytes(segment, what))
     except orjson.JSONDecodeError:
-        raise TokenError("token-malformed", f"{what} is not JSON") from None
+        raise TokenError("token-malformed", f"not a JWT: its {what} is not JSON") from None
     if not isinstance(value, dict):
-        raise TokenError("token-malformed", f"{what} is not a JSON object")
+        raise TokenError("token-malformed", f"not a JWT: its {what} is not a JSON object")
     return value
 
 
