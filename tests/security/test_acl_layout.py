@@ -33,6 +33,7 @@ KEYS = sorted(
         keys.poll_admin(P),
         keys.poll_reviewed(P),
         keys.poll_integrity(P),
+        keys.poll_turnout(P),
         keys.poll_admission(P),
         keys.poll_archiver_lease(P),
         keys.poll_snapshot(P),
