@@ -97,6 +97,9 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     hsts_max_age_s: int = 63_072_000  # two years, Mozilla's recommendation
+    # Where the audience reaches Tally (scheme://host[:port]): the origin of the join URL the
+    # presenter screen shows and encodes as QR; None: the scheme and host each request came to.
+    public_url: str | None = None
     # Bearer tokens may live at most this long (exp - iat); a token without iat is refused.
     token_max_lifetime_s: int = 86_400
 
@@ -276,6 +279,7 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "hsts_max_age_s": _get(
             source, "TALLY_HSTS_MAX_AGE_S", _non_negative, defaults.hsts_max_age_s
         ),
+        "public_url": _get(source, "TALLY_PUBLIC_URL", _public_url, None),
         "token_max_lifetime_s": _get(
             source, "TALLY_TOKEN_MAX_LIFETIME_S", _positive, defaults.token_max_lifetime_s
         ),
@@ -524,6 +528,18 @@ def _origin_prefix(raw: str) -> str:
             "must be a URL prefix without scheme or trailing slash, e.g. tally.example/ledger"
         )
     return raw
+
+
+def _public_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(
+            "must be the origin the audience uses, scheme://host[:port] without a path, "
+            "e.g. https://vote.example.org"
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError("must be scheme://host[:port] only, without user, query or fragment")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _evidence_keys(raw: str) -> str:

@@ -10,6 +10,7 @@ tally.store; the ledger directory, in tally.archive).
     ReviewStore      held votes and reviewers' decisions      (store.review.ValkeyReviews)
     HeldEvidenceStore held votes' sealed network evidence     (store.evidence.ValkeyHeldEvidence)
     SpentChallenges  proof-of-work answers, each spent once   (store.challenges.ValkeySpentChallenges)
+    JoinCodeStore    each poll's short join code, both ways   (store.join_codes.ValkeyJoinCodes)
     RateLimiter      GCRA limits shared by every gateway      (store.ratelimits.ValkeyRateLimits)
     SnapshotStore    latest snapshot, live channel, lease     (store.snapshots.ValkeySnapshots)
     LedgerQueue      votes and admin actions not yet archived (store.ledger_queue.ValkeyLedgerQueue)
@@ -261,6 +262,28 @@ class SpentChallenges(Protocol):
 
     async def spend(self, spend_id: str, ttl_ms: int) -> bool:
         """Mark the challenge spent; False if it already was. StoreUnavailable if unsure."""
+
+
+class JoinCodeStore(Protocol):
+    """Join codes (domain.join_codes) to polls and back, shared by every gateway.
+
+    A code names one poll for ever: `claim` is one atomic step, so of any number of concurrent
+    claims of a code exactly one wins. A poll's own code is set once (`bind`, first one wins);
+    a code claimed but never bound (a lost race, a crash between the two) still leads to its
+    poll, so nothing needs cleaning up.
+    """
+
+    async def claim(self, code: str, poll_id: str) -> bool:
+        """Point `code` at `poll_id`; False if the code was taken already (by any poll)."""
+
+    async def bind(self, poll_id: str, code: str) -> str:
+        """Make `code` the poll's code unless it has one; the poll's code after the call."""
+
+    async def code_of(self, poll_ids: Sequence[str]) -> list[str | None]:
+        """Each poll's code (None where it has none yet), in order."""
+
+    async def poll_of(self, code: str) -> str | None:
+        """The poll a (normalised) code points at, or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ def create_app(
     ledger: Sequence[BaseRoute] = (),
     review: Sequence[BaseRoute] = (),
     challenges: Sequence[BaseRoute] = (),
+    present: Sequence[BaseRoute] = (),
     signin: Sequence[BaseRoute] = (),
     present: Sequence[BaseRoute] = (),
     exports: Sequence[BaseRoute] = (),
@@ -57,6 +58,7 @@ def create_app(
         *ledger,
         *review,
         *challenges,
+        *present,  # /j/{code}, /v1/polls/{poll_id}/qr.svg
         *signin,  # /auth/*: voter sign-in (gateway/signin.py)
         *present,  # /j/{code}, /v1/polls/{poll_id}/qr.svg
         *exports,  # /v1/polls/{poll_id}/results.csv and turnout.csv (gateway/export.py)

@@ -86,6 +86,10 @@ def page_routes() -> list[Route]:
     async def page(request: Request) -> Response:
         return index.response(request, _PAGE_HEADERS)
 
+    async def presenter(request: Request) -> Response:
+        # One page for every poll id: present.js reads it from the path (and says "no such poll").
+        return files["present.html"].response(request, _PAGE_HEADERS)
+
     async def static(request: Request) -> Response:
         found = files.get(request.path_params["name"])
         if found is None:
@@ -103,6 +107,7 @@ def page_routes() -> list[Route]:
         Route("/verify", verify, methods=["GET"]),
         Route("/admin", console, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
+        Route("/present/{poll_id}", presenter, methods=["GET"]),
     ]
 
 

@@ -44,6 +44,7 @@ TITLES: dict[str, str] = {
     "body-too-large": "The body is too large",
     "invalid-poll-id": "That is not a poll id",
     "poll-not-found": "No such poll",
+    "join-code-not-found": "No poll has that join code",
     "invalid-transition": "The poll cannot make that move",
     "poll-not-open": "The poll is not open for votes",
     "already-voted": "This voter has already voted in this poll",

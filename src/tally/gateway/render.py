@@ -16,8 +16,11 @@ from tally.domain.votes import Receipt
 __all__ = ["integrity_doc", "iso_ms", "poll_doc", "receipt_doc", "results_doc"]
 
 
-def poll_doc(poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any]:
-    """`alarms`: the poll's integrity alarms, shown as `integrity` only when there are some."""
+def poll_doc(
+    poll: Poll, alarms: Sequence[IntegrityAlarm] = (), *, join_code: str | None = None
+) -> dict[str, Any]:
+    """`alarms`: the poll's integrity alarms, shown as `integrity` only when there are some;
+    `join_code`: its join code (`/j/<code>`), shown when known."""
     doc: dict[str, Any] = {
         "id": poll.id,
         "title": poll.title,
@@ -30,6 +33,8 @@ def poll_doc(poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any
         "defences": to_document(poll.defences),
         "visibility": poll.visibility.value,
     }
+    if join_code is not None:
+        doc["join_code"] = join_code
     if alarms:
         doc["integrity"] = integrity_doc(alarms)
     return doc

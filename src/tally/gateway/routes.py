@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -13,7 +15,7 @@ from starlette.responses import Response
 
 from tally.domain.errors import PollNotFound
 from tally.domain.integrity import IntegrityAlarm
-from tally.domain.polls import PollState, is_poll_id
+from tally.domain.polls import Poll, PollState, is_poll_id
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.problems import Problem, from_error, invalid_poll_id
@@ -22,6 +24,7 @@ from tally.gateway.viewer import cache_headers, viewer_of
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
 from tally.service import VotingService
+from tally.service.join_codes import JoinCodes
 
 JSON = "application/json"
 INCLUDE_DRAFTS = "drafts"  # GET /v1/polls?include=drafts: the organiser's list
@@ -41,12 +44,16 @@ class Handlers:
         *,
         max_body_bytes: int,
         integrity: IntegrityStore | None = None,
+        join_codes: JoinCodes | None = None,
     ) -> None:
-        """`integrity`: where the poll's integrity alarms are read (shown on it and its results)."""
+        """`integrity`: where the poll's integrity alarms are read (shown on it and its results);
+        `join_codes`: each poll's join code, shown on it (given at creation, or when first asked
+        for a poll made before join codes existed)."""
         self._service = service
         self._auth = auth
         self._max_body = max_body_bytes
         self._integrity = integrity
+        self._join_codes = join_codes
 
     async def polls(self, request: Request) -> Response:
         """One route per path, so a 405 lists every allowed method."""
@@ -58,14 +65,14 @@ class Handlers:
         admin = self._admin(request)
         body = await read_json(request, CreatePollBody, self._max_body)
         poll = await self._service.create_poll(to_new_poll(body), actor_of(admin))
-        return json_response(poll_doc(poll), 201, {"Location": f"/v1/polls/{poll.id}"})
+        return json_response(await self._doc(poll), 201, {"Location": f"/v1/polls/{poll.id}"})
 
     async def list_polls(self, request: Request) -> Response:
         """Open and closed polls; `?include=drafts` (admin only) adds the drafts, for the
         organiser console."""
         drafts = self._include_drafts(request)
         polls = await self._service.list_polls(drafts=drafts)
-        return json_response({"polls": [poll_doc(p) for p in polls]})
+        return json_response({"polls": await self._docs(polls)})
 
     async def get_poll(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
@@ -73,16 +80,18 @@ class Handlers:
         if poll.state is PollState.DRAFT and not self._is_admin(request):
             # The same 404 as an unknown poll: a draft's existence is not public either.
             raise from_error(PollNotFound(poll_id))
-        return json_response(poll_doc(poll, alarms))
+        return json_response(await self._doc(poll, alarms))
 
     async def open_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
-        return json_response(poll_doc(await self._service.open_poll(poll_id_param(request), actor)))
+        return json_response(
+            await self._doc(await self._service.open_poll(poll_id_param(request), actor))
+        )
 
     async def close_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
         return json_response(
-            poll_doc(await self._service.close_poll(poll_id_param(request), actor))
+            await self._doc(await self._service.close_poll(poll_id_param(request), actor))
         )
 
     async def results(self, request: Request) -> Response:
@@ -108,6 +117,19 @@ class Handlers:
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)
         return Response(body, 200, headers=headers, media_type=JSON)
+
+    async def _doc(self, poll: Poll, alarms: Sequence[IntegrityAlarm] = ()) -> dict[str, Any]:
+        (doc,) = await self._docs([poll], alarms)
+        return doc
+
+    async def _docs(
+        self, polls: Sequence[Poll], alarms: Sequence[IntegrityAlarm] = ()
+    ) -> list[dict[str, Any]]:
+        """The polls' documents with their join codes (one store round trip for all)."""
+        if self._join_codes is None:
+            return [poll_doc(p, alarms) for p in polls]
+        codes = await self._join_codes.codes_for([p.id for p in polls])
+        return [poll_doc(p, alarms, join_code=c) for p, c in zip(polls, codes, strict=True)]
 
     async def _alarms(self, poll_id: str) -> list[IntegrityAlarm]:
         return [] if self._integrity is None else await self._integrity.alarms(poll_id)

@@ -97,6 +97,8 @@ DECIDED = "tally:{*}:decided"
 VOTERS = "tally:{*}:v:*"
 LANE_RATE = "tally:{*}:rl"
 SPENT_CHALLENGE = "tally:pow:{*}"
+POLL_JOIN_CODE = "tally:poll:{*}:join"  # the poll's join code
+JOIN_CODE = "tally:join:{*}"  # the poll a join code leads to
 RATE = "tally:rl:{*}"  # a subnet's or a voter's bucket
 RATE_ADDRESS = "tally:rl:{*}:a:*"
 # Sharded pub/sub channel of each poll's snapshots.
@@ -293,6 +295,9 @@ ROLES: dict[str, Role] = {
                 VOTERS: ("HEXISTS",),  # has this viewer voted? (result visibility, after-vote)
                 TURNOUT: ("HGETALL",),  # turnout.csv
                 SPENT_CHALLENGE: ("SET",),  # SET NX PX: a proof-of-work answer spent once
+                # Join codes: SET NX (GET) to give one, GET to follow one (store.join_codes).
+                POLL_JOIN_CODE: ("SET", "GET"),
+                JOIN_CODE: ("SET", "GET"),
             },
             channels={LIVE_CHANNEL: ("SSUBSCRIBE", "SUNSUBSCRIBE")},
             # A batch of votes confirmed durable (store.resp.WaitAof); the live link's name.

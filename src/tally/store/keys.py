@@ -23,6 +23,8 @@ vote-path command ever touches two lanes' keys.
 | tally:{<poll>.<lane>}:held           | hash   | seq -> option, reason, subnet, ms (joined by a bar) of each vote still held |
 | tally:{<poll>.<lane>}:decided        | hash   | seq -> released/voided of each held vote decided   |
 | tally:{<poll>.<lane>}:v:<bucket hex> | hash   | pseudonym[2:] -> seq (the voter index)             |
+| tally:poll:{<poll>}:join            | string | the poll's join code (set once)                     |
+| tally:join:{<CODE>}                  | string | poll id a join code leads to (set once, NX)         |
 | tally:pow:{<salt>}                   | string | a spent proof-of-work challenge (PX: until it expires) |
 | tally:{<poll>.<lane>}:rl             | string | the poll's rate-limit bucket share on this lane (GCRA TAT, PX) |
 | tally:rl:{s:<subnet id>}             | string | a subnet's rate-limit bucket (GCRA TAT in µs; PX: until full) |
@@ -147,3 +149,15 @@ def rate_voter(voter_id: str) -> str:
 
 def lane_rate(poll_id: str, lane: int) -> str:
     return lane_prefix(poll_id, lane) + "rl"
+
+
+# Join codes (tally.store.join_codes): a code's key is a slot of its own (codes spread over a
+# cluster); the poll's code shares the poll record's hash tag.
+
+
+def poll_join_code(poll_id: str) -> str:
+    return f"tally:poll:{{{poll_id}}}:join"
+
+
+def join_code(code: str) -> str:
+    return f"tally:join:{{{code}}}"

@@ -34,6 +34,7 @@ from tally.gateway.live.limits import ConnectionLimits
 from tally.gateway.live.votes import LiveVoting
 from tally.gateway.metrics import Metrics
 from tally.gateway.ops import OpsRoutes
+from tally.gateway.present import PresentRoutes
 from tally.gateway.review import ReviewRoutes
 from tally.gateway.routes import Handlers
 from tally.gateway.server import GatewayServer, server_config, use_tls
@@ -49,6 +50,7 @@ from tally.service import VotingService
 from tally.service.admission import default_checks
 from tally.service.challenges import ChallengeCheck, ChallengeDesk
 from tally.service.evidence import EvidenceVault
+from tally.service.join_codes import JoinCodes
 from tally.service.ratelimits import RateLimitCheck
 from tally.service.review import ReviewService
 from tally.service.risk import RiskCheck, Traffic
@@ -57,6 +59,7 @@ from tally.store.challenges import ValkeySpentChallenges
 from tally.store.cluster import ValkeyCluster
 from tally.store.evidence import ValkeyHeldEvidence
 from tally.store.integrity import ValkeyIntegrity
+from tally.store.join_codes import ValkeyJoinCodes
 from tally.store.polls import ValkeyPolls
 from tally.store.ratelimits import ValkeyRateLimits
 from tally.store.review import ValkeyReviews
@@ -193,11 +196,13 @@ async def build_gateway(
 
     voting_sessions = sessions(settings)  # signed-in voters' credentials (security/sessions.py)
     auth = Authenticator(verifier, voting_sessions)
+    join_codes = JoinCodes(ValkeyJoinCodes(client))  # /j/<code>, shown on each poll
     handlers = Handlers(
         service,
         auth,
         max_body_bytes=settings.max_body_bytes,
         integrity=ValkeyIntegrity(client),  # alarms the archiver raised, shown on poll + results
+        join_codes=join_codes,
     )
     ops = OpsRoutes(metrics, [lambda: functions_ready(client)])
     voting = Voting(service, auth, metrics, traffic)  # one vote path for HTTP and WebSocket
@@ -240,6 +245,7 @@ async def build_gateway(
         ).routes(),
         signin=signin(settings, voting_sessions, demo=demo).routes(),  # /auth/*
         exports=ExportRoutes(service, auth, ValkeyTurnout(client)).routes(),  # results/turnout CSV
+        present=PresentRoutes(service, join_codes, auth, settings.public_url).routes(),
         challenges=ChallengeRoutes(
             ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
         ).routes(),
