@@ -35,7 +35,6 @@ def create_app(
     ledger: Sequence[BaseRoute] = (),
     review: Sequence[BaseRoute] = (),
     challenges: Sequence[BaseRoute] = (),
-    present: Sequence[BaseRoute] = (),
     signin: Sequence[BaseRoute] = (),
     present: Sequence[BaseRoute] = (),
     exports: Sequence[BaseRoute] = (),
@@ -58,7 +57,6 @@ def create_app(
         *ledger,
         *review,
         *challenges,
-        *present,  # /j/{code}, /v1/polls/{poll_id}/qr.svg
         *signin,  # /auth/*: voter sign-in (gateway/signin.py)
         *present,  # /j/{code}, /v1/polls/{poll_id}/qr.svg
         *exports,  # /v1/polls/{poll_id}/results.csv and turnout.csv (gateway/export.py)
