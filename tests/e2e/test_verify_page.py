@@ -25,6 +25,7 @@ from demo_server import DemoTally, demo_tally
 from headless_chromium import checked_page, chromium
 from playwright.sync_api import Browser, Page, Route, expect
 from screenshots import save_screenshot
+from voter_session import sign_in_with_token, stored_receipts
 
 from tally.audit.receipt import check_receipt, parse_receipt
 from tally.audit.receipt_admission import published_keys
@@ -186,6 +187,9 @@ def test_a_voters_receipt_verifies_and_the_page_says_what_was_proved(
     expect(page.locator("#retry")).to_be_hidden()
     page.set_viewport_size({"width": 1280, "height": 1400})  # the whole page, verdict to limits
     save_screenshot(page, "verify")
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator("#verdict")).to_be_in_viewport()  # the verdict comes first on a phone too
+    save_screenshot(page, "verify-phone")
 
 
 def test_the_browser_and_tally_audit_receipt_agree_on_a_genuine_receipt(
@@ -547,3 +551,23 @@ def test_on_a_certified_poll_the_vote_is_tied_to_the_result_or_missing_from_it(
     }
     python = ledger.python_check(beyond)
     assert python["verdict"] == "missing"
+
+
+def test_from_the_voting_page_verify_my_vote_passes(ledger: Ledger, page: Page) -> None:
+    """The whole way a voter goes: vote on the voting page, follow its "Verify my vote" link, and
+    the receipt the page kept verifies, naming the option voted for."""
+    admin = ledger.server.admin()
+    poll = admin.post("/v1/polls", {"title": "End to end", "options": list(OPTIONS), "lanes": 1})
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    token = ledger.server.issuer.mint("verify-page-voter")
+    sign_in_with_token(page, f"{ledger.server.url}/?poll={poll['id']}", token, "verify-page-voter")
+    page.get_by_role("button", name="Vote for Gamma").click()
+    expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
+    receipt = stored_receipts(page)[poll["id"]]
+    assert isinstance(receipt, dict)
+    _wait_for_checkpoint(ledger.server, poll["id"], receipt)
+
+    page.get_by_role("link", name="Verify my vote").click()
+    expect(page).to_have_url(f"{ledger.server.url}/verify?poll={poll['id']}")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+    expect(page.locator("#proved")).to_contain_text("Your vote for “Gamma” is in the public ledger")
