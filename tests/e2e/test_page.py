@@ -11,6 +11,7 @@ import pytest
 from demo_server import DemoTally, demo_tally
 from headless_chromium import checked_page, chromium
 from playwright.sync_api import Browser, Locator, Page, expect
+from voter_session import sign_in_with_token
 
 from tally.client import TallyClient
 from tally.demo import DEMO_OPTIONS, DEMO_TITLE
@@ -63,18 +64,30 @@ def test_the_demo_poll_is_shown_with_its_four_options(demo: DemoTally, page: Pag
         expect(page.get_by_role("button", name=f"Vote for {label}")).to_be_enabled()
 
 
-@pytest.mark.single_node(
-    "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
-    "valkey-server (gateway/demo_token.py); on an external store it is a 404"
-)
-def test_a_demo_voter_signs_in_votes_and_a_repeat_gets_the_original_receipt(
+def test_the_demo_sign_in_brings_the_voter_back_to_the_poll_signed_in(
     demo: DemoTally, page: Page
 ) -> None:
-    """Sign in (a demo voter) -> vote -> receipt and a count of 1; a second vote answers
-    already-voted with the first vote's receipt, and the count stays 1."""
-    page.goto(demo.url + "/")
+    """ "Sign in to vote" -> the demo sign-in (a name) -> back on the same poll, voting as that
+    name, with a Tally session that votes."""
+    poll_url = f"{demo.url}/?poll={demo.demo_poll['id']}"
+    page.goto(poll_url)
     page.get_by_role("button", name="Sign in to vote").click()
-    expect(page.locator("#voter")).to_contain_text("Voting as demo-")
+    page.get_by_label("Your name").fill("Ana")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(poll_url)
+    expect(page.locator("#voter")).to_have_text("Voting as Ana")
+    page.get_by_role("button", name="Vote for Cascade").click()
+    expect(page.locator("#outcome")).to_have_attribute("data-kind", "accepted")
+    expect(figures(page, "cascade")).to_have_text("1 vote · 100%")
+
+
+def test_a_voter_votes_sees_the_count_and_a_repeat_gets_the_original_receipt(
+    demo: DemoTally, page: Page
+) -> None:
+    """Signed in -> vote -> receipt and a count of 1; a second vote answers already-voted with
+    the first vote's receipt, and the count stays 1."""
+    sign_in_with_token(page, demo.url + "/", demo.issuer.mint("repeat-voter"), "repeat-voter")
+    expect(page.locator("#voter")).to_have_text("Voting as repeat-voter")
 
     page.get_by_role("button", name="Vote for Aurora").click()
     outcome = page.locator("#outcome")
@@ -169,16 +182,16 @@ def test_a_closed_poll_shows_closed_with_voting_disabled(demo: DemoTally, page: 
 
 
 def test_without_any_sign_in_the_button_leads_to_the_token_form(tmp_path: Path, page: Page) -> None:
-    """A server started without --demo answers 404 to the demo token probe: "Sign in to vote"
-    says there is no sign-in here and opens the token form instead."""
+    """A server started without --demo and without a provider offers no sign-in (/auth/config):
+    "Sign in to vote" says so and opens the token form instead."""
     with demo_tally(tmp_path / "data", demo=False) as server:
         server.open_poll("Plain", "Yes", "No")
-        with page.expect_response(lambda answer: answer.url.endswith("/v1/demo/token")) as probe:
-            page.goto(server.url + "/")
-        assert probe.value.status == 404
+        page.goto(server.url + "/")
         expect(page.locator("#poll-title")).to_have_text("Plain")
         expect(page.get_by_label("Voter token")).to_be_hidden()
-        page.get_by_role("button", name="Sign in to vote").click()
+        with page.expect_response(lambda answer: answer.url.endswith("/auth/config")) as asked:
+            page.get_by_role("button", name="Sign in to vote").click()
+        assert asked.value.json() == {"oidc": False, "demo": False}
         expect(page.locator("#sign-in-note")).to_contain_text("no sign-in set up")
         expect(page.get_by_label("Voter token")).to_be_focused()
 

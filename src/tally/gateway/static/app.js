@@ -10,9 +10,14 @@ import {
   storeReceipt,
   verifyHref,
 } from "./receipts.js";
+import {
+  currentSession,
+  signIn as goSignIn,
+  signInMethods,
+  signOut as forgetSession,
+  storeSession,
+} from "./session.js";
 
-// Contract 1's storage, shared with /static/session.js: the signed-in voter's credential.
-const SESSION_KEY = "tally.session";
 const POLL_LIST_REFRESH_MS = 30000;
 const RETRY_MS = 2000;
 const MODE_TEXT = {
@@ -67,9 +72,6 @@ const current = {
   mode: null,
   selecting: 0, // the newest select()'s number: an older one's late answer is dropped
   receiptUrl: null,
-  sessions: null, // /static/session.js's exports, where the server has it
-  methods: { oidc: false, demo: false },
-  memorySession: null, // where localStorage is disabled
 };
 
 function el(tag, props = {}, ...children) {
@@ -214,13 +216,8 @@ function renderOptions(poll) {
       const bar = el("span", { className: "bar" }, fill);
       bar.setAttribute("aria-hidden", "true");
       const mine = el("span", { className: "mine" }, "✓ Your vote");
-      const head = el(
-        "span",
-        { className: "head" },
-        el("span", { className: "label", id: labelId }, option.label),
-        mine,
-        figures,
-      );
+      const label = el("span", { className: "label", id: labelId }, option.label);
+      const head = el("span", { className: "head" }, el("span", {}, label, " ", mine), figures);
       const row = el("li", { className: "option" }, head, bar, button);
       row.dataset.option = option.id;
       current.rows.set(option.id, { row, figures, fill, button });
@@ -427,46 +424,20 @@ function showOutcome(kind, ...content) {
 }
 
 // ---- the voter: signing in -----------------------------------------------------------------
-// /static/session.js (contract 1) signs in and out and reads the session. A server without it
-// (an older Tally) still has this page's own reading of the same localStorage key, and a bearer
-// token from the advanced form or a demo voter token is stored there in the same shape.
-
-function currentSession() {
-  if (current.sessions) return current.sessions.currentSession();
-  let stored;
-  try {
-    stored = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
-  } catch {
-    stored = current.memorySession;
-  }
-  if (!stored || typeof stored.token !== "string" || !stored.token) return null;
-  if (typeof stored.expires_at === "number" && stored.expires_at * 1000 <= Date.now()) return null;
-  return {
-    token: stored.token,
-    subject: stored.subject,
-    name: stored.name,
-    roles: stored.roles ?? [],
-    expiresAt: stored.expires_at,
-  };
-}
+// /static/session.js (contract 1) signs in and out and reads the session. A bearer token pasted
+// in the advanced form is kept as a session of the same shape: it is sent the same way.
 
 /** Keep a bearer token (a JWT) as this browser's session, named by its claims. */
 function useBearer(token) {
   const claims = jwtClaims(token);
-  const subject = claims?.sub ?? "the token's voter";
-  const session = {
+  const subject = typeof claims?.sub === "string" ? claims.sub : "the token's voter";
+  storeSession({
     token,
     subject,
     name: typeof claims?.name === "string" ? claims.name : subject,
     roles: Array.isArray(claims?.roles) ? claims.roles : [],
     expires_at: typeof claims?.exp === "number" ? claims.exp : null,
-  };
-  current.memorySession = session;
-  try {
-    localStorage.setItem(SESSION_KEY, JSON.stringify(session));
-  } catch {
-    // storage disabled: memorySession holds it for this page
-  }
+  });
   renderVoter();
   current.feed?.refresh();
 }
@@ -484,78 +455,33 @@ function renderVoter() {
   const session = currentSession();
   view.signedOut.hidden = session !== null;
   view.signedIn.hidden = session === null;
-  view.voterName.textContent = session ? (session.name || session.subject) : "";
+  view.voterName.textContent = session ? session.name || session.subject : "";
 }
 
 async function signIn() {
-  const { oidc, demo } = current.methods;
-  if (current.sessions && (oidc || demo)) {
-    current.sessions.signIn(location.pathname + location.search);
-  } else if (demo) {
-    await getDemoToken();
-  } else {
-    // No sign-in on this server: the token path is all there is.
-    view.signInNote.hidden = false;
-    view.signInNote.textContent =
-      "This Tally has no sign-in set up: use a token from your identity provider below.";
-    view.advanced.open = true;
-    view.token.focus();
+  const { oidc, demo } = await signInMethods();
+  if (oidc || demo) {
+    goSignIn(location.pathname + location.search); // and back here, signed in
+    return;
   }
+  // No sign-in on this server: the token path is all there is.
+  view.signInNote.hidden = false;
+  view.signInNote.textContent =
+    "This Tally has no sign-in set up: use a token from your identity provider below.";
+  view.advanced.open = true;
+  view.token.focus();
 }
 
 function signOut() {
-  if (current.sessions) {
-    current.sessions.signOut();
-  } else {
-    current.memorySession = null;
-    try {
-      localStorage.removeItem(SESSION_KEY);
-    } catch {
-      // storage disabled: nothing was stored
-    }
-  }
+  forgetSession();
   renderVoter();
   current.feed?.refresh();
-}
-
-async function getDemoToken() {
-  try {
-    const response = await fetch("/v1/demo/token", { method: "POST" });
-    const doc = await response.json();
-    if (response.status !== 201) {
-      showProblem(doc.title ?? "No demo voter", doc.detail ?? "");
-      return;
-    }
-    useBearer(doc.token);
-    showOutcome("", el("p", {}, `You are demo voter ${doc.subject}: pick an option above.`));
-  } catch {
-    showProblem("No answer from Tally", "Could not sign in as a demo voter.");
-  }
-}
-
-/** What this server offers: session.js's answer where it is served, else the demo token probe. */
-async function loadSignIn() {
-  try {
-    current.sessions = await import("./session.js");
-    current.methods = await current.sessions.signInMethods();
-    return;
-  } catch {
-    current.sessions = null;
-  }
-  try {
-    const response = await fetch("/v1/demo/token", { cache: "no-store" });
-    current.methods = { oidc: false, demo: response.status === 204 };
-  } catch {
-    current.methods = { oidc: false, demo: false };
-  }
 }
 
 // ---- start ---------------------------------------------------------------------------------
 
 function start() {
-  // What the server offers for signing in is asked beside the poll list, not before it.
-  const signInReady = loadSignIn().then(renderVoter);
-  view.signIn.addEventListener("click", () => signInReady.then(signIn));
+  view.signIn.addEventListener("click", signIn);
   view.signOut.addEventListener("click", signOut);
   view.tokenForm.addEventListener("submit", (event) => {
     event.preventDefault();

@@ -127,20 +127,28 @@ function viaEventSource(path, sink) {
   }
   const source = new EventSource(`${path}/events`);
   let closed = false;
+  let delivered = false;
   const deliver = (event) => {
     const doc = parse(event.data);
-    if (doc) sink.doc(doc);
+    if (doc) {
+      delivered = true;
+      sink.doc(doc);
+    }
   };
   source.addEventListener("open", () => sink.mode("sse"));
   source.addEventListener("message", deliver);
   source.addEventListener("snapshot", deliver);
   source.addEventListener("error", () => {
-    if (source.readyState !== EventSource.CLOSED) {
+    if (closed) return;
+    if (delivered && source.readyState !== EventSource.CLOSED) {
       sink.mode("reconnecting"); // the browser retries by itself, with Last-Event-ID
-    } else if (!closed) {
-      closed = true;
-      sink.ended();
+      return;
     }
+    // Closed, or failing before its first document (a network or proxy that refuses the
+    // stream would have the browser retry it for ever): hand over to the next transport.
+    closed = true;
+    source.close();
+    sink.ended();
   });
   return {
     close() {
