@@ -237,7 +237,15 @@ def _parser() -> argparse.ArgumentParser:
         help="admission signing's cost (issue 11): hello-world baseline, signed and unsigned "
         "votes in interleaved rounds of --voters each, in one run",
     )
-    bench.add_argument("--rounds", type=int, default=2, help="rounds of --signing both (default 2)")
+    bench.add_argument(
+        "--sessions",
+        action="store_true",
+        help="voting sessions vs bearer JWTs (--alg; RS256 for the issue-12 figure): hello-world "
+        "baseline, session and JWT votes of one gateway process in interleaved rounds, one run",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=2, help="rounds of --signing both or --sessions (default 2)"
+    )
     bench.add_argument("--json", action="store_true", help=JSON_HELP)
     bench.set_defaults(run=_bench)
     return parser
@@ -476,6 +484,17 @@ def _results(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from tally.bench.runner import run_bench
+
+    if args.sessions:
+        from tally.bench.sessions_run import run_sessions_bench
+
+        if args.watchers or args.rate is not None or args.no_baseline or args.signing:
+            print(
+                "tally bench: --sessions takes no --watchers, --rate, --no-baseline or --signing",
+                file=sys.stderr,
+            )
+            return 2
+        return run_sessions_bench(args)
 
     return run_bench(args)
 
