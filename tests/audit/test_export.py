@@ -76,13 +76,21 @@ def test_export_of_a_tampered_ledger_keeps_the_evidence(ledger: Path, tmp_path: 
 def test_export_from_a_directory_in_process(pristine: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     seen: list[tuple[int, int]] = []
-    result = export(DirectorySource(pristine), copy, progress=lambda d, t: seen.append((d, t)))
+    written: list[int] = []
+
+    def progress(done: int, total: int, size: int) -> None:
+        seen.append((done, total))
+        written.append(size)
+
+    result = export(DirectorySource(pristine), copy, progress=progress)
     assert result.missing == []
     assert result.logs == {"admin": 3, "0": 305, "1": 299, "2": 310, "3": 286}
     copied = files_under(copy)
     assert copied == files_under(pristine)
     assert (result.files, result.bytes) == (len(copied), sum(map(len, copied.values())))
     assert seen[-1][0] == seen[-1][1]
+    assert written == sorted(written)
+    assert written[-1] == result.bytes  # the true bytes written so far
     # Exporting again over the copy changes nothing.
     again = export(DirectorySource(pristine), copy)
     assert (again.files, again.missing) == (result.files, [])

@@ -144,6 +144,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     export_cmd.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr even if not a TTY"
     )
+    export_cmd.add_argument("--json", action="store_true", help="print one JSON document")
     _ca_file_argument(export_cmd)
     export_cmd.set_defaults(run=run_export)
 
@@ -379,7 +380,7 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    bar = _progress(args, "files", quiet=False)
+    bar = _progress(args, "files", quiet=args.json)
     try:
         if args.source:
             source = open_source(args.source, ca_file=args.ca_file)
@@ -395,6 +396,18 @@ def run_export(args: argparse.Namespace) -> int:
         bar.finish()
         return _fail(f"cannot write {args.directory}: {exc.strerror or exc}")
     bar.finish()
+    if args.json:
+        document = {
+            "poll": args.poll,
+            "source": source.location,
+            "directory": str(args.directory),
+            "files": result.files,
+            "bytes": result.bytes,
+            "logs": result.logs,
+            "missing": result.missing,
+        }
+        print(json.dumps(document, indent=2))
+        return 1 if result.missing else 0
     logs = ", ".join(f"{log} {size}" for log, size in result.logs.items())
     print(
         f"exported {result.files} files ({result.bytes:,} bytes) of poll {args.poll} from "

@@ -51,9 +51,10 @@ def published_files(log: str, sizes: list[int]) -> list[str]:
 
 
 def export(
-    source: Source, destination: Path, *, progress: Callable[[int, int], None] | None = None
+    source: Source, destination: Path, *, progress: Callable[[int, int, int], None] | None = None
 ) -> ExportResult:
-    """Copy the poll's ledger at ``source`` into ``destination`` (the poll root)."""
+    """Copy the poll's ledger at ``source`` into ``destination`` (the poll root). ``progress``
+    is told (files looked at, files to look at, bytes written) after each file."""
     result = ExportResult()
     history = source.history()
     copies: list[tuple[str, bytes | None]] = []  # (path, bytes when already read)
@@ -93,7 +94,7 @@ def export(
             result.files += 1
             result.bytes += len(data)
         if progress is not None:
-            progress(done, total)
+            progress(done, total, result.bytes)
     return result
 
 

@@ -171,10 +171,14 @@ class Progress:
     """A one-line progress bar on a terminal stream: ``done / total`` items, redrawn in place.
 
     Redraws at most ten times a second, so that drawing never shows in the throughput. A
-    disabled bar does nothing, so callers need not test for it. Call it as ``bar(done, total)``.
+    disabled bar does nothing, so callers need not test for it. Call it as ``bar(done, total)``,
+    or ``bar(done, total, size)`` with the bytes written so far, shown with their rate.
+
+    Rates are over the time since the bar was made, when the work began: timing from the first
+    call left out the work before it (an export's first fetch) and overstated the rate.
     """
 
-    __slots__ = ("_done", "_enabled", "_label", "_last", "_started", "_stream", "_total")
+    __slots__ = ("_done", "_enabled", "_label", "_last", "_size", "_started", "_stream", "_total")
 
     WIDTH = 30
     INTERVAL_S = 0.1
@@ -185,17 +189,16 @@ class Progress:
         self._label = label
         self._done = 0
         self._total = 0
-        self._started: float | None = None
-        self._last = 0.0
+        self._size: int | None = None
+        self._started = time.monotonic()
+        self._last: float | None = None
 
-    def __call__(self, done: int, total: int) -> None:
-        self._done, self._total = done, total
+    def __call__(self, done: int, total: int, size: int | None = None) -> None:
+        self._done, self._total, self._size = done, total, size
         if not self._enabled:
             return
         now = time.monotonic()
-        if self._started is None:
-            self._started = now
-        elif now - self._last < self.INTERVAL_S:
+        if self._last is not None and now - self._last < self.INTERVAL_S:
             return
         self._draw(now)
 
@@ -203,18 +206,25 @@ class Progress:
         self._last = now
         done, total = self._done, max(self._total, 1)
         filled = min(self.WIDTH, self.WIDTH * done // total)
-        rate = done / max(now - (self._started or now), 1e-9)
+        elapsed = max(now - self._started, 1e-9)
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        self._stream.write(
+        line = (
             f"\r[{bar}] {done:,}/{self._total:,} {self._label} "
-            f"{min(100, 100 * done // total):3d}% {rate:,.0f}/s "
+            f"{min(100, 100 * done // total):3d}% {done / elapsed:,.0f}/s "
         )
+        if self._size is not None:
+            line += f"{_megabytes(self._size)} at {_megabytes(self._size / elapsed)}/s "
+        self._stream.write(line)
         self._stream.flush()
 
     def finish(self) -> None:
         """Draw the final state and end the line, so that later output starts on a new line."""
-        if not self._enabled or self._started is None:
+        if not self._enabled or self._last is None:
             return
         self._draw(time.monotonic())
         self._stream.write("\n")
         self._stream.flush()
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB"
