@@ -2,8 +2,8 @@
 
     tally poll create TITLE --option A --option B [--lanes N] [--closes-at T] [--defences JSON] [--open]
     tally poll open|close POLL          (admin)
-    tally poll show POLL                (its definition and its defences)
-    tally poll list
+    tally poll show POLL [--drafts]     (its definition and its defences)
+    tally poll list [--drafts]          (open and closed polls; --drafts: drafts too, admin)
 
 Admin commands take --token / TALLY_TOKEN with the admin role; without one, a dev admin token is
 minted from the local data dir.
@@ -56,10 +56,26 @@ def add_poll_parser(
     show = actions.add_parser("show", parents=[common], help="show a poll and its defences")
     show.add_argument("poll_id", help="the poll")
     show.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
-    show.set_defaults(run=_show)
+    show.add_argument("--drafts", action="store_true", help=_DRAFTS_HELP)
+    show.set_defaults(run=lambda args: _show(args, _reader(args, admin_client)))
     listing = actions.add_parser("list", parents=[common], help="list polls")
     listing.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
-    listing.set_defaults(run=_list)
+    listing.add_argument("--drafts", action="store_true", help=_DRAFTS_HELP)
+    listing.set_defaults(run=lambda args: _list(args, _reader(args, admin_client)))
+
+
+# A draft is shown to organisers only (GET /v1/polls?include=drafts, GET /v1/polls/{id}).
+_DRAFTS_HELP = (
+    "ask as an organiser, so drafts are shown too (the admin --token, or a dev admin token "
+    "from the data dir)"
+)
+
+
+def _reader(args: argparse.Namespace, admin_client: ClientFactory) -> TallyClient:
+    """Who reads: the organiser with --drafts, else whoever --token names (or nobody)."""
+    if args.drafts:
+        return admin_client(args)
+    return TallyClient(args.url, args.token, ca_file=args.ca_file)
 
 
 def _print(document: dict[str, Any], as_json: bool, text: str) -> None:
@@ -116,14 +132,14 @@ def _move(args: argparse.Namespace, action: str, client: TallyClient) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    poll = TallyClient(args.url, args.token, ca_file=args.ca_file).get(f"/v1/polls/{args.poll_id}")
+def _show(args: argparse.Namespace, client: TallyClient) -> int:
+    poll = client.get(f"/v1/polls/{args.poll_id}")
     _print(poll, args.json, poll_text(poll) + "\n" + defences_text(poll["defences"]))
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    polls = TallyClient(args.url, args.token, ca_file=args.ca_file).get("/v1/polls")
+def _list(args: argparse.Namespace, client: TallyClient) -> int:
+    polls = client.get("/v1/polls?include=drafts" if args.drafts else "/v1/polls")
     _print(polls, args.json, "\n".join(poll_text(p) for p in polls["polls"]) or "no polls")
     return 0
 

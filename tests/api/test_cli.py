@@ -103,7 +103,7 @@ def test_poll_create_sets_and_poll_show_prints_the_defences(tally: RunningTally)
     assert poll["defences"]["limits"]["address"] == {"per_s": 2.0, "burst": 30}
     assert poll["defences"]["limits"]["poll"] is None
     assert poll["defences"]["pow"]["difficulty"] == 14
-    text = ok(tally_cli("poll", "show", poll["id"], "--url", tally.url))
+    text = ok(tally_cli("poll", "show", poll["id"], "--drafts", *at(tally)))
     assert "rate limits: address 2/s burst 30, " in text
     assert "poll off" in text
     assert "challenge: 14 bits" in text
@@ -118,10 +118,24 @@ def test_poll_create_sets_and_poll_show_prints_the_defences(tally: RunningTally)
 
 def test_poll_list_includes_a_new_poll(tally: RunningTally) -> None:
     """`poll list --json` lists the polls, the newest among them."""
-    poll = create(tally)
+    poll = create(tally, "--open")
     listed = json.loads(ok(tally_cli("poll", "list", "--json", "--url", tally.url)))
     assert poll in listed["polls"]
     assert poll["id"] in ok(tally_cli("poll", "list", "--url", tally.url))
+
+
+def test_a_draft_is_listed_and_shown_with_drafts_only(tally: RunningTally) -> None:
+    """A draft is the organiser's: `poll list` and `poll show` leave it out (404) unless
+    --drafts asks as the organiser (here the data dir's dev admin token)."""
+    draft = create(tally)
+    assert draft["id"] not in ok(tally_cli("poll", "list", "--url", tally.url))
+    listed = json.loads(ok(tally_cli("poll", "list", "--drafts", "--json", *at(tally))))
+    assert draft in listed["polls"]
+    hidden = tally_cli("poll", "show", draft["id"], "--url", tally.url)
+    assert hidden.returncode == 1
+    assert "poll-not-found" in hidden.stderr
+    shown = json.loads(ok(tally_cli("poll", "show", draft["id"], "--drafts", "--json", *at(tally))))
+    assert shown == draft
 
 
 def test_poll_open_and_close_move_the_poll(tally: RunningTally) -> None:
