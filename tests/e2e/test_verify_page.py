@@ -571,3 +571,18 @@ def test_from_the_voting_page_verify_my_vote_passes(ledger: Ledger, page: Page) 
     expect(page).to_have_url(f"{ledger.server.url}/verify?poll={poll['id']}")
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
     expect(page.locator("#proved")).to_contain_text("Your vote for “Gamma” is in the public ledger")
+
+
+def test_the_verify_page_is_served_like_the_voting_page(ledger: Ledger) -> None:
+    """/verify is a page of its own with the voting page's strict headers (no inline script, no
+    other origin): the checks run only from the server's own modules."""
+    with (
+        urllib.request.urlopen(f"{ledger.server.url}/verify", timeout=10) as verify,  # noqa: S310
+        urllib.request.urlopen(f"{ledger.server.url}/", timeout=10) as index,  # noqa: S310
+    ):
+        body = verify.read().decode()
+        assert verify.headers["Content-Type"] == "text/html; charset=utf-8"
+        for header in ("Content-Security-Policy", "Referrer-Policy", "Cache-Control"):
+            assert verify.headers[header] == index.headers[header], header
+    assert "script-src 'self'" in verify.headers["Content-Security-Policy"]
+    assert '<script type="module" src="/static/verify.js"></script>' in body
