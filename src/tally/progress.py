@@ -45,6 +45,7 @@ class Progress:
         self.shown = not quiet and _is_terminal(self._stream)
         self._started = clock()
         self._drawn_at = -REDRAW_S
+        self._stage = ""
 
     def __enter__(self) -> Progress:
         self._started = self._clock()
@@ -67,12 +68,19 @@ class Progress:
         self.advance(n)
         return item
 
+    def stage(self, text: str) -> None:
+        """Say what is being done now (`tally bench`: which measurement), drawn at once."""
+        self._stage = text
+        self._draw(self._clock())
+
     def advance(self, n: int = 1) -> None:
         self.done += n
-        if not self.shown:
-            return
         now = self._clock()
-        if now - self._drawn_at < REDRAW_S:
+        if now - self._drawn_at >= REDRAW_S:
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        if not self.shown:
             return
         self._drawn_at = now
         elapsed = now - self._started
@@ -82,6 +90,8 @@ class Progress:
             if self.total is not None and self.done < self.total:
                 left = (self.total - self.done) * elapsed / self.done
                 line += f", {left:.0f} s left"
+        if self._stage:
+            line += f": {self._stage}"
         self._stream.write(f"\r\x1b[K{line}")
         self._stream.flush()
 

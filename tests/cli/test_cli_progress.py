@@ -125,3 +125,15 @@ def test_export_bar_rates_count_from_the_start_of_the_work() -> None:
     assert match, line
     assert int(match[1].replace(",", "")) <= 4  # 1 file in at least 0.25 s
     assert float(match[2]) <= 4.0  # 1 MB in at least 0.25 s
+
+
+def test_bench_says_which_measurement_runs_on_a_terminal() -> None:
+    """A small tally bench: the terminal is told each run as it starts, and the count of runs
+    done at the end; its table still goes to stdout."""
+    status, out, err = on_a_terminal(
+        "bench", "--voters", "200", "--concurrency", "4", "--lanes", "2", "--no-baseline"
+    )
+    assert status == 0, err
+    assert "votes/s" in out
+    assert "tally bench: 0/1 runs (0 %): 200 votes over 4 connections" in err
+    assert re.search(r"tally bench: 1/1 runs \(100 %\) in [\d.]+ s", err), err

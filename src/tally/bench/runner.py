@@ -42,6 +42,7 @@ from tally.bench.processes import free_port, running
 from tally.bench.signing_run import run_signing_bench
 from tally.bench.watchers import raise_open_files
 from tally.client import TallyClient
+from tally.progress import Progress
 from tally.security.dev_issuer import DevIssuer
 
 HOST = "127.0.0.1"
@@ -221,18 +222,26 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     started = time.perf_counter()
     baselines = []
-    if not args.no_baseline:
-        baselines.append(measure_baseline(args.voters, args.concurrency))
-    votes = measure_votes(
-        args.voters,
-        args.concurrency,
-        args.alg,
-        args.lanes,
-        watchers=args.watchers,
-        rate_per_s=args.rate,
-    )
-    if not args.no_baseline:
-        baselines.append(measure_baseline(args.voters, args.concurrency))
+    # Each measurement takes seconds to minutes: a terminal is told which one runs (not --json).
+    phases = 1 if args.no_baseline else 3
+    with Progress("tally bench", total=phases, unit="runs", quiet=args.json) as shown:
+        baseline = f"hello-world baseline: {args.voters} requests"
+        if not args.no_baseline:
+            shown.stage(baseline)
+            baselines.append(shown.step(measure_baseline(args.voters, args.concurrency)))
+        shown.stage(f"{args.voters} votes over {args.concurrency} connections")
+        votes = measure_votes(
+            args.voters,
+            args.concurrency,
+            args.alg,
+            args.lanes,
+            watchers=args.watchers,
+            rate_per_s=args.rate,
+        )
+        shown.advance()
+        if not args.no_baseline:
+            shown.stage(f"{baseline}, again")
+            baselines.append(shown.step(measure_baseline(args.voters, args.concurrency)))
     result = report(args, votes, baselines)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     if args.json:
