@@ -16,9 +16,12 @@ from live_clients import EventStream, receive, ws_connect
 from live_server import LiveServer, live_server
 from websockets.asyncio.client import ClientConnection
 
+from tally.domain.integrity import AlarmKind, IntegrityAlarm
 from tally.domain.polls import OptionSpec, Visibility
+from tally.domain.visibility import HIDDEN_DETAILS
 from tally.service import NewPoll
 from tally.store import keys
+from tally.store.integrity import ValkeyIntegrity
 
 ROUTES = [pytest.param(True, id="native"), pytest.param(False, id="asgi")]
 
@@ -193,3 +196,26 @@ async def test_sse_is_redacted_unless_the_request_authorizes_a_viewer_who_may_se
             redacted(orjson.loads((await events.next_event()).data), "until-vote", 1, 1)
             await server.publish(poll_id, 2, {"red": 0, "green": 1}, state="closed")
             full(orjson.loads((await events.next_event()).data), 2, {"red": 0, "green": 1})
+
+
+async def test_an_integrity_alarm_shows_its_details_only_to_who_sees_the_counts(
+    tmp_path: Path,
+) -> None:
+    """A counter-mismatch alarm quotes counts: where they are hidden, the alarm is shown (kind
+    and lane) without its details, on the poll and on its results; an admin gets them whole."""
+    async with live_server(tmp_path) as server, httpx.AsyncClient(base_url=server.url) as http:
+        poll_id = await open_poll(server, Visibility.AFTER_CLOSE)
+        details = "lane 1 at entry 4: counters red=3 green=1 held 0; the ledger counts red=2"
+        alarm = IntegrityAlarm(AlarmKind.COUNTER_MISMATCH, 1, details, 1_767_225_000_000)
+        assert await ValkeyIntegrity(server.admin).raise_alarm(poll_id, alarm)
+        admin = {"Authorization": f"Bearer {server.issuer.mint('alarm-admin', roles=['admin'])}"}
+        for path in (f"/v1/polls/{poll_id}", f"/v1/polls/{poll_id}/results"):
+            public = (await http.get(path)).json()["integrity"]
+            assert [(a["kind"], a["lane"]) for a in public] == [("counter-mismatch", 1)]
+            assert public[0]["details"] == HIDDEN_DETAILS
+            assert (await http.get(path, headers=admin)).json()["integrity"][0][
+                "details"
+            ] == details
+        await server.runtime.service.close_poll(poll_id)
+        closed = (await http.get(f"/v1/polls/{poll_id}")).json()["integrity"]
+        assert closed[0]["details"] == details

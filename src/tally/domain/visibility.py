@@ -15,9 +15,14 @@ What stays visible when the counts are hidden: the total, the state and the vote
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from enum import StrEnum
 
+from tally.domain.integrity import IntegrityAlarm
 from tally.domain.polls import Poll, PollState, Visibility
+
+HIDDEN_DETAILS = "details hidden with the counts until they are shown"
 
 
 class Hidden(StrEnum):
@@ -78,3 +83,9 @@ def may_see_counts(poll: Poll, viewer_is_admin: bool, viewer_has_voted: bool, no
         )
         is None
     )
+
+
+def redacted_alarms(alarms: Sequence[IntegrityAlarm]) -> list[IntegrityAlarm]:
+    """The alarms as a viewer who may not see the counts sees them: that there is an alarm, of
+    which kind and on which log, but not its details (a counter mismatch quotes counts)."""
+    return [replace(alarm, details=HIDDEN_DETAILS) for alarm in alarms]

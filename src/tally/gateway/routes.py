@@ -16,6 +16,7 @@ from starlette.responses import Response
 from tally.domain.errors import PollNotFound
 from tally.domain.integrity import IntegrityAlarm
 from tally.domain.polls import Poll, PollState, is_poll_id
+from tally.domain.visibility import hidden_from_others, redacted_alarms
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.problems import Problem, from_error, invalid_poll_id
@@ -80,6 +81,12 @@ class Handlers:
         if poll.state is PollState.DRAFT and not self._is_admin(request):
             # The same 404 as an unknown poll: a draft's existence is not public either.
             raise from_error(PollNotFound(poll_id))
+        if (
+            alarms
+            and hidden_from_others(poll.visibility, poll.state) is not None
+            and not self._is_admin(request)
+        ):
+            alarms = redacted_alarms(alarms)  # as on its results: details may quote counts
         return json_response(await self._doc(poll, alarms))
 
     async def open_poll(self, request: Request) -> Response:
@@ -102,7 +109,7 @@ class Handlers:
             self._alarms(poll_id),
         )
         if hidden is not None:
-            alarms = []  # a counter-mismatch alarm's details quote counts
+            alarms = redacted_alarms(alarms)  # a counter-mismatch alarm's details quote counts
         body = orjson.dumps(results_doc(results, alarms, hidden))
         if results.seq is not None:
             # A snapshot's seq names its content: the store never accepts one seq twice. Alarms
