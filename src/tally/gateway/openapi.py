@@ -8,6 +8,8 @@ from typing import Any
 import msgspec
 
 from tally import __version__
+from tally.domain import defences as d
+from tally.domain import polls
 from tally.domain.polls import POLL_ID_PATTERN
 from tally.gateway.bodies import CreatePollBody, VoteBody
 from tally.gateway.review import DecisionBody
@@ -15,11 +17,57 @@ from tally.gateway.review import DecisionBody
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
+# The `code` each problem status can carry (problems.TITLES has them all; a test checks that
+# every code is here once), so a client can switch on `code` and the schema checks both.
+PROBLEM_CODES: dict[int, tuple[str, ...]] = {
+    400: (
+        "malformed-json",
+        "invalid-poll-id",
+        "invalid-request",
+        "duplicate-authorization",
+        "signin-state",
+        "signin-refused",
+        "invalid-next",
+    ),
+    401: ("unauthorized", "signin-token"),
+    403: ("forbidden", "challenge-invalid", "results-hidden"),
+    404: (
+        "not-found",
+        "poll-not-found",
+        "not-archived",
+        "invalid-ledger-path",
+        "join-code-not-found",
+    ),
+    405: ("method-not-allowed",),
+    408: ("request-timeout",),
+    409: ("invalid-transition", "already-voted", "poll-not-open"),
+    413: ("body-too-large",),
+    415: ("unsupported-media-type",),
+    422: ("validation-failed", "unknown-option"),
+    428: ("challenge-required",),
+    429: ("rate-limited", "too-many-connections"),
+    431: ("headers-too-large",),
+    500: ("internal-error",),
+    502: ("signin-provider",),
+    503: ("store-unavailable", "shutting-down"),
+}
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(s): {
-            "description": "problem",
-            "content": {"application/problem+json": {"schema": _PROBLEM}},
+            "description": "problem: " + ", ".join(PROBLEM_CODES[s]),
+            "content": {
+                "application/problem+json": {
+                    "schema": {
+                        "allOf": [_PROBLEM],
+                        "properties": {
+                            "status": {"const": s},
+                            "code": {"enum": list(PROBLEM_CODES[s])},
+                        },
+                    }
+                }
+            },
         }
         for s in statuses
     }
@@ -68,6 +116,7 @@ def build() -> dict[str, Any]:
         }
     ]
     schemas: dict[str, Any] = dict(shapes)
+    _request_rules(schemas)
     schemas.update(
         {
             "Option": {
@@ -114,43 +163,8 @@ def build() -> dict[str, Any]:
                     },
                 },
             },
-            "Rate": {
-                "type": ["object", "null"],
-                "description": "A GCRA limit; null turns it off",
-                "properties": {"per_s": {"type": "number"}, "burst": {"type": "integer"}},
-            },
-            "Defences": {
-                "type": "object",
-                "description": "The poll's rate limits, proof-of-work challenge and risk rules "
-                "(tally.domain.defences). In a create request every field is optional and "
-                "overrides the server's defaults (TALLY_DEFENCES).",
-                "properties": {
-                    "limits": {
-                        "type": "object",
-                        "properties": {
-                            scope: {"$ref": "#/components/schemas/Rate"}
-                            for scope in ("address", "subnet", "voter", "poll")
-                        },
-                    },
-                    "pow": {
-                        "type": "object",
-                        "properties": {
-                            "difficulty": {"type": "integer", "minimum": 0, "maximum": 32},
-                            "max_difficulty": {"type": "integer", "minimum": 0, "maximum": 32},
-                            "ttl_s": {"type": "integer", "minimum": 1, "maximum": 3600},
-                        },
-                    },
-                    "risk": {
-                        "type": "object",
-                        "properties": {
-                            "rules": {"type": "array", "items": {"type": "object"}},
-                            "challenge_at": {"type": "integer"},
-                            "hold_at": {"type": "integer"},
-                            "harder_by": {"type": "integer"},
-                        },
-                    },
-                },
-            },
+            "Rate": _RATE,
+            "Defences": _DEFENCES,
             "PollList": {
                 "type": "object",
                 "properties": {
@@ -237,11 +251,41 @@ def build() -> dict[str, Any]:
                 "description": "RFC 9457 problem details; `type` is urn:tally:problem:<code>",
                 "required": ["type", "title", "status", "code"],
                 "properties": {
-                    "type": {"type": "string"},
+                    "type": {"type": "string", "pattern": "^urn:tally:problem:[a-z-]+$"},
                     "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "code": {"type": "string"},
+                    "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                    "code": {"enum": sorted({c for cs in PROBLEM_CODES.values() for c in cs})},
                     "detail": {"type": "string"},
+                    "instance": {"type": "string", "description": "the request's path"},
+                    "errors": {
+                        "type": "array",
+                        "description": "validation-failed: which field broke which rule",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "message"],
+                            "properties": {
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                    "reason": {
+                        "type": "string",
+                        "description": "unauthorized: token-missing, token-expired, ...; "
+                        "challenge-invalid: why the answer failed",
+                    },
+                    "state": {"description": "invalid-transition, poll-not-open: the poll's state"},
+                    "scope": {
+                        "enum": ["address", "subnet", "voter", "poll"],
+                        "description": "rate-limited: which limit was reached (Retry-After says "
+                        "when to retry)",
+                    },
+                    "option": {"type": "string", "description": "unknown-option: as sent"},
+                    "outcome": {
+                        "const": "unknown",
+                        "description": "store-unavailable: the write may or may not have "
+                        "happened; retrying never counts twice",
+                    },
                     "receipt": {"$ref": "#/components/schemas/Receipt"},
                 },
             },
@@ -252,12 +296,22 @@ def build() -> dict[str, Any]:
         "info": {
             "title": "Tally",
             "version": __version__,
-            "description": "Realtime, auditable voting.",
+            "description": "Realtime, auditable voting. Errors are RFC 9457 problem "
+            "documents (application/problem+json) with a stable `code`. An integer field "
+            "takes an integer written as one (2, not 2.0 or 2e0): 422 otherwise.",
         },
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <credential>`: a JWT from the "
+                    "organiser's issuer (TALLY_JWKS, or the dev issuer: `tally token`), or the "
+                    "Tally voting session credential the browser holds after sign-in; both are "
+                    "bearers and are sent the same way. The role `admin` creates and runs polls; "
+                    "`reviewer` (or admin) decides held votes.",
+                }
             },
         },
         "paths": {
@@ -494,3 +548,144 @@ def build() -> dict[str, Any]:
             },
         },
     }
+
+
+def _trimmed(most: int) -> dict[str, Any]:
+    """A string that is 1 to `most` characters once white space is trimmed off both ends (the
+    domain trims titles and labels before it measures them)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "pattern": rf"^\s*\S(?:[\s\S]{{0,{most - 2}}}\S)?\s*$",
+        "description": f"1 to {most} characters once leading and trailing white space is trimmed",
+    }
+
+
+_RATE: dict[str, Any] = {
+    "type": ["object", "null"],
+    "description": "A GCRA limit; null turns it off. In a create request a field left out keeps "
+    "the server's default for that scope (both are needed where that default is off: else 422)",
+    "additionalProperties": False,
+    "properties": {
+        "per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": d.MAX_RATE_PER_S},
+        "burst": {"type": "integer", "minimum": 1, "maximum": d.MAX_BURST},
+    },
+}
+_DEFENCES: dict[str, Any] = {
+    "type": "object",
+    "description": "The poll's rate limits, proof-of-work challenge and risk rules "
+    "(tally.domain.defences). In a create request every field is optional and overrides the "
+    "server's defaults (TALLY_DEFENCES); unknown fields are refused. Rules across fields, "
+    "answered 422 validation-failed: difficulty <= max_difficulty, 1 <= challenge_at <= hold_at "
+    "(each side defaulting to the server's value).",
+    "additionalProperties": False,
+    "properties": {
+        "limits": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                scope.value: {"$ref": "#/components/schemas/Rate"} for scope in d.LimitScope
+            },
+        },
+        "pow": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "difficulty": {"type": "integer", "minimum": 0, "maximum": d.MAX_DIFFICULTY},
+                "max_difficulty": {"type": "integer", "minimum": 0, "maximum": d.MAX_DIFFICULTY},
+                "ttl_s": {"type": "integer", "minimum": 1, "maximum": d.MAX_CHALLENGE_TTL_S},
+            },
+        },
+        "risk": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "rules": {
+                    "type": "array",
+                    "maxItems": d.MAX_RULES,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["signal", "comparison", "value", "score", "reason"],
+                        "properties": {
+                            "signal": {"enum": [s.value for s in d.Signal]},
+                            "comparison": {"enum": [c.value for c in d.Comparison]},
+                            "value": {"type": "number", "minimum": 0},
+                            "score": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                            "reason": {
+                                "type": "string",
+                                "pattern": f"^[a-z0-9-]{{1,{d.MAX_REASON}}}$",
+                            },
+                        },
+                    },
+                },
+                "challenge_at": {"type": "integer", "minimum": 1},
+                "hold_at": {"type": "integer", "minimum": 1},
+                "harder_by": {"type": "integer", "minimum": 0, "maximum": d.MAX_DIFFICULTY},
+            },
+        },
+    },
+}
+
+
+def _request_rules(schemas: dict[str, Any]) -> None:
+    """Add to the msgspec shapes the rules the domain checks after decoding (tally.domain.polls,
+    tally.domain.defences, gateway.review), from the same constants, so a client (and
+    schemathesis) learns every rule from the document. Rules across fields or against the
+    server's state cannot be written as a schema: each is named in a description, and answered
+    422 validation-failed."""
+    create = schemas["CreatePollBody"]
+    create["description"] = (
+        "Rules across fields, answered 422 validation-failed: option labels are unique "
+        "(case-insensitive) and so are ids; closes_at is in the future; expected_voters fits "
+        "the lanes (at most lanes x 25,165,824)."
+    )
+    fields = create["properties"]
+    fields["title"] = _trimmed(polls.MAX_TITLE)
+    fields["options"].update(
+        minItems=polls.MIN_OPTIONS,
+        maxItems=polls.MAX_OPTIONS,
+        description="labels (the id is made from the label) or {label, id} objects",
+    )
+    fields["options"]["items"]["anyOf"][0] = _trimmed(polls.MAX_LABEL)
+    fields["lanes"]["anyOf"][0].update(
+        enum=[1 << n for n in range(polls.MAX_LANES.bit_length())],
+        description="a power of two; null or absent: the server's default for its store",
+    )
+    fields["closes_at"]["anyOf"][0].update(
+        format="date-time",
+        pattern=r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
+        description="RFC 3339 with an offset; in the future; the poll closes itself then",
+    )
+    fields["expected_voters"].update(
+        minimum=1,
+        maximum=polls.MAX_EXPECTED_VOTERS,
+        description="sizes the voter index (more needs more lanes)",
+    )
+    fields["defences"]["anyOf"][0] = {"$ref": "#/components/schemas/Defences"}
+    option = schemas["OptionBody"]["properties"]
+    option["label"] = _trimmed(polls.MAX_LABEL)
+    option["id"]["anyOf"][0].update(
+        minLength=1,
+        maxLength=polls.MAX_OPTION_ID,
+        # The ASCII part of the rule; the rest (lower case, NFC, letters and digits of any
+        # script) is in the description.
+        pattern=r"^[^\x00-\x2f\x3a-\x60\x7b-\x7f][^\x00-\x2c\x2e\x2f\x3a-\x60\x7b-\x7f]*$",
+        description=f"1 to {polls.MAX_OPTION_ID} lower-case letters (any script), digits, "
+        "marks and '-', starting with a letter or digit, in NFC; absent: made from the label",
+    )
+    decision = schemas["DecisionBody"]
+    decision["description"] = "Either `entries` or `group`, not both"
+    decision["oneOf"] = [
+        {"required": ["entries"], "properties": {"entries": {"type": "array"}}},
+        {"required": ["group"], "properties": {"group": {"type": "object"}}},
+    ]
+    schemas["EntryBody"]["properties"]["entry_id"].update(
+        minimum=1, description="1-based, as in the receipt"
+    )
+    group = schemas["GroupBody"]
+    group["description"] = "A reason, a subnet or both"
+    group["anyOf"] = [
+        {"required": ["reason"], "properties": {"reason": {"type": "string"}}},
+        {"required": ["subnet"], "properties": {"subnet": {"type": "string"}}},
+    ]

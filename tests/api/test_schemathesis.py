@@ -1,0 +1,101 @@
+"""Schemathesis over /openapi.json against a real `tally serve` (bundled valkey-server): every
+check it has, as an admin and as a voter. A request the document calls valid must be accepted, one
+it calls invalid refused, and every answer must be documented (status, content type, schema); no
+5xx. The three operations with rules no schema can state may answer 422 only for those rules
+(tests/api/schemathesis_hooks.py).
+
+The run is `st run` itself, as a developer runs it (the command is printed on failure), with the
+configuration in tests/api/schemathesis.toml; bounded (examples per operation, a fixed seed) to
+stay under two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import RunningTally, serving
+from tally.gateway.openapi import PROBLEM_CODES
+from tally.gateway.problems import TITLES
+
+HERE = Path(__file__).resolve().parent
+ST = Path(sys.executable).with_name("st")
+SEED = os.environ.get("TALLY_SCHEMATHESIS_SEED", "1")
+
+
+def schemathesis(url: str, token: str, *extra: str, cwd: Path, timeout_s: float) -> None:
+    """`st run` with the config and hooks; fails the test with its report unless it passes.
+    `cwd`: where it keeps its cache (.schemathesis), out of the work tree."""
+    argv = [
+        str(ST),
+        "--config-file",
+        str(HERE / "schemathesis.toml"),
+        "run",
+        f"{url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--seed",
+        SEED,
+        "--no-shrink",
+        "--workers",
+        "2",
+        *extra,
+    ]
+    env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks", NO_COLOR="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    if done.returncode != 0:
+        shown = shlex.join(
+            a if not a.startswith("Authorization") else "Authorization: ..." for a in argv
+        )
+        pytest.fail(
+            f"{shown}\nexited {done.returncode}:\n{done.stdout[-12000:]}{done.stderr[-4000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
+    """A server of its own: the run creates hundreds of polls."""
+    with serving(tmp_path_factory.mktemp("schemathesis")) as running:
+        yield running
+
+
+@pytest.mark.timeout(240)
+def test_the_api_keeps_every_promise_of_its_document_to_an_admin(
+    server: RunningTally, tmp_path: Path
+) -> None:
+    schemathesis(
+        server.url, server.admin_token(), "--max-examples", "10", cwd=tmp_path, timeout_s=200
+    )
+
+
+@pytest.mark.timeout(120)
+def test_the_api_keeps_every_promise_of_its_document_to_a_voter(
+    server: RunningTally, tmp_path: Path
+) -> None:
+    """A voter's runs reach the vote and challenge paths as a voter and every admin path's 403."""
+    schemathesis(
+        server.url,
+        server.voter_token("schemathesis-voter"),
+        "--max-examples",
+        "5",
+        "--phases",
+        "coverage,fuzzing",
+        cwd=tmp_path,
+        timeout_s=100,
+    )
+
+
+def test_every_problem_code_is_documented_under_one_status() -> None:
+    """The document's per-status `code` lists cover every code the server has, each once."""
+    listed = [code for codes in PROBLEM_CODES.values() for code in codes]
+    assert len(listed) == len(set(listed))
+    assert set(TITLES) <= set(listed), sorted(set(TITLES) - set(listed))
