@@ -117,6 +117,17 @@ def _wait_for_checkpoint(server: DemoTally, poll_id: str, receipt: dict[str, Any
     raise TimeoutError(f"no checkpoint covers {path} within 20 s")
 
 
+def _wait_for_certificate(server: DemoTally, poll_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            get_text(f"{server.url}/ledger/{poll_id}/certificate")
+            return
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, "no certificate within 20 s"
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     with checked_page(browser, TIMEOUT_MS, reduced_motion="reduce") as opened:
@@ -520,22 +531,14 @@ def test_on_a_certified_poll_the_vote_is_tied_to_the_result_or_missing_from_it(
     admin = ledger.server.admin()
     poll = admin.post("/v1/polls", {"title": "Closed", "options": ["Up", "Down"], "lanes": 1})
     admin.post(f"/v1/polls/{poll['id']}/open")
-    receipts = [
-        TallyClient(ledger.server.url, ledger.server.issuer.mint(f"verify-closed-{n}")).post(
-            f"/v1/polls/{poll['id']}/votes", {"option": option}
-        )["receipt"]
-        for n, option in enumerate(("up", "down", "up"))
-    ]
+    receipts = []
+    for n, option in enumerate(("up", "down", "up")):
+        voter = TallyClient(ledger.server.url, ledger.server.issuer.mint(f"verify-closed-{n}"))
+        receipts.append(voter.post(f"/v1/polls/{poll['id']}/votes", {"option": option})["receipt"])
+        if n == 0:  # so that the lane's history holds a checkpoint of size 1
+            _wait_for_checkpoint(ledger.server, poll["id"], receipts[0])
     admin.post(f"/v1/polls/{poll['id']}/close")
-    certificate = f"{ledger.server.url}/ledger/{poll['id']}/certificate"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            get_text(certificate)
-            break
-        except urllib.error.HTTPError:
-            assert time.monotonic() < deadline, "no certificate within 20 s"
-            time.sleep(0.1)
+    _wait_for_certificate(ledger.server, poll["id"])
 
     open_verify(page, ledger, receipts[1])
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
@@ -551,6 +554,37 @@ def test_on_a_certified_poll_the_vote_is_tied_to_the_result_or_missing_from_it(
     }
     python = ledger.python_check(beyond)
     assert python["verdict"] == "missing"
+
+
+def test_a_stale_view_of_a_certified_lane_fails_at_step_5(ledger: Ledger, page: Page) -> None:
+    """A server (or the network) that shows the voter an older, genuinely signed checkpoint of
+    the lane, with a valid proof in it, passes steps 1-4; but the certificate closes the lane at
+    a larger tree, so step 5 fails: the voter is not shown the tree that was counted."""
+    admin = ledger.server.admin()
+    poll = admin.post("/v1/polls", {"title": "Stale", "options": ["Up", "Down"], "lanes": 1})
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    receipts = []
+    for n, option in enumerate(("up", "down")):
+        voter = TallyClient(ledger.server.url, ledger.server.issuer.mint(f"verify-stale-{n}"))
+        receipts.append(voter.post(f"/v1/polls/{poll['id']}/votes", {"option": option})["receipt"])
+        _wait_for_checkpoint(ledger.server, poll["id"], receipts[-1])
+    admin.post(f"/v1/polls/{poll['id']}/close")
+    _wait_for_certificate(ledger.server, poll["id"])
+    older = get_text(f"{ledger.server.url}/ledger/{poll['id']}/0/checkpoints/1")
+
+    def stale_proof(route: Route) -> None:  # leaf 0 alone is the whole tree of size 1
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "checkpoint": older, "proof": []})
+
+    page.route(
+        "**/ledger/*/0/checkpoint",
+        lambda route: route.fulfill(body=older, content_type="text/plain"),
+    )
+    page.route("**/receipts/*/*/proof", stale_proof)
+    open_verify(page, ledger, receipts[0])
+    expect(page.locator("#verdict")).to_contain_text("FAILED at step 5 (certificate-mismatch)")
+    expect_states(page, "ok", "ok", "ok", "ok", "failed")
+    expect(step(page, "certificate")).to_contain_text("closes lane 0 at 2 leaves")
 
 
 def test_from_the_voting_page_verify_my_vote_passes(ledger: Ledger, page: Page) -> None:
