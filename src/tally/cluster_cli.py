@@ -72,7 +72,10 @@ def run_cluster(args: argparse.Namespace) -> int:
             print(f"no cluster recorded in {args.dir}; nothing to stop")
             return 0
         stopped = down(args.dir)
-        print(f"stopped {len(stopped.nodes)} nodes in {stopped.dir}")
+        print(f"stopped {len(stopped.nodes)} nodes in {stopped.dir}:")
+        for node in stopped.nodes:  # each by name, so one can tell what ran there
+            of = f" of {node.primary_port}" if node.primary_port is not None else ""
+            print(f"  {node.role}{of} on port {node.port} (pid {node.pid})")
         return 0
     except ClusterError as exc:
         print(f"tally cluster: {exc}", file=sys.stderr)

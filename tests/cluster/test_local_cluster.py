@@ -279,7 +279,10 @@ def test_the_cli_brings_a_cluster_up_that_outlives_it_and_down(
             add_cluster_parser(parser.add_subparsers(required=True))
             stop = parser.parse_args(["cluster", "down", "--dir", str(directory)])
             assert stop.run(stop) == 0
-    assert "stopped 2 nodes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped 2 nodes" in out
+    for pid in pids:  # each node it stopped, by role, port and pid
+        assert f"(pid {pid})" in out
     assert not any(_alive(pid) for pid in pids)
     assert not (directory / "cluster.json").exists()
     assert not list(directory.glob("*.url"))  # the passwords died with the nodes
