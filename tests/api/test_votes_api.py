@@ -637,6 +637,8 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
         "/v1/polls/{poll_id}/close": {"post"},
         "/v1/polls/{poll_id}/votes": {"post"},
         "/v1/polls/{poll_id}/results": {"get"},
+        "/v1/polls/{poll_id}/results.csv": {"get"},  # tests/api/test_visibility_export.py
+        "/v1/polls/{poll_id}/turnout.csv": {"get"},
         "/v1/polls/{poll_id}/challenge": {"get"},
         "/healthz": {"get"},
         "/readyz": {"get"},

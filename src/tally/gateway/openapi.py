@@ -73,6 +73,20 @@ def _problems(*statuses: int) -> dict[str, Any]:
     }
 
 
+_VISIBILITY = {
+    "enum": [v.value for v in polls.Visibility],
+    "description": "who sees the counts before the poll closes: everyone (live), a voter once "
+    "they have voted (after-vote), nobody but admins (after-close); everyone once it closes",
+}
+
+
+def _csv(filename: str) -> dict[str, Any]:
+    return {
+        "description": f"an attachment, {filename}",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+
+
 def _json(ref: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -145,6 +159,7 @@ def build() -> dict[str, Any]:
                     "closes_at": {"type": ["string", "null"], "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "defences": {"$ref": "#/components/schemas/Defences"},
+                    "visibility": _VISIBILITY,
                     "integrity": {"$ref": "#/components/schemas/Integrity"},
                 },
             },
@@ -239,7 +254,17 @@ def build() -> dict[str, Any]:
                 "properties": {
                     "poll_id": {"type": "string"},
                     "state": {"enum": ["draft", "open", "closed"]},
-                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "counts": {
+                        "type": ["object", "null"],
+                        "additionalProperties": {"type": "integer"},
+                        "description": "null where the poll hides its counts from this caller "
+                        "(then `hidden` says why; the total stays)",
+                    },
+                    "hidden": {
+                        "enum": ["until-vote", "until-close"],
+                        "description": "present only when `counts` is null: the counts are "
+                        "shown once the caller has voted (after-vote), or once the poll closes",
+                    },
                     "total": {"type": "integer"},
                     "under_review": {"type": "integer", "description": "votes held, not counted"},
                     "updated_at": {"type": "string", "format": "date-time"},
@@ -397,11 +422,37 @@ def build() -> dict[str, Any]:
             "/v1/polls/{poll_id}/results": {
                 "parameters": poll_id,
                 "get": _op(
-                    "Current counts (ETag; 304 on If-None-Match)",
+                    "Current counts (ETag; 304 on If-None-Match). Follows the poll's result "
+                    "visibility: an optional bearer credential (an admin; a voter who has voted "
+                    "in an after-vote poll) may see counts an anonymous caller does not "
+                    "(Vary: Authorization; private when a credential is sent)",
                     {
                         "200": _json("Results", "counts"),
                         "304": {"description": "unchanged"},
-                        **_problems(400, 404),
+                        **_problems(400, 401, 404),
+                    },
+                ),
+            },
+            "/v1/polls/{poll_id}/results.csv": {
+                "parameters": poll_id,
+                "get": _op(
+                    "The counts as CSV (RFC 4180): option_id,label,votes,share and a Total row; "
+                    "the same visibility rule as /results (403 results-hidden otherwise)",
+                    {
+                        "200": _csv("tally-results-<poll>.csv"),
+                        **_problems(400, 401, 403, 404),
+                    },
+                ),
+            },
+            "/v1/polls/{poll_id}/turnout.csv": {
+                "parameters": poll_id,
+                "get": _op(
+                    "Ballots per UTC minute as CSV (RFC 4180): minute,votes,cumulative, counted "
+                    "from the ledger (up to one checkpoint interval behind). Admins any time; "
+                    "everyone once the poll is closed (403 results-hidden before)",
+                    {
+                        "200": _csv("tally-turnout-<poll>.csv"),
+                        **_problems(400, 401, 403, 404),
                     },
                 ),
             },
@@ -538,11 +589,14 @@ def build() -> dict[str, Any]:
                     "summary": "Live results as Server-Sent Events",
                     "description": (
                         "`event: snapshot`, `id:` the snapshot's seq, `data:` the snapshot document. "
-                        "Reconnect with `Last-Event-ID` to get the latest snapshot at once if newer."
+                        "Reconnect with `Last-Event-ID` to get the latest snapshot at once if newer. "
+                        "Where the poll hides its counts, snapshots come redacted (`counts` null, "
+                        "`hidden`) unless the request's optional `Authorization` names an admin or "
+                        "a voter who has voted (after-vote); a browser's EventSource sends none."
                     ),
                     "responses": {
                         "200": {"description": "text/event-stream"},
-                        **_problems(400, 404, 429, 503),
+                        **_problems(400, 401, 404, 429, 503),
                     },
                 },
             },
@@ -663,6 +717,7 @@ def _request_rules(schemas: dict[str, Any]) -> None:
         description="sizes the voter index (more needs more lanes)",
     )
     fields["defences"]["anyOf"][0] = {"$ref": "#/components/schemas/Defences"}
+    fields["visibility"] = {**_VISIBILITY, "default": polls.Visibility.LIVE.value}
     option = schemas["OptionBody"]["properties"]
     option["label"] = _trimmed(polls.MAX_LABEL)
     option["id"]["anyOf"][0].update(
