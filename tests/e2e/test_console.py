@@ -164,6 +164,31 @@ def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
     expect(page.locator("#t-rate")).to_have_text("0.0", timeout=CERTIFICATE_TIMEOUT_MS)
 
 
+def test_the_organiser_sees_the_counts_a_poll_hides_until_close(
+    demo: DemoTally, page: Page
+) -> None:
+    """Created in the console with results after close (contract: result visibility): the public
+    results keep the counts back, the console, watching as an organiser, shows them."""
+    open_console(page, demo)
+    fill_poll(page, "Secret ballot", ["Yes", "No"], lanes="1")
+    page.get_by_label("Results").select_option("after-close")
+    page.locator("#defences summary").click()
+    page.get_by_label("Proof-of-work bits").fill("0")
+    page.get_by_role("button", name="Create draft").click()
+    expect(page.locator("#poll-state")).to_have_text("draft")
+    poll_id = current_poll_id(page)
+    assert admin_view(demo, poll_id)["visibility"] == "after-close"
+    expect(page.locator("#poll-facts")).to_contain_text("results after close")
+    page.get_by_role("button", name="Open poll").click()
+    expect(page.locator("#poll-state")).to_have_text("open")
+    TallyClient(demo.url, demo.issuer.mint("secret-voter")).vote(poll_id, "yes")
+    expect(page.locator("#t-total")).to_have_text("1")
+    expect(page.locator('#options li[data-option="yes"] .figures')).to_have_text("1 · 100.0%")
+    expect(page.locator("#counts-hidden")).to_be_hidden()
+    public = TallyClient(demo.url).get(f"/v1/polls/{poll_id}/results")
+    assert (public["counts"], public["hidden"], public["total"]) == (None, "until-close", 1)
+
+
 def test_the_console_fits_a_phone(demo: DemoTally, page: Page) -> None:
     """At 390x844 the poll, its turnout and its controls are on screen without sideways
     scrolling."""
