@@ -620,3 +620,17 @@ def test_the_verify_page_is_served_like_the_voting_page(ledger: Ledger) -> None:
             assert verify.headers[header] == index.headers[header], header
     assert "script-src 'self'" in verify.headers["Content-Security-Policy"]
     assert '<script type="module" src="/static/verify.js"></script>' in body
+
+
+def test_no_answer_from_the_server_waits_instead_of_failing(ledger: Ledger, page: Page) -> None:
+    """A request that gets no answer (here: the proof request aborted, as when offline) proves
+    nothing either way: step 3 waits with a plain reason, and "Check again" passes once the
+    server answers."""
+    page.route("**/receipts/*/*/proof", lambda route: route.abort("internetdisconnected"))
+    open_verify(page, ledger, ledger.receipt)
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "waiting")
+    expect(page.locator("#verdict")).to_contain_text("no answer from the server")
+    expect_states(page, "ok", "ok", "waiting", "skipped", "skipped")
+    page.unroute("**/receipts/*/*/proof")
+    page.get_by_role("button", name="Check again").click()
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")

@@ -451,13 +451,25 @@ export const STEPS = ["keys", "checkpoint", "inclusion", "admission", "certifica
  * state, text)` hears each step as it ends: state "ok", "failed", "waiting", "none" (nothing to
  * check) or "unsupported". Returns the facts for the summary; throws CheckFailed, NotYet or
  * Unsupported at the first step that cannot pass (the step has been reported). */
-export async function verifyReceipt(receipt, { base = "", fetcher = fetch, report = () => {} } = {}) {
+export async function verifyReceipt(receipt, { base = "", fetcher: fetchOnce = fetch, report = () => {} } = {}) {
   const facts = { receipt };
+  // A request that gets no answer at all (offline, server restarting) proves nothing either way:
+  // the step waits, and "Check again" asks again.
+  const fetcher = async (url) => {
+    try {
+      return await fetchOnce(url);
+    } catch (error) {
+      throw new NotYet(null, `no answer from the server (${error.message}): check your connection and try again`);
+    }
+  };
   const guard = async (step, work) => {
     try {
       return await work();
     } catch (error) {
-      if (error instanceof NotYet) report(step, "waiting", error.message);
+      if (error instanceof NotYet) {
+        error.step ??= step;
+        report(step, "waiting", error.message);
+      }
       else if (error instanceof Unsupported) report(step, "unsupported", error.message);
       else if (error instanceof CheckFailed) report(step, "failed", error.message);
       else {
@@ -517,7 +529,7 @@ export async function verifyReceipt(receipt, { base = "", fetcher = fetch, repor
       throw new NotYet(
         "checkpoint",
         `Not yet in a checkpoint: lane ${receipt.lane}'s latest signed checkpoint has ${checkpoint.size} ` +
-          `vote${checkpoint.size === 1 ? "" : "s"}, and your vote is entry ${receipt.entryId}. ` +
+          `entr${checkpoint.size === 1 ? "y" : "ies"}, and your vote is entry ${receipt.entryId}. ` +
           "The ledger is signed every few seconds: try again shortly.",
       );
     }
