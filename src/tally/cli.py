@@ -190,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="current results of a poll")
     results.add_argument("poll_id", help="the poll")
     results.add_argument("--json", action="store_true", help=JSON_HELP)
+    results.add_argument(
+        "--csv",
+        choices=["results", "turnout"],
+        help="print GET /v1/polls/<poll>/results.csv (counts) or turnout.csv (ballots per minute) "
+        "instead",
+    )
     results.set_defaults(run=_results)
 
     bench = sub.add_parser(
@@ -469,9 +475,16 @@ def _vote(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    results = TallyClient(args.url, args.token, ca_file=args.ca_file).get(
-        f"/v1/polls/{args.poll_id}/results"
-    )
+    client = TallyClient(args.url, args.token, ca_file=args.ca_file)
+    if args.csv:
+        sys.stdout.write(client.get_text(f"/v1/polls/{args.poll_id}/{args.csv}.csv"))
+        return 0
+    results = client.get(f"/v1/polls/{args.poll_id}/results")
+    if results.get("counts") is None:  # the poll hides them from this caller (result visibility)
+        until = "you have voted" if results.get("hidden") == "until-vote" else "the poll closes"
+        line = f"{results['poll_id']}  [{results['state']}]  total {results['total']}"
+        _print(results, args.json, f"{line}  (counts hidden until {until})")
+        return 0
     width = max((len(k) for k in results["counts"]), default=0)
     review = f", {results['under_review']} under review" if results.get("under_review") else ""
     lines = [

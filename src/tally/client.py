@@ -93,8 +93,18 @@ class TallyClient:
                 body = {"option": option, "proof": f"{challenge}:{solve(challenge)}"}
         return self.post(f"/v1/polls/{poll_id}/votes", body)
 
+    def get_text(self, path: str, accept: str = "text/csv") -> str:
+        """A non-JSON resource (a CSV export) as text; errors as `get`'s."""
+        return self._send("GET", path, None, accept).decode("utf-8")
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        document: dict[str, Any] = json.loads(self._send(method, path, body) or b"{}")
+        return document
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, accept: str = "application/json"
+    ) -> bytes:
+        headers = {"Accept": accept}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -107,8 +117,8 @@ class TallyClient:
             with urllib.request.urlopen(  # noqa: S310  # scheme checked in __init__
                 request, timeout=self.timeout_s, context=self._tls
             ) as response:
-                document: dict[str, Any] = json.loads(response.read() or b"{}")
-                return document
+                raw: bytes = response.read()
+                return raw
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:

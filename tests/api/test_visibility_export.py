@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from api_http import Answer, assert_problem, send, send_json
+from test_cli import ok, tally_cli
 
 from conftest import RunningTally, StartTally
 from tally.domain.turnout import MINUTE_MS, minute_of, turnout_rows
@@ -142,3 +144,30 @@ def test_turnout_csv_counts_each_minutes_ballots_from_the_ledger(start_tally: St
 def _minute_ms(text: str) -> int:
     assert text.endswith(":00Z"), text
     return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_the_cli_prints_hidden_results_and_the_csv_exports(tally: RunningTally) -> None:
+    """`tally results` says the counts are hidden (and why) instead of failing on null counts;
+    `--csv results|turnout` prints the exports as the server gives them."""
+    poll_id = create(tally, "after-close")
+    red = send(tally, "GET", f"/v1/polls/{poll_id}").json()["options"][0]["id"]
+    vote(tally, poll_id, red, "cli-voter")
+    settled(tally, poll_id, 1)
+    hidden = ok(tally_cli("results", poll_id, "--url", tally.url))
+    assert "total 1" in hidden
+    assert "counts hidden until the poll closes" in hidden
+    as_json = json.loads(ok(tally_cli("results", poll_id, "--json", "--url", tally.url)))
+    assert (as_json["counts"], as_json["hidden"]) == (None, "until-close")
+    refused = tally_cli("results", poll_id, "--csv", "results", "--url", tally.url)
+    assert refused.returncode != 0
+    assert "results-hidden" in refused.stderr or "once the poll closes" in refused.stderr
+    admin = tally.admin_token()
+    table = ok(
+        tally_cli("results", poll_id, "--csv", "results", "--url", tally.url, "--token", admin)
+    )
+    assert table.splitlines()[0] == "option_id,label,votes,share"
+    assert table.splitlines()[1].startswith(f"{red},Red,1,")
+    turnout = ok(
+        tally_cli("results", poll_id, "--csv", "turnout", "--url", tally.url, "--token", admin)
+    )
+    assert turnout.splitlines()[0] == "minute,votes,cumulative"
