@@ -68,6 +68,7 @@ const current = {
   rows: new Map(), // option id -> {row, figures, fill, button}
   state: null,
   lastSeq: -1,
+  hidden: false, // the last document applied had its counts withheld
   feed: null,
   mode: null,
   selecting: 0, // the newest select()'s number: an older one's late answer is dropped
@@ -144,6 +145,7 @@ async function select(asked) {
   current.feed = null;
   current.poll = null;
   current.lastSeq = -1;
+  current.hidden = false;
   const pollId = asked ?? defaultPollId();
   const poll = pollId === null ? null : await findPoll(pollId);
   if (number !== current.selecting) return;
@@ -229,13 +231,17 @@ function renderOptions(poll) {
 /** A snapshot (pushed, ordered by seq) or a polled results doc. */
 function apply(doc) {
   if (!current.poll || doc.poll_id !== current.poll.id) return;
+  const hidden = doc.counts === null;
   if (typeof doc.seq === "number") {
-    if (doc.seq <= current.lastSeq) return;
+    // Once a voter may see the counts, the server sends the snapshot it sent redacted again,
+    // in full, with the same seq: that one is news too.
+    const revealed = doc.seq === current.lastSeq && current.hidden && !hidden;
+    if (doc.seq <= current.lastSeq && !revealed) return;
     current.lastSeq = doc.seq;
   }
+  current.hidden = hidden;
   const total = doc.total ?? 0;
   // Counts withheld from this viewer (the poll's visibility): the turnout and a sentence, no bars.
-  const hidden = doc.counts === null;
   view.options.classList.toggle("counts-hidden", hidden);
   view.resultsHidden.hidden = !hidden;
   view.resultsHidden.textContent = hidden
