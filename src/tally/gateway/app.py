@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from tally.domain.errors import TallyError
 from tally.gateway import openapi
+from tally.gateway.docs import docs_routes
 from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.ops import OpsRoutes
 from tally.gateway.pages import page_routes
@@ -54,6 +55,7 @@ def create_app(
         *ops.routes(),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *page_routes(),
+        *docs_routes(),
         *ledger,
         *review,
         *challenges,
