@@ -634,3 +634,25 @@ def test_no_answer_from_the_server_waits_instead_of_failing(ledger: Ledger, page
     page.unroute("**/receipts/*/*/proof")
     page.get_by_role("button", name="Check again").click()
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+
+
+def test_a_witness_cosignature_line_is_ignored_as_signed_notes_require(
+    ledger: Ledger, page: Page
+) -> None:
+    """A checkpoint may carry witnesses' cosignature lines (docs/ledger-format.md §4.5): lines by
+    keys the page does not know are ignored, so a cosigned checkpoint verifies as before."""
+    cosignature = base64.b64encode(bytes(range(76))).decode()  # key ID, timestamp, signature
+    served: list[str] = []
+
+    def cosigned(route: Route) -> None:
+        note_text = route.fetch().text()
+        served.append(note_text)
+        route.fulfill(
+            body=f"{note_text}\u2014 witness.example/w1 {cosignature}\n",
+            content_type="text/plain; charset=utf-8",
+        )
+
+    page.route("**/ledger/*/0/checkpoint", cosigned)
+    open_verify(page, ledger, ledger.receipt)
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "ok")
+    assert len(served) == 1  # the page checked the cosigned note
