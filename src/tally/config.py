@@ -294,10 +294,14 @@ def load(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         "oidc_discovery_url": _get(source, "TALLY_OIDC_DISCOVERY_URL", _http_url, None),
         "oidc_client_id": _get(source, "TALLY_OIDC_CLIENT_ID", _nonempty, None),
         "oidc_client_secret": _get(source, "TALLY_OIDC_CLIENT_SECRET", _nonempty, None),
-        "oidc_allowed_issuers": _get(source, "TALLY_OIDC_ALLOWED_ISSUERS", _list, ()),
+        "oidc_allowed_issuers": _get(
+            source, "TALLY_OIDC_ALLOWED_ISSUERS", _list, defaults.oidc_allowed_issuers
+        ),
         "oidc_redirect_url": _get(source, "TALLY_OIDC_REDIRECT_URL", _http_url, None),
         "oidc_roles_claim": _get(source, "TALLY_OIDC_ROLES_CLAIM", _nonempty, "roles"),
-        "oidc_admin_subjects": _get(source, "TALLY_OIDC_ADMIN_SUBJECTS", _list, ()),
+        "oidc_admin_subjects": _get(
+            source, "TALLY_OIDC_ADMIN_SUBJECTS", _list, defaults.oidc_admin_subjects
+        ),
         "session_ttl_s": _get(source, "TALLY_SESSION_TTL_S", _positive, defaults.session_ttl_s),
         "session_keys": _get(source, "TALLY_SESSION_KEYS", _session_keys, None),
     }
