@@ -164,11 +164,15 @@ class SignIn:
         if not self._demo_here(request):
             return problem_response(Problem(404, "not-found"), request.url.path)
         if request.method == "GET":
-            return self._demo_page.response(
-                request, {**_NO_STORE, "Content-Security-Policy": _FORM_CSP}
-            )
+            # same-origin: the form's post then carries this origin (no-referrer sends null).
+            headers = {
+                **_NO_STORE,
+                "Referrer-Policy": "same-origin",
+                "Content-Security-Policy": _FORM_CSP,
+            }
+            return self._demo_page.response(request, headers)
         try:
-            if request.headers.get("origin") != f"{request.url.scheme}://{request.url.netloc}":
+            if not _same_origin(request):
                 # A form on another site could post here and sign this browser in as its voter.
                 raise Problem(403, "forbidden", "the demo sign-in accepts its own form only")
             body = await request.body()
@@ -195,6 +199,15 @@ class SignIn:
         if self._oidc.redirect_url is not None:
             return self._oidc.redirect_url
         return f"{request.url.scheme}://{request.url.netloc}{CALLBACK_PATH}"
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post comes from a page of this origin: Fetch Metadata where the browser
+    sends it, else the Origin header (a page with a no-referrer policy sends `Origin: null`)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    return request.headers.get("origin") == f"{request.url.scheme}://{request.url.netloc}"
 
 
 def safe_next(raw: str | None) -> str:
