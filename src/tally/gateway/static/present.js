@@ -70,6 +70,7 @@ function showMissing() {
 function buildBars(options) {
   const list = $("bars");
   list.replaceChildren();
+  list.style.setProperty("--rows", String(Math.max(3, options.length)));
   for (const option of options) {
     const item = document.createElement("li");
     item.dataset.option = option.id;
@@ -219,7 +220,9 @@ async function fetchCertificate() {
       const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0"));
       const groups = [];
       for (let i = 0; i < hex.length; i += 2) groups.push(hex[i] + hex[i + 1]);
-      $("fingerprint").textContent = groups.join(" ");
+      // Four lines of four groups: read out, and compared, a line at a time.
+      const lines = [0, 4, 8, 12].map((i) => groups.slice(i, i + 4).join(" "));
+      $("fingerprint").textContent = lines.join("\n");
       $("certificate").dataset.state = "certified";
       return;
     }
