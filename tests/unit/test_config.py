@@ -93,6 +93,7 @@ PARSED = [
     ("TALLY_TLS_CERT", "/etc/tally/cert.pem", "tls_cert", Path("/etc/tally/cert.pem")),
     ("TALLY_TLS_KEY", "/etc/tally/key.pem", "tls_key", Path("/etc/tally/key.pem")),
     ("TALLY_HSTS_MAX_AGE_S", "0", "hsts_max_age_s", 0),
+    ("TALLY_PUBLIC_URL", "https://vote.example.org/", "public_url", "https://vote.example.org"),
     ("TALLY_TOKEN_MAX_LIFETIME_S", "3600", "token_max_lifetime_s", 3600),
     ("TALLY_ADMISSION_KEY", "PRIVATE+KEY+x", "admission_key", "PRIVATE+KEY+x"),
     (
@@ -224,6 +225,8 @@ INVALID = [
     ("TALLY_EDGE_RATE", "-1"),
     ("TALLY_EDGE_RATE", "inf"),
     ("TALLY_EDGE_BURST", "-5"),
+    ("TALLY_PUBLIC_URL", "vote.example.org"),
+    ("TALLY_PUBLIC_URL", "https://vote.example.org/join"),
 ]
 
 
