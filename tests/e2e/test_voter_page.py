@@ -173,3 +173,15 @@ def test_a_poll_opened_after_the_page_loaded_is_found_by_its_link(
         )
         expect(page.locator("#poll-title")).to_have_text("Opened just now")
         expect(page.locator("#options .label")).to_have_text(["Left", "Right"])
+
+
+def test_a_join_code_opens_its_poll_on_a_phone(server: DemoTally, browser: Browser) -> None:
+    """`/j/<code>` (typed from the big screen or scanned) lands on the voting page of that poll,
+    the poll first and its vote buttons ready."""
+    poll = server.open_poll("Joined by code", "Tea", "Coffee")
+    with page_at(browser, PHONE) as page:
+        page.goto(f"{server.url}/j/{poll['join_code']}")
+        expect(page).to_have_url(f"{server.url}/?poll={poll['id']}")
+        expect(page.locator("#poll-title")).to_have_text("Joined by code")
+        expect(page.get_by_role("button", name="Vote for Coffee")).to_be_in_viewport()
+        expect(page.get_by_role("button", name="Sign in to vote")).to_be_in_viewport()
