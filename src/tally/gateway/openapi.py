@@ -160,6 +160,12 @@ def build() -> dict[str, Any]:
                     "created_at": {"type": "string", "format": "date-time"},
                     "defences": {"$ref": "#/components/schemas/Defences"},
                     "visibility": _VISIBILITY,
+                    "join_code": {
+                        "type": "string",
+                        "pattern": "^[2-9A-HJKMNP-Z]{6}$",
+                        "description": "the short code of the poll's join link, /j/<code> "
+                        "(typed in any case; dashes and spaces ignored)",
+                    },
                     "integrity": {"$ref": "#/components/schemas/Integrity"},
                 },
             },
@@ -453,6 +459,59 @@ def build() -> dict[str, Any]:
                     {
                         "200": _csv("tally-turnout-<poll>.csv"),
                         **_problems(400, 401, 403, 404),
+                    },
+                ),
+            },
+            "/v1/polls/{poll_id}/qr.svg": {
+                "parameters": poll_id,
+                "get": _op(
+                    "The QR code (SVG) of the poll's join link, <origin>/j/<join_code>: the "
+                    "origin is TALLY_PUBLIC_URL, else the scheme and Host of the request "
+                    "(Vary: Host; ETag, cacheable for a day). A draft's only with an admin "
+                    "credential",
+                    {
+                        "200": {
+                            "description": "the QR code; its <title> is the URL it encodes",
+                            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        },
+                        "304": {"description": "unchanged"},
+                        **_problems(400, 401, 403, 404),
+                    },
+                ),
+            },
+            "/j/{code}": {
+                "parameters": [
+                    {
+                        "name": "code",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "a poll's join_code, in any case",
+                    }
+                ],
+                "get": _op(
+                    "A poll's join link: 303 to its voting page, /?poll=<poll id>. An unknown "
+                    "code is a 404: an HTML page, or problem+json join-code-not-found when the "
+                    "request accepts JSON",
+                    {
+                        "303": {
+                            "description": "to the voting page",
+                            "headers": {
+                                "Location": {
+                                    "schema": {"type": "string"},
+                                    "description": "/?poll=<poll id>",
+                                }
+                            },
+                        },
+                        "404": {
+                            "description": "problem: join-code-not-found (or an HTML page)",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "application/problem+json": {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                },
+                            },
+                        },
                     },
                 ),
             },
