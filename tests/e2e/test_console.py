@@ -269,6 +269,28 @@ def test_without_a_session_the_console_asks_to_sign_in(demo: DemoTally, page: Pa
     expect(page.locator("#console")).to_be_hidden()
 
 
+def test_an_organiser_signs_in_through_the_demo_sign_in_and_out_again(
+    demo: DemoTally, page: Page
+) -> None:
+    """The console's Sign in goes through the server's sign-in (here `--demo`'s, as organiser)
+    and comes back to /admin with a Tally session; Sign out leaves the console again."""
+    page.goto(demo.url + "/admin")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Your name").fill("Olga Organiser")
+    page.get_by_label("Organiser (admin)").check()
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/admin$"))
+    expect(page.locator("#console")).to_be_visible()
+    expect(page.locator("#who-name")).to_have_text("Olga Organiser")
+    session = json.loads(page.evaluate("key => localStorage.getItem(key)", SESSION_KEY))
+    assert "admin" in session["roles"]
+    expect(page.locator("#poll-list")).to_contain_text("Tally demo")  # the admin list answered
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#console")).to_be_hidden()
+    expect(page.locator("#gate-text")).to_contain_text("signed out")
+    assert page.evaluate("key => localStorage.getItem(key)", SESSION_KEY) is None
+
+
 def test_a_credential_the_server_refuses_shows_the_sign_in_again(
     demo: DemoTally, page: Page
 ) -> None:

@@ -49,6 +49,7 @@ const state = {
   rows: new Map(), // option id -> {fill, figures}
   feed: null,
   lastSeq: -1,
+  countsHidden: false, // the last document held the counts back
   total: 0,
   samples: [], // [{t, total}] for votes/s
   underReview: 0,
@@ -390,6 +391,7 @@ function showPoll(poll) {
   stopFollowing();
   state.poll = poll;
   state.lastSeq = -1;
+  state.countsHidden = false;
   state.total = 0;
   state.samples = [];
   state.underReview = 0;
@@ -495,9 +497,12 @@ function onMode(mode) {
 
 function onDoc(doc) {
   if (!state.poll || doc.poll_id !== state.poll.id) return;
-  if (doc.type === "snapshot") {
-    if (typeof doc.seq === "number" && doc.seq <= state.lastSeq) return;
-    if (typeof doc.seq === "number") state.lastSeq = doc.seq;
+  if (doc.type === "snapshot" && typeof doc.seq === "number") {
+    // An older snapshot is dropped; the same one is taken again only where it now shows the
+    // counts it held back (the server resends it in full once the auth frame is checked).
+    const revealed = doc.seq === state.lastSeq && state.countsHidden && doc.counts !== null;
+    if (doc.seq < state.lastSeq || (doc.seq === state.lastSeq && !revealed)) return;
+    state.lastSeq = doc.seq;
   }
   if (doc.state && doc.state !== state.poll.state) {
     // The deadline closed it, or another organiser moved it: follow what the feed says.
@@ -523,6 +528,7 @@ function renderTurnout(doc, { sampled = true } = {}) {
   $("t-held").textContent = held.toLocaleString("en");
   if (held !== state.heldAsked) loadHeld(held);
   const counts = doc.counts;
+  state.countsHidden = counts === null;
   $("counts-hidden").hidden = counts !== null;
   if (counts === null) {
     $("counts-hidden").textContent = HIDDEN_TEXT[doc.hidden] || "The counts are hidden from this feed";
