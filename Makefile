@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tally serve --demo
 
+# The sign-in tests' OpenID Connect provider (tests/oidc) is installed from its lock file when
+# node is there; without node those tests skip with the reason.
 test: $(STAMP)
+	if command -v npm >/dev/null && [ ! -d tests/oidc/node_modules ]; then npm ci --no-audit --no-fund --prefix tests/oidc; fi
 	$(BIN)/pytest
 
 # The vote, realtime and ledger suites again, on a local 3-primary/3-replica Valkey Cluster
