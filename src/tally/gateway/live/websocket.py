@@ -12,6 +12,14 @@ send buffer small, so a client that is not reading is paused at once; while paus
 the newest snapshot (LATEST_ONLY), and if it stays paused for `slow_client_s` it is closed with
 4408. Keepalive pings come from one sweep over all sockets (LiveGateway), not a timer each.
 
+Result visibility (domain.visibility): on a poll that hides its counts, a socket is sent each
+snapshot's redacted encoding (`counts` null, `hidden`), made once per snapshot by the hub, until
+its viewer may see them: an auth frame of an admin or of a voter who has voted (one read of the
+voter index), or a vote on the socket answered 201, 202 or 409 already-voted. From then on it gets
+the full encoding, starting with the latest snapshot sent again. A closed poll's snapshots are
+never redacted. Choosing the encoding is one attribute test per socket (benchmarks/
+visibility_fanout.py).
+
 Refusals at the handshake are HTTP responses with a problem document:
     400 invalid-request  a token in the query string (tokens never travel in URLs)
     429 too-many-connections   the per-IP or total limit is reached (Retry-After: 1)
