@@ -187,7 +187,7 @@ def test_a_voters_receipt_verifies_and_the_page_says_what_was_proved(
     expect(proved).to_contain_text(
         "Your vote for “Beta” is in the public ledger of poll “Verify me”"
     )
-    expect(proved).to_contain_text("at entry 2 of lane 0, in the tree of 3 vote records")
+    expect(proved).to_contain_text("at entry 2 of lane 0, in the tree of 3 entries")
     keys = ledger.keys_text().splitlines()
     ledger_name, gateway_name = keys[0].split("+")[0], keys[1].split("+")[0]
     expect(proved).to_contain_text(f"signed by {ledger_name}/{ledger.poll['id']}/0")

@@ -100,7 +100,7 @@ function explain(facts, poll) {
   const pollName = poll?.title ? `“${poll.title}” (${receipt.pollId})` : receipt.pollId;
   let proved =
     `Your vote for ${choice} is in the public ledger of poll ${pollName}, at entry ${receipt.entryId} ` +
-    `of lane ${receipt.lane}, in the tree of ${checkpoint.size} vote record${checkpoint.size === 1 ? "" : "s"} ` +
+    `of lane ${receipt.lane}, in the tree of ${checkpoint.size} entr${checkpoint.size === 1 ? "y" : "ies"} ` +
     `signed by ${laneKey.name} (key ID ${hexId(laneKey.keyId)}), as checked at ${new Date().toISOString()}.`;
   if (admittedBy) {
     proved +=
