@@ -7,6 +7,7 @@ with the fingerprint of the certificate the archiver signed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import urllib.request
@@ -177,6 +178,40 @@ def test_hidden_results_show_turnout_only_until_close(demo: DemoTally, page: Pag
     expect(page.locator("#winner")).to_have_text("Borealis")
     expect(page.locator("#hidden-note")).to_be_hidden()
     expect(bar(page, "borealis")).to_have_attribute("data-count", "2")
+
+
+def test_an_organiser_signed_in_presents_a_draft_and_sees_it_open(
+    demo: DemoTally, page: Page
+) -> None:
+    """Before the poll opens the screen already shows the QR code to an organiser (a draft is
+    an admin's only: the page sends the signed-in credential, contract 1); opening it turns the
+    banner to open, live."""
+    admin = demo.admin()
+    poll = admin.post("/v1/polls", {"title": "Warm-up", "options": list(OPTIONS), "lanes": 1})
+    session = {
+        "token": demo.issuer.mint("presenter-admin", roles=["admin"]),
+        "subject": "presenter-admin",
+        "name": "Olga",
+        "roles": ["admin"],
+        "expires_at": int(time.time()) + 3600,
+    }
+    page.add_init_script(
+        f"localStorage.setItem('tally.session', {json.dumps(json.dumps(session))});"
+    )
+    page.goto(f"{demo.url}/present/{poll['id']}")
+    expect(page.locator("#banner")).to_have_text("Voting opens soon")
+    expect(page.locator("#join-code")).to_have_text(poll["join_code"])
+    assert decode_svg(page.locator("#qr").inner_html().encode()).endswith(f"/j/{poll['join_code']}")
+    admin.post(f"/v1/polls/{poll['id']}/open")
+    expect(page.locator("#banner")).to_have_text("Voting is open")
+    vote(demo, poll, "w0", "comet")
+    expect(bar(page, "comet")).to_have_attribute("data-count", "1")
+
+
+def test_a_draft_is_no_such_poll_to_anyone_else(demo: DemoTally, page: Page) -> None:
+    poll = demo.admin().post("/v1/polls", {"title": "Not yet", "options": list(OPTIONS)})
+    page.goto(f"{demo.url}/present/{poll['id']}")
+    expect(page.locator("#missing h1")).to_have_text("No such poll")
 
 
 def test_the_join_link_reaches_the_voting_page(demo: DemoTally, page: Page) -> None:
