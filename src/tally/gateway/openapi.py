@@ -117,6 +117,14 @@ _LOG = {
 }
 
 
+_NEXT = {
+    "name": "next",
+    "in": "query",
+    "schema": {"type": "string", "maxLength": 512},
+    "description": "where to return once signed in: a path on this site (default /)",
+}
+
+
 def build() -> dict[str, Any]:
     _, shapes = msgspec.json.schema_components(
         [CreatePollBody, VoteBody, DecisionBody], ref_template="#/components/schemas/{name}"
@@ -479,6 +487,41 @@ def build() -> dict[str, Any]:
                     },
                 ),
             },
+            # Voter sign-in (gateway/signin.py): browser navigations, not API calls.
+            "/auth/config": {
+                "get": _op(
+                    'Which sign-in this server offers: {"oidc": bool, "demo": bool} (demo: '
+                    "`tally serve --demo`, asked from loopback)",
+                    {"200": {"description": "application/json"}},
+                )
+            },
+            "/auth/login": {
+                "parameters": [
+                    _NEXT,
+                    {"name": "role", "in": "query", "schema": {"type": "string"}},
+                ],
+                "get": _op(
+                    "Start signing in: 303 to the OpenID Connect provider (code flow, PKCE "
+                    "S256, state and nonce in a sealed HttpOnly cookie on /auth), or to the demo "
+                    "sign-in page (role=admin preselects the organiser). 404 when neither is set up",
+                    {
+                        "303": {"description": "to the provider or the demo sign-in page"},
+                        **_problems(400, 404, 502),
+                    },
+                ),
+            },
+            "/auth/callback": {
+                "get": _op(
+                    "The provider's answer (code, state, iss, or error): the code is exchanged "
+                    "once, the ID token checked (signature by the provider's JWKS, iss, aud, "
+                    "nonce, exp), and a page hands the Tally voting session to /static/signin.js "
+                    "(never in a URL). Failures: problem+json, or an HTML page for a browser",
+                    {
+                        "200": {"description": "text/html: signed in, returning to next"},
+                        **_problems(400, 401, 404, 502),
+                    },
+                )
+            },
             "/j/{code}": {
                 "parameters": [
                     {
@@ -661,6 +704,8 @@ def build() -> dict[str, Any]:
             },
         },
     }
+
+
 
 
 def _trimmed(most: int) -> dict[str, Any]:
