@@ -26,7 +26,6 @@ spreadsheets show as text; option ids cannot start so.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Iterable, Sequence
@@ -124,10 +123,10 @@ class ExportRoutes:
     async def results_csv(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
         viewer = viewer_of(self._auth, request.headers.get("authorization"))
-        (results, hidden), poll = await asyncio.gather(
-            self._service.visible_results(poll_id, viewer.voter, is_admin=viewer.is_admin),
-            self._service.definition(poll_id),
+        results, hidden = await self._service.visible_results(
+            poll_id, viewer.voter, is_admin=viewer.is_admin
         )
+        poll = await self._service.definition(poll_id)  # cached by visible_results just now
         if hidden is not None:
             raise results_hidden(hidden)
         labels = {o.id: o.label for o in poll.options}

@@ -165,7 +165,8 @@ class VotingService:
         why their counts are hidden from the viewer (None: they are not). `voter`: the caller's
         identity, None for an anonymous one; the store is asked whether they voted only where
         that decides."""
-        results, poll = await asyncio.gather(self.results(poll_id), self.definition(poll_id))
+        poll = await self.definition(poll_id)  # cached: no read after the poll's first
+        results = await self.results(poll_id)
         state = closed_state(poll, results.state, self._clock_ms())
         voted = False
         if voter is not None and needs_vote_lookup(poll.visibility, state, is_admin):
