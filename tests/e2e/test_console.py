@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from demo_server import DemoTally, demo_tally
 from headless_chromium import checked_page, chromium
@@ -18,6 +19,7 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 from screenshots import save_screenshot
 
 from tally.client import TallyClient
+from tally.gateway.pages import CONTENT_SECURITY_POLICY
 
 TIMEOUT_MS = 10_000
 CERTIFICATE_TIMEOUT_MS = 30_000  # the archiver certifies a closed poll within seconds
@@ -25,6 +27,10 @@ SESSION_KEY = "tally.session"
 DESKTOP: ViewportSize = {"width": 1440, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 MAX_SCREENSHOT_BYTES = 300_000
+# The console's page, script, styles and the modules it loads (live.js, session.js), uncompressed:
+# about 55 KB today, ~15 KB gzipped; an organiser's laptop, not a phone in a crowd.
+CONSOLE_FILES = ("admin.js", "admin.css", "live.js", "session.js", "icon.svg")
+CONSOLE_BUDGET_BYTES = 72 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +356,25 @@ def test_bad_input_is_shown_next_to_its_field_and_creates_nothing(
     expect(page.locator("#create-card")).to_be_visible()
     titles = [p["title"] for p in demo.admin().get("/v1/polls?include=drafts")["polls"]]
     assert "Bad input poll" not in titles
+
+
+def test_the_console_is_served_under_the_pages_strict_policy(demo: DemoTally) -> None:
+    """`GET /admin` is the console's HTML with the CSP and headers of every page; its files
+    revalidate with their ETags; all of it stays within its size budget."""
+    with httpx.Client(base_url=demo.url, timeout=10) as http:
+        answer = http.get("/admin")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["cache-control"] == "no-cache"
+        assert '<script type="module" src="/static/admin.js"></script>' in answer.text
+        again = http.get("/admin", headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304
+        total = len(answer.content)
+        for name in CONSOLE_FILES:
+            served = http.get(f"/static/{name}")
+            assert served.status_code == 200, name
+            assert served.headers["cache-control"] == "no-cache"
+            total += len(served.content)
+        assert total < CONSOLE_BUDGET_BYTES
