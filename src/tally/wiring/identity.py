@@ -57,7 +57,7 @@ def sessions(settings: Settings) -> Sessions:
 
 def signin(settings: Settings, made: Sessions, *, demo: bool) -> SignIn:
     """/auth/*: OIDC when TALLY_OIDC_DISCOVERY_URL and TALLY_OIDC_CLIENT_ID are set; the demo
-    sign-in with `--demo` on the embedded store (sessions under the dev issuer's name)."""
+    sign-in with `--demo` (sessions under the dev issuer's name)."""
     url, client_id = settings.oidc_discovery_url, settings.oidc_client_id
     if (url is None) != (client_id is None):
         raise ConfigError(
@@ -76,5 +76,5 @@ def signin(settings: Settings, made: Sessions, *, demo: bool) -> SignIn:
             settings.oidc_admin_subjects,
         )
     seal = StateSeal(made.state_key)
-    demo_issuer = settings.jwt_issuer if demo and settings.embedded else None
+    demo_issuer = settings.jwt_issuer if demo else None  # loopback only: gateway/signin.py
     return SignIn(made, seal, oidc, demo_issuer=demo_issuer)
