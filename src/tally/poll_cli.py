@@ -1,6 +1,7 @@
 """`tally poll create|open|close|show|list`: organisers' commands over the polls API.
 
-    tally poll create TITLE --option A --option B [--lanes N] [--closes-at T] [--defences JSON] [--open]
+    tally poll create TITLE --option A --option B [--lanes N] [--closes-at T] [--defences JSON]
+                      [--visibility live|after-vote|after-close] [--open]
     tally poll open|close POLL          (admin)
     tally poll show POLL [--drafts]     (its definition and its defences)
     tally poll list [--drafts]          (open and closed polls; --drafts: drafts too, admin)
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tally.client import TallyClient
+from tally.domain.polls import Visibility
 
 ClientFactory = Callable[[argparse.Namespace], TallyClient]
 
@@ -44,6 +46,12 @@ def add_poll_parser(
         "--defences",
         metavar="JSON",
         help='rate limits, challenge and risk rules over the server\'s defaults, e.g. \'{"limits": {"address": {"per_s": 2, "burst": 30}}}\'',
+    )
+    create.add_argument(
+        "--visibility",
+        choices=[v.value for v in Visibility],
+        help="who sees the counts before the close: everyone (live, the default), a voter once "
+        "they have voted (after-vote), only admins (after-close)",
     )
     create.add_argument("--open", action="store_true", help="open it right away")
     create.add_argument("--json", action="store_true", help="print the result as JSON (data only)")
@@ -85,7 +93,9 @@ def _print(document: dict[str, Any], as_json: bool, text: str) -> None:
 def poll_text(poll: dict[str, Any]) -> str:
     options = ", ".join(f"{o['id']} ({o['label']})" for o in poll["options"])
     closes = f", closes {poll['closes_at']}" if poll.get("closes_at") else ""
-    return f"{poll['id']}  [{poll['state']}{closes}]  {poll['title']}\n  options: {options}"
+    shown = poll.get("visibility", "live")
+    counts = "" if shown == "live" else f", counts shown {shown}"
+    return f"{poll['id']}  [{poll['state']}{closes}{counts}]  {poll['title']}\n  options: {options}"
 
 
 def defences_text(defences: dict[str, Any]) -> str:
@@ -113,6 +123,8 @@ def _create(args: argparse.Namespace, client: TallyClient) -> int:
         body["lanes"] = args.lanes
     if args.closes_at:
         body["closes_at"] = args.closes_at
+    if args.visibility:
+        body["visibility"] = args.visibility
     if args.defences:
         try:
             body["defences"] = json.loads(args.defences)

@@ -147,9 +147,17 @@ def _minute_ms(text: str) -> int:
 
 
 def test_the_cli_prints_hidden_results_and_the_csv_exports(tally: RunningTally) -> None:
-    """`tally results` says the counts are hidden (and why) instead of failing on null counts;
+    """`tally poll create --visibility` sets the mode; `tally results` says the counts are hidden (and why) instead of failing on null counts;
     `--csv results|turnout` prints the exports as the server gives them."""
-    poll_id = create(tally, "after-close")
+    admin = tally.admin_token()
+    created = ok(
+        tally_cli(
+            "poll", "create", "cli", "--option", "Red", "--option", "Green",
+            "--visibility", "after-close", "--open", "--url", tally.url, "--token", admin,
+        )
+    )  # fmt: skip
+    assert "counts shown after-close" in created
+    poll_id = created.split()[0]
     red = send(tally, "GET", f"/v1/polls/{poll_id}").json()["options"][0]["id"]
     vote(tally, poll_id, red, "cli-voter")
     settled(tally, poll_id, 1)
@@ -161,7 +169,6 @@ def test_the_cli_prints_hidden_results_and_the_csv_exports(tally: RunningTally) 
     refused = tally_cli("results", poll_id, "--csv", "results", "--url", tally.url)
     assert refused.returncode != 0
     assert "results-hidden" in refused.stderr or "once the poll closes" in refused.stderr
-    admin = tally.admin_token()
     table = ok(
         tally_cli("results", poll_id, "--csv", "results", "--url", tally.url, "--token", admin)
     )
