@@ -22,9 +22,9 @@ STATIC = {
     "style.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }
-# 30 KB until issue 12 added signing in, the voter's receipt (save, verify, shown again after a
-# reload) and hidden results; still one request each, about 14 KB gzipped on a phone.
-PAGE_BUDGET_BYTES = 44 * 1024
+# 30 KB until issue 12 added signing in (session.js, 3 KB), the voter's receipt (save, verify,
+# shown again after a reload) and hidden results; still one request each, about 15 KB gzipped.
+PAGE_BUDGET_BYTES = 48 * 1024
 DEMO_TOKENS = pytest.mark.single_node(
     "the demo voter token endpoint exists only for `tally serve --demo` on its embedded "
     "valkey-server (gateway/demo_token.py); on an external store it is a 404"
@@ -84,7 +84,7 @@ def test_a_file_outside_the_static_set_is_a_404_problem(http: httpx.Client, path
 
 
 def test_the_page_and_its_files_stay_small(http: httpx.Client) -> None:
-    """Page, scripts, styles and icon together stay under 44 KB."""
+    """Page, scripts, styles and icon together stay under 48 KB."""
     total = len(http.get("/").content) + sum(len(http.get(f"/static/{n}").content) for n in STATIC)
     assert total < PAGE_BUDGET_BYTES
 

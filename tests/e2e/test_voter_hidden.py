@@ -1,6 +1,6 @@
 """Results a poll hides (its `visibility`) on the voting page, in a real Chromium against a real
 `tally serve --demo`: the turnout and a plain sentence instead of bars, and the counts once the
-server sends them (after the voter's vote, or at the close), over the WebSocket and over polling."""
+server sends them (after the voter's vote, or at the close), over the WebSocket, SSE and polling."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoTally]:
         yield running
 
 
-@pytest.fixture(params=["websocket", "polling"])
+@pytest.fixture(params=["websocket", "sse", "polling"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """How the page follows the results: the WebSocket, or polling /results when the network
-    refuses the WebSocket and SSE."""
+    """How the page follows the results: the WebSocket; SSE when the network refuses the
+    WebSocket; polling /results when it refuses both."""
     return str(request.param)
 
 
@@ -46,8 +46,9 @@ def page(transport: str, browser: Browser) -> Iterator[Page]:
     """A phone-sized page following the results over `transport`."""
     with checked_page(browser, TIMEOUT_MS, reduced_motion="reduce") as opened:
         opened.set_viewport_size(PHONE)
-        if transport == "polling":
+        if transport != "websocket":
             opened.route_web_socket(re.compile(r".*/live$"), _refuse_socket)
+        if transport == "polling":
             opened.route(re.compile(r".*/events$"), _refuse_request)
         yield opened
 

@@ -69,6 +69,7 @@ const current = {
   state: null,
   lastSeq: -1,
   hidden: false, // the last document applied had its counts withheld
+  asking: false, // askAsVoter's request is in flight
   feed: null,
   mode: null,
   selecting: 0, // the newest select()'s number: an older one's late answer is dropped
@@ -259,10 +260,31 @@ function apply(doc) {
     parts.row.classList.toggle("leading", leader > 0 && count === leader);
   }
   setState(doc.state, total);
+  if (hidden && doc.hidden === "until-vote" && current.mode === "sse") askAsVoter(doc.poll_id);
   // Held votes are not in the counts until a reviewer releases them: say how many wait.
   const held = doc.under_review ?? 0;
   view.review.hidden = held === 0;
   view.review.textContent = `${held.toLocaleString()} under review`;
+}
+
+/** EventSource cannot send the voter's credential, so over SSE a voter who voted from this
+ * browser asks /results as themselves for the counts the stream keeps hidden from everyone. */
+async function askAsVoter(pollId) {
+  const token = currentSession()?.token;
+  if (!token || !storedReceipt(pollId) || current.asking) return;
+  current.asking = true;
+  try {
+    const response = await fetch(`/v1/polls/${encodeURIComponent(pollId)}/results`, {
+      headers: { Authorization: `Bearer ${token}` },
+      cache: "no-store",
+    });
+    const doc = response.ok ? await response.json() : null;
+    if (doc?.counts) apply({ ...doc, type: "results" });
+  } catch {
+    // the next snapshot asks again
+  } finally {
+    current.asking = false;
+  }
 }
 
 function setState(state, total) {
