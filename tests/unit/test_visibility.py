@@ -1,9 +1,12 @@
-"""The result-visibility rule (domain.visibility), case by case: every mode, state and viewer."""
+"""The result-visibility rule (domain.visibility), case by case: every mode, state and viewer; and
+the mode as the stored definition keeps it (old polls read as live)."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from tally.domain.errors import StoreUnavailable
 from tally.domain.polls import OptionSpec, PollState, Visibility, new_poll
 from tally.domain.visibility import (
     Hidden,
@@ -13,6 +16,7 @@ from tally.domain.visibility import (
     may_see_counts,
     needs_vote_lookup,
 )
+from tally.store.polls import decode_poll, encode_definition
 
 NOW = 1_767_225_000_000
 LIVE, AFTER_VOTE, AFTER_CLOSE = Visibility.LIVE, Visibility.AFTER_VOTE, Visibility.AFTER_CLOSE
@@ -104,3 +108,33 @@ def test_may_see_counts_follows_the_polls_state() -> None:
     assert not may_see_counts(opened, False, False, NOW)
     assert may_see_counts(opened, False, True, NOW)
     assert may_see_counts(closed, False, False, NOW)
+
+
+def _definition(version: int, **extra: object) -> bytes:
+    return orjson.dumps(
+        {
+            "v": version, "id": "old", "title": "t",
+            "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}],
+            "lanes": 1, "closes_at_ms": None, "created_at_ms": NOW, "bucket_bits": 0, **extra,
+        }
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_poll_stored_before_visibility_reads_as_live(version: int) -> None:
+    assert decode_poll(_definition(version), b"open").visibility is LIVE
+
+
+def test_the_stored_definition_keeps_the_mode_and_a_newer_format_is_refused() -> None:
+    poll = new_poll(
+        poll_id="p",
+        title="t",
+        options=[OptionSpec("a"), OptionSpec("b")],
+        now_ms=NOW,
+        visibility=AFTER_VOTE,
+    )
+    stored = encode_definition(poll)
+    assert orjson.loads(stored)["v"] == 3
+    assert decode_poll(stored, b"draft") == poll
+    with pytest.raises(StoreUnavailable):
+        decode_poll(_definition(4, visibility="after-vote"), b"open")
