@@ -110,6 +110,21 @@ def test_a_draft_by_id_is_a_404_like_an_unknown_poll_except_for_an_admin(
     assert get_json(tally, f"/v1/polls/{draft['id']}")["state"] == "open"
 
 
+def test_a_drafts_results_are_a_404_except_for_an_admin(tally: RunningTally) -> None:
+    """GET /v1/polls/{id}/results of a draft: the unknown-poll 404 to the public and to a voter,
+    its (empty) results to an admin; once open, everyone's."""
+    draft = create_draft(tally, "results of a draft")
+    path = f"/v1/polls/{draft['id']}/results"
+    for token in (None, tally.voter_token("draft-results")):
+        problem = assert_problem(send(tally, "GET", path, token=token), 404, "poll-not-found")
+        assert problem["detail"] == f"no poll {draft['id']!r}"
+    admin = send(tally, "GET", path, token=tally.admin_token())
+    assert admin.status == 200
+    assert (admin.json()["state"], admin.json()["total"]) == ("draft", 0)
+    send(tally, "POST", f"/v1/polls/{draft['id']}/open", token=tally.admin_token())
+    assert get_json(tally, path)["state"] == "open"
+
+
 def test_the_openapi_document_describes_include_drafts(tally: RunningTally) -> None:
     """The list operation documents its one query parameter and the refusals it brings."""
     listing = get_json(tally, "/openapi.json")["paths"]["/v1/polls"]["get"]

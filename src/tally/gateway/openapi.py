@@ -439,7 +439,8 @@ def build() -> dict[str, Any]:
                     "Current counts (ETag; 304 on If-None-Match). Follows the poll's result "
                     "visibility: an optional bearer credential (an admin; a voter who has voted "
                     "in an after-vote poll) may see counts an anonymous caller does not "
-                    "(Vary: Authorization; private when a credential is sent)",
+                    "(Vary: Authorization; private when a credential is sent). A draft's results "
+                    "are an admin's only: anyone else gets the 404 of an unknown poll",
                     {
                         "200": _json("Results", "counts"),
                         "304": {"description": "unchanged"},

@@ -108,6 +108,8 @@ class Handlers:
             self._service.visible_results(poll_id, viewer.voter, is_admin=viewer.is_admin),
             self._alarms(poll_id),
         )
+        if results.state is PollState.DRAFT and not viewer.is_admin:
+            raise from_error(PollNotFound(poll_id))  # as GET /v1/polls/{id}: drafts are not public
         if hidden is not None:
             alarms = redacted_alarms(alarms)  # a counter-mismatch alarm's details quote counts
         body = orjson.dumps(results_doc(results, alarms, hidden))
