@@ -149,8 +149,13 @@ def test_caching_never_mixes_viewers(tally: RunningTally) -> None:
     assert shown(again) == {"red": 1, "green": 0, "blue": 0}
     same = results(tally, poll_id, voter, **{"If-None-Match": personal.headers["etag"]})
     assert same.status == 304
+    # Where no viewer's answer differs (a live poll, a closed one), a shared cache may keep it.
     live = create(tally, "live")["id"]
     assert results(tally, live).headers["cache-control"].startswith("public")
+    assert results(tally, live, voter).headers["cache-control"].startswith("public")
+    close(tally, poll_id)
+    settled(tally, poll_id, 1, "closed")
+    assert results(tally, poll_id, voter).headers["cache-control"].startswith("public")
 
 
 def test_a_bad_credential_on_results_is_a_401_not_a_silent_anonymous_view(

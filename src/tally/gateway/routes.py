@@ -121,7 +121,9 @@ class Handlers:
             etag += f'{f".{hidden.value}" if hidden is not None else ""}"'
         else:
             etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        headers = {"ETag": etag, **cache_headers(viewer)}
+        poll = await self._service.definition(poll_id)  # cached
+        varies = hidden_from_others(poll.visibility, results.state) is not None
+        headers = {"ETag": etag, **cache_headers(viewer, varies=varies)}
         wanted = _etags(request.headers.get("if-none-match", ""))
         if etag in wanted or "*" in wanted:
             return Response(status_code=304, headers=headers)

@@ -51,9 +51,11 @@ def viewer_of(auth: Authenticator, authorization: str | None) -> Viewer:
     return viewer_of_principal(auth.principal(authorization))
 
 
-def cache_headers(viewer: Viewer) -> dict[str, str]:
-    """Cache-Control and Vary for an answer that follows result visibility."""
-    scope = "private" if viewer.personal else "public"
+def cache_headers(viewer: Viewer, *, varies: bool = True) -> dict[str, str]:
+    """Cache-Control and Vary for an answer that follows result visibility. `varies`: whether
+    the answer can differ from viewer to viewer (False for a live or closed poll, whose answer a
+    shared cache may keep even when the request carried a credential)."""
+    scope = "private" if viewer.personal and varies else "public"
     return {"Cache-Control": f"{scope}, max-age=1", "Vary": "Authorization"}
 
 
