@@ -12,6 +12,7 @@ stay under two minutes on two cores.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RunningTally, serving
-from tally.gateway.openapi import PROBLEM_CODES
+from tally.gateway.openapi import PROBLEM_CODES, SPACE
 from tally.gateway.problems import TITLES
 
 HERE = Path(__file__).resolve().parent
@@ -43,8 +44,10 @@ def schemathesis(url: str, token: str, *extra: str, cwd: Path, timeout_s: float)
         "--seed",
         SEED,
         "--no-shrink",
+        # One worker: CPython 3.11's parser is not thread-safe under Hypothesis's lambda
+        # descriptions ("AST constructor recursion depth mismatch" with two).
         "--workers",
-        "2",
+        "1",
         *extra,
     ]
     env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks", NO_COLOR="1")
@@ -68,20 +71,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
         yield running
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 def test_the_api_keeps_every_promise_of_its_document_to_an_admin(
     server: RunningTally, tmp_path: Path
 ) -> None:
+    """Every phase (coverage, fuzzing, and stateful: create, open, vote, close via links)."""
     schemathesis(
-        server.url, server.admin_token(), "--max-examples", "10", cwd=tmp_path, timeout_s=200
+        server.url, server.admin_token(), "--max-examples", "8", cwd=tmp_path, timeout_s=160
     )
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_the_api_keeps_every_promise_of_its_document_to_a_voter(
     server: RunningTally, tmp_path: Path
 ) -> None:
-    """A voter's runs reach the vote and challenge paths as a voter and every admin path's 403."""
+    """A voter reaches the vote and challenge paths as a voter, and every admin path's 403."""
     schemathesis(
         server.url,
         server.voter_token("schemathesis-voter"),
@@ -90,7 +94,7 @@ def test_the_api_keeps_every_promise_of_its_document_to_a_voter(
         "--phases",
         "coverage,fuzzing",
         cwd=tmp_path,
-        timeout_s=100,
+        timeout_s=130,
     )
 
 
@@ -99,3 +103,9 @@ def test_every_problem_code_is_documented_under_one_status() -> None:
     listed = [code for codes in PROBLEM_CODES.values() for code in codes]
     assert len(listed) == len(set(listed))
     assert set(TITLES) <= set(listed), sorted(set(TITLES) - set(listed))
+
+
+def test_the_schemas_white_space_is_what_the_domain_trims() -> None:
+    """Titles and labels are measured after str.strip(); the patterns name the same characters."""
+    every = [chr(c) for c in range(0x110000)]
+    assert [c for c in every if re.fullmatch(f"[{SPACE}]", c)] == [c for c in every if c.isspace()]

@@ -120,7 +120,13 @@ _LOG = {
 _NEXT = {
     "name": "next",
     "in": "query",
-    "schema": {"type": "string", "maxLength": 512},
+    # signin.safe_next: empty, or a path of this site (one '/', then no '/' or '\\'), with no
+    # backslash and no control character anywhere (else 400 invalid-next).
+    "schema": {
+        "type": "string",
+        "maxLength": 512,
+        "pattern": r"^(/(?![/\\])[^\\\x00-\x1f\x7f]*)?$",
+    },
     "description": "where to return once signed in: a path on this site (default /)",
 }
 
@@ -707,15 +713,19 @@ def build() -> dict[str, Any]:
     }
 
 
+# What Python's str.strip() trims (str.isspace), spelled out: `\s` differs between Python and
+# the ECMA-262 patterns of JSON Schema (ECMA's lacks \x1c-\x1f and \x85, and has \ufeff).
+SPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
 def _trimmed(most: int) -> dict[str, Any]:
     """A string that is 1 to `most` characters once white space is trimmed off both ends (the
     domain trims titles and labels before it measures them)."""
+    space, text = f"[{SPACE}]", f"[^{SPACE}]"
     return {
         "type": "string",
         "minLength": 1,
-        "pattern": rf"^\s*\S(?:[\s\S]{{0,{most - 2}}}\S)?\s*$",
+        "pattern": f"^{space}*{text}(?:[\\s\\S]{{0,{most - 2}}}{text})?{space}*$",
         "description": f"1 to {most} characters once leading and trailing white space is trimmed",
     }
 
