@@ -432,8 +432,10 @@ function renderPoll() {
     links.push(el("span", {}, "Join code ", el("strong", { className: "code" }, poll.join_code)));
     links.push(el("a", { href: `/j/${encodeURIComponent(poll.join_code)}` }, "join link"));
   }
+  // The presenter screen shows a draft to an organiser ("voting opens soon"), so the big screen
+  // can be set up before the poll opens; the voting page shows it to no one.
+  links.push(el("a", { href: `/present/${encodeURIComponent(poll.id)}` }, "Presenter screen"));
   if (poll.state !== "draft") {
-    links.push(el("a", { href: `/present/${encodeURIComponent(poll.id)}` }, "Presenter screen"));
     links.push(el("a", { href: `/?poll=${encodeURIComponent(poll.id)}` }, "Voting page"));
   }
   $("links").replaceChildren(...links.flatMap((node, i) => (i ? [" · ", node] : [node])));
