@@ -73,6 +73,7 @@ TRANSITIONS: dict[PollState, frozenset[PollState]] = {
     PollState.CLOSED: frozenset(),
 }
 
+
 class Visibility(StrEnum):
     """Who sees a poll's counts before it closes (domain.visibility holds the rule)."""
 
