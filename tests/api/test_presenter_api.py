@@ -80,12 +80,14 @@ def test_the_qr_code_scans_to_the_join_url_of_the_requests_origin(tally: Running
     admin = tally.admin_token()
     draft_qr = send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg")
     assert_problem(draft_qr, 401, "unauthorized")  # a draft is not public, nor its QR code
-    assert send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg", token=admin).status == 200
+    organisers = send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg", token=admin)
+    assert organisers.status == 200
+    assert organisers.headers["cache-control"] == "private, no-store"  # never in a shared cache
     send(tally, "POST", f"/v1/polls/{poll['id']}/open", token=admin)
 
     answer = send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg")
     assert (answer.status, answer.media_type) == (200, "image/svg+xml")
-    assert "max-age" in answer.headers["cache-control"]
+    assert answer.headers["cache-control"] == "public, max-age=86400"
     assert decode_svg(answer.body) == f"http://{tally.host}:{tally.port}/j/{poll['join_code']}"
     # Cacheable: the same ETag revalidates with a 304.
     again = send(

@@ -98,6 +98,9 @@ def _op(
     summary: str, responses: dict[str, Any], *, body: str | None = None, auth: bool = False
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": responses}
+    headline = _headline(summary)
+    if headline != summary:  # the docs list the headline; the whole text shows when opened
+        op.update(summary=headline, description=summary)
     if body:
         op["requestBody"] = {
             "required": True,
@@ -106,6 +109,42 @@ def _op(
     if auth:
         op["security"] = [{"bearer": []}]
     return op
+
+
+# The docs' sections, by the path's first words (the first match wins).
+TAGS: tuple[tuple[str, str], ...] = (
+    ("/v1/polls/{poll_id}/held", "review"),
+    ("/v1/polls/{poll_id}/votes", "voting"),
+    ("/v1/polls/{poll_id}/challenge", "voting"),
+    ("/v1/polls/{poll_id}/receipts", "ledger"),
+    ("/v1/polls/{poll_id}/live", "live"),
+    ("/v1/polls/{poll_id}/events", "live"),
+    ("/v1/polls/{poll_id}/results", "results"),
+    ("/v1/polls/{poll_id}/turnout", "results"),
+    ("/v1/polls", "polls"),
+    ("/j/", "polls"),
+    ("/ledger", "ledger"),
+    ("/auth", "sign-in"),
+)
+
+
+def _tag(path: str) -> str:
+    return next((tag for prefix, tag in TAGS if path.startswith(prefix)), "operations")
+
+
+def _headline(text: str) -> str:
+    """The text up to its first '. ' or ': ' outside parentheses and backticks."""
+    depth, code = 0, False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            code = not code
+        elif ch in "({[":
+            depth += 1
+        elif ch in ")}]":
+            depth -= 1
+        elif ch in ".:" and not depth and not code and text[i + 1 : i + 2] == " ":
+            return text[:i]
+    return text
 
 
 _LOG = {
@@ -336,7 +375,7 @@ def build() -> dict[str, Any]:
             },
         }
     )
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Tally",
@@ -483,7 +522,7 @@ def build() -> dict[str, Any]:
                     "The QR code (SVG) of the poll's join link, <origin>/j/<join_code>: the "
                     "origin is TALLY_PUBLIC_URL, else the scheme and Host of the request "
                     "(Vary: Host; ETag, cacheable for a day). A draft's only with an admin "
-                    "credential",
+                    "credential, and never stored by a cache (private, no-store)",
                     {
                         "200": {
                             "description": "the QR code; its <title> is the URL it encodes",
@@ -661,6 +700,18 @@ def build() -> dict[str, Any]:
                     {"200": {"description": "application/octet-stream"}, **_problems(400, 404)},
                 ),
             },
+            "/openapi.json": {
+                "get": _op(
+                    "This document (OpenAPI 3.1)",
+                    {"200": {"description": "the document", "content": {"application/json": {}}}},
+                )
+            },
+            "/docs": {
+                "get": _op(
+                    "These docs: Swagger UI from files bundled with the server (no CDN)",
+                    {"200": {"description": "the page", "content": {"text/html": {}}}},
+                )
+            },
             "/healthz": {"get": _op("Liveness", {"200": {"description": "alive"}})},
             "/readyz": {
                 "get": _op(
@@ -688,7 +739,8 @@ def build() -> dict[str, Any]:
                     ),
                     "responses": {
                         "101": {"description": "switching protocols"},
-                        **_problems(400, 429, 503),
+                        # A plain GET (no `Upgrade: websocket`) finds no HTTP route here.
+                        **_problems(400, 404, 429, 503),
                     },
                 },
             },
@@ -711,6 +763,11 @@ def build() -> dict[str, Any]:
             },
         },
     }
+    for path, item in document["paths"].items():
+        for op in item.values():
+            if isinstance(op, dict):
+                op.setdefault("tags", [_tag(path)])
+    return document
 
 
 # What Python's str.strip() trims (str.isspace), spelled out: `\s` differs between Python and

@@ -31,6 +31,8 @@ SVG = "image/svg+xml"
 # The code of a poll never changes; the origin only with a restart under another
 # TALLY_PUBLIC_URL (or another Host, which Vary names), so a day of caching is safe.
 QR_CACHE = "public, max-age=86400"
+# A draft's code is the organiser's only: no shared cache may keep the answer to their request.
+DRAFT_QR_CACHE = "private, no-store"
 _NO_SUCH_CODE = """<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -85,14 +87,16 @@ class PresentRoutes:
         """The QR code of the poll's join URL, as SVG (a draft's only for an admin: a draft is
         not public)."""
         poll = await self._service.get_poll(poll_id_param(request))
+        cache = QR_CACHE
         if poll.state is PollState.DRAFT:
             self._auth.admin(request.headers.get("authorization"))
+            cache = DRAFT_QR_CACHE
         code = await self._join_codes.code_for(poll.id)
         body = qr_svg(f"{self._origin(request)}/j/{code}")
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         headers = {
             "ETag": etag,
-            "Cache-Control": QR_CACHE,
+            "Cache-Control": cache,
             "Vary": "Host",
             "X-Content-Type-Options": "nosniff",
         }
