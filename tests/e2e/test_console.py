@@ -217,6 +217,10 @@ def test_the_console_fits_a_phone(demo: DemoTally, page: Page) -> None:
     expect(page.locator("#poll-title")).to_have_text("Phone poll")
     expect(page.get_by_role("button", name="Close poll")).to_be_in_viewport()
     expect(page.locator("#t-total")).to_be_in_viewport()
+    for n, option in enumerate(["yes", "yes", "no"]):
+        TallyClient(demo.url, demo.issuer.mint(f"phone-voter-{n}")).vote(poll["id"], option)
+    expect(page.locator("#t-total")).to_have_text("3")
+    expect(page.locator('#options li[data-option="yes"] .figures')).to_have_text("2 · 66.7%")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot = save_screenshot(page, "console-phone")
     assert screenshot.stat().st_size < MAX_SCREENSHOT_BYTES
