@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import stat
 import time
 import timeit
@@ -50,6 +51,15 @@ def test_a_session_carries_the_voter_and_roles() -> None:
     assert principal.is_admin
     assert principal.issued_at is not None
     assert principal.expires_at - principal.issued_at == 600
+
+
+def test_the_mac_is_plain_hmac_sha256_of_the_text_before_it() -> None:
+    """Anyone holding the key can check a session with a stock HMAC: nothing Tally-specific."""
+    key = bytes(range(32))
+    token, _ = Sessions(SessionKeys({"k7": key})).mint("https://id.example", "ivy", ())
+    signed, _, mac = token.rpartition(".")
+    expected = hmac.digest(key, signed.encode(), "sha256")
+    assert base64.urlsafe_b64decode(mac + "=") == expected
 
 
 def test_a_subject_with_any_printable_text_round_trips() -> None:
