@@ -287,7 +287,8 @@ def test_bad_session_credentials_get_401(gateway: RunningTally, provider: OidcPr
         (expired, "token-expired"),
         (stranger, "token-unknown-key"),
         (".".join(raised), "token-signature"),
-        (token + "x", "token-signature"),
+        (token + "x", "token-malformed"),
+        (token[:-1] + ("B" if token.endswith("A") else "A"), "token-signature"),
         ("tsv1.garbage", "token-malformed"),
     ]:
         answer = vote(gateway, poll_id, bad)
@@ -398,3 +399,37 @@ def test_an_unreachable_provider_is_a_502(start_tally: StartTally) -> None:
     answer = httpx.get(f"{server.url}/auth/login")
     assert answer.status_code == 502
     assert answer.json()["code"] == "signin-provider"
+
+
+def first_snapshot(gateway: RunningTally, poll_id: str, headers: dict[str, str]) -> Any:
+    """The first snapshot the SSE stream sends (`data:` of its first event)."""
+    url = f"{gateway.url}/v1/polls/{poll_id}/events"
+    with httpx.stream("GET", url, headers=headers, timeout=10) as stream:
+        if stream.status_code != 200:
+            stream.read()
+            return stream
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                return orjson.loads(line[5:])
+    raise AssertionError("the stream ended without a snapshot")
+
+
+def test_sse_reads_the_session_like_a_bearer_jwt(
+    gateway: RunningTally, provider: OidcProvider
+) -> None:
+    """Counts of an after-vote poll: hidden from a session that has not voted, shown once it has;
+    a forged session is a 401 on the stream, as on every route."""
+    admin = {"Authorization": f"Bearer {gateway.issuer.mint('organiser', roles=['admin'])}"}
+    body = {"title": "After vote", "options": ["red", "green"], "visibility": "after-vote"}
+    poll_id = httpx.post(f"{gateway.url}/v1/polls", json=body, headers=admin).json()["id"]
+    assert httpx.post(f"{gateway.url}/v1/polls/{poll_id}/open", headers=admin).is_success
+    document = sign_in(gateway, "ivy")
+    session = {"Authorization": f"Bearer {document['token']}"}
+    assert first_snapshot(gateway, poll_id, session)["counts"] is None
+    assert vote(gateway, poll_id, document["token"]).status_code == 201
+    assert first_snapshot(gateway, poll_id, session)["counts"] is not None
+    token = document["token"]
+    tampered = token[:-1] + ("B" if token.endswith("A") else "A")
+    forged = first_snapshot(gateway, poll_id, {"Authorization": f"Bearer {tampered}"})
+    assert forged.status_code == 401
+    assert forged.json()["reason"] == "token-signature"
