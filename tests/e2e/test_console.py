@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,6 +123,7 @@ def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
     expect(listed).to_contain_text("draft")
     expect(page.get_by_role("button", name="Close poll")).to_be_visible()
     expect(page.get_by_role("link", name="Voting page")).to_have_count(0)  # nobody sees a draft
+    expect(page.locator("#exports")).to_be_hidden()
 
     page.get_by_role("button", name="Open poll").click()
     expect(page.locator("#poll-state")).to_have_text("open")
@@ -179,6 +181,19 @@ def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
         "count aurora 3", use_inner_text=False
     )
     expect(page.locator('#checkpoint-rows tr[data-log="admin"]')).to_be_visible()
+    # The exports come down with the organiser's credential, as files.
+    with page.expect_download() as results_csv:
+        page.get_by_role("button", name="Results (CSV)").click()
+    assert results_csv.value.suggested_filename == f"tally-results-{poll_id}.csv"
+    rows = Path(results_csv.value.path()).read_text().splitlines()
+    assert rows[0] == "option_id,label,votes,share"
+    assert rows[1].startswith("aurora,Aurora,3,")
+    assert rows[-1].startswith(",Total,4,")
+    with page.expect_download() as turnout_csv:
+        page.get_by_role("button", name="Turnout per minute (CSV)").click()
+    turnout = Path(turnout_csv.value.path()).read_text().splitlines()
+    assert turnout[0] == "minute,votes,cumulative"
+    assert turnout[-1].endswith(",4")  # certified: every ballot is in the ledger's count
     # The votes per second fall back to 0 once nothing arrives for the length of the window.
     expect(page.locator("#t-rate")).to_have_text("0.0", timeout=CERTIFICATE_TIMEOUT_MS)
 

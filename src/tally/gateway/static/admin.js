@@ -427,6 +427,7 @@ function renderPoll() {
   $("open-poll").hidden = poll.state !== "draft";
   $("close-poll").hidden = poll.state === "closed";
   $("close-confirm").hidden = true;
+  $("exports").hidden = poll.state === "draft";
   const links = [];
   if (poll.join_code) {
     links.push(el("span", {}, "Join code ", el("strong", { className: "code" }, poll.join_code)));
@@ -487,6 +488,37 @@ async function move(action) {
     $("action-error").hidden = false;
   } finally {
     for (const id of ["open-poll", "close-poll", "close-now"]) $(id).disabled = false;
+  }
+}
+
+// The CSV exports need the organiser's credential (turnout before the close, counts a poll
+// hides), so they are fetched with it and handed to the browser as a download.
+async function download(kind) {
+  const poll = state.poll;
+  $("action-error").hidden = true;
+  try {
+    const response = await fetch(`/v1/polls/${encodeURIComponent(poll.id)}/${kind}.csv`, {
+      headers: authHeaders(),
+      cache: "no-store",
+    });
+    if (refused(response)) return;
+    if (!response.ok) {
+      const problem = await response.json().catch(() => null);
+      $("action-error").textContent = problem?.detail || problem?.title || `No ${kind} export`;
+      $("action-error").hidden = false;
+      return;
+    }
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const named = /filename="?([^";]+)"?/.exec(disposition);
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: named ? named[1] : `tally-${kind}-${poll.id}.csv` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch {
+    $("action-error").textContent = "The server could not be reached for the export.";
+    $("action-error").hidden = false;
   }
 }
 
@@ -701,6 +733,8 @@ async function start() {
     $("close-confirm").hidden = true;
   });
   $("close-now").addEventListener("click", () => move("close"));
+  $("export-results").addEventListener("click", () => download("results"));
+  $("export-turnout").addEventListener("click", () => download("turnout"));
   $("sign-in").addEventListener("click", () => {
     if (state.sessionApi && typeof state.sessionApi.signIn === "function") {
       state.sessionApi.signIn("/admin", "admin");
