@@ -101,7 +101,7 @@ def figures(page: Page, option_id: str) -> str:
 def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
     demo: DemoTally, page: Page
 ) -> None:
-    """Create (a draft, with the proof of work turned off in the defences), open, four votes
+    """Create (a draft, with the proof of work turned off in the defences), open, six votes
     arrive over HTTP and the turnout follows them (total, votes/s, per option), close, and the
     certificate's fingerprint appears. Every step is checked against the API too."""
     page.set_viewport_size(DESKTOP)
@@ -163,6 +163,12 @@ def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
             .reduce((sum, cell) => sum + Number(cell.textContent), 0) >= 4""",
         timeout=CERTIFICATE_TIMEOUT_MS,
     )
+    # Two more votes, so the screenshot shows a poll in full flow (votes/s above 0 again).
+    for n in (4, 5):
+        TallyClient(demo.url, demo.issuer.mint(f"console-voter-{n}")).vote(poll_id, "borealis")
+    expect(page.locator("#t-total")).to_have_text("6")
+    expect(page.locator('#options li[data-option="borealis"] .figures')).to_have_text("2 · 33.3%")
+    assert float(page.locator("#t-rate").inner_text()) > 0
     screenshot = save_screenshot(page, "console")
     assert screenshot.stat().st_size < MAX_SCREENSHOT_BYTES
 
@@ -188,12 +194,12 @@ def test_an_organiser_creates_opens_and_closes_a_poll_and_watches_it_live(
     rows = Path(results_csv.value.path()).read_text().splitlines()
     assert rows[0] == "option_id,label,votes,share"
     assert rows[1].startswith("aurora,Aurora,3,")
-    assert rows[-1].startswith(",Total,4,")
+    assert rows[-1].startswith(",Total,6,")
     with page.expect_download() as turnout_csv:
         page.get_by_role("button", name="Turnout per minute (CSV)").click()
     turnout = Path(turnout_csv.value.path()).read_text().splitlines()
     assert turnout[0] == "minute,votes,cumulative"
-    assert turnout[-1].endswith(",4")  # certified: every ballot is in the ledger's count
+    assert turnout[-1].endswith(",6")  # certified: every ballot is in the ledger's count
     # The votes per second fall back to 0 once nothing arrives for the length of the window.
     expect(page.locator("#t-rate")).to_have_text("0.0", timeout=CERTIFICATE_TIMEOUT_MS)
 
