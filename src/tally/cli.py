@@ -378,8 +378,16 @@ def _token(args: argparse.Namespace) -> int:
     if args.count is None and not args.subject:
         print("tally: give a SUBJECT or --count N", file=sys.stderr)
         return 2
-    if not _has_dev_issuer(settings) and not args.create:
+    missing = None if args.create else _no_dev_issuer(settings)
+    if missing is not None:
+        print(f"tally: {missing}", file=sys.stderr)
         return 2
+    if settings.jwks is not None and not args.json:
+        print(
+            "tally: note: TALLY_JWKS is set; a server with it accepts only that issuer's tokens, "
+            "not these dev tokens",
+            file=sys.stderr,
+        )
     issuer = dev_issuer(settings)
     if args.count is not None:
         subjects = [f"{args.prefix}{i}" for i in range(args.count)]
@@ -401,26 +409,24 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_dev_issuer(settings: config.Settings) -> bool:
-    """Whether the data dir has a dev issuer, or may get one: a token from a new issuer made
-    anywhere else is one no running server accepts, so outside a data dir `tally token` says
-    where it looked instead of minting it. A data dir that exists (a server's, or one named on
-    purpose) gets its issuer made on first use, as `tally serve` would."""
+def _no_dev_issuer(settings: config.Settings) -> str | None:
+    """Why `tally token` will not mint here, or None. A token from a new issuer made anywhere but
+    a server's data dir is one no running server accepts, so outside a data dir it says where it
+    looked instead. A data dir that exists (a server's, or one named on purpose) gets its issuer
+    made on first use, as `tally serve` would."""
     from tally.security.keys import keys_dir
 
     keys = keys_dir(settings.data_dir)
     if (keys / "jwks.json").is_file() or settings.data_dir.is_dir():
-        return True
-    print(
-        f"tally: no dev issuer: the data dir {settings.data_dir.resolve()} does not exist, so no "
+        return None
+    return (
+        f"no dev issuer: the data dir {settings.data_dir.resolve()} does not exist, so no "
         f"server made one there (looked for {keys / 'jwks.json'}).\n"
         "  Point at the data dir of the running server with --data-dir DIR or TALLY_DATA_DIR "
         "(tally serve prints it),\n"
         "  or add --create to make a new issuer there (only a server started on that data dir "
-        "accepts its tokens).",
-        file=sys.stderr,
+        "accepts its tokens)."
     )
-    return False
 
 
 def _admin_client(args: argparse.Namespace, role: str = "admin") -> TallyClient:

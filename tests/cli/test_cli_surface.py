@@ -113,14 +113,14 @@ def test_token_outside_a_data_dir_says_where_it_looked(tmp_path: Path) -> None:
 def test_token_create_makes_an_issuer_on_request(tmp_path: Path) -> None:
     """--create makes the issuer there, and the token verifies against it."""
     made = tally("token", "alice", "--create", "--json", cwd=tmp_path)
-    assert made.returncode == 0, made.stderr
+    assert (made.returncode, made.stderr) == (0, "")
     document = json.loads(made.stdout)
     issuer = DevIssuer.load_or_create(tmp_path / "data" / "keys")
     verifier = TokenVerifier(issuer.key_set(), issuer="tally-dev", audience="tally")
     assert verifier.verify(document["token"]).subject == "alice"
     assert (document["subject"], document["role"]) == ("alice", "voter")
     again = tally("token", "bob", cwd=tmp_path)  # the issuer exists now: no --create needed
-    assert again.returncode == 0, again.stderr
+    assert (again.returncode, again.stderr) == (0, "")
     assert verifier.verify(again.stdout.strip()).subject == "bob"
 
 
@@ -132,3 +132,11 @@ def test_token_in_an_existing_data_dir_uses_its_issuer(tmp_path: Path) -> None:
     verifier = TokenVerifier(issuer.key_set(), issuer="tally-dev", audience="tally")
     principal = verifier.verify(minted.stdout.strip())
     assert (principal.subject, principal.is_admin) == ("carol", True)
+
+
+def test_token_warns_when_the_server_trusts_another_issuer(tmp_path: Path) -> None:
+    """With TALLY_JWKS set, a dev token would be refused: the token is printed, with a note."""
+    minted = tally("token", "dave", "--data-dir", tmp_path, env={"TALLY_JWKS": "/etc/jwks.json"})
+    assert minted.returncode == 0, minted.stderr
+    assert minted.stdout.count(".") == 2
+    assert "TALLY_JWKS is set" in minted.stderr
