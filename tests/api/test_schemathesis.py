@@ -18,8 +18,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import schemathesis
 
 from conftest import RunningTally, serving
 from tally.gateway.openapi import PROBLEM_CODES, SPACE
@@ -30,7 +32,7 @@ ST = Path(sys.executable).with_name("st")
 SEED = os.environ.get("TALLY_SCHEMATHESIS_SEED", "1")
 
 
-def schemathesis(url: str, token: str, *extra: str, cwd: Path, timeout_s: float) -> None:
+def st_run(url: str, token: str, *extra: str, cwd: Path, timeout_s: float) -> None:
     """`st run` with the config and hooks; fails the test with its report unless it passes.
     `cwd`: where it keeps its cache (.schemathesis), out of the work tree."""
     argv = [
@@ -76,9 +78,7 @@ def test_the_api_keeps_every_promise_of_its_document_to_an_admin(
     server: RunningTally, tmp_path: Path
 ) -> None:
     """Every phase (coverage, fuzzing, and stateful: create, open, vote, close via links)."""
-    schemathesis(
-        server.url, server.admin_token(), "--max-examples", "8", cwd=tmp_path, timeout_s=160
-    )
+    st_run(server.url, server.admin_token(), "--max-examples", "8", cwd=tmp_path, timeout_s=160)
 
 
 @pytest.mark.timeout(150)
@@ -86,7 +86,7 @@ def test_the_api_keeps_every_promise_of_its_document_to_a_voter(
     server: RunningTally, tmp_path: Path
 ) -> None:
     """A voter reaches the vote and challenge paths as a voter, and every admin path's 403."""
-    schemathesis(
+    st_run(
         server.url,
         server.voter_token("schemathesis-voter"),
         "--max-examples",
@@ -109,3 +109,36 @@ def test_the_schemas_white_space_is_what_the_domain_trims() -> None:
     """Titles and labels are measured after str.strip(); the patterns name the same characters."""
     every = [chr(c) for c in range(0x110000)]
     assert [c for c in every if re.fullmatch(f"[{SPACE}]", c)] == [c for c in every if c.isspace()]
+
+
+def test_a_vote_and_what_follows_it_answer_as_documented(server: RunningTally) -> None:
+    """The paths a random run rarely reaches (a vote accepted, the same vote again, a receipt's
+    proof, the held listing and a decision on it), each sent as one schemathesis case and checked
+    with every check against the document."""
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    poll = server.open_poll("Red", "Green", lanes=1, defences={"pow": {"difficulty": 0}})
+    admin = {"Authorization": f"Bearer {server.admin_token()}"}
+    voter = {"Authorization": f"Bearer {server.voter_token('one-documented-voter')}"}
+    ids = {"poll_id": poll["id"]}
+
+    def call(path: str, method: str, headers: dict[str, str], **parts: Any) -> int:
+        case = schema[path][method].Case(path_parameters=ids, **parts)
+        status: int = case.call_and_validate(headers=headers).status_code
+        return status
+
+    votes = "/v1/polls/{poll_id}/votes"
+    assert call(votes, "POST", voter, body={"option": "red"}) == 201
+    assert call(votes, "POST", voter, body={"option": "green"}) == 409
+    assert call("/v1/polls/{poll_id}/results", "GET", {}) == 200
+    assert call("/v1/polls/{poll_id}/held", "GET", admin) == 200
+    decision = {"decision": "release", "entries": [{"lane": 0, "entry_id": 1}]}
+    assert call("/v1/polls/{poll_id}/held/decisions", "POST", admin, body=decision) == 200
+    proof = schema["/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof"]["GET"].Case(
+        path_parameters={**ids, "lane": 0, "entry_id": 1}
+    )
+    assert proof.call_and_validate().status_code in (
+        200,
+        404,
+    )  # 404 not-archived until a checkpoint
+    assert call("/v1/polls/{poll_id}/close", "POST", admin) == 200
+    assert call("/v1/polls/{poll_id}/results.csv", "GET", {}) == 200

@@ -767,7 +767,41 @@ def build() -> dict[str, Any]:
         for op in item.values():
             if isinstance(op, dict):
                 op.setdefault("tags", [_tag(path)])
+    _link(document["paths"])
     return document
+
+
+def _op_ref(path: str, method: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+def _link(paths: dict[str, Any]) -> None:
+    """OpenAPI links from a poll (as created, opened or shown) to what can be done with it: a
+    client (and schemathesis's stateful phase) follows a poll from creation to a vote on its
+    first option, its results and its close."""
+    poll_id = {"poll_id": "$response.body#/id"}
+    follow = {
+        "OpenIt": ("/v1/polls/{poll_id}/open", "post", None),
+        "VoteOnItsFirstOption": (
+            "/v1/polls/{poll_id}/votes",
+            "post",
+            {"option": "$response.body#/options/0/id"},
+        ),
+        "ItsResults": ("/v1/polls/{poll_id}/results", "get", None),
+        "CloseIt": ("/v1/polls/{poll_id}/close", "post", None),
+    }
+    links = {}
+    for name, (path, method, body) in follow.items():
+        if path in paths:
+            links[name] = {"operationRef": _op_ref(path, method), "parameters": poll_id}
+            if body is not None:
+                links[name]["requestBody"] = body
+    for path, method, status in (
+        ("/v1/polls", "post", "201"),
+        ("/v1/polls/{poll_id}/open", "post", "200"),
+    ):
+        if path in paths:
+            paths[path][method]["responses"][status]["links"] = links
 
 
 # What Python's str.strip() trims (str.isspace), spelled out: `\s` differs between Python and
@@ -866,6 +900,16 @@ def _request_rules(schemas: dict[str, Any]) -> None:
         "(case-insensitive) and so are ids; closes_at is in the future; expected_voters fits "
         "the lanes (at most lanes x 25,165,824)."
     )
+    create["examples"] = [
+        {"title": "Song of the night", "options": ["Aurora", "Borealis", "Comet"], "lanes": 4},
+        {
+            "title": "Which day?",
+            "options": [{"label": "Saturday", "id": "sat"}, {"label": "Sunday", "id": "sun"}],
+            "visibility": "after-vote",
+            "defences": {"pow": {"difficulty": 0}},
+        },
+    ]
+    schemas["VoteBody"]["examples"] = [{"option": "aurora"}]
     fields = create["properties"]
     fields["title"] = _trimmed(polls.MAX_TITLE)
     fields["options"].update(
@@ -903,6 +947,10 @@ def _request_rules(schemas: dict[str, Any]) -> None:
     )
     decision = schemas["DecisionBody"]
     decision["description"] = "Either `entries` or `group`, not both"
+    decision["examples"] = [
+        {"decision": "release", "entries": [{"lane": 0, "entry_id": 1}]},
+        {"decision": "void", "group": {"reason": "subnet-velocity"}},
+    ]
     decision["oneOf"] = [
         {"required": ["entries"], "properties": {"entries": {"type": "array"}}},
         {"required": ["group"], "properties": {"group": {"type": "object"}}},
