@@ -12,6 +12,7 @@ same directory and removes the URL files.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,11 @@ def add_cluster_parser(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for a healthy cluster"
     )
+    up.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"url", "roles": {ROLE: {"url", "file"}}} as JSON (the URLs hold passwords)',
+    )
     stop = actions.add_parser("down", help="stop the local cluster recorded in --dir")
     stop.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"default ./{DEFAULT_DIR}")
     for parser in (cluster, up, stop):
@@ -63,9 +69,17 @@ def run_cluster(args: argparse.Namespace) -> int:
                 node_timeout_ms=args.node_timeout_ms,
             )
             cluster.up(timeout_s=args.timeout)
+            files = cluster.url_files()
+            if args.json:
+                roles = {
+                    role: {"url": cluster.url_for(role), "file": str(path)}
+                    for role, path in files.items()
+                }
+                print(json.dumps({"url": cluster.url, "roles": roles}, indent=2))
+                return 0
             print(cluster.url)
             print(f"export TALLY_VALKEY_URL='{cluster.url}'")
-            for role, path in cluster.url_files().items():
+            for role, path in files.items():
                 print(f"{role}: {cluster.url_for(role)} ({path})")
             return 0
         if not (args.dir / STATE_FILE).exists():

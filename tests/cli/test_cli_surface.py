@@ -37,6 +37,7 @@ DATA_COMMANDS = [
     "review release",
     "review void",
     "store acl",
+    "cluster up",
     "bench",
 ]
 
