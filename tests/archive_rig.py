@@ -6,7 +6,7 @@ from __future__ import annotations
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archiver import Archiver
 from tally.ledger import note
-from tally.ports import StoreClient
+from tally.ports import StoreClient, TurnoutStore
 from tally.service import VotingService
 from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
@@ -37,6 +37,7 @@ def archiver_of(
     owner: str = "t",
     *,
     verify_threads: int | None = None,
+    turnout: TurnoutStore | None = None,
 ) -> Archiver:
     return Archiver(
         ValkeyPolls(client),
@@ -47,4 +48,5 @@ def archiver_of(
         owner=owner,
         interval_ms=100,
         verify_threads=verify_threads,
+        turnout=turnout,
     )
