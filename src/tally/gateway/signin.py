@@ -154,8 +154,8 @@ class SignIn:
         except ValueError as exc:  # an issuer or subject a session cannot carry
             response = _failure(request, OidcError("signin-token", str(exc)))
         else:
-            name = claims.get("name") or claims.get("preferred_username") or subject
-            response = _signed_in_page(token, principal, str(name), login.next_path)
+            name = str(claims.get("name") or claims.get("preferred_username") or subject)
+            response = _signed_in_page(token, principal, name[:MAX_NAME_CHARS], login.next_path)
         # The sign-in is over either way: a second visit of the callback finds no cookie.
         response.delete_cookie(COOKIE, path="/auth", httponly=True, samesite="lax")
         return response

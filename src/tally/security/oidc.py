@@ -149,7 +149,9 @@ class StateSeal:
         if not sealed:
             raise OidcError("signin-state", "no sign-in in progress (the cookie is missing)")
         payload, _, mac = sealed.partition(".")
-        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+        if not payload.isascii() or not hmac.compare_digest(
+            mac.encode(), self._mac(payload).encode()
+        ):
             raise OidcError("signin-state", "the sign-in cookie is not ours")
         fields = orjson.loads(b64url_decode(payload))
         login = LoginState(*fields)
