@@ -257,6 +257,8 @@ def test_a_provider_error_is_refused(gateway: RunningTally, provider: OidcProvid
         "evil",
         "/ok\r\nSet-Cookie: x=1",
         "javascript:alert(1)",
+        "//[",
+        "\x7f/x",
     ],
 )
 def test_open_redirects_are_refused(gateway: RunningTally, next_path: str) -> None:

@@ -214,17 +214,21 @@ def safe_next(raw: str | None) -> str:
     """Where to return after signing in: a path on this origin, never another site."""
     if not raw:
         return "/"
-    parts = urlsplit(raw)
+    refused = Problem(400, "invalid-next", "next must be a path on this site, like /?poll=abc")
     if (
         len(raw) > MAX_NEXT_CHARS
         or not raw.startswith("/")
         or raw.startswith("//")
         or "\\" in raw
         or _UNPRINTABLE.search(raw)
-        or parts.scheme
-        or parts.netloc
     ):
-        raise Problem(400, "invalid-next", "next must be a path on this site, like /?poll=abc")
+        raise refused
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # urlsplit's own refusals (an unbalanced IPv6 bracket), never a 500
+        raise refused from None
+    if parts.scheme or parts.netloc:
+        raise refused
     return raw
 
 
