@@ -178,3 +178,25 @@ def test_the_demo_sign_in_stands_in_for_a_provider(
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(f"{server.url}/?poll={poll['id']}")
         assert stored_session(page)["roles"] == ["admin", "voter"]
+
+
+def test_the_console_signs_an_organiser_in_through_the_demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """/admin's Sign in (session.js signIn("/admin", "admin")) comes back to the console as an
+    organiser: the gate is gone and the poll list shows."""
+    with (
+        demo_tally(tmp_path_factory.mktemp("signin-console")) as server,
+        chromium() as browser,
+        checked_page(browser, TIMEOUT_MS) as page,
+    ):
+        page.goto(f"{server.url}/admin")
+        page.locator("#sign-in").click()
+        page.wait_for_url(f"{server.url}/auth/demo?**")
+        expect(page.get_by_label("Organiser (admin)")).to_be_checked()
+        page.get_by_label("Your name").fill("Olga")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{server.url}/admin")
+        expect(page.locator("#gate")).to_be_hidden()
+        expect(page.get_by_role("heading", name="Polls")).to_be_visible()
+        assert stored_session(page)["roles"] == ["admin", "voter"]
