@@ -53,10 +53,23 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
 }
 
 
+# Headers a problem of that status comes with (where its code sets them).
+_PROBLEM_HEADERS: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": 'Bearer realm="tally" (unauthorized)'},
+    404: {"Retry-After": "seconds (not-archived: when a checkpoint may cover it)"},
+    429: {"Retry-After": "seconds until the limit lets a request through"},
+    503: {"Retry-After": "seconds (store-unavailable)"},
+}
+
+
 def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(s): {
             "description": "problem: " + ", ".join(PROBLEM_CODES[s]),
+            "headers": {
+                name: {"description": text, "schema": {"type": "string"}}
+                for name, text in _PROBLEM_HEADERS.get(s, {}).items()
+            },
             "content": {
                 "application/problem+json": {
                     "schema": {
@@ -768,7 +781,33 @@ def build() -> dict[str, Any]:
             if isinstance(op, dict):
                 op.setdefault("tags", [_tag(path)])
     _link(document["paths"])
+    _media_types(document["paths"])
     return document
+
+
+# What a 2xx whose description names its media type carries, so content_type_conformance can
+# check it; `{}`: any body of that type.
+_MEDIA_TYPES = ("application/json", "text/plain", "application/octet-stream", "text/html")
+
+
+def _media_types(paths: dict[str, Any]) -> None:
+    for item in paths.values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            for status, answer in op["responses"].items():
+                named = answer["description"].split(":", 1)[0]
+                if status.startswith("2") and "content" not in answer and named in _MEDIA_TYPES:
+                    answer["content"] = {named: {}}
+    for path, media_type in (
+        ("/metrics", "text/plain"),
+        ("/healthz", "application/json"),
+        ("/readyz", "application/json"),
+        ("/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof", "application/json"),
+    ):
+        op = paths.get(path, {}).get("get")
+        if op is not None:
+            op["responses"]["200"].setdefault("content", {media_type: {}})
 
 
 def _op_ref(path: str, method: str) -> str:
