@@ -781,8 +781,165 @@ def build() -> dict[str, Any]:
             if isinstance(op, dict):
                 op.setdefault("tags", [_tag(path)])
     _link(document["paths"])
+    _answers(document["components"]["schemas"], document["paths"])
     _media_types(document["paths"])
     return document
+
+
+_INT0 = {"type": "integer", "minimum": 0}
+_STR = {"type": "string"}
+# The JSON answers documented in words until now, as schemas (gateway/review.py held_doc and
+# decision_doc, gateway/ledger.py _proof_doc and the checkpoints listing).
+_ANSWERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "HeldVotes": (
+        "/v1/polls/{poll_id}/held",
+        "get",
+        {
+            "type": "object",
+            "required": ["poll_id", "under_review", "groups"],
+            "properties": {
+                "poll_id": _STR,
+                "under_review": _INT0,
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["reason", "subnet", "count", "truncated", "entries"],
+                        "properties": {
+                            "reason": _STR,
+                            "subnet": _STR,
+                            "count": _INT0,
+                            "truncated": {"type": "boolean"},
+                            "entries": {
+                                "type": "array",
+                                "maxItems": 1000,
+                                "items": {
+                                    "type": "object",
+                                    "required": [
+                                        "lane",
+                                        "entry_id",
+                                        "option",
+                                        "reason",
+                                        "subnet",
+                                        "held_at",
+                                        "evidence",
+                                    ],
+                                    "properties": {
+                                        "lane": _INT0,
+                                        "entry_id": {"type": "integer", "minimum": 1},
+                                        "option": _STR,
+                                        "reason": _STR,
+                                        "subnet": _STR,
+                                        "held_at": {"type": "string", "format": "date-time"},
+                                        "evidence": {
+                                            "enum": [
+                                                "kept",
+                                                "none",
+                                                "deleted",
+                                                "unreadable",
+                                                "clear",
+                                            ]
+                                        },
+                                        "address": {**_STR, "description": "reviewer role only"},
+                                        "user_agent": {**_STR, "description": "reviewer role only"},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    ),
+    "DecisionReport": (
+        "/v1/polls/{poll_id}/held/decisions",
+        "post",
+        {
+            "type": "object",
+            "required": [
+                "poll_id",
+                "decision",
+                "released",
+                "voided",
+                "already_decided",
+                "refused",
+                "entries",
+            ],
+            "properties": {
+                "poll_id": _STR,
+                "decision": {"enum": ["release", "void"]},
+                "released": _INT0,
+                "voided": _INT0,
+                "already_decided": _INT0,
+                "refused": _INT0,
+                "entries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["lane", "entry_id", "outcome"],
+                        "properties": {
+                            "lane": _INT0,
+                            "entry_id": _INT0,
+                            "outcome": {
+                                "enum": [
+                                    "released",
+                                    "voided",
+                                    "already-decided",
+                                    "conflict",
+                                    "not-held",
+                                ]
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    ),
+    "InclusionProof": (
+        "/v1/polls/{poll_id}/receipts/{lane}/{entry_id}/proof",
+        "get",
+        {
+            "type": "object",
+            "required": [
+                "poll_id",
+                "lane",
+                "entry_id",
+                "index",
+                "leaf",
+                "leaf_hash",
+                "tree_size",
+                "root",
+                "proof",
+                "checkpoint",
+                "tlog_proof",
+            ],
+            "properties": {
+                "poll_id": _STR,
+                "lane": _INT0,
+                "entry_id": {"type": "integer", "minimum": 1},
+                "index": {**_INT0, "description": "the leaf's 0-based index: entry_id - 1"},
+                "leaf": {**_STR, "description": "base64 ledger record"},
+                "leaf_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "tree_size": {"type": "integer", "minimum": 1},
+                "root": {**_STR, "description": "base64 SHA-256 Merkle root"},
+                "proof": {"type": "array", "items": _STR, "description": "base64 hashes"},
+                "checkpoint": {**_STR, "description": "the signed note it is proved against"},
+                "tlog_proof": {**_STR, "description": "C2SP tlog-proof text"},
+            },
+        },
+    ),
+}
+
+
+def _answers(schemas: dict[str, Any], paths: dict[str, Any]) -> None:
+    for name, (path, method, schema) in _ANSWERS.items():
+        op = paths.get(path, {}).get(method)
+        if op is None:
+            continue
+        schemas[name] = schema
+        op["responses"]["200"]["content"] = {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
+        }
 
 
 # What a 2xx whose description names its media type carries, so content_type_conformance can
