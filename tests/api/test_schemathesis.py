@@ -131,6 +131,7 @@ def test_a_vote_and_what_follows_it_answer_as_documented(server: RunningTally) -
     assert call(votes, "POST", voter, body={"option": "red"}) == 201
     assert call(votes, "POST", voter, body={"option": "green"}) == 409
     assert call("/v1/polls/{poll_id}/results", "GET", {}) == 200
+    assert call("/v1/polls/{poll_id}/live", "GET", {}) == 426  # a plain GET of the WebSocket
     assert call("/v1/polls/{poll_id}/held", "GET", admin) == 200
     decision = {"decision": "release", "entries": [{"lane": 0, "entry_id": 1}]}
     assert call("/v1/polls/{poll_id}/held/decisions", "POST", admin, body=decision) == 200

@@ -20,7 +20,7 @@ from tally.gateway.live.endpoints import LiveEndpoints
 from tally.gateway.ops import OpsRoutes
 from tally.gateway.pages import page_routes
 from tally.gateway.problems import Problem, from_error, problem_response
-from tally.gateway.routes import Handlers
+from tally.gateway.routes import Handlers, poll_id_param
 from tally.gateway.votes import HotPathRouter, VoteEndpoint, VoteRoute
 
 log = logging.getLogger("tally.gateway")
@@ -68,6 +68,7 @@ def create_app(
         # The live WebSocket is served natively when uvicorn runs with live.websocket_protocol;
         # this route answers it on servers without that hook.
         routes.append(WebSocketRoute("/v1/polls/{poll_id}/live", live.websocket))
+        routes.append(Route("/v1/polls/{poll_id}/live", _upgrade_required, methods=["GET"]))
         routes.append(Route("/v1/polls/{poll_id}/events", live.events, methods=["GET"]))
     app = Starlette(
         routes=routes,
@@ -80,6 +81,15 @@ def create_app(
     )
     app.router.redirect_slashes = False  # a redirect would turn /v1/polls/..%2f into /v1/
     return HotPathRouter(app, votes)
+
+
+async def _upgrade_required(request: Request) -> Response:
+    """A plain GET of the live WebSocket's path: 426 says how to connect (a 404 said the poll
+    was missing, though it may exist)."""
+    poll_id_param(request)  # 400 invalid-poll-id first, as on every poll route
+    problem = Problem(426, "upgrade-required", "this is a WebSocket: send Upgrade: websocket")
+    problem.headers["Upgrade"] = "websocket"
+    return problem_response(problem, request.url.path)
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:

@@ -60,6 +60,7 @@ TITLES: dict[str, str] = {
     "not-archived": "Not in a published checkpoint yet; retry later",
     "invalid-ledger-path": "That is not a ledger file path",
     "method-not-allowed": "Method not allowed",
+    "upgrade-required": "Connect with a WebSocket (Upgrade: websocket)",
     "store-unavailable": "The vote store is unavailable; retry",
     "invalid-request": "The request cannot be served as sent",
     "too-many-connections": "Too many open connections from this address; retry later",
