@@ -715,6 +715,39 @@ def build() -> dict[str, Any]:
                     {"200": {"description": "application/octet-stream"}, **_problems(400, 404)},
                 ),
             },
+            "/v1/demo/token": {
+                "get": _op(
+                    "Whether the demo hands out voter tokens here: `tally serve --demo` on its "
+                    "embedded store, asked from loopback (else 404, as for any unknown path)",
+                    {"204": {"description": "available"}, **_problems(404)},
+                ),
+                "post": _op(
+                    "A fresh random voter's token (demo only, loopback only: else 404)",
+                    {
+                        "201": {
+                            "description": "application/json",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["token", "subject", "expires_in"],
+                                        "properties": {
+                                            "token": _STR,
+                                            "subject": _STR,
+                                            "expires_in": {
+                                                "type": "integer",
+                                                "description": "seconds",
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_problems(404),
+                    },
+                ),
+            },
             "/openapi.json": {
                 "get": _op(
                     "This document (OpenAPI 3.1)",
