@@ -25,7 +25,7 @@ import pytest
 import schemathesis
 
 from conftest import RunningTally, serving
-from tally.gateway.openapi import PROBLEM_CODES, SPACE
+from tally.gateway.openapi import PROBLEM_CODES, SPACE, build
 from tally.gateway.problems import TITLES
 
 HERE = Path(__file__).resolve().parent
@@ -157,3 +157,30 @@ def until_ok(status: Callable[[], int], timeout_s: float = 20.0) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+# Routes that serve pages, their files, or a form, not the API (gateway/pages.py, docs.py,
+# signin.py's demo form): each answers HTML or a static file.
+PAGES = {
+    "/",
+    "/admin",
+    "/verify",
+    "/present/{poll_id}",
+    "/static/{name}",
+    "/docs/{name}",
+    "/auth/demo",
+}
+GATEWAY = Path(__file__).resolve().parents[2] / "src" / "tally" / "gateway"
+
+
+def test_every_api_route_the_gateway_serves_is_in_the_document() -> None:
+    """A route added to the gateway without its description fails here (schemathesis can only
+    test what the document lists)."""
+    served = {
+        re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+        for source in GATEWAY.rglob("*.py")
+        for path in re.findall(r'Route\(\s*"(/[^"]*)"', source.read_text())
+    }
+    documented = set(build()["paths"])
+    assert served - PAGES - documented == set()
+    assert documented >= {"/v1/polls", "/v1/polls/{poll_id}/votes", "/ledger/keys"}
