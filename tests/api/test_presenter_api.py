@@ -54,6 +54,7 @@ def test_the_join_link_leads_to_the_voting_page_in_any_case(
     tally: RunningTally, spelling: Any
 ) -> None:
     poll = create(tally)
+    send(tally, "POST", f"/v1/polls/{poll['id']}/open", token=tally.admin_token())
     answer = send(tally, "GET", f"/j/{spelling(poll['join_code'])}")
     assert answer.status == 303
     assert answer.headers["location"] == f"/?poll={poll['id']}"
@@ -79,7 +80,7 @@ def test_the_qr_code_scans_to_the_join_url_of_the_requests_origin(tally: Running
     poll = create(tally)
     admin = tally.admin_token()
     draft_qr = send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg")
-    assert_problem(draft_qr, 401, "unauthorized")  # a draft is not public, nor its QR code
+    assert_problem(draft_qr, 404, "poll-not-found")  # a draft is an unknown poll to the public
     organisers = send(tally, "GET", f"/v1/polls/{poll['id']}/qr.svg", token=admin)
     assert organisers.status == 200
     assert organisers.headers["cache-control"] == "private, no-store"  # never in a shared cache

@@ -247,13 +247,17 @@ def test_a_repeat_after_the_poll_closed_still_gets_the_receipt(
     assert problem["receipt"] == first
 
 
-def test_a_vote_in_a_draft_is_409_poll_not_open(tally: RunningTally) -> None:
-    """A poll that has not opened refuses votes and says it is a draft."""
+def test_a_vote_in_a_draft_is_409_poll_not_open_to_an_admin_and_404_to_a_voter(
+    tally: RunningTally,
+) -> None:
+    """A poll that has not opened refuses votes: an organiser is told it is a draft; to a voter a
+    draft is an unknown poll (tests/api/test_drafts_everywhere.py)."""
     poll_id = create_poll(tally)["id"]
-    problem = assert_problem(
-        cast(tally, poll_id, "red", tally.voter_token("too-soon")), 409, "poll-not-open"
-    )
+    problem = assert_problem(cast(tally, poll_id, "red", tally.admin_token()), 409, "poll-not-open")
     assert problem["state"] == "draft"
+    assert_problem(
+        cast(tally, poll_id, "red", tally.voter_token("too-soon")), 404, "poll-not-found"
+    )
     # A draft's results are the organiser's (tests/api/test_drafts.py).
     assert get_json(tally, f"/v1/polls/{poll_id}/results", token=tally.admin_token())["total"] == 0
 

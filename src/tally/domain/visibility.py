@@ -9,6 +9,8 @@ Pure: no clock, no I/O. Times are integer milliseconds since the Unix epoch, pas
     closed       everyone, whatever the mode: the result is announced
     admins       always (they run the show: console, presenter rehearsal, integrity alarms)
 
+A draft is shown to nobody but the organisers (poll_shown): not even that it exists.
+
 What stays visible when the counts are hidden: the total, the state and the votes under review
 (turnout is no secret and the organisers' presenter shows it), never a count per option.
 """
@@ -30,6 +32,13 @@ class Hidden(StrEnum):
 
     UNTIL_VOTE = "until-vote"
     UNTIL_CLOSE = "until-close"
+
+
+def poll_shown(state: PollState, *, viewer_is_admin: bool) -> bool:
+    """Whether a viewer may learn that a poll in `state` exists at all: a draft is the organisers'
+    work in progress, so to everyone else it is exactly an unknown poll (every public surface:
+    the list, the poll, its results and exports, QR and join code, the live feeds, a vote)."""
+    return viewer_is_admin or state is not PollState.DRAFT
 
 
 def hidden_from_others(visibility: Visibility, state: PollState) -> Hidden | None:

@@ -7,7 +7,8 @@ RFC 4180: a header row, CRLF line ends, fields quoted where they must be; `text/
 charset=utf-8` as an attachment (`Content-Disposition`). The ledger export (`tally audit export`)
 stays what it was: the proof; these are the figures.
 
-Who may download them:
+Who may download them (a draft's: an admin only; to anyone else a draft is an unknown poll, 404
+poll-not-found, as everywhere: VotingService.ensure_shown):
 - results.csv follows result visibility exactly as GET /results does (domain.visibility, through
   the same service call): where the caller may not see the counts yet it is a 403
   `results-hidden` problem naming why (`hidden`: until-vote or until-close).
@@ -126,6 +127,7 @@ class ExportRoutes:
         results, hidden = await self._service.visible_results(
             poll_id, viewer.voter, is_admin=viewer.is_admin
         )
+        await self._service.ensure_shown(poll_id, is_admin=viewer.is_admin, state=results.state)
         poll = await self._service.definition(poll_id)  # cached by visible_results just now
         if hidden is not None:
             raise results_hidden(hidden)
@@ -137,6 +139,7 @@ class ExportRoutes:
         poll_id = poll_id_param(request)
         viewer = viewer_of(self._auth, request.headers.get("authorization"))
         poll = await self._service.get_poll(poll_id)  # its state now, the deadline included
+        await self._service.ensure_shown(poll_id, is_admin=viewer.is_admin, state=poll.state)
         if not viewer.is_admin and poll.state is not PollState.CLOSED:
             raise results_hidden(Hidden.UNTIL_CLOSE)
         minutes = {} if self._turnout is None else await self._turnout.minutes(poll_id)

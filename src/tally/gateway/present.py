@@ -19,11 +19,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from tally.domain.errors import PollNotFound
 from tally.domain.polls import PollState
 from tally.gateway.auth import Authenticator
 from tally.gateway.pages import CONTENT_SECURITY_POLICY
 from tally.gateway.problems import Problem
 from tally.gateway.routes import poll_id_param
+from tally.gateway.viewer import is_admin
 from tally.service import VotingService
 from tally.service.join_codes import JoinCodes
 
@@ -66,11 +68,18 @@ class PresentRoutes:
         ]
 
     async def join(self, request: Request) -> Response:
-        """303 to the voting page of the code's poll; an unknown code is a 404, in HTML for a
-        person (the usual caller: a phone that scanned or typed it), problem+json for a client
-        that asks for JSON."""
+        """303 to the voting page of the code's poll; an unknown code (or a draft's, but for an
+        admin's request) is a 404, in HTML for a person (the usual caller: a phone that scanned
+        or typed it), problem+json for a client that asks for JSON."""
         text: str = request.path_params["code"]
         poll_id = await self._join_codes.poll_for(text)
+        if poll_id is not None:
+            # A draft's code is an unknown one to all but an admin (VotingService.ensure_shown).
+            admin = is_admin(self._auth, request.headers.get("authorization"))
+            try:
+                await self._service.ensure_shown(poll_id, is_admin=admin)
+            except PollNotFound:
+                poll_id = None
         if poll_id is None:
             if "json" in request.headers.get("accept", ""):
                 raise Problem(404, "join-code-not-found", f"no poll has the join code {text!r}")
@@ -84,12 +93,13 @@ class PresentRoutes:
         return RedirectResponse(f"/?poll={quote(poll_id)}", 303)
 
     async def qr(self, request: Request) -> Response:
-        """The QR code of the poll's join URL, as SVG (a draft's only for an admin: a draft is
-        not public)."""
+        """The QR code of the poll's join URL, as SVG (a draft's only for an admin: to anyone
+        else a draft is an unknown poll)."""
         poll = await self._service.get_poll(poll_id_param(request))
         cache = QR_CACHE
         if poll.state is PollState.DRAFT:
-            self._auth.admin(request.headers.get("authorization"))
+            admin = is_admin(self._auth, request.headers.get("authorization"))
+            await self._service.ensure_shown(poll.id, is_admin=admin, state=poll.state)
             cache = DRAFT_QR_CACHE
         code = await self._join_codes.code_for(poll.id)
         body = qr_svg(f"{self._origin(request)}/j/{code}")

@@ -13,15 +13,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.domain.errors import PollNotFound
 from tally.domain.integrity import IntegrityAlarm
-from tally.domain.polls import Poll, PollState, is_poll_id
+from tally.domain.polls import Poll, is_poll_id
 from tally.domain.visibility import hidden_from_others, redacted_alarms
 from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
-from tally.gateway.problems import Problem, from_error, invalid_poll_id
+from tally.gateway.problems import Problem, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
-from tally.gateway.viewer import cache_headers, viewer_of
+from tally.gateway.viewer import cache_headers, is_admin, viewer_of
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
 from tally.service import VotingService
@@ -78,9 +77,9 @@ class Handlers:
     async def get_poll(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
         poll, alarms = await asyncio.gather(self._service.get_poll(poll_id), self._alarms(poll_id))
-        if poll.state is PollState.DRAFT and not self._is_admin(request):
-            # The same 404 as an unknown poll: a draft's existence is not public either.
-            raise from_error(PollNotFound(poll_id))
+        await self._service.ensure_shown(
+            poll_id, is_admin=self._is_admin(request), state=poll.state
+        )
         if (
             alarms
             and hidden_from_others(poll.visibility, poll.state) is not None
@@ -108,8 +107,7 @@ class Handlers:
             self._service.visible_results(poll_id, viewer.voter, is_admin=viewer.is_admin),
             self._alarms(poll_id),
         )
-        if results.state is PollState.DRAFT and not viewer.is_admin:
-            raise from_error(PollNotFound(poll_id))  # as GET /v1/polls/{id}: drafts are not public
+        await self._service.ensure_shown(poll_id, is_admin=viewer.is_admin, state=results.state)
         if hidden is not None:
             alarms = redacted_alarms(alarms)  # a counter-mismatch alarm's details quote counts
         body = orjson.dumps(results_doc(results, alarms, hidden))
@@ -150,13 +148,7 @@ class Handlers:
 
     def _is_admin(self, request: Request) -> bool:
         """Whether the request carries a valid admin credential (no credential: not an admin)."""
-        authorization = request.headers.get("authorization")
-        if authorization is None:
-            return False
-        try:
-            return self._auth.principal(authorization).is_admin
-        except Problem:
-            return False
+        return is_admin(self._auth, request.headers.get("authorization"))
 
     def _include_drafts(self, request: Request) -> bool:
         include = request.query_params.getlist("include")

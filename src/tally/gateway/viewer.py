@@ -18,6 +18,7 @@ from tally.domain.admission import Voter
 from tally.domain.polls import PollState
 from tally.domain.visibility import hidden_reason, needs_vote_lookup
 from tally.gateway.auth import Authenticator
+from tally.gateway.problems import Problem
 from tally.security.tokens import Principal
 from tally.service import VotingService
 
@@ -51,6 +52,18 @@ def viewer_of(auth: Authenticator, authorization: str | None) -> Viewer:
     return viewer_of_principal(auth.principal(authorization))
 
 
+def is_admin(auth: Authenticator, authorization: str | None) -> bool:
+    """Whether an optional `Authorization` header names an admin; a missing or invalid one does
+    not (where a poll answers the same to both: a draft's 404 must not tell a bad credential
+    apart from none, since an unknown poll's does not either)."""
+    if authorization is None:
+        return False
+    try:
+        return auth.principal(authorization).is_admin
+    except Problem:
+        return False
+
+
 def cache_headers(viewer: Viewer, *, varies: bool = True) -> dict[str, str]:
     """Cache-Control and Vary for an answer that follows result visibility. `varies`: whether
     the answer can differ from viewer to viewer (False for a live or closed poll, whose answer a
@@ -72,6 +85,15 @@ class Viewers:
     def of(self, authorization: str | None) -> Viewer:
         """As viewer_of: anonymous without a credential, a 401 problem for an invalid one."""
         return viewer_of(self._auth, authorization)
+
+    def is_admin(self, authorization: str | None) -> bool:
+        """As is_admin: a missing or invalid credential is not an admin's."""
+        return is_admin(self._auth, authorization)
+
+    async def ensure_shown(self, poll_id: str, viewer: Viewer) -> None:
+        """PollNotFound where `viewer` may not learn the poll exists (a draft to a non-admin):
+        VotingService.ensure_shown, with no read once the poll is known to be open or closed."""
+        await self._service.ensure_shown(poll_id, is_admin=viewer.is_admin)
 
     async def sees_counts(self, poll_id: str, viewer: Viewer, *, voted: bool = False) -> bool:
         """Whether `viewer` may see the counts of the poll while it is open. `voted`: they are

@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from tally.domain.admission import Evidence, Voter, VoteRequest
+from tally.domain.votes import Accepted, HeldForReview
 from tally.gateway.auth import Authenticator
 from tally.gateway.metrics import Metrics
 from tally.gateway.problems import Problem, as_problem, vote_answer
+from tally.gateway.viewer import is_admin
 from tally.service import VotingService
 from tally.service.risk import Traffic
 
@@ -80,7 +82,13 @@ class Voting:
             if proof is not None:
                 evidence = evidence._replace(challenge=proof)
             request = VoteRequest(poll_id, voter, option, evidence)
-            status, document, problem = vote_answer(await self._service.submit(request))
+            outcome = await self._service.submit(request)
+            if not isinstance(outcome, Accepted | HeldForReview):
+                # A refusal tells the poll's state or options: a draft's only to an admin, to
+                # anyone else it is an unknown poll (no read unless the poll was seen a draft).
+                admin = is_admin(self._auth, authorization)
+                await self._service.ensure_shown(poll_id, is_admin=admin)
+            status, document, problem = vote_answer(outcome)
             label = "accepted" if status == 201 else "held" if problem is None else problem.code
             answer = VoteAnswer(status, label, document, problem)
         except Exception as exc:  # every failure becomes a problem document

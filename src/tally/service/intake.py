@@ -153,6 +153,12 @@ class VoteIntake:
             poll = self._definitions[poll_id] = found
         return poll
 
+    def remember(self, poll: Poll) -> None:
+        """Cache `poll` (read just now) as its definition: the same definition, in a later state
+        than one cached while it was a draft (VotingService.ensure_shown reads a draft again)."""
+        if poll.id in self._definitions:
+            self._definitions[poll.id] = poll
+
 
 async def load_poll(polls: PollStore, poll_id: str) -> Poll:
     """The poll as stored; PollNotFound for an id that cannot exist or does not."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from tally.domain.admission import INTERNAL, Voter, VoteRequest
 from tally.domain.defences import DEFAULT_DEFENCES, Defences, from_document
+from tally.domain.errors import PollNotFound
 from tally.domain.polls import (
     DEFAULT_EXPECTED_VOTERS,
     DEFAULT_LANES,
@@ -30,7 +31,13 @@ from tally.domain.polls import (
 from tally.domain.pseudonyms import pseudonym
 from tally.domain.results import Results, sum_lanes
 from tally.domain.snapshots import Snapshot
-from tally.domain.visibility import Hidden, closed_state, hidden_reason, needs_vote_lookup
+from tally.domain.visibility import (
+    Hidden,
+    closed_state,
+    hidden_reason,
+    needs_vote_lookup,
+    poll_shown,
+)
 from tally.domain.votes import VoteOutcome
 from tally.ledger.admission import AdmissionSigner
 from tally.ports import BallotBox, LedgerReader, PollStore, SnapshotStore
@@ -125,8 +132,27 @@ class VotingService:
         return [
             replace(p, state=p.effective_state(now))
             for p in await self._polls.recent(limit)
-            if drafts or p.state is not PollState.DRAFT
+            if poll_shown(p.state, viewer_is_admin=drafts)
         ]
+
+    async def ensure_shown(
+        self, poll_id: str, *, is_admin: bool, state: PollState | None = None
+    ) -> None:
+        """PollNotFound, exactly as for an unknown poll, where this viewer may not learn that the
+        poll exists (a draft to anyone but an admin: domain.visibility.poll_shown). The one check
+        of every public surface of a poll. `state`: the poll's as the caller has just read it;
+        None: the cached definition's, read again only while that says draft (a state only ever
+        moves forward, so a poll cached open or closed is not a draft now)."""
+        if is_admin:
+            return
+        if state is None:
+            state = (await self.definition(poll_id)).state
+            if state is PollState.DRAFT:
+                poll = await self._load(poll_id)
+                self.intake.remember(poll)  # opened since: later checks need no read
+                state = poll.state
+        if not poll_shown(state, viewer_is_admin=is_admin):
+            raise PollNotFound(poll_id)
 
     async def open_poll(self, poll_id: str, actor: str = "") -> Poll:
         """`actor` names who acts in the public admin log ("" for the system)."""

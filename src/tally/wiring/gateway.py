@@ -247,7 +247,7 @@ async def build_gateway(
         exports=ExportRoutes(service, auth, ValkeyTurnout(client)).routes(),  # results/turnout CSV
         present=PresentRoutes(service, join_codes, auth, settings.public_url).routes(),
         challenges=ChallengeRoutes(
-            ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth
+            ChallengeDesk(service.intake.definition, proof_of_work, system_clock_ms), auth, service
         ).routes(),
     )
     observe_live(metrics, live)

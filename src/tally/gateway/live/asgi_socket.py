@@ -34,7 +34,7 @@ from tally.gateway.live.votes import (
     parse_message,
     request_id_of,
 )
-from tally.gateway.live.websocket import MAX_VOTES_IN_FLIGHT, CloseCode
+from tally.gateway.live.websocket import DRAFT_AUTH_WAIT_S, MAX_VOTES_IN_FLIGHT, CloseCode
 from tally.gateway.problems import MEDIA_TYPE, Problem, from_error, invalid_poll_id, problem_body
 
 
@@ -100,6 +100,7 @@ class _AsgiConnection:
         self._sees = False  # counts even where the poll hides them (websocket.py's _sees)
         self._room = asyncio.Semaphore(MAX_VOTES_IN_FLIGHT)
         self._sender: asyncio.Task[None] | None = None
+        self._draft = False  # on a draft, until an admin's auth frame (websocket.py's docstring)
 
     def deliver(self, snapshot: LiveSnapshot) -> None:
         if snapshot.seq > self._sent_seq and (
@@ -146,10 +147,33 @@ class _AsgiConnection:
             return await self._refuse(from_error(exc), CloseCode.POLL_NOT_FOUND)
         except StoreUnavailable as exc:
             return await self._refuse(from_error(exc), CloseCode.TRY_AGAIN_LATER)
+        try:
+            self._draft = await self._gateway.voting.hidden_draft(self._poll_id)
+        except StoreUnavailable as exc:
+            return await self._refuse(from_error(exc), CloseCode.TRY_AGAIN_LATER)
         if self._state is not WatcherState.JOINING:
             return False
         self._state = moved(self._state, WatcherState.OPEN)
+        if self._draft:
+            self._gateway.track(self._draft_deadline())
         return True
+
+    async def _draft_deadline(self) -> None:
+        """As websocket.py's: no admin's auth frame in time is an unknown poll's answer, unless
+        the poll opened meanwhile."""
+        await asyncio.sleep(DRAFT_AUTH_WAIT_S)
+        if not self._draft:
+            return
+        with contextlib.suppress(TallyError):
+            if not await self._gateway.voting.hidden_draft(self._poll_id):
+                self._draft = False
+                return
+        if self._draft:
+            await self._hide_draft()
+
+    async def _hide_draft(self) -> None:
+        self._draft = False
+        await self._refuse(from_error(PollNotFound(self._poll_id)), CloseCode.POLL_NOT_FOUND)
 
     async def _refuse(self, problem: Problem, code: CloseCode) -> bool:
         await self._text(error_frame(problem, self._instance))
@@ -175,8 +199,18 @@ class _AsgiConnection:
         try:
             message = parse_message(data)
         except Problem as problem:
+            if self._draft:
+                await self._hide_draft()
+                return
             await self._text(error_frame(problem, self._instance, request_id_of(data)))
             return
+        if self._draft:  # on a draft: only an admin may go on
+            if not isinstance(message, AuthMessage) or not self._gateway.voting.is_admin(
+                message.token
+            ):
+                await self._hide_draft()
+                return
+            self._draft = False
         if isinstance(message, AuthMessage):
             self._token = message.token  # kept even when invalid, as in websocket.py
             valid, frame = self._gateway.voting.authenticate(message.token, self._instance)

@@ -15,7 +15,8 @@ browser's EventSource cannot send the header, so it reconnects or uses the WebSo
 follows a vote at once). Once the poll closes every stream gets the counts: a closed snapshot is
 never redacted.
 
-Refusals before the stream starts are problem documents: 400 invalid-poll-id, 404 poll-not-found,
+Refusals before the stream starts are problem documents: 400 invalid-poll-id, 404 poll-not-found
+(for a draft too, unless the request carries an admin's credential),
 429 too-many-connections and 503 shutting-down (both with Retry-After), 503 store-unavailable, 401
 for an invalid credential.
 One task per stream plus one waiting for the disconnect: SSE is the fallback, not the bulk path.
@@ -135,6 +136,8 @@ class EventStreams:
         gateway.opened(stream)
         try:
             try:
+                if viewers is not None:
+                    await viewers.ensure_shown(poll_id, viewer)  # a draft: 404 but to an admin
                 if viewers is not None and viewer is not ANONYMOUS:
                     stream.sees = await viewers.sees_counts(poll_id, viewer)
                 await gateway.hub.join(poll_id, stream)

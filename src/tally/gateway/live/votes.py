@@ -27,8 +27,9 @@ import msgspec
 import orjson
 
 from tally.domain.admission import Evidence
+from tally.domain.errors import PollNotFound
 from tally.gateway.problems import Problem, problem_body
-from tally.gateway.viewer import Viewers
+from tally.gateway.viewer import ANONYMOUS, Viewers
 from tally.gateway.voting import Ballot, Voting
 from tally.security.pow import MAX_ANSWER_CHARS as MAX_PROOF_CHARS
 
@@ -97,6 +98,21 @@ class LiveVoting:
         connection stays redacted on a poll that hides its counts until the close."""
         self._voting = voting
         self.viewers = viewers
+
+    async def hidden_draft(self, poll_id: str) -> bool:
+        """Whether the poll (found) is a draft, which a socket may follow only once an admin's
+        auth frame came (VotingService.ensure_shown: to anyone else it is an unknown poll)."""
+        if self.viewers is None:
+            return False
+        try:
+            await self.viewers.ensure_shown(poll_id, ANONYMOUS)
+        except PollNotFound:
+            return True
+        return False
+
+    def is_admin(self, token: str) -> bool:
+        """Whether an auth frame's token is a valid admin credential."""
+        return self.viewers is not None and self.viewers.is_admin(f"Bearer {token}")
 
     def authenticate(self, token: str, instance: str) -> tuple[bool, bytes]:
         """Check a token now (each vote checks it again); returns (valid, auth_result frame)."""

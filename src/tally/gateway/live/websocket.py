@@ -25,6 +25,11 @@ Refusals at the handshake are HTTP responses with a problem document:
     429 too-many-connections   the per-IP or total limit is reached (Retry-After: 1)
     503 shutting-down          the gateway is shutting down (Retry-After: 1)
 After the upgrade, an error frame ({"type": "error", ...}) precedes every 4xxx close.
+
+A draft is an unknown poll to all but its organisers (VotingService.ensure_shown), but a socket
+names its viewer only in its first message: on a draft the socket must send an admin's auth frame
+first, within DRAFT_AUTH_WAIT_S; any other message, or none, gets the unknown poll's error frame
+and 4404 close (unless the poll opened meanwhile).
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ MAX_MESSAGE_BYTES = 16 * 1024  # an auth frame carries a token of at most 8 KiB
 MAX_VOTES_IN_FLIGHT = 16  # per socket; beyond it the socket stops reading (no queue)
 SEND_BUFFER_BYTES = 16 * 1024  # SO_SNDBUF: a stalled reader is noticed after KiB, not MiB
 CLOSE_TIMEOUT_S = 2.0  # how long a close handshake may take before the TCP connection is cut
+# How long a socket on a draft waits for an admin's auth frame before it is answered as one on an
+# unknown poll (a browser sends its auth frame as soon as the socket opens).
+DRAFT_AUTH_WAIT_S = 2.0
 
 _OPEN = WatcherState.OPEN
 _JOINING = WatcherState.JOINING
@@ -108,6 +116,7 @@ class LiveSocket(asyncio.Protocol):
 
     __slots__ = (
         "_close_timer",
+        "_draft_timer",
         "_evidence",
         "_fragments",
         "_gateway",
@@ -146,6 +155,8 @@ class LiveSocket(asyncio.Protocol):
         self._heard = True
         self._slow_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        # Set while the socket is on a draft and no admin's auth frame came (module docstring).
+        self._draft_timer: asyncio.TimerHandle | None = None
         self._token: str | None = None
         self._votes = 0
         self._fragments: list[bytes] | None = None
@@ -197,10 +208,10 @@ class LiveSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ws.receive_eof()  # idempotent: the core's state becomes CLOSED
-        for timer in (self._slow_timer, self._close_timer):
+        for timer in (self._slow_timer, self._close_timer, self._draft_timer):
             if timer is not None:
                 timer.cancel()
-        self._slow_timer = self._close_timer = None
+        self._slow_timer = self._close_timer = self._draft_timer = None
         previous, self._state = self._state, moved(self._state, WatcherState.CLOSED)
         self._pending = None
         self._gateway.forget(self, self._ip, admitted=previous is not WatcherState.CONNECTING)
@@ -325,15 +336,51 @@ class LiveSocket(asyncio.Protocol):
             log.exception("joining poll %s's live channel failed", self._poll_id)
             self._close_with(Problem(500, "internal-error"), instance, CloseCode.INTERNAL_ERROR)
             return
+        try:
+            draft = await self._gateway.voting.hidden_draft(self._poll_id)
+        except StoreUnavailable as exc:
+            self._close_with(from_error(exc), instance, CloseCode.TRY_AGAIN_LATER)  # leaves
+            return
         if self._state is not _JOINING:  # closed while joining
             self._gateway.hub.leave(self._poll_id, self)
             return
+        if draft:
+            token = self._token  # an auth frame may have come while the channel opened
+            if token is None:
+                loop = asyncio.get_running_loop()
+                self._draft_timer = loop.call_later(DRAFT_AUTH_WAIT_S, self._draft_waited)
+            elif not self._gateway.voting.is_admin(token):
+                self._close_with(
+                    from_error(PollNotFound(self._poll_id)), instance, CloseCode.POLL_NOT_FOUND
+                )
+                return
         self._state = moved(self._state, _OPEN)
         if self._paused:
             self.pause_writing()  # start the slow-client clock now that it applies
         pending, self._pending = self._pending, None
         if pending is not None:
             self.deliver(pending)
+
+    def _draft_waited(self) -> None:
+        # The spent handle stays set, so messages stay held to the draft's rule until decided.
+        self._gateway.track(self._draft_unseen())
+
+    async def _draft_unseen(self) -> None:
+        """No admin's auth frame came in time: answer as for an unknown poll, unless the poll has
+        opened meanwhile (then it is anyone's to watch)."""
+        with contextlib.suppress(TallyError):
+            if not await self._gateway.voting.hidden_draft(self._poll_id):
+                self._draft_timer = None
+                return
+        if self._draft_timer is not None:  # not decided meanwhile by a message
+            self._hide_draft()
+
+    def _hide_draft(self) -> None:
+        if self._draft_timer is not None:
+            self._draft_timer.cancel()
+            self._draft_timer = None
+        problem = from_error(PollNotFound(self._poll_id))
+        self._close_with(problem, f"/v1/polls/{self._poll_id}/live", CloseCode.POLL_NOT_FOUND)
 
     def _close_with(self, problem: Problem, instance: str, code: CloseCode) -> None:
         self._send(error_frame(problem, instance))
@@ -368,8 +415,19 @@ class LiveSocket(asyncio.Protocol):
         try:
             message = parse_message(data)
         except Problem as problem:
+            if self._draft_timer is not None:
+                self._hide_draft()
+                return
             self._send(error_frame(problem, instance, request_id_of(data)))
             return
+        if self._draft_timer is not None:  # on a draft: only an admin may go on
+            if not isinstance(message, AuthMessage) or not self._gateway.voting.is_admin(
+                message.token
+            ):
+                self._hide_draft()
+                return
+            self._draft_timer.cancel()
+            self._draft_timer = None
         if isinstance(message, AuthMessage):
             # Kept even when invalid: each vote verifies it again and answers its precise 401.
             self._token = message.token
