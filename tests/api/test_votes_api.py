@@ -279,6 +279,15 @@ def test_an_unknown_option_is_422_and_does_not_use_up_the_vote(
     token = tally.voter_token("typo")
     problem = assert_problem(cast(tally, open_poll, "purple", token), 422, "unknown-option")
     assert problem["option"] == "purple"
+    # The valid ones, to choose from (from the definition the gateway holds: no store read).
+    assert problem["options"] == [
+        {"id": "red", "label": "Red"},
+        {"id": "green", "label": "Green"},
+        {"id": "blue", "label": "Blue"},
+    ]
+    assert problem["detail"] == (
+        "no option 'purple'; the options are: red (Red), green (Green), blue (Blue)"
+    )
     assert cast(tally, open_poll, "red", token).status == 201
 
 

@@ -25,7 +25,7 @@ from tally.domain.admission import (
     Voter,
     VoteRequest,
 )
-from tally.domain.polls import OptionSpec, Poll
+from tally.domain.polls import Option, OptionSpec, Poll
 from tally.domain.votes import (
     Accepted,
     ChallengeRequired,
@@ -146,9 +146,23 @@ async def test_the_token_check_refuses_a_token_that_expired_before_admission(
     assert isinstance(await service.submit(lenient), Accepted)
 
 
+OPTIONS = (Option("red", "Red"), Option("blue", "Blue"))
+
+
 async def test_the_option_check_refuses_an_option_the_poll_lacks(valkey: Valkey) -> None:
+    """The refusal names the poll's options, for the voter to choose from."""
     service, poll_id = await open_poll(valkey, [OptionCheck()])
-    assert await service.submit(request(poll_id, "green")) == UnknownOption("green")
+    assert await service.submit(request(poll_id, "green")) == UnknownOption("green", OPTIONS)
+    assert (await service.results(poll_id)).total == 0
+
+
+async def test_the_lanes_refusal_of_an_unknown_option_names_the_options_too(
+    valkey: Valkey,
+) -> None:
+    """Without the option check the lane itself refuses (it knows ids only); the intake adds
+    the options from the definition it holds."""
+    service, poll_id = await open_poll(valkey, [])
+    assert await service.submit(request(poll_id, "green")) == UnknownOption("green", OPTIONS)
     assert (await service.results(poll_id)).total == 0
 
 

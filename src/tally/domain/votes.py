@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from tally.domain.polls import PollState
+from tally.domain.polls import Option, PollState
 
 ADMISSION_BYTES = 76  # u64 admitted ms || u32 key id || 64-byte Ed25519 signature
 _ADMISSION = struct.Struct(">QI64s")
@@ -95,7 +95,11 @@ class NotOpen:
 
 @dataclass(frozen=True, slots=True)
 class UnknownOption:
+    """`option`: as sent; `options`: the poll's, so the refusal can list the valid ones (from the
+    definition the intake already holds: no store read)."""
+
     option: str
+    options: tuple[Option, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,6 +380,11 @@ def build() -> dict[str, Any]:
                         "when to retry)",
                     },
                     "option": {"type": "string", "description": "unknown-option: as sent"},
+                    "options": {
+                        "type": "array",
+                        "description": "unknown-option: the poll's options, to choose from",
+                        "items": {"$ref": "#/components/schemas/Option"},
+                    },
                     "outcome": {
                         "const": "unknown",
                         "description": "store-unavailable: the write may or may not have "

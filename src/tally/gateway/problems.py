@@ -186,8 +186,13 @@ def vote_refusal(outcome: VoteOutcome) -> Problem:
             409, "poll-not-open", f"the poll is {outcome.state.value}", state=outcome.state.value
         )
     if isinstance(outcome, UnknownOption):
+        valid = ", ".join(f"{o.id} ({o.label})" for o in outcome.options)  # as the CLI says
         return Problem(
-            422, "unknown-option", f"no option {outcome.option!r}", option=outcome.option
+            422,
+            "unknown-option",
+            f"no option {outcome.option!r}; the options are: {valid}",
+            option=outcome.option,
+            options=[{"id": o.id, "label": o.label} for o in outcome.options],
         )
     if isinstance(outcome, Unauthenticated):
         return unauthorized(outcome.detail, outcome.reason)

@@ -62,7 +62,7 @@ class OptionCheck:
                 self._option_ids.clear()
             option_ids = self._option_ids[poll.id] = poll.option_ids
         if request.option not in option_ids:
-            return Refuse(UnknownOption(request.option))
+            return Refuse(UnknownOption(request.option, poll.options))
         return ADMIT
 
 

@@ -32,6 +32,7 @@ from tally.domain.votes import (
     ChallengeRequired,
     HeldForReview,
     RateLimited,
+    UnknownOption,
     VoteOutcome,
 )
 from tally.ledger.admission import AdmissionSigner
@@ -140,7 +141,9 @@ class VoteIntake:
                 ),
                 cast.status,
             )
-        return cast  # NotOpen | UnknownOption: refused by the lane itself
+        if isinstance(cast, UnknownOption):  # the lane knows ids only: name them all
+            return UnknownOption(cast.option, poll.options)
+        return cast  # NotOpen: refused by the lane itself
 
     async def definition(self, poll_id: str) -> Poll:
         """The poll's definition (defences included), read once and cached: it never changes;
