@@ -5,6 +5,7 @@ directory; then Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from conftest import settled_results, store_env
 from defences_off import DEFENCES_OFF
 from tally.bench.processes import free_port
 from tally.client import TallyClient
+from tls_certs import make_certificates
 
 STARTUP_S = 60.0
 CHECKPOINT_ENV = {"TALLY_CHECKPOINT_INTERVAL_MS": "200"}  # audits need a checkpoint soon
@@ -135,6 +137,58 @@ def test_every_printed_command_works_as_printed_on_another_port(tmp_path: Path) 
     assert "stopped" in stopped
     for part in ("HTTP", "embedded valkey-server" if not store else "Valkey connections"):
         assert part in stopped, stopped
+
+
+def test_over_tls_every_printed_command_trusts_the_ca_and_the_join_code_leads_to_the_poll(
+    tmp_path: Path,
+) -> None:
+    """Served over HTTPS with a private CA named by TALLY_CA_FILE in the server's shell, the
+    printed client commands carry --ca-file (curl --cacert) and succeed pasted into a shell that
+    has no TALLY_CA_FILE (in the server's directory, as after `make run`); the presenter screen
+    and the join code printed beside them answer."""
+    certs = make_certificates(tmp_path / "pki")
+    server_dir = with_venv(tmp_path / "server")
+    port = free_port()
+    tls = {
+        "TALLY_TLS_CERT": str(certs.cert),
+        "TALLY_TLS_KEY": str(certs.key),
+        "TALLY_CA_FILE": str(certs.ca),
+    }
+    env = {**DEFENCES_OFF, **CHECKPOINT_ENV, **tls, "TALLY_LOG_LEVEL": "warning"}
+    with (
+        store_env(server_dir / "data") as store,
+        serve_demo(server_dir, "--port", str(port), env={**env, **store}) as server,
+    ):
+        assert server.url == f"https://127.0.0.1:{port}"
+        printed = server.printed()
+        commands = printed_commands(printed)
+        assert len(commands) == 7, printed
+        reaching = [c for c in commands if not c.startswith(".venv/bin/tally token")]
+        assert all(f"--ca-file {certs.ca}" in c or f"--cacert {certs.ca}" in c for c in reaching)
+        for line in commands:
+            done = (
+                until_ok(line, cwd=server_dir) if " audit " in line else shell(line, cwd=server_dir)
+            )
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+        poll_id = printed.split("Demo poll '")[1].split("'")[0]
+        assert f"{server.url}/present/{poll_id}" in printed
+        join_url = printed.split("The audience joins with the code ")[1].split()[1]
+        code = join_url.rsplit("/", 1)[1]
+        assert join_url == f"{server.url}/j/{code}"
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=certs.client_context(), timeout=30
+        )
+        try:
+            connection.request("GET", f"/j/{code}")
+            answer = connection.getresponse()
+            answer.read()
+            assert (answer.status, answer.getheader("location")) == (303, f"/?poll={poll_id}")
+            connection.request("GET", f"/present/{poll_id}")
+            page = connection.getresponse()
+            assert (page.status, b"<html" in page.read()) == (200, True)
+        finally:
+            connection.close()
+        server.interrupt()
 
 
 def test_the_cli_follows_tally_port_when_given_no_url(tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ from tally.demo import announce_demo
 from tally.gateway.metrics import Metrics
 from tally.gateway.ops import ReadinessCheck, ops_app
 from tally.gateway.server import GatewayServer, server_config
+from tally.service.join_codes import JoinCodes
+from tally.store.join_codes import ValkeyJoinCodes
 from tally.wiring.aggregator import build_aggregator, observe_aggregator
 from tally.wiring.archiver import build_archiver, observe_archiver
 from tally.wiring.gateway import Gateway, build_gateway, scheme
@@ -74,7 +76,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     async def started() -> None:
         log.info("Tally listening on %s://%s:%d", scheme(settings), settings.host, settings.port)
         if demo:
-            await announce_demo(gateway.service, settings, gateway.issuer)
+            join_codes = JoinCodes(ValkeyJoinCodes(gateway.client))  # as the gateway's
+            await announce_demo(gateway.service, settings, gateway.issuer, join_codes)
 
     server = gateway.http_server(after_startup=started)
     t = settings.shutdown_timeout_s
