@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-cluster lint typecheck check clean
+.PHONY: run test test-cluster screenshots lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 CLUSTER_SUITES := tests/api tests/live tests/integration tests/audit tests/e2e tests/roles tests/chaos tests/defences tests/admission tests/insider tests/security tests/witness
 test-cluster: $(STAMP)
 	TALLY_TEST_STORE=cluster timeout --kill-after=60 1800 $(BIN)/pytest $(CLUSTER_SUITES)
+
+# The page tests that write screenshots, with the copies for the README refreshed in
+# docs/screenshots/ (a plain `make test` writes them under build/screenshots/ only).
+SCREENSHOT_TESTS := tests/e2e/test_console.py tests/e2e/test_presenter.py tests/e2e/test_voter_page.py tests/e2e/test_verify_page.py tests/e2e/test_docs_page.py tests/signin/test_signin_page.py
+screenshots: $(STAMP)
+	if command -v npm >/dev/null && [ ! -d tests/oidc/node_modules ]; then npm ci --no-audit --no-fund --prefix tests/oidc; fi
+	TALLY_UPDATE_SCREENSHOTS=1 $(BIN)/pytest $(SCREENSHOT_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
