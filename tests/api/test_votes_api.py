@@ -668,6 +668,14 @@ def test_openapi_describes_every_endpoint(tally: RunningTally) -> None:
         "/ledger/{poll_id}/{log}/checkpoint": {"get"},
         "/ledger/{poll_id}/{log}/checkpoints/{size}": {"get"},
         "/ledger/{poll_id}/{log}/tile/{path}": {"get"},
+        "/v1/polls/{poll_id}/qr.svg": {"get"},  # the presenter's join link
+        "/j/{code}": {"get"},
+        "/auth/config": {"get"},  # voter sign-in
+        "/auth/login": {"get"},
+        "/auth/callback": {"get"},
+        "/v1/demo/token": {"get", "post"},
+        "/openapi.json": {"get"},
+        "/docs": {"get"},  # tests/e2e/test_docs_page.py
     }
 
 
