@@ -88,14 +88,15 @@ def test_the_api_keeps_every_promise_of_its_document_to_an_admin(
 def test_the_api_keeps_every_promise_of_its_document_to_a_voter(
     server: RunningTally, tmp_path: Path
 ) -> None:
-    """A voter reaches the vote and challenge paths as a voter, and every admin path's 403."""
+    """A voter reaches the vote and challenge paths as a voter, and every admin path's 403
+    (fuzzing only: the admin's coverage phase already walks every boundary of the schema)."""
     st_run(
         server.url,
         server.voter_token("schemathesis-voter"),
         "--max-examples",
         "5",
         "--phases",
-        "coverage,fuzzing",
+        "fuzzing",
         cwd=tmp_path,
         timeout_s=130,
     )
