@@ -348,7 +348,7 @@ class _WholeResponseCycle(RequestResponseCycle):
             message["type"] == "http.response.start"
             and not self.response_started
             and self.scope["method"] != "HEAD"
-            and any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
+            and _has_length(message.get("headers", ()))
         ):
             self._held = message
             return
@@ -367,6 +367,13 @@ class _WholeResponseCycle(RequestResponseCycle):
         finally:
             self.transport = transport
             head.flush()  # nothing else was written: the head alone
+
+
+def _has_length(headers: Any) -> bool:
+    for name, _ in headers:  # ASGI names are lower case; uvicorn lowers them anyway
+        if name == b"content-length" or name.lower() == b"content-length":
+            return True
+    return False
 
 
 class _HeadFirst:

@@ -24,8 +24,8 @@ from tally.gateway.voting import Ballot, Voting
 VOTE_BODY_LIMIT = 1024
 PREFIX = "/v1/polls/"
 SUFFIX = "/votes"
-_JSON = b"application/json"
-_PROBLEM = MEDIA_TYPE.encode()
+_JSON_TYPE = (b"content-type", b"application/json")
+_PROBLEM_TYPE = (b"content-type", MEDIA_TYPE.encode())
 
 
 class VoteEndpoint:
@@ -56,13 +56,13 @@ class VoteEndpoint:
 
         evidence = Evidence(Transport.HTTP, self._addresses.of_scope(scope), user_agent)
         answer = await self._voting.vote(poll_id, authorization, ballot, evidence)
-        headers: list[tuple[bytes, bytes]] = []
         if answer.problem is None:
-            body, content_type_out = orjson.dumps(answer.document), _JSON
+            body = orjson.dumps(answer.document)
+            headers = [_JSON_TYPE, (b"content-length", b"%d" % len(body))]
         else:
-            body, content_type_out = problem_body(answer.problem, scope["path"]), _PROBLEM
+            body = problem_body(answer.problem, scope["path"])
             headers = [(k.lower().encode(), v.encode()) for k, v in answer.problem.headers.items()]
-        headers += [(b"content-type", content_type_out), (b"content-length", b"%d" % len(body))]
+            headers += [_PROBLEM_TYPE, (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
