@@ -391,6 +391,18 @@ def build() -> dict[str, Any]:
                         "happened; retrying never counts twice",
                     },
                     "receipt": {"$ref": "#/components/schemas/Receipt"},
+                    "hidden": {
+                        "enum": ["until-vote", "until-close"],
+                        "description": "results-hidden: when the counts will show",
+                    },
+                    "challenge": {**_STR, "description": "challenge-required: solve it as is"},
+                    "algorithm": {"const": "SHA-256", "description": "challenge-required"},
+                    "difficulty": {"type": "integer", "description": "challenge-required"},
+                    "expires_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "challenge-required",
+                    },
                 },
             },
         }
