@@ -25,7 +25,7 @@ from tally.gateway.auth import Authenticator
 from tally.gateway.pages import CONTENT_SECURITY_POLICY
 from tally.gateway.problems import Problem
 from tally.gateway.routes import poll_id_param
-from tally.gateway.viewer import is_admin
+from tally.gateway.viewer import ensure_shown_to
 from tally.service import VotingService
 from tally.service.join_codes import JoinCodes
 
@@ -75,9 +75,9 @@ class PresentRoutes:
         poll_id = await self._join_codes.poll_for(text)
         if poll_id is not None:
             # A draft's code is an unknown one to all but an admin (VotingService.ensure_shown).
-            admin = is_admin(self._auth, request.headers.get("authorization"))
+            authorization = request.headers.get("authorization")
             try:
-                await self._service.ensure_shown(poll_id, is_admin=admin)
+                await ensure_shown_to(self._service, self._auth, authorization, poll_id)
             except PollNotFound:
                 poll_id = None
         if poll_id is None:
@@ -98,8 +98,8 @@ class PresentRoutes:
         poll = await self._service.get_poll(poll_id_param(request))
         cache = QR_CACHE
         if poll.state is PollState.DRAFT:
-            admin = is_admin(self._auth, request.headers.get("authorization"))
-            await self._service.ensure_shown(poll.id, is_admin=admin, state=poll.state)
+            authorization = request.headers.get("authorization")
+            await ensure_shown_to(self._service, self._auth, authorization, poll.id, poll.state)
             cache = DRAFT_QR_CACHE
         code = await self._join_codes.code_for(poll.id)
         body = qr_svg(f"{self._origin(request)}/j/{code}")

@@ -20,7 +20,7 @@ from tally.gateway.auth import Authenticator
 from tally.gateway.bodies import CreatePollBody, read_json, to_new_poll
 from tally.gateway.problems import Problem, invalid_poll_id
 from tally.gateway.render import poll_doc, results_doc
-from tally.gateway.viewer import cache_headers, is_admin, viewer_of
+from tally.gateway.viewer import cache_headers, ensure_shown_to, is_admin, viewer_of
 from tally.ports import IntegrityStore
 from tally.security.tokens import Principal
 from tally.service import VotingService
@@ -77,9 +77,8 @@ class Handlers:
     async def get_poll(self, request: Request) -> Response:
         poll_id = poll_id_param(request)
         poll, alarms = await asyncio.gather(self._service.get_poll(poll_id), self._alarms(poll_id))
-        await self._service.ensure_shown(
-            poll_id, is_admin=self._is_admin(request), state=poll.state
-        )
+        authorization = request.headers.get("authorization")
+        await ensure_shown_to(self._service, self._auth, authorization, poll_id, poll.state)
         if (
             alarms
             and hidden_from_others(poll.visibility, poll.state) is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tally.domain.admission import Voter
+from tally.domain.errors import PollNotFound
 from tally.domain.polls import PollState
 from tally.domain.visibility import hidden_reason, needs_vote_lookup
 from tally.gateway.auth import Authenticator
@@ -62,6 +63,23 @@ def is_admin(auth: Authenticator, authorization: str | None) -> bool:
         return auth.principal(authorization).is_admin
     except Problem:
         return False
+
+
+async def ensure_shown_to(
+    service: VotingService,
+    auth: Authenticator,
+    authorization: str | None,
+    poll_id: str,
+    state: PollState | None = None,
+) -> None:
+    """VotingService.ensure_shown for a request's optional credential (a missing or invalid one
+    is no admin's), asked as a non-admin first, so the credential is checked only on a draft,
+    where it decides."""
+    try:
+        await service.ensure_shown(poll_id, is_admin=False, state=state)
+    except PollNotFound:
+        if not is_admin(auth, authorization):
+            raise
 
 
 def cache_headers(viewer: Viewer, *, varies: bool = True) -> dict[str, str]:

@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from tally.domain.admission import Evidence, Voter, VoteRequest
-from tally.domain.errors import PollNotFound
 from tally.domain.votes import Accepted, HeldForReview
 from tally.gateway.auth import Authenticator
 from tally.gateway.metrics import Metrics
 from tally.gateway.problems import Problem, as_problem, vote_answer
-from tally.gateway.viewer import is_admin
+from tally.gateway.viewer import ensure_shown_to
 from tally.service import VotingService
 from tally.service.risk import Traffic
 
@@ -86,14 +85,10 @@ class Voting:
             outcome = await self._service.submit(request)
             if not isinstance(outcome, Accepted | HeldForReview):
                 # A refusal tells the poll's state or options: a draft's only to an admin, to
-                # anyone else it is an unknown poll. Asked as a non-admin first (the cached
-                # definition, no read unless it says draft), so the credential is checked again
-                # only on a draft, never for a flood of refusals of a public poll.
-                try:
-                    await self._service.ensure_shown(poll_id, is_admin=False)
-                except PollNotFound:
-                    if not is_admin(self._auth, authorization):
-                        raise
+                # anyone else it is an unknown poll. The cached definition decides (no read
+                # unless it says draft); the credential is checked again only on a draft, never
+                # for a flood of refusals of a public poll.
+                await ensure_shown_to(self._service, self._auth, authorization, poll_id)
             status, document, problem = vote_answer(outcome)
             label = "accepted" if status == 201 else "held" if problem is None else problem.code
             answer = VoteAnswer(status, label, document, problem)
