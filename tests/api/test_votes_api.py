@@ -21,6 +21,7 @@ from tally.security.dev_issuer import DevIssuer
 POLL_FIELDS = {
     "id", "title", "options", "state", "lanes", "closes_at", "created_at", "defences",
     "visibility",  # who sees the counts before the close (tests/api/test_visibility_api.py)
+    "join_code",  # the short code /j/{code} and the QR code lead to (tests/api/test_presenter_api.py)
 }  # fmt: skip
 RECEIPT_FIELDS = {
     "poll_id", "lane", "entry_id", "option", "accepted_at", "leaf_hash",
@@ -88,7 +89,7 @@ def test_creating_a_poll_answers_201_with_the_draft_and_its_location(tally: Runn
     assert answer.headers["location"] == f"/v1/polls/{poll['id']}"
     assert poll["title"] == "Song of the night"
     assert poll["options"] == [
-        {"id": "arger-im-paradies", "label": "Ärger im Paradies"},
+        {"id": "ärger-im-paradies", "label": "Ärger im Paradies"},
         {"id": "nothing-else", "label": "Nothing Else"},
     ]
     assert (poll["state"], poll["lanes"], poll["closes_at"]) == ("draft", 16, None)
