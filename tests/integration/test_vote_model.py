@@ -156,7 +156,8 @@ def expected_outcome(
 ) -> VoteOutcome | AcceptOrMaybeClosed:
     """The model of the vote function, in the order it checks things."""
     if option not in poll.options:
-        return UnknownOption(option)
+        # The refusal lists the poll's options, so a voter can pick a valid one.
+        return UnknownOption(option, poll.definition.options)
     if subject in poll.receipts:
         return AlreadyVoted(poll.receipts[subject])
     if poll.state is not PollState.OPEN:
@@ -354,7 +355,7 @@ class VoteModel(RuleBasedStateMachine):
             if option in poll.options:
                 known.append((option, outcome))
             else:
-                assert outcome == UnknownOption(option)
+                assert outcome == UnknownOption(option, poll.definition.options)
         if not known:
             return None
         expected = expected_outcome(poll, subject, known[0][0], window)
