@@ -85,6 +85,7 @@ def instructions(
     ]
     if join_code is not None:
         lines.append(f"The audience joins with the code {join_code}: {base}/j/{join_code}")
+    lines.append(f"Create, open and close polls in the organiser console: {base}/admin")
     if ca_file is not None:
         lines.append(f"Clients trust this server's certificate through {ca_file}")
     lines += [

@@ -29,6 +29,7 @@ def test_the_printed_urls_follow_tls() -> None:
 def test_the_presenter_screen_and_the_join_code_are_printed() -> None:
     printed = instructions(demo_poll(), Settings(port=8123), None, "K7PQ2M")
     assert "http://127.0.0.1:8123/present/demopoll" in printed
+    assert "organiser console: http://127.0.0.1:8123/admin" in printed
     assert "K7PQ2M: http://127.0.0.1:8123/j/K7PQ2M" in printed
 
 
