@@ -29,10 +29,10 @@ from typing import Any
 
 import uvloop
 
+from tally.bench.interleaved import HOST, baseline, open_poll
 from tally.bench.loadgen import build_request, run_requests
 from tally.bench.processes import free_port, running
-from tally.bench.sessions_run import HOST, _open_poll, _Server, session_requests
-from tally.bench.signing_run import _baseline
+from tally.bench.sessions_run import _Server, session_requests
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
 from tally.security.sessions import SessionKeys, Sessions
@@ -62,7 +62,7 @@ def _serve(src: Path) -> Iterator[_Server]:
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            polls = {"sessions": _open_poll(admin, "ab sessions", LANES)}
+            polls = {"sessions": open_poll(admin, "ab sessions", LANES)}
             yield _Server(port, process.pid, admin, issuer, sessions, polls)
 
 
@@ -86,12 +86,12 @@ def main() -> None:
     trees = {"before": args.before, "after": args.after}
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        base_port, base_pid = stack.enter_context(_baseline())
+        base_port, base_pid = stack.enter_context(baseline())
         servers = {name: stack.enter_context(_serve(src)) for name, src in trees.items()}
         hello = build_request("GET", "/hello", host=HOST)
         _block(base_port, base_pid, [hello] * 2000)
         for server in servers.values():  # warm-up: 2,000 votes in a poll of their own
-            warm = _open_poll(server.admin, "warm-up", LANES)
+            warm = open_poll(server.admin, "warm-up", LANES)
             _block(server.port, server.pid, session_requests(server, warm, 2000, 10**9))
         pending = {
             name: [

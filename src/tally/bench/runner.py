@@ -34,7 +34,8 @@ import orjson
 import uvloop
 
 from tally import config
-from tally.bench.defences_run import DEFENCES_OFF, run_defences_bench
+from tally.bench.defences_run import run_defences_bench
+from tally.bench.interleaved import open_bench_poll
 from tally.bench.live_run import LiveRun, WatchedPoll, live_report, print_live
 from tally.bench.loadgen import LoadResult, build_request, run_requests
 from tally.bench.polls import final_total, vote_requests
@@ -76,14 +77,6 @@ def _problem_code(body: bytes) -> str:
     return str(code)
 
 
-def _open_poll(client: TallyClient, title: str, lanes: int) -> dict[str, Any]:
-    # The vote path itself: every voter votes from this one address without a challenge, which
-    # the default defences refuse; `tally bench --defences` prices them.
-    body = {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
-    poll = client.post("/v1/polls", {**body, "defences": DEFENCES_OFF})
-    return client.post(f"/v1/polls/{poll['id']}/open")
-
-
 def measure_votes(
     voters: int,
     concurrency: int,
@@ -114,8 +107,8 @@ def measure_votes(
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            warm = _open_poll(admin, "bench warm-up", lanes)
-            poll = _open_poll(admin, "bench", lanes)
+            warm = open_bench_poll(admin, "bench warm-up", lanes)
+            poll = open_bench_poll(admin, "bench", lanes)
             options = [o["id"] for o in poll["options"]]
             warmup = vote_requests(
                 issuer, warm["id"], options, min(WARMUP_VOTES, voters), alg, "warm-"

@@ -6,7 +6,7 @@ Both credentials are accepted by every gateway, so one `tally serve` (its own te
 and embedded valkey-server, the archiver off, the defences off as in plain `tally bench`) takes
 both kinds of votes, each side in a poll of its own; the Starlette hello-world
 (`tally.bench.baseline`) runs beside it. After a warm-up, rounds of three blocks of `--voters`
-requests follow, the two vote blocks in turn first (signing_run.order), so load that comes and
+requests follow, the two vote blocks in turn first (bench/interleaved.py), so load that comes and
 goes on a shared machine weighs on both sides:
 
     round 1: baseline, sessions, jwt
@@ -38,18 +38,16 @@ from typing import Any
 
 import uvloop
 
-from tally.bench.defences_run import DEFENCES_OFF
+from tally.bench.interleaved import HOST, baseline, block_doc, open_poll, order, timed
 from tally.bench.loadgen import build_request, run_requests
 from tally.bench.polls import final_total, vote_requests
 from tally.bench.processes import free_port, running
-from tally.bench.signing_run import Block, _baseline, _timed, order
 from tally.client import TallyClient
 from tally.security.dev_issuer import DevIssuer
 from tally.security.sessions import SessionKeys, Sessions
 
 __all__ = ["SIDES", "run_sessions_bench"]
 
-HOST = "127.0.0.1"
 WARMUP = 2000
 SIDES = ("sessions", "jwt")
 TARGET = 0.6  # sessions / baseline the issue asks for
@@ -63,13 +61,6 @@ class _Server:
     issuer: DevIssuer
     sessions: Sessions
     polls: dict[str, tuple[str, list[str]]]  # side -> (poll id, option ids)
-
-
-def _open_poll(admin: TallyClient, title: str, lanes: int) -> tuple[str, list[str]]:
-    body = {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
-    created = admin.post("/v1/polls", {**body, "defences": DEFENCES_OFF})
-    opened = admin.post(f"/v1/polls/{created['id']}/open")
-    return str(opened["id"]), [str(o["id"]) for o in opened["options"]]
 
 
 @contextmanager
@@ -87,7 +78,7 @@ def _tally_serve(lanes: int) -> Iterator[_Server]:
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            polls = {side: _open_poll(admin, f"bench {side}", lanes) for side in SIDES}
+            polls = {side: open_poll(admin, f"bench {side}", lanes) for side in SIDES}
             yield _Server(port, process.pid, admin, issuer, sessions, polls)
 
 
@@ -121,7 +112,7 @@ def _requests(server: _Server, side: str, voters: int, alg: str, first: int) -> 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     voters, conc = args.voters, args.concurrency
     with ExitStack() as stack:
-        base_port, base_pid = stack.enter_context(_baseline())
+        base_port, base_pid = stack.enter_context(baseline())
         server = stack.enter_context(_tally_serve(args.lanes))
         hello = build_request("GET", "/hello", host=HOST)
         warm = min(WARMUP, voters)
@@ -132,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             server.admin,
             server.issuer,
             server.sessions,
-            {side: _open_poll(server.admin, f"warm-up {side}", args.lanes) for side in SIDES},
+            {side: open_poll(server.admin, f"warm-up {side}", args.lanes) for side in SIDES},
         )
         for side in SIDES:
             warm_up = _requests(warm_server, side, warm, args.alg, 10**9)
@@ -145,39 +136,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for side in SIDES
         }
         blocks = []
-        for rnd, sides in enumerate(order_of(args.rounds)):
+        for rnd, sides in enumerate(order(args.rounds, SIDES)):
             for side in sides:
                 if side == "baseline":
-                    blocks.append(_timed(side, rnd, base_port, base_pid, [hello] * voters, conc))
+                    blocks.append(timed(side, rnd, base_port, base_pid, [hello] * voters, conc))
                 else:
                     port, pid = server.port, server.pid
-                    blocks.append(_timed(side, rnd, port, pid, pending[side][rnd], conc))
+                    blocks.append(timed(side, rnd, port, pid, pending[side][rnd], conc))
         counted = {side: final_total(server.admin, server.polls[side][0]) for side in SIDES}
     return {"blocks": blocks, "counted": counted}
 
 
-def order_of(rounds: int) -> list[list[str]]:
-    """signing_run's order with this bench's sides: the baseline, then each side in turn first."""
-    names = {"signed": SIDES[0], "unsigned": SIDES[1]}
-    return [[names.get(side, side) for side in blocks] for blocks in order(rounds)]
-
-
-def _block_doc(block: Block) -> dict[str, Any]:
-    latency = block.load.latency_percentiles_ms(50, 99)
-    done = len(block.load.completed())
-    return {
-        "round": block.round + 1,
-        "side": block.side,
-        "per_s": round(block.load.throughput(), 1),
-        "cpu_us_per_request": round(1e6 * block.cpu_s / max(1, done), 1),
-        "p50_ms": round(latency["p50"], 2),
-        "p99_ms": round(latency["p99"], 2),
-        "statuses": block.load.by_status(),
-    }
-
-
 def summary(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]:
-    docs = [_block_doc(b) for b in measured["blocks"]]
+    docs = [block_doc(b) for b in measured["blocks"]]
 
     def of(side: str, rnd: int) -> dict[str, Any]:
         return next(d for d in docs if d["side"] == side and d["round"] == rnd + 1)

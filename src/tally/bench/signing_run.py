@@ -44,8 +44,8 @@ import uvloop
 
 from tally.audit.receipt_admission import admission_keys, check_receipt_admission
 from tally.audit.receipt_parse import ReceiptError, parse_receipt
-from tally.bench.defences_run import DEFENCES_OFF, server_cpu_s
-from tally.bench.loadgen import LoadResult, build_request, run_requests
+from tally.bench.interleaved import HOST, Block, baseline, block_doc, open_poll, order, timed
+from tally.bench.loadgen import build_request, run_requests
 from tally.bench.polls import final_total, vote_requests
 from tally.bench.processes import free_port, running
 from tally.client import TallyClient
@@ -56,7 +56,6 @@ from tally.security.dev_issuer import DevIssuer
 
 __all__ = ["SIDES", "run_signing_bench"]
 
-HOST = "127.0.0.1"
 WARMUP = 2000
 SIDES = ("signed", "unsigned")
 # Receipts whose signature is verified per block: enough to catch a wrong key or message, few
@@ -75,15 +74,6 @@ class _Server:
     issuer: DevIssuer
     poll_id: str
     options: list[str]
-
-
-def _open_poll(admin: TallyClient, title: str, lanes: int) -> tuple[str, list[str]]:
-    body = {"title": title, "options": ["Red", "Green", "Blue", "Yellow"], "lanes": lanes}
-    # Every voter votes from one address without a challenge, which the default defences
-    # refuse: the vote path itself is measured, as plain `tally bench` does.
-    created = admin.post("/v1/polls", {**body, "defences": DEFENCES_OFF})
-    opened = admin.post(f"/v1/polls/{created['id']}/open")
-    return str(opened["id"]), [str(o["id"]) for o in opened["options"]]
 
 
 @contextmanager
@@ -105,35 +95,8 @@ def _tally_serve(side: str, lanes: int, admission_key: str) -> Iterator[_Server]
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            poll_id, options = _open_poll(admin, f"bench {side}", lanes)
+            poll_id, options = open_poll(admin, f"bench {side}", lanes)
             yield _Server(side, port, process.pid, admin, issuer, poll_id, options)
-
-
-@contextmanager
-def _baseline() -> Iterator[tuple[int, int]]:
-    port = free_port()
-    argv = [sys.executable, "-m", "tally.bench.baseline", "--host", HOST, "--port", str(port)]
-    with running(argv, host=HOST, port=port, timeout_s=30) as process:
-        yield port, process.pid
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    side: str  # baseline, signed or unsigned
-    round: int
-    load: LoadResult
-    cpu_s: float
-
-
-def _timed(side: str, rnd: int, port: int, pid: int, requests: list[bytes], conc: int) -> Block:
-    before = server_cpu_s(pid)
-    load = uvloop.run(run_requests(HOST, port, requests, concurrency=conc))
-    return Block(side, rnd, load, server_cpu_s(pid) - before)
-
-
-def order(rounds: int) -> list[list[str]]:
-    """The blocks of each round: the baseline first, then the two sides, in turn first."""
-    return [["baseline", *(SIDES if r % 2 == 0 else SIDES[::-1])] for r in range(rounds)]
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,14 +107,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         admission_key_name(Settings(admission_key_name="bench"))
     )
     with ExitStack() as stack:
-        base_port, base_pid = stack.enter_context(_baseline())
+        base_port, base_pid = stack.enter_context(baseline())
         servers = {
             side: stack.enter_context(_tally_serve(side, args.lanes, signer_key)) for side in SIDES
         }
         hello = build_request("GET", "/hello", host=HOST)
         uvloop.run(run_requests(HOST, base_port, [hello] * min(WARMUP, voters), concurrency=conc))
         for server in servers.values():
-            warm_poll, warm_options = _open_poll(server.admin, "bench warm-up", args.lanes)
+            warm_poll, warm_options = open_poll(server.admin, "bench warm-up", args.lanes)
             warm = vote_requests(
                 server.issuer, warm_poll, warm_options, min(WARMUP, voters), args.alg, "voter-"
             )
@@ -167,13 +130,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for side, s in servers.items()
         }
         blocks = []
-        for rnd, sides in enumerate(order(args.rounds)):
+        for rnd, sides in enumerate(order(args.rounds, SIDES)):
             for side in sides:
                 if side == "baseline":
-                    blocks.append(_timed(side, rnd, base_port, base_pid, [hello] * voters, conc))
+                    blocks.append(timed(side, rnd, base_port, base_pid, [hello] * voters, conc))
                 else:
                     s = servers[side]
-                    blocks.append(_timed(side, rnd, s.port, s.pid, pending[side][rnd], conc))
+                    blocks.append(timed(side, rnd, s.port, s.pid, pending[side][rnd], conc))
         counted = {side: final_total(s.admin, s.poll_id) for side, s in servers.items()}
     return {"blocks": blocks, "admission_key": verifier_key, "counted": counted}
 
@@ -212,23 +175,9 @@ def receipts_check(blocks: list[Block], verifier_key: str) -> dict[str, Any]:
     }
 
 
-def _block_doc(block: Block) -> dict[str, Any]:
-    latency = block.load.latency_percentiles_ms(50, 99)
-    done = len(block.load.completed())
-    return {
-        "round": block.round + 1,
-        "side": block.side,
-        "per_s": round(block.load.throughput(), 1),
-        "cpu_us_per_request": round(1e6 * block.cpu_s / max(1, done), 1),
-        "p50_ms": round(latency["p50"], 2),
-        "p99_ms": round(latency["p99"], 2),
-        "statuses": block.load.by_status(),
-    }
-
-
 def summary(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]:
     blocks: list[Block] = measured["blocks"]
-    docs = [_block_doc(b) for b in blocks]
+    docs = [block_doc(b) for b in blocks]
 
     def of(side: str, rnd: int) -> dict[str, Any]:
         return next(d for d in docs if d["side"] == side and d["round"] == rnd + 1)
