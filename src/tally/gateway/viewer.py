@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tally.domain.admission import Voter
-from tally.domain.errors import PollNotFound
+from tally.domain.errors import PollNotFound, TallyError
 from tally.domain.polls import PollState
 from tally.domain.visibility import hidden_reason, needs_vote_lookup
 from tally.gateway.auth import Authenticator
@@ -112,6 +112,15 @@ class Viewers:
         """PollNotFound where `viewer` may not learn the poll exists (a draft to a non-admin):
         VotingService.ensure_shown, with no read once the poll is known to be open or closed."""
         await self._service.ensure_shown(poll_id, is_admin=viewer.is_admin)
+
+    async def token_sees_counts(self, poll_id: str, token: str, *, voted: bool) -> bool:
+        """For a live socket's auth frame or vote: whether the bearer `token` may see the counts
+        now. False where the token no longer checks or the store does not answer: the socket
+        stays redacted, and its next auth frame or vote asks again."""
+        try:
+            return await self.sees_counts(poll_id, self.of(f"Bearer {token}"), voted=voted)
+        except (Problem, TallyError):
+            return False
 
     async def sees_counts(self, poll_id: str, viewer: Viewer, *, voted: bool = False) -> bool:
         """Whether `viewer` may see the counts of the poll while it is open. `voted`: they are

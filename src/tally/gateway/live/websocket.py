@@ -458,12 +458,7 @@ class LiveSocket(asyncio.Protocol):
         viewers = self._gateway.voting.viewers
         if viewers is None:
             return
-        try:
-            viewer = viewers.of(f"Bearer {token}")
-            sees = await viewers.sees_counts(self._poll_id, viewer, voted=voted)
-        except (Problem, TallyError):
-            return  # an expired token or a store hiccup: stay redacted; a retry re-checks
-        if sees and not self._sees:
+        if await viewers.token_sees_counts(self._poll_id, token, voted=voted) and not self._sees:
             self._sees = True
             latest = self._gateway.hub.latest(self._poll_id)
             if latest is not None and latest.hidden_ws_frame is not None:
