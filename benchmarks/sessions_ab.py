@@ -20,10 +20,7 @@ import argparse
 import json
 import os
 import statistics
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +28,16 @@ import uvloop
 
 from tally.bench.interleaved import HOST, baseline, open_poll
 from tally.bench.loadgen import build_request, run_requests
-from tally.bench.processes import free_port, running
-from tally.bench.sessions_run import _Server, session_requests
-from tally.client import TallyClient
-from tally.security.dev_issuer import DevIssuer
-from tally.security.sessions import SessionKeys, Sessions
+from tally.bench.sessions_run import session_requests, tally_serve
 
 CONCURRENCY = 64
 LANES = 16
 
 
 def _cpu_s(pid: int) -> float:
+    """utime + stime of the gateway process alone (its valkey-server child is not counted)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def _serve(src: Path) -> Iterator[_Server]:
-    """`tally serve` running the tally package of `src`, with this checkout's environment."""
-    with tempfile.TemporaryDirectory(prefix="tally-ab-") as data_dir:
-        port = free_port()
-        env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
-        for name in ("TALLY_VALKEY_URL", "TALLY_SESSION_KEYS", "TALLY_JWKS"):
-            env.pop(name, None)
-        env.update(TALLY_EDGE_RATE="0", TALLY_ARCHIVER="off", PYTHONPATH=str(src.resolve()))
-        argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
-        with running(argv, host=HOST, port=port, env=env, timeout_s=60) as process:
-            issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
-            sessions = Sessions(SessionKeys.load_or_create(Path(data_dir)))
-            admin = TallyClient(
-                f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
-            )
-            polls = {"sessions": open_poll(admin, "ab sessions", LANES)}
-            yield _Server(port, process.pid, admin, issuer, sessions, polls)
 
 
 def _block(port: int, pid: int, requests: list[bytes]) -> tuple[float, float]:
@@ -87,7 +61,10 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
         base_port, base_pid = stack.enter_context(baseline())
-        servers = {name: stack.enter_context(_serve(src)) for name, src in trees.items()}
+        servers = {
+            name: stack.enter_context(tally_serve(LANES, ("sessions",), src=src))
+            for name, src in trees.items()
+        }
         hello = build_request("GET", "/hello", host=HOST)
         _block(base_port, base_pid, [hello] * 2000)
         for server in servers.values():  # warm-up: 2,000 votes in a poll of their own

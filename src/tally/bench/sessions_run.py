@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +64,19 @@ class _Server:
 
 
 @contextmanager
-def _tally_serve(lanes: int) -> Iterator[_Server]:
+def tally_serve(
+    lanes: int, sides: Sequence[str] = SIDES, *, src: Path | None = None
+) -> Iterator[_Server]:
+    """`tally serve` in a temporary data dir, with an open bench poll per side. `src`: run the
+    tally package of that source tree instead of this one (benchmarks/sessions_ab.py)."""
     with tempfile.TemporaryDirectory(prefix="tally-bench-sessions-") as data_dir:
         port = free_port()
         env = dict(os.environ, TALLY_DATA_DIR=data_dir, TALLY_LOG_LEVEL="warning")
         for name in ("TALLY_VALKEY_URL", "TALLY_SESSION_KEYS", "TALLY_JWKS"):
             env.pop(name, None)
         env.update(TALLY_EDGE_RATE="0", TALLY_ARCHIVER="off")  # one address sends every vote
+        if src is not None:
+            env["PYTHONPATH"] = str(src.resolve())
         argv = [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port)]
         with running(argv, host=HOST, port=port, env=env, timeout_s=60) as process:
             issuer = DevIssuer.load_or_create(Path(data_dir) / "keys")
@@ -78,7 +84,7 @@ def _tally_serve(lanes: int) -> Iterator[_Server]:
             admin = TallyClient(
                 f"http://{HOST}:{port}", issuer.mint("bench-admin", roles=["admin"])
             )
-            polls = {side: open_poll(admin, f"bench {side}", lanes) for side in SIDES}
+            polls = {side: open_poll(admin, f"bench {side}", lanes) for side in sides}
             yield _Server(port, process.pid, admin, issuer, sessions, polls)
 
 
@@ -113,7 +119,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     voters, conc = args.voters, args.concurrency
     with ExitStack() as stack:
         base_port, base_pid = stack.enter_context(baseline())
-        server = stack.enter_context(_tally_serve(args.lanes))
+        server = stack.enter_context(tally_serve(args.lanes))
         hello = build_request("GET", "/hello", host=HOST)
         warm = min(WARMUP, voters)
         uvloop.run(run_requests(HOST, base_port, [hello] * warm, concurrency=conc))
