@@ -36,7 +36,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tally.security.keys import read_or_create
+from tally.security.keys import parse_key_ring, read_or_create
 
 __all__ = [
     "DELETED",
@@ -215,21 +215,17 @@ def evidence_keys_dir(data_dir: Path) -> Path:
 def parse_env_keys(raw: str) -> dict[int, bytes]:
     """TALLY_EVIDENCE_KEYS: `<id>:<base64url 32-byte key>` pairs separated by commas; ValueError
     naming what is wrong (never the key itself)."""
-    keys: dict[int, bytes] = {}
-    for i, part in enumerate(p.strip() for p in raw.split(",")):
-        key_id_text, sep, encoded = part.partition(":")
-        if not sep or not key_id_text.isdigit() or not 1 <= int(key_id_text) <= MAX_KEY_ID:
-            raise ValueError(f"entry {i + 1} is not <id>:<base64url key> with id 1 to {MAX_KEY_ID}")
-        try:
-            key = _b64url(encoded)
-        except ValueError:
-            raise ValueError(f"key {key_id_text} is not base64url") from None
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"key {key_id_text} is {len(key)} bytes, not {KEY_BYTES}")
-        if int(key_id_text) in keys:
-            raise ValueError(f"key id {key_id_text} appears twice")
-        keys[int(key_id_text)] = key
-    return keys
+    return parse_key_ring(
+        raw,
+        key_id=_key_id,
+        id_rule=f"id 1 to {MAX_KEY_ID}",
+        decode=_b64url,
+        key_bytes=KEY_BYTES,
+    )
+
+
+def _key_id(text: str) -> int | None:
+    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_KEY_ID else None
 
 
 class EvidenceKeys:

@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["keys_dir", "ledger_key_file", "pseudonym_secret_file", "read_or_create"]
 
@@ -68,3 +69,38 @@ def _sync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+K = TypeVar("K")
+
+
+def parse_key_ring(
+    raw: str,
+    *,
+    key_id: Callable[[str], K | None],
+    id_rule: str,
+    decode: Callable[[str], bytes],
+    key_bytes: int,
+    skip_empty: bool = False,
+) -> dict[K, bytes]:
+    """A key ring from the environment: `<id>:<base64url key>` entries separated by commas, in
+    their order. `key_id` parses an id (None: not one; `id_rule` says what one is), `decode` the
+    key; `skip_empty` passes over empty entries. ValueError naming the entry or the key id at
+    fault, never the key itself."""
+    keys: dict[K, bytes] = {}
+    entries = [part.strip() for part in raw.split(",")]
+    for i, part in enumerate(p for p in entries if p or not skip_empty):
+        text, sep, encoded = part.partition(":")
+        parsed = key_id(text) if sep else None
+        if parsed is None:
+            raise ValueError(f"entry {i + 1} is not <id>:<base64url key> with {id_rule}")
+        try:
+            key = decode(encoded)
+        except ValueError:
+            raise ValueError(f"key {text} is not base64url") from None
+        if len(key) != key_bytes:
+            raise ValueError(f"key {text} is {len(key)} bytes, not {key_bytes}")
+        if parsed in keys:
+            raise ValueError(f"key id {text} appears twice")
+        keys[parsed] = key
+    return keys

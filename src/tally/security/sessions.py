@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from tally.security.jwks import b64url_decode, b64url_encode
-from tally.security.keys import keys_dir, read_or_create
+from tally.security.keys import keys_dir, parse_key_ring, read_or_create
 from tally.security.tokens import MAX_SUBJECT_CHARS, Principal, TokenError
 
 __all__ = [
@@ -79,23 +79,14 @@ def session_key_file(data_dir: Path) -> Path:
 def parse_env_keys(raw: str) -> dict[str, bytes]:
     """TALLY_SESSION_KEYS: `<id>:<base64url 32-byte key>` entries separated by commas, the first
     signing; ValueError naming the entry at fault (never the key)."""
-    keys: dict[str, bytes] = {}
-    for i, part in enumerate(p.strip() for p in raw.split(",") if p.strip()):
-        key_id, sep, encoded = part.partition(":")
-        if not sep or _KEY_ID.fullmatch(key_id) is None:
-            raise ValueError(
-                f"entry {i + 1} is not <id>:<base64url key> with an id of 1-16 "
-                "letters, digits, '-' or '_'"
-            )
-        try:
-            key = _b64decode(encoded)
-        except ValueError:
-            raise ValueError(f"key {key_id} is not base64url") from None
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"key {key_id} is {len(key)} bytes, not {KEY_BYTES}")
-        if key_id in keys:
-            raise ValueError(f"key id {key_id} appears twice")
-        keys[key_id] = key
+    keys = parse_key_ring(
+        raw,
+        key_id=lambda text: text if _KEY_ID.fullmatch(text) else None,
+        id_rule="an id of 1-16 letters, digits, '-' or '_'",
+        decode=_b64decode,
+        key_bytes=KEY_BYTES,
+        skip_empty=True,
+    )
     if not keys:
         raise ValueError("names no key")
     return keys
