@@ -201,6 +201,7 @@ def test_an_organiser_signed_in_presents_a_draft_and_sees_it_open(
     page.goto(f"{demo.url}/present/{poll['id']}")
     expect(page.locator("#banner")).to_have_text("Voting opens soon")
     expect(page.locator("#join-code")).to_have_text(poll["join_code"])
+    expect(page.locator("#qr svg")).to_be_visible()  # fetched apart from the join code
     assert decode_svg(page.locator("#qr").inner_html().encode()).endswith(f"/j/{poll['join_code']}")
     admin.post(f"/v1/polls/{poll['id']}/open")
     expect(page.locator("#banner")).to_have_text("Voting is open")
