@@ -82,6 +82,7 @@ def test_an_organiser_runs_a_show_that_voters_join_by_code_and_verify(
         assert httpx.get(f"{show.url}/v1/polls").json()["polls"] == []
         console.get_by_role("button", name="Open poll").click()
         expect(console.locator("#poll-state")).to_have_text("open")
+        expect(console.locator("#links .code")).to_have_text(re.compile(r"^[0-9A-Z]{6}$"))
         join_code = console.locator("#links .code").inner_text()
         poll_id = poll_id_of(show, "Which light show opens the final?")
 
