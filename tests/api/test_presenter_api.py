@@ -5,6 +5,8 @@ scans (zxing-cpp, tests/qr_reader.py) to the join URL."""
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -42,6 +44,18 @@ def test_a_new_poll_has_a_join_code_shown_on_every_poll_document(tally: RunningT
     assert listed[poll["id"]]["join_code"] == code
     closed = send(tally, "POST", f"/v1/polls/{poll['id']}/close", token=admin).json()
     assert closed["join_code"] == code
+
+
+def test_the_poll_document_carries_the_servers_clock(tally: RunningTally) -> None:
+    """The presenter's countdown runs on the server's clock, not the hall laptop's: the poll
+    document is the one answer with a Date header (RFC 9110, whole seconds)."""
+    poll = create(tally)
+    before = time.time()
+    answer = send(tally, "GET", f"/v1/polls/{poll['id']}", token=tally.admin_token())
+    after = time.time()
+    assert answer.status == 200
+    stated = parsedate_to_datetime(answer.headers["date"]).timestamp()
+    assert int(before) <= stated <= after
 
 
 def test_each_poll_has_its_own_code(tally: RunningTally) -> None:

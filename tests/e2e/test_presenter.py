@@ -150,6 +150,19 @@ def test_bars_follow_the_votes_and_the_winner_is_revealed_with_the_certificate(
     save_screenshot(page, "presenter-closed")
 
 
+def test_the_countdown_runs_on_the_servers_clock_when_the_screens_clock_is_off(
+    demo: DemoTally, page: Page
+) -> None:
+    """A hall's laptop seven minutes fast still counts down the ten minutes left: the page
+    takes the server's clock from the poll document's Date header."""
+    closes_at = datetime.now(UTC) + timedelta(minutes=10)
+    poll = open_poll(demo, "Clock drift", closes_at=closes_at.isoformat())
+    page.add_init_script("{ const now = Date.now; Date.now = () => now() + 7 * 60 * 1000; }")
+    page.goto(f"{demo.url}/present/{poll['id']}")
+    assert page.evaluate("Date.now()") - time.time() * 1000 > 6 * 60 * 1000
+    expect(page.locator("#countdown-time")).to_have_text(_clock_between(9 * 60 + 45, 10 * 60))
+
+
 def test_a_tie_is_said_to_be_a_tie(demo: DemoTally, page: Page) -> None:
     poll = open_poll(demo, "Tie break")
     page.goto(f"{demo.url}/present/{poll['id']}")

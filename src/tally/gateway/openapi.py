@@ -463,7 +463,19 @@ def build() -> dict[str, Any]:
                     **_op(
                         "One poll. A draft is shown to an admin only: anyone else gets the 404 of "
                         "an unknown poll",
-                        {"200": _json("Poll", "the poll"), **_problems(400, 404)},
+                        {
+                            "200": {
+                                **_json("Poll", "the poll"),
+                                "headers": {
+                                    "Date": {
+                                        "description": "the server's clock (RFC 9110), which a "
+                                        "countdown to closes_at runs on",
+                                        "schema": {"type": "string"},
+                                    }
+                                },
+                            },
+                            **_problems(400, 404),
+                        },
                     ),
                     "security": [{}, {"bearer": []}],
                 },

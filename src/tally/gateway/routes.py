@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from email.utils import formatdate
 from typing import Any
 
 import orjson
@@ -85,7 +86,11 @@ class Handlers:
             and not self._is_admin(request)
         ):
             alarms = redacted_alarms(alarms)  # as on its results: details may quote counts
-        return json_response(await self._doc(poll, alarms))
+        # The server's clock, which the presenter's countdown to the deadline runs on (a hall's
+        # laptop may be minutes off); uvicorn's own Date header is off for the vote path's sake.
+        return json_response(
+            await self._doc(poll, alarms), headers={"Date": formatdate(usegmt=True)}
+        )
 
     async def open_poll(self, request: Request) -> Response:
         actor = actor_of(self._admin(request))
