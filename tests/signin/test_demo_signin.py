@@ -81,10 +81,10 @@ def test_a_demo_session_votes_and_an_organiser_session_is_admin(demo: DemoTally)
     [
         ({"name": "Eve"}, {"Origin": "https://evil.example"}, 403, "forbidden"),
         ({"name": "Eve"}, {"Sec-Fetch-Site": "cross-site"}, 403, "forbidden"),
-        ({"name": ""}, {}, 400, "validation-failed"),
-        ({"name": "x" * 41}, {}, 400, "validation-failed"),
-        ({"name": "Eve\u0007"}, {}, 400, "validation-failed"),
-        ({"name": "Eve", "role": "root"}, {}, 400, "validation-failed"),
+        ({"name": ""}, {}, 422, "validation-failed"),
+        ({"name": "x" * 41}, {}, 422, "validation-failed"),
+        ({"name": "Eve\u0007"}, {}, 422, "validation-failed"),
+        ({"name": "Eve", "role": "root"}, {}, 422, "validation-failed"),
         ({"name": "Eve", "next": "https://evil.example"}, {}, 400, "invalid-next"),
     ],
 )

@@ -181,10 +181,10 @@ class SignIn:
             form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
             name = " ".join(form.get("name", "").split())
             if not 0 < len(name) <= MAX_NAME_CHARS or _UNPRINTABLE.search(name):
-                raise Problem(400, "validation-failed", f"a name of 1-{MAX_NAME_CHARS} characters")
+                raise Problem(422, "validation-failed", f"a name of 1-{MAX_NAME_CHARS} characters")
             role = form.get("role", "voter")
             if role not in ("voter", "admin"):
-                raise Problem(400, "validation-failed", "role is voter or admin")
+                raise Problem(422, "validation-failed", "role is voter or admin")
             next_path = safe_next(form.get("next"))
         except Problem as exc:
             return _failure(request, exc)
