@@ -94,8 +94,8 @@ class PollStore(Protocol):
 
     async def get(self, poll_id: str) -> Poll | None: ...
 
-    async def recent(self, limit: int) -> list[Poll]:
-        """Newest first."""
+    async def recent(self, limit: int, offset: int = 0) -> list[Poll]:
+        """Newest first: `limit` polls after skipping the `offset` newest."""
 
     async def move(self, poll: Poll, target: PollState, actor: str = "") -> PollState:
         """Move every lane, then the poll, to `target` from any earlier state, recording the

@@ -44,6 +44,23 @@ def test_the_public_list_shows_open_and_closed_polls_but_no_draft(tally: Running
     assert poll["id"] in listed_ids(send(tally, "GET", "/v1/polls"))
 
 
+def test_newer_drafts_do_not_push_open_polls_out_of_the_public_list(
+    tally: RunningTally,
+) -> None:
+    """The list shows the 100 newest polls the public may see: drafts are skipped before the
+    limit, so an organiser preparing a hundred drafts does not empty it."""
+    admin = tally.admin_token()
+    opened = create_draft(tally, "open before the drafts")
+    send(tally, "POST", f"/v1/polls/{opened['id']}/open", token=admin)
+    drafts = [create_draft(tally, f"prepared {n}")["id"] for n in range(101)]
+    public = listed_ids(send(tally, "GET", "/v1/polls"))
+    assert opened["id"] in public
+    assert not set(drafts) & set(public)
+    own = listed_ids(send(tally, "GET", "/v1/polls?include=drafts", token=admin))
+    assert len(own) == 100  # the organiser's list: the 100 newest, all of them drafts here
+    assert set(own) <= set(drafts)
+
+
 def test_an_admin_lists_drafts_with_include_drafts(tally: RunningTally) -> None:
     """?include=drafts with an admin credential lists the draft, exactly as it was created, next
     to the open polls."""

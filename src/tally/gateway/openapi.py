@@ -440,8 +440,9 @@ def build() -> dict[str, Any]:
                 ),
                 "get": {
                     **_op(
-                        "List the most recent open and closed polls; with `include=drafts` and an "
-                        "admin credential, the drafts too (the organiser console's list)",
+                        "List the 100 most recent open and closed polls (newer drafts do not "
+                        "count); with `include=drafts` and an admin credential, the 100 most "
+                        "recent polls, drafts too (the organiser console's list)",
                         {"200": _json("PollList", "polls"), **_problems(401, 403, 422)},
                     ),
                     "parameters": [

@@ -45,6 +45,9 @@ from tally.service.admission import AdmissionCheck, default_checks
 from tally.service.deadlines import close_expired
 from tally.service.intake import VoteIntake, load_poll
 
+# How far back the public poll list looks past drafts: pages of its limit (100 polls each).
+MAX_LIST_PAGES = 100
+
 
 def system_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -127,13 +130,17 @@ class VotingService:
 
     async def list_polls(self, limit: int = 100, *, drafts: bool = False) -> list[Poll]:
         """The `limit` most recent polls; drafts only with `drafts` (an organiser's list): a
-        draft is work in progress, shown to the public only once it opens."""
+        draft is work in progress, shown to the public only once it opens. Drafts are skipped
+        before the limit, so newer drafts do not push the open and closed polls out of the list
+        (it reads page after page of the index, at most MAX_LIST_PAGES)."""
         now = self._clock_ms()
-        return [
-            replace(p, state=p.effective_state(now))
-            for p in await self._polls.recent(limit)
-            if poll_shown(p.state, viewer_is_admin=drafts)
-        ]
+        shown: list[Poll] = []
+        for page_number in range(MAX_LIST_PAGES):
+            page = await self._polls.recent(limit, page_number * limit)
+            shown += [p for p in page if poll_shown(p.state, viewer_is_admin=drafts)]
+            if not page or len(shown) >= limit:
+                break
+        return [replace(p, state=p.effective_state(now)) for p in shown[:limit]]
 
     async def ensure_shown(
         self, poll_id: str, *, is_admin: bool, state: PollState | None = None

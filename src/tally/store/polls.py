@@ -109,8 +109,9 @@ class ValkeyPolls:
             return None
         return decode_poll(definition, state)
 
-    async def recent(self, limit: int) -> list[Poll]:
-        ids = await self._client.call("ZRANGE", keys.POLL_INDEX, 0, limit - 1, "REV")
+    async def recent(self, limit: int, offset: int = 0) -> list[Poll]:
+        last = offset + limit - 1
+        ids = await self._client.call("ZRANGE", keys.POLL_INDEX, offset, last, "REV")
         replies = await self._client.pipeline(
             [("HMGET", keys.poll_meta(i.decode()), "def", "state") for i in ids]
         )
