@@ -3,11 +3,15 @@ the voting service and an archiver over one store client and one ledger director
 
 from __future__ import annotations
 
+import asyncio
+
 from tally.archive.logs import LedgerDirectory, LedgerFiles
 from tally.archiver import Archiver
+from tally.domain.polls import Poll
+from tally.domain.votes import Accepted, Receipt
 from tally.ledger import note
 from tally.ports import StoreClient, TurnoutStore
-from tally.service import VotingService
+from tally.service import Voter, VotingService
 from tally.store.integrity import ValkeyIntegrity
 from tally.store.ledger_queue import ValkeyLedgerQueue
 from tally.store.polls import ValkeyPolls
@@ -50,3 +54,15 @@ def archiver_of(
         verify_threads=verify_threads,
         turnout=turnout,
     )
+
+
+async def cast(service: VotingService, poll: Poll, voters: range) -> list[Receipt]:
+    """Voters `v<i>` vote at once, options a and b in turn; every vote must be accepted."""
+    outcomes = await asyncio.gather(
+        *(service.vote(poll.id, Voter("idp", f"v{i}"), "ab"[i % 2]) for i in voters)
+    )
+    receipts = []
+    for outcome in outcomes:
+        assert isinstance(outcome, Accepted), outcome
+        receipts.append(outcome.receipt)
+    return receipts

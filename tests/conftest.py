@@ -344,6 +344,18 @@ async def own_store(directory: Path) -> AsyncIterator[StoreUnderTest]:
         await server.stop()
 
 
+@contextlib.asynccontextmanager
+async def own_client(directory: Path) -> AsyncIterator[StoreConnection]:
+    """A connected client of a store for one test alone (own_store)."""
+    async with own_store(directory) as store:
+        valkey = store.client()
+        await valkey.connect()
+        try:
+            yield valkey
+        finally:
+            await valkey.close()
+
+
 @dataclass
 class RunningTally:
     """A `tally serve` process on a free port with its own data dir and embedded Valkey."""

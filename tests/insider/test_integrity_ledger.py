@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from archive_rig import archiver_of, make_signer, service_of
-from conftest import StoreConnection, own_store
+from conftest import StoreConnection, own_client
 from tally.archive.logs import LedgerFiles, note_body
 from tally.audit.source import DirectorySource
 from tally.audit.verify import verify
@@ -32,11 +32,8 @@ from tally.store.resp import Valkey
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
     """A store of the test's own (the archiver archives every poll there is), as its admin."""
-    async with own_store(tmp_path / "valkey") as store:
-        valkey = store.client()
-        await valkey.connect()
+    async with own_client(tmp_path / "valkey") as valkey:
         yield valkey
-        await valkey.close()
 
 
 async def open_poll(service: VotingService, lanes: int) -> Poll:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from archive_rig import PREFIX, archiver_of, make_signer, service_of
-from conftest import StoreConnection, own_store
+from archive_rig import PREFIX, archiver_of, cast, make_signer, service_of
+from conftest import StoreConnection, own_client
 from tally.archive.logs import LedgerFiles, note_body
 from tally.domain.polls import OptionSpec, Poll
-from tally.domain.votes import Accepted, AlreadyVoted, Receipt
+from tally.domain.votes import AlreadyVoted, Receipt
 from tally.ledger import layout, merkle, note
 from tally.ledger.admin import AdminAction, decode_admin
 from tally.ledger.certificate import certificate_origin, open_certificate
@@ -28,28 +28,14 @@ from tally.store.resp import Valkey
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
     """A store of the test's own: the archiver archives every poll there is."""
-    async with own_store(tmp_path / "valkey") as store:
-        valkey = store.client()
-        await valkey.connect()
+    async with own_client(tmp_path / "valkey") as valkey:
         yield valkey
-        await valkey.close()
 
 
 async def open_poll(service: VotingService, lanes: int = 4) -> Poll:
     options = [OptionSpec("A", "a"), OptionSpec("B", "b")]
     poll = await service.create_poll(NewPoll("Archive", options, lanes=lanes), actor="alice")
     return await service.open_poll(poll.id, actor="alice")
-
-
-async def cast(service: VotingService, poll: Poll, voters: range) -> list[Receipt]:
-    outcomes = await asyncio.gather(
-        *(service.vote(poll.id, Voter("idp", f"v{i}"), "ab"[i % 2]) for i in voters)
-    )
-    receipts = []
-    for outcome in outcomes:
-        assert isinstance(outcome, Accepted)
-        receipts.append(outcome.receipt)
-    return receipts
 
 
 def lane_leaves(files: LedgerFiles, poll: Poll, lane: int, verifier: note.Verifier) -> list[bytes]:

@@ -4,20 +4,18 @@ rebuilds its recount from the published leaves."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from archive_rig import archiver_of, make_signer, service_of
-from conftest import StoreConnection, own_store
+from archive_rig import archiver_of, cast, make_signer, service_of
+from conftest import StoreConnection, own_client
 from tally.archive.logs import LedgerFiles
 from tally.domain.polls import OptionSpec, Poll
 from tally.domain.turnout import minute_of
-from tally.domain.votes import Accepted
-from tally.service import NewPoll, Voter, VotingService
+from tally.service import NewPoll, VotingService
 from tally.store import keys
 from tally.store.resp import Valkey
 from tally.store.turnout import ValkeyTurnout
@@ -25,23 +23,13 @@ from tally.store.turnout import ValkeyTurnout
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
-    async with own_store(tmp_path / "valkey") as store:
-        valkey = store.client()
-        await valkey.connect()
+    async with own_client(tmp_path / "valkey") as valkey:
         yield valkey
-        await valkey.close()
 
 
-async def cast(service: VotingService, poll: Poll, voters: range) -> Counter[int]:
+async def cast_minutes(service: VotingService, poll: Poll, voters: range) -> Counter[int]:
     """Vote; the minutes of the votes' accepted times, as their receipts say."""
-    outcomes = await asyncio.gather(
-        *(service.vote(poll.id, Voter("idp", f"v{i}"), "ab"[i % 2]) for i in voters)
-    )
-    minutes: Counter[int] = Counter()
-    for outcome in outcomes:
-        assert isinstance(outcome, Accepted)
-        minutes[minute_of(outcome.receipt.accepted_at_ms)] += 1
-    return minutes
+    return Counter(minute_of(r.accepted_at_ms) for r in await cast(service, poll, voters))
 
 
 async def test_turnout_is_saved_from_the_ledger_and_again_after_a_takeover(
@@ -53,7 +41,7 @@ async def test_turnout_is_saved_from_the_ledger_and_again_after_a_takeover(
     poll = await service.create_poll(NewPoll("Turnout", options, lanes=4))
     poll = await service.open_poll(poll.id)
     turnout = ValkeyTurnout(client)
-    expected = await cast(service, poll, range(120))
+    expected = await cast_minutes(service, poll, range(120))
 
     first = archiver_of(client, files, signer, "first", turnout=turnout)
     await first.cycle()
@@ -63,7 +51,7 @@ async def test_turnout_is_saved_from_the_ledger_and_again_after_a_takeover(
     # The store loses the hash (say, restored from an older backup): a takeover rebuilds the
     # recount from the published leaves and saves every minute again, with the new votes.
     await client.execute("DEL", keys.poll_turnout(poll.id))
-    expected += await cast(service, poll, range(120, 150))
+    expected += await cast_minutes(service, poll, range(120, 150))
     second = archiver_of(client, files, signer, "second", turnout=turnout)
     await second.cycle()
     assert await turnout.minutes(poll.id) == dict(expected)

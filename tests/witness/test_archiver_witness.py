@@ -6,7 +6,6 @@ earlier export to compare against."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -15,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from archive_rig import archiver_of, make_signer, service_of
+from archive_rig import archiver_of, cast, make_signer, service_of
 from audit.conftest import audit_cli
-from conftest import StoreConnection, own_store
+from conftest import StoreConnection, own_client
 from role_processes import HOST
 from tally.archive.durable import DurableFiles
 from tally.archive.logs import LedgerFiles, LogWriter, history_sizes, note_body
 from tally.archive.witnessing import CheckpointWitnesses, WitnessEndpoint
 from tally.bench.processes import free_port
 from tally.domain.polls import OptionSpec, Poll
-from tally.domain.votes import Accepted
 from tally.ledger import layout, merkle, note
 from tally.ledger.certificate import (
     LogHead,
@@ -35,7 +33,7 @@ from tally.ledger.certificate import (
 from tally.ledger.checkpoint import lane_origin
 from tally.ledger.cosignature import CosignatureVerifier, add_cosignatures, check_cosignatures
 from tally.ledger.leaf import decode_leaf
-from tally.service import NewPoll, Voter, VotingService
+from tally.service import NewPoll, VotingService
 from tally.store.resp import Valkey
 from witness.rig import running_witness, witness_key
 
@@ -44,24 +42,14 @@ LANES = 2
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[StoreConnection]:
-    async with own_store(tmp_path / "valkey") as store:
-        valkey = store.client()
-        await valkey.connect()
+    async with own_client(tmp_path / "valkey") as valkey:
         yield valkey
-        await valkey.close()
 
 
 async def open_poll(service: VotingService) -> Poll:
     options = [OptionSpec("A", "a"), OptionSpec("B", "b")]
     poll = await service.create_poll(NewPoll("Witnessed", options, lanes=LANES), actor="alice")
     return await service.open_poll(poll.id, actor="alice")
-
-
-async def cast(service: VotingService, poll: Poll, voters: range) -> None:
-    outcomes = await asyncio.gather(
-        *(service.vote(poll.id, Voter("idp", f"v{i}"), "ab"[i % 2]) for i in voters)
-    )
-    assert all(isinstance(outcome, Accepted) for outcome in outcomes)
 
 
 def witnesses(url: str, key: CosignatureVerifier, backoff_s: float = 30.0) -> CheckpointWitnesses:
