@@ -20,9 +20,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
-from conftest import RunningTally, serving
-from oidc.provider import CLIENT_ID, ORGANISER, node_or_skip, running_provider
-from tally.bench.processes import free_port
+from conftest import RunningTally
+from oidc.provider import (
+    ORGANISER,
+    gateway_signing_in_here,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from headless_chromium import chromium
@@ -38,17 +40,8 @@ VOTERS = {"alice": "Aurora", "bob": "Aurora", "carol": "Comet"}
 @pytest.fixture(scope="module")
 def show(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
     """`tally serve` signing voters in at a real provider, checkpointing every 200 ms."""
-    node_or_skip()
-    port = free_port()
-    env = {
-        "TALLY_OIDC_DISCOVERY_URL": f"http://127.0.0.1:{port}/.well-known/openid-configuration",
-        "TALLY_OIDC_CLIENT_ID": CLIENT_ID,
-        "TALLY_CHECKPOINT_INTERVAL_MS": "200",
-    }
-    with (
-        serving(tmp_path_factory.mktemp("show"), env) as server,
-        running_provider([f"{server.url}/auth/callback"], port=port),
-    ):
+    env = {"TALLY_CHECKPOINT_INTERVAL_MS": "200"}
+    with gateway_signing_in_here(tmp_path_factory.mktemp("show"), env) as server:
         yield server
 
 

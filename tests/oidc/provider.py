@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
+from conftest import RunningTally, serving
 from tally.bench.processes import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -111,6 +112,26 @@ def running_provider(
             process.kill()
             process.wait()
         log.close()
+
+
+@contextlib.contextmanager
+def gateway_signing_in_here(
+    directory: Path, env: dict[str, str] | None = None
+) -> Iterator[RunningTally]:
+    """`tally serve` in `directory` whose voters sign in at a test provider started for it (on
+    a port chosen first, so the gateway's discovery URL can name it); `env` adds settings."""
+    node_or_skip()
+    port = free_port()
+    settings = {
+        "TALLY_OIDC_DISCOVERY_URL": f"http://127.0.0.1:{port}/.well-known/openid-configuration",
+        "TALLY_OIDC_CLIENT_ID": CLIENT_ID,
+        **(env or {}),
+    }
+    with (
+        serving(directory, settings) as server,
+        running_provider([f"{server.url}/auth/callback"], port=port),
+    ):
+        yield server
 
 
 def sign_in_at_provider(authorize_url: str, login: str, callback_prefix: str) -> str:

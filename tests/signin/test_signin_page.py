@@ -16,9 +16,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
-from conftest import RunningTally, serving
-from oidc.provider import CLIENT_ID, ORGANISER, node_or_skip, running_provider
-from tally.bench.processes import free_port
+from conftest import RunningTally
+from oidc.provider import (
+    ORGANISER,
+    gateway_signing_in_here,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from demo_server import demo_tally
@@ -53,16 +55,7 @@ WEBSOCKET_VOTE = """async ([pollId, option]) => {
 
 @pytest.fixture(scope="module")
 def oidc_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTally]:
-    node_or_skip()
-    port = free_port()
-    env = {
-        "TALLY_OIDC_DISCOVERY_URL": f"http://127.0.0.1:{port}/.well-known/openid-configuration",
-        "TALLY_OIDC_CLIENT_ID": CLIENT_ID,
-    }
-    with (
-        serving(tmp_path_factory.mktemp("signin-page"), env) as server,
-        running_provider([f"{server.url}/auth/callback"], port=port),
-    ):
+    with gateway_signing_in_here(tmp_path_factory.mktemp("signin-page")) as server:
         yield server
 
 
